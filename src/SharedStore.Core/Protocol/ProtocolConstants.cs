@@ -1,0 +1,14 @@
+namespace SharedStore.Protocol;
+
+/// <summary>Version of the wire protocol in <c>sharedstore.proto</c>. Bump it on any change a peer of the other
+/// version would misread; the broker rejects a hello of another version with VERSION_MISMATCH.</summary>
+internal static class ProtocolConstants
+{
+    public const uint ProtocolVersion = 1;
+
+    /// <summary>Largest datagram either side sends or accepts (1 &lt;&lt; 20, 1 MiB).</summary>
+    public const int MaxMessageBytes = 1 << 20;
+
+    /// <summary>Largest number of descriptors attached to one datagram (the kernel's SCM_MAX_FD is 253).</summary>
+    public const int MaxFdsPerMessage = 250;
+}

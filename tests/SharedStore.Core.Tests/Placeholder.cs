@@ -1,0 +1,1 @@
+namespace SharedStore.Core.Tests;
