@@ -1,0 +1,6 @@
+namespace SharedStore.Bench;
+
+internal static partial class ScenarioRegistry
+{
+    private static partial IEnumerable<IScenario> DeviceScenarios() => [];
+}

@@ -1,0 +1,13 @@
+namespace SharedStore.Bench;
+
+/// <summary>Every scenario the tool knows. Each subsystem contributes its list from its own folder.</summary>
+internal static partial class ScenarioRegistry
+{
+    public static IEnumerable<IScenario> All =>
+        CoreScenarios().Concat(DeviceScenarios());
+
+    // Filled in by Scenarios/*.cs; a subsystem without scenarios yet returns none.
+    private static partial IEnumerable<IScenario> CoreScenarios();
+
+    private static partial IEnumerable<IScenario> DeviceScenarios();
+}
