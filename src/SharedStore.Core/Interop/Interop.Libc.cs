@@ -27,6 +27,10 @@ internal static partial class Interop
         internal const int EFBIG = 27;
         internal const int EBADF = 9;
         internal const int ECONNRESET = 104;
+        internal const int EMFILE = 24;
+        internal const int ERANGE = 34;
+        internal const int ECONNABORTED = 103;
+        internal const int ENFILE = 23;
 
         [LibraryImport(Name, SetLastError = true)]
         internal static partial int close(int fd);

@@ -1,0 +1,41 @@
+namespace SharedStore.Broker;
+
+/// <summary>Broker settings. Units are bytes unless the name says otherwise.</summary>
+internal sealed class BrokerOptions
+{
+    /// <summary>The socket to listen on (see <see cref="BrokerEndpoint"/> for the default).</summary>
+    public string SocketPath { get; set; } = BrokerEndpoint.DefaultSocketPath;
+
+    /// <summary>System-wide mode: the socket is 0666 and its directory 0755, so every user can connect and access is
+    /// decided per container by group. Per-user mode (default): socket 0600, directory 0700.</summary>
+    public bool SystemWide { get; set; }
+
+    /// <summary>Most bytes of shared memory (object data plus lock tables) the broker hands out. Default: half of
+    /// physical memory. Past it, object_create fails with NoResources, never a SIGBUS later.</summary>
+    public long MemoryLimit { get; set; } = DefaultMemoryLimit();
+
+    /// <summary>Data capacity of a shared segment, where objects below <see cref="DedicatedThreshold"/> live
+    /// (1 &lt;&lt; 26, 64 MiB). Segments are sparse: only created objects take memory.</summary>
+    public long SegmentCapacity { get; set; } = 1L << 26;
+
+    /// <summary>Objects at least this large get a segment of their own (1 &lt;&lt; 24, 16 MiB).</summary>
+    public long DedicatedThreshold { get; set; } = 1L << 24;
+
+    /// <summary>Lock records per shared segment (1 &lt;&lt; 16; 8 MiB of records).</summary>
+    public int LockRecordsPerSegment { get; set; } = 1 << 16;
+
+    /// <summary>Block size of containers that do not choose one (1 &lt;&lt; 20, 1 MiB, as in the seed).</summary>
+    public int DefaultBlockSize { get; set; } = 1 << 20;
+
+    /// <summary>Objects at least this large are populated in the background after create (1 &lt;&lt; 26, 64 MiB).</summary>
+    public long BackgroundPopulateThreshold { get; set; } = 1L << 26;
+
+    /// <summary>Optional log file (the broker also logs to stderr).</summary>
+    public string? LogPath { get; set; }
+
+    private static long DefaultMemoryLimit()
+    {
+        long total = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        return total > 0 ? total / 2 : 1L << 32;
+    }
+}

@@ -1,0 +1,172 @@
+using System.Diagnostics;
+using System.Runtime.Versioning;
+using SharedStore.Protocol;
+
+namespace SharedStore.Broker;
+
+/// <summary>
+/// The broker process's server: guarantees a single broker per socket path, accepts client connections and
+/// runs one <see cref="ClientSession"/> thread per client.
+/// <para><b>Single instance and stale leftovers.</b> The broker first takes an exclusive <c>flock</c> on
+/// <c>SOCKET.lock</c>. The kernel drops that lock when its holder dies, however it dies, so a held lock means a
+/// live broker (refuse to start) and a free one means any socket file or pid file there is stale (remove and
+/// replace). Two brokers can therefore never serve one path, and leftovers never block a start.</para>
+/// </summary>
+[SupportedOSPlatform("linux")]
+internal sealed class BrokerServer : IDisposable
+{
+    private readonly BrokerOptions _options;
+    private readonly List<ClientSession> _sessions = [];
+    private readonly ManualResetEventSlim _stopped = new();
+    private SafeFd? _lockFile;
+    private SeqPacketSocket? _listener;
+    private Thread? _acceptThread;
+    private Timer? _heartbeat;
+    private volatile bool _stopping;
+
+    public BrokerServer(BrokerOptions options)
+    {
+        _options = options;
+        var identity = new BrokerIdentity(Environment.ProcessId, Stopwatch.GetTimestamp());
+        State = new BrokerState(options, identity);
+    }
+
+    public BrokerState State { get; }
+
+    public string SocketPath => _options.SocketPath;
+
+    /// <summary>Takes the instance lock, binds the socket and starts accepting. Returns false (with a reason) when
+    /// another live broker owns the path.</summary>
+    public bool Start(out string? refusal)
+    {
+        refusal = null;
+        string dir = Path.GetDirectoryName(_options.SocketPath)!;
+        if (!Directory.Exists(dir))
+        {
+            Directory.CreateDirectory(dir);
+            _ = Interop.Libc.chmod(dir, _options.SystemWide ? Convert.ToInt32("755", 8) : Convert.ToInt32("700", 8));
+        }
+
+        string lockPath = _options.SocketPath + ".lock";
+        int fd = Interop.Libc.open(lockPath, Interop.Libc.O_RDWR | Interop.Libc.O_CREAT | Interop.Libc.O_CLOEXEC, Convert.ToInt32("600", 8));
+        if (fd < 0)
+        {
+            throw Interop.Libc.Error($"open({lockPath})", Interop.Libc.LastErrno);
+        }
+
+        _lockFile = new SafeFd(fd);
+        if (Interop.Libc.flock(fd, Interop.Libc.LOCK_EX | Interop.Libc.LOCK_NB) != 0)
+        {
+            string pid = TryRead(_options.SocketPath + ".pid") ?? "?";
+            refusal = $"another broker (pid {pid.Trim()}) is serving {_options.SocketPath}";
+            _lockFile.Dispose();
+            _lockFile = null;
+            return false;
+        }
+
+        // We own the path: whatever socket file is there belongs to a dead broker.
+        _ = Interop.Libc.unlink(_options.SocketPath);
+        _listener = SeqPacketSocket.Listen(_options.SocketPath, _options.SystemWide ? Convert.ToInt32("666", 8) : Convert.ToInt32("600", 8));
+        File.WriteAllText(_options.SocketPath + ".pid", $"{Environment.ProcessId}\n");
+        _heartbeat = new Timer(_ => State.Heartbeat(), null, 1000, 1000);
+        _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "sharedstore-accept" };
+        _acceptThread.Start();
+        return true;
+    }
+
+    private void AcceptLoop()
+    {
+        while (!_stopping)
+        {
+            var conn = _listener!.Accept();
+            if (conn is null)
+            {
+                break;
+            }
+
+            ClientSession session;
+            try
+            {
+                session = new ClientSession(conn, State);
+            }
+            catch (IOException)
+            {
+                conn.Dispose(); // peer vanished before we read its credentials
+                continue;
+            }
+
+            lock (_sessions)
+            {
+                _sessions.Add(session);
+            }
+
+            var t = new Thread(() =>
+            {
+                session.Run();
+                lock (_sessions)
+                {
+                    _sessions.Remove(session);
+                }
+            })
+            { IsBackground = true, Name = $"sharedstore-client-{session.Credentials.Pid}" };
+            t.Start();
+        }
+    }
+
+    /// <summary>Blocks until <see cref="Stop"/> is called (SIGTERM, SIGINT).</summary>
+    public void WaitForStop() => _stopped.Wait();
+
+    public void Stop()
+    {
+        if (_stopping)
+        {
+            return;
+        }
+
+        _stopping = true;
+        _listener?.Shutdown();
+        lock (_sessions)
+        {
+            foreach (var s in _sessions)
+            {
+                s.Shutdown();
+            }
+        }
+
+        // Clients blocked in lock waits notice the closed connection within one sleep slice; wake them now.
+        State.WakeAllSleepers();
+        _stopped.Set();
+    }
+
+    public void Dispose()
+    {
+        Stop();
+        _heartbeat?.Dispose();
+        _acceptThread?.Join(TimeSpan.FromSeconds(2));
+        _listener?.Dispose();
+        if (_lockFile is not null)
+        {
+            _ = Interop.Libc.unlink(_options.SocketPath);
+            _ = Interop.Libc.unlink(_options.SocketPath + ".pid");
+            _lockFile.Dispose(); // releases the flock last: no new broker binds before our socket file is gone
+        }
+
+        State.Dispose();
+    }
+
+    private static string? TryRead(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+}

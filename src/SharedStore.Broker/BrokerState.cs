@@ -1,0 +1,716 @@
+using System.Diagnostics;
+using SharedStore.Locks;
+using SharedStore.Protocol;
+using SharedStore.Regions;
+
+namespace SharedStore.Broker;
+
+/// <summary>A request the broker refuses; becomes a Response with the error code. Expected outcome, not a bug.</summary>
+internal sealed class BrokerError(ErrorCode code, string message) : Exception(message)
+{
+    public ErrorCode Code { get; } = code;
+}
+
+internal sealed class ContainerState
+{
+    public required uint Id { get; init; }
+    public required string Name { get; init; }
+    public required long GroupId { get; init; }
+    public required uint CreatorUid { get; init; }
+    public required Protocol.WritePolicy WritePolicy { get; init; }
+    public required int BlockSize { get; init; }
+    public bool Destroying { get; set; }
+    public Membership?[] Slots { get; } = new Membership?[BlockLockDescriptor.MaxSlots];
+    public Dictionary<string, ObjectState> Objects { get; } = new(StringComparer.Ordinal);
+    public Dictionary<uint, ObjectState> ObjectsById { get; } = [];
+    public List<Segment> Segments { get; } = [];
+    public long Bytes { get; set; }
+
+    public IEnumerable<Membership> Members => Slots.Where(m => m is not null)!;
+
+    public int MemberCount => Slots.Count(m => m is not null);
+
+    public bool CanWrite(PeerCredentials who) =>
+        WritePolicy == Protocol.WritePolicy.AllMembers || who.Uid == CreatorUid || who.IsRoot;
+}
+
+internal sealed class ObjectState
+{
+    public required uint Id { get; init; }
+    public required string Name { get; init; }
+    public required long Size { get; init; }
+    public required Segment Segment { get; init; }
+    public required long DataOffset { get; init; }
+    public required long RecordIndex { get; init; }
+    public required long BlockCount { get; init; }
+    public bool Destroying { get; set; }
+
+    /// <summary>Joins by all memberships (a membership may join an object several times).</summary>
+    public int UseCount { get; set; }
+}
+
+/// <summary>One client process's membership of one container: its lock slot and its object joins.</summary>
+internal sealed class Membership
+{
+    public required ClientSession Session { get; init; }
+    public required ContainerState Container { get; init; }
+    public required int Slot { get; init; }
+    public required bool CanWrite { get; init; }
+    public Dictionary<uint, int> ObjectUses { get; } = [];
+    public HashSet<uint> SentSegments { get; } = [];
+}
+
+/// <summary>
+/// All broker state: containers, objects, segments, memberships. One lock (<c>_gate</c>) guards it; control calls
+/// are rare next to lock traffic, which never reaches the broker. Blocking calls wait on the same monitor.
+/// </summary>
+internal sealed class BrokerState : IDisposable
+{
+    private const int MaxNameBytes = 255;
+    private const long MaxObjectSize = 1L << 40; // 1 TiB: beyond any memory this broker can hand out
+
+    private readonly object _gate = new();
+    private readonly BrokerOptions _options;
+    private readonly Dictionary<string, ContainerState> _containers = new(StringComparer.Ordinal);
+    private readonly Dictionary<uint, ContainerState> _containersById = [];
+    private uint _nextContainerId = 1;
+    private uint _nextObjectId = 1;
+    private uint _nextSegmentId = 1;
+    private long _bytesInUse;
+
+    public BrokerState(BrokerOptions options, BrokerIdentity identity)
+    {
+        _options = options;
+        Identity = identity;
+    }
+
+    public BrokerIdentity Identity { get; }
+
+    public long BytesInUse
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _bytesInUse;
+            }
+        }
+    }
+
+    // ---- Containers ---------------------------------------------------------------------------------------
+
+    public (ContainerInfo Info, Membership Member) CreateContainer(ClientSession session, ContainerCreate req)
+    {
+        ValidateName(req.Name, "container");
+        var who = session.Credentials;
+        if (req.GroupId < 0 || req.GroupId > uint.MaxValue - 1)
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"group id {req.GroupId} is not a Unix group id");
+        }
+
+        if (!who.IsRoot && !who.InGroup(req.GroupId))
+        {
+            throw new BrokerError(ErrorCode.PermissionDenied, $"uid {who.Uid} is not in group {req.GroupId}; only root may create a container for a group it is not in");
+        }
+
+        int blockSize = req.BlockSize == 0 ? _options.DefaultBlockSize : (int)Math.Min(req.BlockSize, int.MaxValue);
+        if (req.BlockSize != 0 && (req.BlockSize < 4096 || req.BlockSize > (1u << 30) || (req.BlockSize & (req.BlockSize - 1)) != 0))
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"block size {req.BlockSize} must be a power of two from 4 KiB to 1 GiB");
+        }
+
+        lock (_gate)
+        {
+            if (_containers.ContainsKey(req.Name))
+            {
+                throw new BrokerError(ErrorCode.AlreadyExists, $"container '{req.Name}' already exists");
+            }
+
+            var c = new ContainerState
+            {
+                Id = _nextContainerId++,
+                Name = req.Name,
+                GroupId = req.GroupId,
+                CreatorUid = who.Uid,
+                WritePolicy = req.WritePolicy,
+                BlockSize = blockSize,
+            };
+            _containers.Add(c.Name, c);
+            _containersById.Add(c.Id, c);
+            var m = AddMember(session, c);
+            return (Describe(c, m), m);
+        }
+    }
+
+    public (ContainerInfo Info, Membership Member) JoinContainer(ClientSession session, ContainerJoin req)
+    {
+        ValidateName(req.Name, "container");
+        lock (_gate)
+        {
+            if (!_containers.TryGetValue(req.Name, out var c))
+            {
+                throw new BrokerError(ErrorCode.NotFound, $"container '{req.Name}' does not exist");
+            }
+
+            if (c.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"container '{req.Name}' is being destroyed");
+            }
+
+            var who = session.Credentials;
+            if (!who.IsRoot && who.Uid != c.CreatorUid && !who.InGroup(c.GroupId))
+            {
+                throw new BrokerError(ErrorCode.PermissionDenied, $"uid {who.Uid} is not in group {c.GroupId} of container '{c.Name}'");
+            }
+
+            var m = AddMember(session, c);
+            return (Describe(c, m), m);
+        }
+    }
+
+    private Membership AddMember(ClientSession session, ContainerState c)
+    {
+        int slot = Array.IndexOf(c.Slots, null);
+        if (slot < 0)
+        {
+            throw new BrokerError(ErrorCode.NoResources, $"container '{c.Name}' has its maximum of {BlockLockDescriptor.MaxSlots} member processes");
+        }
+
+        var m = new Membership { Session = session, Container = c, Slot = slot, CanWrite = c.CanWrite(session.Credentials) };
+        c.Slots[slot] = m;
+        session.Memberships.Add(c.Id, m);
+        return m;
+    }
+
+    public void LeaveContainer(ClientSession session, uint containerId)
+    {
+        lock (_gate)
+        {
+            var m = Member(session, containerId);
+            RemoveMember(m, died: false);
+        }
+    }
+
+    /// <summary>Blocks until every other member has left, then frees the container. Joins are refused from the start.
+    /// On timeout or cancellation the container is put back as it was.</summary>
+    public void DestroyContainer(ClientSession session, uint containerId, TimeSpan timeout, CancellationToken token)
+    {
+        lock (_gate)
+        {
+            var m = Member(session, containerId);
+            var c = m.Container;
+            if (session.Credentials.Uid != c.CreatorUid && !session.Credentials.IsRoot)
+            {
+                throw new BrokerError(ErrorCode.PermissionDenied, $"only the creator (uid {c.CreatorUid}) or root may destroy container '{c.Name}'");
+            }
+
+            if (c.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"container '{c.Name}' is already being destroyed");
+            }
+
+            c.Destroying = true;
+            bool done = WaitUntil(() => c.MemberCount == (c.Slots[m.Slot] == m ? 1 : 0), timeout, token);
+            if (!done)
+            {
+                if (session.Memberships.ContainsKey(containerId))
+                {
+                    c.Destroying = false;
+                    Monitor.PulseAll(_gate);
+                    throw token.IsCancellationRequested
+                        ? new BrokerError(ErrorCode.Canceled, "container destroy canceled")
+                        : new BrokerError(ErrorCode.Timeout, $"container '{c.Name}' still has {c.MemberCount - 1} other member(s)");
+                }
+            }
+
+            if (c.Slots[m.Slot] == m)
+            {
+                RemoveMember(m, died: false); // frees the container: it is destroying and now memberless
+            }
+        }
+    }
+
+    private void RemoveMember(Membership m, bool died)
+    {
+        var c = m.Container;
+        // Release everything the slot may hold in every block of the container. For a live client that left, its
+        // library refused to leave with leases or writes outstanding, so this finds nothing; for a dead one it is
+        // the recovery (see docs/ARCHITECTURE.md, "Recovery").
+        long released = ScrubSlot(c, m.Slot);
+        foreach (var (oid, uses) in m.ObjectUses)
+        {
+            if (c.ObjectsById.TryGetValue(oid, out var o))
+            {
+                o.UseCount -= uses;
+                if (o.Destroying && o.UseCount == 0)
+                {
+                    FreeObject(c, o);
+                }
+            }
+        }
+
+        m.ObjectUses.Clear();
+        c.Slots[m.Slot] = null;
+        m.Session.Memberships.Remove(c.Id);
+        if (died && released > 0)
+        {
+            Log($"recovered {released} lock record(s) of dead pid {m.Session.Credentials.Pid} in container '{c.Name}'");
+        }
+
+        if (c.Destroying && c.MemberCount == 0)
+        {
+            FreeContainer(c);
+        }
+
+        Monitor.PulseAll(_gate);
+    }
+
+    private static unsafe long ScrubSlot(ContainerState c, int slot)
+    {
+        long released = 0;
+        foreach (var o in c.ObjectsById.Values)
+        {
+            for (long b = 0; b < o.BlockCount; b++)
+            {
+                if (BlockLock.ScrubSlot(o.Segment.Record(o.RecordIndex + b), slot).Any)
+                {
+                    released++;
+                }
+            }
+        }
+
+        return released;
+    }
+
+    private void FreeContainer(ContainerState c)
+    {
+        foreach (var o in c.ObjectsById.Values.ToList())
+        {
+            FreeObject(c, o);
+        }
+
+        foreach (var s in c.Segments)
+        {
+            _bytesInUse -= s.LockLength;
+            s.Dispose();
+        }
+
+        c.Segments.Clear();
+        _containers.Remove(c.Name);
+        _containersById.Remove(c.Id);
+    }
+
+    // ---- Objects ------------------------------------------------------------------------------------------
+
+    public (ObjectInfo Info, List<Segment> NewSegments, bool CanWrite) CreateObject(ClientSession session, ObjectCreate req)
+    {
+        ValidateName(req.Name, "object");
+        if (req.Size == 0 || req.Size > MaxObjectSize)
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"object size {req.Size} must be from 1 byte to 1 TiB");
+        }
+
+        long size = (long)req.Size;
+        ObjectState o;
+        Membership m;
+        lock (_gate)
+        {
+            m = Member(session, req.ContainerId);
+            var c = m.Container;
+            if (!m.CanWrite)
+            {
+                throw new BrokerError(ErrorCode.PermissionDenied, $"container '{c.Name}' lets only its creator create objects");
+            }
+
+            if (c.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"container '{c.Name}' is being destroyed");
+            }
+
+            if (c.Objects.ContainsKey(req.Name))
+            {
+                throw new BrokerError(ErrorCode.AlreadyExists, $"object '{req.Name}' already exists in container '{c.Name}'");
+            }
+
+            long blocks = (size + c.BlockSize - 1) / c.BlockSize;
+            long pageBytes = LockSegmentDescriptor.RoundUpToPage(size);
+            Segment? seg = null;
+            long dataOffset = -1, record = -1;
+            if (size < _options.DedicatedThreshold)
+            {
+                foreach (var s in c.Segments)
+                {
+                    if (!s.Dedicated && s.TryAllocate(size, blocks, out dataOffset, out record))
+                    {
+                        seg = s;
+                        break;
+                    }
+                }
+            }
+
+            long newSegmentBytes = 0;
+            bool dedicated = size >= _options.DedicatedThreshold;
+            if (seg is null)
+            {
+                newSegmentBytes = LockSegmentDescriptor.LengthFor(dedicated ? blocks : _options.LockRecordsPerSegment);
+            }
+
+            if (_bytesInUse + pageBytes + newSegmentBytes > _options.MemoryLimit)
+            {
+                throw new BrokerError(ErrorCode.NoResources, $"object of {size} bytes exceeds the broker's memory limit ({_bytesInUse} of {_options.MemoryLimit} bytes in use)");
+            }
+
+            if (seg is null)
+            {
+                try
+                {
+                    seg = dedicated
+                        ? new Segment(_nextSegmentId++, c.Id, pageBytes, blocks, c.BlockSize, dedicated: true, Identity)
+                        : new Segment(_nextSegmentId++, c.Id, _options.SegmentCapacity, _options.LockRecordsPerSegment, c.BlockSize, dedicated: false, Identity);
+                }
+                catch (SharedStoreException e)
+                {
+                    throw new BrokerError(e.Code, e.Message);
+                }
+
+                c.Segments.Add(seg);
+                _bytesInUse += seg.LockLength;
+                if (!seg.TryAllocate(size, blocks, out dataOffset, out record))
+                {
+                    throw new BrokerError(ErrorCode.Internal, "a fresh segment could not hold the object");
+                }
+            }
+
+            // Reserve the memory now: running out is a clean error here, never a SIGBUS in a client later.
+            if (!Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
+            {
+                seg.Free(dataOffset, size, record, blocks);
+                throw new BrokerError(ErrorCode.NoResources, $"cannot reserve {size} bytes of shared memory: {Interop.Libc.StrError(errno)}");
+            }
+
+            o = new ObjectState
+            {
+                Id = _nextObjectId++,
+                Name = req.Name,
+                Size = size,
+                Segment = seg,
+                DataOffset = dataOffset,
+                RecordIndex = record,
+                BlockCount = blocks,
+                UseCount = 1,
+            };
+            seg.ObjectCount++;
+            c.Objects.Add(o.Name, o);
+            c.ObjectsById.Add(o.Id, o);
+            c.Bytes += size;
+            _bytesInUse += pageBytes;
+            m.ObjectUses[o.Id] = 1;
+        }
+
+        // Pay the first-touch cost (about 2 µs a page here) now rather than on a reader's first access. Large
+        // objects populate in the background: create returns once the memory is reserved.
+        if (size >= _options.BackgroundPopulateThreshold)
+        {
+            var seg = o.Segment;
+            long off = o.DataOffset;
+            ThreadPool.UnsafeQueueUserWorkItem(_ => seg.DataMap.Populate(off, size), null);
+        }
+        else
+        {
+            o.Segment.DataMap.Populate(o.DataOffset, size);
+        }
+
+        lock (_gate)
+        {
+            return (Describe(o), SegmentsToSend(m, o), m.CanWrite);
+        }
+    }
+
+    public (ObjectInfo Info, List<Segment> NewSegments, bool CanWrite) JoinObject(ClientSession session, ObjectJoin req)
+    {
+        ValidateName(req.Name, "object");
+        lock (_gate)
+        {
+            var m = Member(session, req.ContainerId);
+            if (!m.Container.Objects.TryGetValue(req.Name, out var o))
+            {
+                throw new BrokerError(ErrorCode.NotFound, $"object '{req.Name}' does not exist in container '{m.Container.Name}'");
+            }
+
+            if (o.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"object '{req.Name}' is being destroyed");
+            }
+
+            o.UseCount++;
+            m.ObjectUses[o.Id] = m.ObjectUses.GetValueOrDefault(o.Id) + 1;
+            return (Describe(o), SegmentsToSend(m, o), m.CanWrite);
+        }
+    }
+
+    public void LeaveObject(ClientSession session, ObjectLeave req)
+    {
+        lock (_gate)
+        {
+            var m = Member(session, req.ContainerId);
+            var o = Object(m, req.ObjectId);
+            DropUse(m, o);
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    private void DropUse(Membership m, ObjectState o)
+    {
+        int uses = m.ObjectUses[o.Id];
+        if (uses == 1)
+        {
+            m.ObjectUses.Remove(o.Id);
+        }
+        else
+        {
+            m.ObjectUses[o.Id] = uses - 1;
+        }
+
+        o.UseCount--;
+        if (o.Destroying && o.UseCount == 0)
+        {
+            FreeObject(m.Container, o);
+        }
+    }
+
+    /// <summary>Blocks while other members use the object, then frees it. Joins are refused from the start. On
+    /// timeout or cancellation the object is put back as it was.</summary>
+    public void DestroyObject(ClientSession session, ObjectDestroy req, TimeSpan timeout, CancellationToken token)
+    {
+        lock (_gate)
+        {
+            var m = Member(session, req.ContainerId);
+            var o = Object(m, req.ObjectId);
+            if (!m.CanWrite)
+            {
+                throw new BrokerError(ErrorCode.PermissionDenied, $"container '{m.Container.Name}' lets only its creator destroy objects");
+            }
+
+            if (o.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"object '{o.Name}' is already being destroyed");
+            }
+
+            o.Destroying = true;
+            int Mine() => m.ObjectUses.GetValueOrDefault(o.Id);
+            bool done = WaitUntil(() => o.UseCount - Mine() == 0, timeout, token);
+            if (!done && session.Memberships.ContainsKey(req.ContainerId) && m.Container.ObjectsById.ContainsKey(o.Id))
+            {
+                o.Destroying = false;
+                Monitor.PulseAll(_gate);
+                throw token.IsCancellationRequested
+                    ? new BrokerError(ErrorCode.Canceled, "object destroy canceled")
+                    : new BrokerError(ErrorCode.Timeout, $"object '{o.Name}' is still used by {o.UseCount - Mine()} other join(s)");
+            }
+
+            if (m.Container.ObjectsById.ContainsKey(o.Id))
+            {
+                o.UseCount -= Mine();
+                m.ObjectUses.Remove(o.Id);
+                FreeObject(m.Container, o);
+            }
+
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    private void FreeObject(ContainerState c, ObjectState o)
+    {
+        if (!c.ObjectsById.Remove(o.Id))
+        {
+            return;
+        }
+
+        c.Objects.Remove(o.Name);
+        c.Bytes -= o.Size;
+        _bytesInUse -= LockSegmentDescriptor.RoundUpToPage(o.Size);
+        foreach (var member in c.Members)
+        {
+            member.ObjectUses.Remove(o.Id);
+        }
+
+        o.Segment.Free(o.DataOffset, o.Size, o.RecordIndex, o.BlockCount);
+        if (--o.Segment.ObjectCount == 0 && o.Segment.Dedicated)
+        {
+            // A dedicated segment dies with its object; clients that still map it keep their mapping until they drop it.
+            c.Segments.Remove(o.Segment);
+            _bytesInUse -= o.Segment.LockLength;
+            o.Segment.Dispose();
+        }
+    }
+
+    // ---- Sessions -----------------------------------------------------------------------------------------
+
+    /// <summary>The client's socket closed: it exited or was killed. Release everything it held.</summary>
+    public void SessionClosed(ClientSession session)
+    {
+        lock (_gate)
+        {
+            foreach (var m in session.Memberships.Values.ToList())
+            {
+                RemoveMember(m, died: true);
+            }
+        }
+    }
+
+    public ListReply List()
+    {
+        var reply = new ListReply();
+        lock (_gate)
+        {
+            foreach (var c in _containers.Values)
+            {
+                var e = new ContainerEntry { Info = Describe(c, null), Bytes = (ulong)c.Bytes };
+                e.MemberPids.AddRange(c.Members.Select(m => m.Session.Credentials.Pid));
+                foreach (var o in c.ObjectsById.Values)
+                {
+                    e.Objects.Add(new ObjectEntry { Info = Describe(o), UseCount = (uint)o.UseCount });
+                }
+
+                reply.Containers.Add(e);
+            }
+        }
+
+        return reply;
+    }
+
+    public void Heartbeat()
+    {
+        lock (_gate)
+        {
+            foreach (var c in _containers.Values)
+            {
+                foreach (var s in c.Segments)
+                {
+                    s.Heartbeat();
+                }
+            }
+        }
+    }
+
+    /// <summary>Wakes every lock sleeper of every container (shutdown: clients then notice the broker is gone).</summary>
+    public unsafe void WakeAllSleepers()
+    {
+        lock (_gate)
+        {
+            foreach (var c in _containers.Values)
+            {
+                foreach (var o in c.ObjectsById.Values)
+                {
+                    for (long b = 0; b < o.BlockCount; b++)
+                    {
+                        BlockLock.WakeAllSleepers(o.Segment.Record(o.RecordIndex + b));
+                    }
+                }
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var c in _containers.Values.ToList())
+            {
+                foreach (var s in c.Segments)
+                {
+                    s.Dispose();
+                }
+            }
+
+            _containers.Clear();
+            _containersById.Clear();
+        }
+    }
+
+    // ---- Helpers ------------------------------------------------------------------------------------------
+
+    private bool WaitUntil(Func<bool> condition, TimeSpan timeout, CancellationToken token)
+    {
+        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        using var reg = token.Register(() =>
+        {
+            lock (_gate)
+            {
+                Monitor.PulseAll(_gate);
+            }
+        });
+        while (!condition())
+        {
+            if (token.IsCancellationRequested)
+            {
+                return false;
+            }
+
+            long left = deadline - Stopwatch.GetTimestamp();
+            if (left <= 0)
+            {
+                return false;
+            }
+
+            int ms = (int)Math.Clamp(left * 1000 / Stopwatch.Frequency, 1, 1000);
+            Monitor.Wait(_gate, ms);
+        }
+
+        return true;
+    }
+
+    private static Membership Member(ClientSession session, uint containerId) =>
+        session.Memberships.TryGetValue(containerId, out var m)
+            ? m
+            : throw new BrokerError(ErrorCode.NotFound, $"container {containerId} does not exist or this client is not a member");
+
+    private static ObjectState Object(Membership m, uint objectId) =>
+        m.Container.ObjectsById.TryGetValue(objectId, out var o) && m.ObjectUses.ContainsKey(objectId)
+            ? o
+            : throw new BrokerError(ErrorCode.NotFound, $"object {objectId} does not exist in container '{m.Container.Name}' or was not joined");
+
+    private static List<Segment> SegmentsToSend(Membership m, ObjectState o)
+    {
+        var list = new List<Segment>();
+        if (m.SentSegments.Add(o.Segment.Id))
+        {
+            list.Add(o.Segment);
+        }
+
+        return list;
+    }
+
+    private static void ValidateName(string name, string what)
+    {
+        if (string.IsNullOrEmpty(name) || System.Text.Encoding.UTF8.GetByteCount(name) > MaxNameBytes || name.Contains('\0', StringComparison.Ordinal))
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"{what} name must be 1 to {MaxNameBytes} UTF-8 bytes without NUL");
+        }
+    }
+
+    private static ContainerInfo Describe(ContainerState c, Membership? m) => new()
+    {
+        ContainerId = c.Id,
+        Name = c.Name,
+        GroupId = c.GroupId,
+        WritePolicy = c.WritePolicy,
+        BlockSize = (uint)c.BlockSize,
+        MemberSlot = m is null ? 0u : (uint)m.Slot,
+        CanWrite = m?.CanWrite ?? false,
+        CreatorUid = (int)c.CreatorUid,
+    };
+
+    private static ObjectInfo Describe(ObjectState o) => new()
+    {
+        ObjectId = o.Id,
+        Name = o.Name,
+        Size = (ulong)o.Size,
+        SegmentId = o.Segment.Id,
+        DataOffset = (ulong)o.DataOffset,
+        LockOffset = (ulong)(LockSegmentDescriptor.RecordsOffset + (o.RecordIndex * BlockLockDescriptor.Size)),
+        BlockCount = (uint)o.BlockCount,
+    };
+
+    public static Action<string> Log { get; set; } = s => Console.Error.WriteLine(s);
+}

@@ -1,0 +1,242 @@
+using System.Collections.Concurrent;
+using Google.Protobuf;
+using SharedStore.Protocol;
+
+namespace SharedStore.Broker;
+
+/// <summary>
+/// One connected client process. A dedicated thread reads its requests; calls that may block in the broker
+/// (destroy) run on the thread pool so that the same client can still leave, join or cancel meanwhile. When the
+/// socket reads EOF the process has exited or was killed (the kernel closes a dead process's descriptors at
+/// once), and <see cref="BrokerState.SessionClosed"/> releases everything it held.
+/// </summary>
+internal sealed class ClientSession
+{
+    private readonly SeqPacketSocket _socket;
+    private readonly BrokerState _state;
+    private readonly ConcurrentDictionary<ulong, CancellationTokenSource> _blocking = new();
+    private bool _helloDone;
+
+    public ClientSession(SeqPacketSocket socket, BrokerState state)
+    {
+        _socket = socket;
+        _state = state;
+        Credentials = socket.GetPeerCredentials();
+    }
+
+    public PeerCredentials Credentials { get; }
+
+    /// <summary>Container id → membership. Guarded by the broker state lock.</summary>
+    public Dictionary<uint, Membership> Memberships { get; } = [];
+
+    public void Run()
+    {
+        byte[] buffer = new byte[ProtocolConstants.MaxMessageBytes];
+        var fds = new List<SafeFd>();
+        try
+        {
+            while (true)
+            {
+                int n = _socket.Receive(buffer, fds);
+                foreach (var fd in fds)
+                {
+                    fd.Dispose(); // clients never send descriptors; drop any so none leaks
+                }
+
+                fds.Clear();
+                if (n <= 0)
+                {
+                    break;
+                }
+
+                Request req;
+                try
+                {
+                    req = Request.Parser.ParseFrom(buffer, 0, n);
+                }
+                catch (InvalidProtocolBufferException)
+                {
+                    break; // not our protocol: drop the connection
+                }
+
+                if (!Handle(req))
+                {
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            foreach (var cts in _blocking.Values)
+            {
+                cts.Cancel();
+            }
+
+            _state.SessionClosed(this);
+            _socket.Dispose();
+        }
+    }
+
+    public void Shutdown() => _socket.Shutdown();
+
+    private bool Handle(Request req)
+    {
+        if (!_helloDone)
+        {
+            if (req.BodyCase != Request.BodyOneofCase.Hello)
+            {
+                Reply(new Response { Id = req.Id, Error = Protocol.ErrorCode.InvalidArgument, Message = "the first message must be hello" });
+                return false;
+            }
+
+            if (req.Hello.ProtocolVersion != ProtocolConstants.ProtocolVersion)
+            {
+                Reply(new Response
+                {
+                    Id = req.Id,
+                    Error = Protocol.ErrorCode.VersionMismatch,
+                    Message = $"broker speaks protocol version {ProtocolConstants.ProtocolVersion}, client sent {req.Hello.ProtocolVersion}",
+                    Hello = new HelloReply { ProtocolVersion = ProtocolConstants.ProtocolVersion },
+                });
+                return false;
+            }
+
+            _helloDone = true;
+            Reply(new Response
+            {
+                Id = req.Id,
+                Hello = new HelloReply
+                {
+                    ProtocolVersion = ProtocolConstants.ProtocolVersion,
+                    BrokerPid = _state.Identity.Pid,
+                    BrokerStartTicks = (ulong)_state.Identity.StartTicks,
+                },
+            });
+            return true;
+        }
+
+        switch (req.BodyCase)
+        {
+            case Request.BodyOneofCase.ContainerDestroy:
+            case Request.BodyOneofCase.ObjectDestroy:
+                RunBlocking(req);
+                return true;
+            case Request.BodyOneofCase.Cancel:
+                if (_blocking.TryGetValue(req.Cancel.RequestId, out var cts))
+                {
+                    cts.Cancel();
+                }
+
+                return true;
+            default:
+                Reply(Execute(req, CancellationToken.None));
+                return true;
+        }
+    }
+
+    private void RunBlocking(Request req)
+    {
+        var cts = new CancellationTokenSource();
+        _blocking[req.Id] = cts;
+        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        {
+            try
+            {
+                Reply(Execute(req, cts.Token));
+            }
+            finally
+            {
+                _blocking.TryRemove(req.Id, out CancellationTokenSource? _);
+                cts.Dispose();
+            }
+        }, null);
+    }
+
+    private (Response Response, int[] Fds) Execute(Request req, CancellationToken token)
+    {
+        var resp = new Response { Id = req.Id };
+        int[] fds = [];
+        TimeSpan timeout = req.TimeoutMs == uint.MaxValue ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(req.TimeoutMs);
+        try
+        {
+            switch (req.BodyCase)
+            {
+                case Request.BodyOneofCase.ContainerCreate:
+                    resp.Container = _state.CreateContainer(this, req.ContainerCreate).Info;
+                    break;
+                case Request.BodyOneofCase.ContainerJoin:
+                    resp.Container = _state.JoinContainer(this, req.ContainerJoin).Info;
+                    break;
+                case Request.BodyOneofCase.ContainerLeave:
+                    _state.LeaveContainer(this, req.ContainerLeave.ContainerId);
+                    break;
+                case Request.BodyOneofCase.ContainerDestroy:
+                    _state.DestroyContainer(this, req.ContainerDestroy.ContainerId, timeout, token);
+                    break;
+                case Request.BodyOneofCase.ObjectCreate:
+                {
+                    var (info, segs, canWrite) = _state.CreateObject(this, req.ObjectCreate);
+                    resp.Object = info;
+                    fds = AttachSegments(resp, segs, canWrite);
+                    break;
+                }
+
+                case Request.BodyOneofCase.ObjectJoin:
+                {
+                    var (info, segs, canWrite) = _state.JoinObject(this, req.ObjectJoin);
+                    resp.Object = info;
+                    fds = AttachSegments(resp, segs, canWrite);
+                    break;
+                }
+
+                case Request.BodyOneofCase.ObjectLeave:
+                    _state.LeaveObject(this, req.ObjectLeave);
+                    break;
+                case Request.BodyOneofCase.ObjectDestroy:
+                    _state.DestroyObject(this, req.ObjectDestroy, timeout, token);
+                    break;
+                case Request.BodyOneofCase.List:
+                    resp.List = _state.List();
+                    break;
+                default:
+                    resp.Error = Protocol.ErrorCode.InvalidArgument;
+                    resp.Message = $"unknown request {req.BodyCase}";
+                    break;
+            }
+        }
+        catch (BrokerError e)
+        {
+            resp.Error = (Protocol.ErrorCode)e.Code;
+            resp.Message = e.Message;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            resp.Error = Protocol.ErrorCode.Internal;
+            resp.Message = e.ToString();
+            BrokerState.Log($"internal error on {req.BodyCase}: {e}");
+        }
+
+        return (resp, fds);
+    }
+
+    // Segment descriptors ride on the reply that first needs them: per segment the data fd (its read-only twin when
+    // the member may not write) then the lock fd, in the order of Response.segments. The segment cannot be freed
+    // before the send: the object it holds was just joined by this very client.
+    private static int[] AttachSegments(Response resp, List<Segment> segs, bool canWrite)
+    {
+        var fds = new int[segs.Count * 2];
+        for (int i = 0; i < segs.Count; i++)
+        {
+            var s = segs[i];
+            resp.Segments.Add(new SegmentInfo { SegmentId = s.Id, DataLength = (ulong)s.DataCapacity, LockLength = (ulong)s.LockLength, ReadOnly = !canWrite });
+            fds[2 * i] = canWrite ? s.DataFd.Fd : s.DataReadOnlyFd.Fd;
+            fds[(2 * i) + 1] = s.LockFd.Fd;
+        }
+
+        return fds;
+    }
+
+    private void Reply(Response resp) => Reply((resp, []));
+
+    private void Reply((Response Response, int[] Fds) r) => _socket.Send(r.Response.ToByteArray(), r.Fds);
+}

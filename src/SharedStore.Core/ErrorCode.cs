@@ -1,0 +1,47 @@
+namespace SharedStore;
+
+/// <summary>
+/// Outcome codes of SharedStore calls. They mirror the seed's negative returns (the C value is <c>-(int)code</c>)
+/// and travel unchanged on the wire (<c>sharedstore.proto</c> ErrorCode has the same numbers).
+/// </summary>
+public enum ErrorCode
+{
+    /// <summary>Success (the seed's 0 or a non-negative id).</summary>
+    Ok = 0,
+
+    /// <summary>The container or object does not exist (or no longer does).</summary>
+    NotFound = 1,
+
+    /// <summary>A container or object of that name already exists.</summary>
+    AlreadyExists = 2,
+
+    /// <summary>The caller's Unix credentials do not admit it, or the container lets only its creator write.</summary>
+    PermissionDenied = 3,
+
+    /// <summary>No memory (the broker's memory limit, tmpfs full), or a table (member slots, lock records) is full.</summary>
+    NoResources = 4,
+
+    /// <summary>A blocking call did not complete within its timeout. Nothing is held on return.</summary>
+    Timeout = 5,
+
+    /// <summary>The container or object is being destroyed: joins are refused from the moment destroy is called.</summary>
+    Destroyed = 6,
+
+    /// <summary>An argument the broker checked was out of range (names, sizes, block size).</summary>
+    InvalidArgument = 7,
+
+    /// <summary>The broker is not running, or died; the client must reconnect.</summary>
+    BrokerUnavailable = 8,
+
+    /// <summary>The broker speaks another wire-protocol version.</summary>
+    VersionMismatch = 9,
+
+    /// <summary>The caller's CancellationToken fired. Nothing is held on return.</summary>
+    Canceled = 10,
+
+    /// <summary>The call would deadlock the calling process (e.g. a write on blocks it holds by get).</summary>
+    WouldDeadlock = 11,
+
+    /// <summary>The broker reported an internal failure (a bug): see the message.</summary>
+    Internal = 12,
+}

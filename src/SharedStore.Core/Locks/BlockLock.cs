@@ -1,0 +1,347 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using SharedStore.Regions;
+
+namespace SharedStore.Locks;
+
+/// <summary>How a lock wait ended.</summary>
+internal enum LockStatus
+{
+    Acquired = 0,
+    Timeout,
+    Canceled,
+    BrokerLost,
+}
+
+/// <summary>
+/// Cross-process, writer-priority reader/writer lock over one <see cref="BlockLockRecord"/> in shared memory.
+/// <para><b>Algorithm.</b> A per-slot counting reader/writer lock with a Dekker-style announcement between the two
+/// sides, a futex sequence word for sleeping, and ownership that is recorded by the atomic operation itself.</para>
+/// <para><b>States</b> of a record (slot <c>s</c> is a container member process; <c>R</c> = all reader bytes,
+/// <c>O</c> = Owner, <c>W</c> = Waiting):</para>
+/// <code>
+///   free            R = 0, O = 0
+///   read-held       R ≠ 0, O = 0 or O pending (re-entrant readers only)
+///   write-pending   O = s+1         writer s owns the block and waits for R to drain
+///   write-held      O = (s+1)|Active, R = 0
+/// </code>
+/// <para><b>Reader of slot s</b> (steps; every RMW is a locked instruction, i.e. sequentially consistent):</para>
+/// <list type="number">
+/// <item>Read its byte b. If b = 0 and (O ≠ 0 or W ≠ 0), a writer owns or waits: sleep until O = 0 and W = 0
+/// (writer priority). If b &gt; 0 the process already holds a read and goes on even past a waiting writer
+/// (re-entry must not deadlock behind a writer that waits for this very read).</item>
+/// <item>CAS its byte b → b+1 on the readers word (fails and retries if any byte of the word changed).</item>
+/// <item>If b was 0, re-read O and W. If either is set, a writer announced itself between 1 and 2: undo 2 and
+/// go back to 1. This and writer step 2 are the two halves of Dekker's handshake: each side writes its own word
+/// with a locked RMW and then reads the other's, so at least one of them sees the other.</item>
+/// </list>
+/// <para><b>Writer of slot s:</b></para>
+/// <list type="number">
+/// <item>CAS O: 0 → s+1. If it fails, set bit s of W (first waiting thread of the process), sleep until O = 0,
+/// retry; clear bit s of W once O is ours (last waiting thread of the process).</item>
+/// <item>Read all reader words; sleep until they are all 0. New readers that do not already hold the block see
+/// O ≠ 0 and back off (reader step 3), so the drain terminates once present holders put.</item>
+/// <item>Store O = (s+1)|Active; write the data; store O = 0.</item>
+/// </list>
+/// <para><b>Sleeping without lost wake-ups.</b> A sleeper sets bit 0 of Seq with a CAS (or fences if it is already
+/// set), re-checks its condition, then FUTEX_WAITs on the value it saw. Every state change that can unblock someone
+/// is a locked RMW followed by a read of Seq; if bit 0 is set it bumps Seq and FUTEX_WAKEs everyone. In the total
+/// order of locked instructions either the releaser's change precedes the sleeper's Seq RMW (then the sleeper's
+/// re-check sees it and does not sleep) or it follows (then the releaser sees bit 0 and bumps Seq, so the sleeper's
+/// FUTEX_WAIT either returns EAGAIN or is woken). Waiters spin for <see cref="LockWaitPolicy.SpinTicks"/> first:
+/// on this machine a futex wake of a halted vCPU costs ~22 µs while a spinning peer sees a store in ~0.05 µs.</para>
+/// <para><b>Crash safety.</b> Every shared fact is attributed to a slot by the word that carries it: a read is slot
+/// s's byte, a write is O = s+1, a waiting writer is bit s of W. So there is no window between an atomic update and
+/// separate bookkeeping, and the broker's recovery (<see cref="ScrubSlot"/>) needs no log: it clears byte s, O if it
+/// names s (marking the block torn if O was active), and bit s of W, then wakes sleepers. A dead sleeper leaves at
+/// most bit 0 of Seq set, which costs one spurious wake.</para>
+/// </summary>
+internal static unsafe class BlockLock
+{
+    // ---- Readers ------------------------------------------------------------------------------------------
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong* ReaderWord(BlockLockRecord* rec, int slot) => (ulong*)rec + (slot >> 3);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ReaderShift(int slot) => (slot & 7) << 3;
+
+    /// <summary>The number of reads <paramref name="slot"/> holds on the block.</summary>
+    public static int ReadHolds(BlockLockRecord* rec, int slot) =>
+        (int)((Volatile.Read(ref *ReaderWord(rec, slot)) >> ReaderShift(slot)) & 0xFF);
+
+    /// <summary>Takes one read hold for <paramref name="slot"/>: reader steps 1–3 of the class comment.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static LockStatus AcquireRead(BlockLockRecord* rec, int slot, ref LockWait wait)
+    {
+        ulong* word = ReaderWord(rec, slot);
+        int shift = ReaderShift(slot);
+        ulong unit = 1UL << shift;
+        while (true)
+        {
+            ulong old = Volatile.Read(ref *word);
+            uint mine = (uint)(old >> shift) & 0xFF;
+            if (mine == 0 ? WriterPresent(rec) : mine == BlockLockDescriptor.MaxHoldsPerSlot)
+            {
+                LockStatus s = wait.WaitFor(rec, &ReaderMayEnter, slot);
+                if (s != LockStatus.Acquired)
+                {
+                    return s;
+                }
+
+                continue;
+            }
+
+            // Step 2. The CAS also orders step 3's loads after it (a locked instruction is a full fence).
+            if (Interlocked.CompareExchange(ref *word, old + unit, old) != old)
+            {
+                continue;
+            }
+
+            // Step 3: Dekker re-check against a writer that announced itself after step 1.
+            if (mine == 0 && WriterPresent(rec))
+            {
+                ReleaseRead(rec, slot);
+                continue;
+            }
+
+            return LockStatus.Acquired;
+        }
+    }
+
+    /// <summary>Drops one read hold of <paramref name="slot"/> and wakes sleepers if there are any.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void ReleaseRead(BlockLockRecord* rec, int slot)
+    {
+        ulong* word = ReaderWord(rec, slot);
+        int shift = ReaderShift(slot);
+        Debug.Assert(((Volatile.Read(ref *word) >> shift) & 0xFF) != 0, "release of a read the slot does not hold");
+
+        // The caller's lease proves the byte is ≥ 1, so subtracting cannot borrow from the neighbour slot's byte.
+        // Locked RMW: it must precede our read of Seq (see "Sleeping without lost wake-ups").
+        Interlocked.Add(ref *word, unchecked(0UL - (1UL << shift)));
+        WakeIfSleepers(rec);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool WriterPresent(BlockLockRecord* rec) =>
+        (Volatile.Read(ref rec->Owner) | Volatile.Read(ref rec->Waiting)) != 0;
+
+    private static bool ReaderMayEnter(BlockLockRecord* rec, int slot)
+    {
+        uint mine = (uint)ReadHolds(rec, slot);
+        return mine == 0 ? !WriterPresent(rec) : mine < BlockLockDescriptor.MaxHoldsPerSlot;
+    }
+
+    // ---- Writers ------------------------------------------------------------------------------------------
+
+    /// <summary>Whether any slot holds a read on the block.</summary>
+    public static bool AnyReaders(BlockLockRecord* rec)
+    {
+        ulong* r = (ulong*)rec;
+        ulong any = 0;
+        for (int i = 0; i < BlockLockDescriptor.ReaderWords; i++)
+        {
+            any |= Volatile.Read(ref r[i]);
+        }
+
+        return any != 0;
+    }
+
+    /// <summary>
+    /// Takes the block for writing: writer steps 1–3. <paramref name="waitGate"/> serializes the process-local
+    /// count of this process's threads waiting on the block (<paramref name="localWaiters"/>), which decides when the
+    /// slot's Waiting bit is set and cleared. On any outcome but Acquired nothing is held.
+    /// </summary>
+    public static LockStatus AcquireWrite(BlockLockRecord* rec, int slot, object waitGate, ref int localWaiters, ref LockWait wait)
+    {
+        uint me = (uint)slot + 1;
+
+        // Step 1, fast path: uncontended ownership is one CAS.
+        if (Interlocked.CompareExchange(ref rec->Owner, me, 0) != 0)
+        {
+            LockStatus s = WaitForOwnership(rec, slot, me, waitGate, ref localWaiters, ref wait);
+            if (s != LockStatus.Acquired)
+            {
+                return s;
+            }
+        }
+
+        // Step 2: the owner CAS above was a full fence, so these loads cannot pass it (Dekker, writer half).
+        if (AnyReaders(rec))
+        {
+            LockStatus s = wait.WaitFor(rec, &NoReaders, slot);
+            if (s != LockStatus.Acquired)
+            {
+                Interlocked.Exchange(ref rec->Owner, 0);
+                WakeIfSleepers(rec);
+                return s;
+            }
+        }
+
+        // Step 3: only this slot writes Owner while it owns the block (recovery acts on dead slots only).
+        Volatile.Write(ref rec->Owner, me | BlockLockDescriptor.OwnerActiveBit);
+        return LockStatus.Acquired;
+    }
+
+    private static LockStatus WaitForOwnership(BlockLockRecord* rec, int slot, uint me, object waitGate, ref int localWaiters, ref LockWait wait)
+    {
+        ulong bit = 1UL << slot;
+        lock (waitGate)
+        {
+            if (localWaiters++ == 0)
+            {
+                // Locked RMW: readers that CAS after this see W ≠ 0 in their step 3.
+                Interlocked.Or(ref rec->Waiting, bit);
+            }
+        }
+
+        try
+        {
+            while (Interlocked.CompareExchange(ref rec->Owner, me, 0) != 0)
+            {
+                LockStatus s = wait.WaitFor(rec, &OwnerFree, slot);
+                if (s != LockStatus.Acquired)
+                {
+                    return s;
+                }
+            }
+
+            return LockStatus.Acquired;
+        }
+        finally
+        {
+            bool cleared = false;
+            lock (waitGate)
+            {
+                if (--localWaiters == 0)
+                {
+                    // Clear only after Owner is ours (or we gave up): readers never see a gap between the two.
+                    Interlocked.And(ref rec->Waiting, ~bit);
+                    cleared = true;
+                }
+            }
+
+            if (cleared)
+            {
+                WakeIfSleepers(rec);
+            }
+        }
+    }
+
+    /// <summary>Releases a write. <paramref name="wroteWholeBlock"/> clears the torn mark first.</summary>
+    public static void ReleaseWrite(BlockLockRecord* rec, bool wroteWholeBlock)
+    {
+        if (wroteWholeBlock && (Volatile.Read(ref rec->Flags) & BlockLockDescriptor.FlagTorn) != 0)
+        {
+            Interlocked.And(ref rec->Flags, ~BlockLockDescriptor.FlagTorn);
+        }
+
+        // Locked RMW before reading Seq (no lost wake-up).
+        Interlocked.Exchange(ref rec->Owner, 0);
+        WakeIfSleepers(rec);
+    }
+
+    public static bool IsTorn(BlockLockRecord* rec) => (Volatile.Read(ref rec->Flags) & BlockLockDescriptor.FlagTorn) != 0;
+
+    private static bool OwnerFree(BlockLockRecord* rec, int slot) => Volatile.Read(ref rec->Owner) == 0;
+
+    private static bool NoReaders(BlockLockRecord* rec, int slot) => !AnyReaders(rec);
+
+    // ---- Sleeping -----------------------------------------------------------------------------------------
+
+    /// <summary>Bumps Seq and wakes every sleeper if bit 0 says there may be any. Callers have just made a locked
+    /// RMW on the state, which orders this read after their change.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void WakeIfSleepers(BlockLockRecord* rec)
+    {
+        int v = Volatile.Read(ref rec->Seq);
+        if ((v & BlockLockDescriptor.SeqSleepersBit) != 0)
+        {
+            WakeAll(rec, v);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void WakeAll(BlockLockRecord* rec, int seen)
+    {
+        // Bump to the next even value: clears the sleepers bit and changes the word, so a sleeper that read the old
+        // value gets EAGAIN from FUTEX_WAIT. If the CAS fails someone else changed Seq, which has the same effect.
+        Interlocked.CompareExchange(ref rec->Seq, (seen + 1) & ~BlockLockDescriptor.SeqSleepersBit, seen);
+        Interop.Libc.FutexWake(&rec->Seq, int.MaxValue);
+    }
+
+    /// <summary>Unconditionally bumps Seq and wakes everyone (recovery, shutdown).</summary>
+    public static void WakeAllSleepers(BlockLockRecord* rec)
+    {
+        Interlocked.Add(ref rec->Seq, 2);
+        Interop.Libc.FutexWake(&rec->Seq, int.MaxValue);
+    }
+
+    // ---- Recovery -----------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Removes every trace of <paramref name="slot"/> from the record: its read holds, its ownership (marking the
+    /// block torn if the write was active) and its waiting bit; wakes sleepers if anything changed. Only for a slot
+    /// whose process can no longer act (dead, or left with no operation in flight). Returns what it released.
+    /// </summary>
+    public static ScrubResult ScrubSlot(BlockLockRecord* rec, int slot)
+    {
+        var result = default(ScrubResult);
+        ulong* word = ReaderWord(rec, slot);
+        int shift = ReaderShift(slot);
+        ulong mask = 0xFFUL << shift;
+        while (true)
+        {
+            ulong old = Volatile.Read(ref *word);
+            if ((old & mask) == 0)
+            {
+                break;
+            }
+
+            if (Interlocked.CompareExchange(ref *word, old & ~mask, old) == old)
+            {
+                result.ReadHolds = (int)((old & mask) >> shift);
+                break;
+            }
+        }
+
+        uint owner = Volatile.Read(ref rec->Owner);
+        if ((owner & BlockLockDescriptor.OwnerSlotMask) == (uint)slot + 1)
+        {
+            if ((owner & BlockLockDescriptor.OwnerActiveBit) != 0)
+            {
+                // The writer may have stopped half way through its copy: the block is partly old, partly new.
+                Interlocked.Or(ref rec->Flags, BlockLockDescriptor.FlagTorn);
+                result.Torn = true;
+            }
+
+            Interlocked.CompareExchange(ref rec->Owner, 0, owner);
+            result.Owned = true;
+        }
+
+        ulong bit = 1UL << slot;
+        if ((Interlocked.And(ref rec->Waiting, ~bit) & bit) != 0)
+        {
+            result.Waiting = true;
+        }
+
+        if (result.Any)
+        {
+            WakeAllSleepers(rec);
+        }
+
+        return result;
+    }
+}
+
+/// <summary>What <see cref="BlockLock.ScrubSlot"/> released from one record.</summary>
+internal struct ScrubResult
+{
+    public int ReadHolds;
+    public bool Owned;
+    public bool Torn;
+    public bool Waiting;
+
+    public readonly bool Any => ReadHolds != 0 || Owned || Waiting;
+}

@@ -1,0 +1,60 @@
+using System.Runtime.InteropServices;
+
+namespace SharedStore.Regions;
+
+/// <summary>
+/// Layout of a segment's lock memfd, version 1. The first 4 KiB page is the header; block lock records
+/// (<see cref="BlockLockDescriptor"/>) follow from <see cref="RecordsOffset"/>.
+/// <code>
+///  0        8        12       16       20       24               32               40               48
+///  +--------+--------+--------+--------+--------+----------------+----------------+----------------+
+///  | Magic  | Version| SegId  | ContId | BrkPid | BrokerStart    | Heartbeat      | RecordCapacity |
+///  +--------+--------+--------+--------+--------+----------------+----------------+----------------+
+///  48       56       60       64                                                             4096
+///  | BlockSz| Slots  | rsvd   | reserved ...                                                      |
+///  +--------+--------+--------+---------------------------------------------------------------------+
+/// </code>
+/// The broker writes every header field before it hands the descriptor to anyone, and only Heartbeat afterwards
+/// (once a second): a client trusts a region whose Magic and Version match and whose BrokerPid/BrokerStart equal
+/// what the broker said in its hello.
+/// </summary>
+internal static class LockSegmentDescriptor
+{
+    public const ulong Magic = 0x3130_4B43_4F4C_5353; // "SSLOCK01" little-endian
+    public const uint LayoutVersion = 1;
+
+    public const int MagicOffset = 0;
+    public const int VersionOffset = 8;
+    public const int SegmentIdOffset = 12;
+    public const int ContainerIdOffset = 16;
+    public const int BrokerPidOffset = 20;
+    public const int BrokerStartOffset = 24;
+    public const int HeartbeatOffset = 32;
+    public const int RecordCapacityOffset = 40;
+    public const int BlockSizeOffset = 48;
+    public const int SlotsOffset = 56;
+    public const int HeaderSize = 1 << 12; // 4096: one page, so records start page-aligned
+    public const int RecordsOffset = HeaderSize;
+
+    /// <summary>Bytes of a lock memfd holding <paramref name="records"/> records, rounded up to whole pages.</summary>
+    public static long LengthFor(long records) =>
+        RoundUpToPage(RecordsOffset + (records * BlockLockDescriptor.Size));
+
+    public static long RoundUpToPage(long n) => (n + 4095) & ~4095L;
+}
+
+/// <summary>Direct view of the lock segment header; offsets pinned to <see cref="LockSegmentDescriptor"/> by a test.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 64)]
+internal struct LockSegmentHeader
+{
+    [FieldOffset(LockSegmentDescriptor.MagicOffset)] public ulong Magic;
+    [FieldOffset(LockSegmentDescriptor.VersionOffset)] public uint Version;
+    [FieldOffset(LockSegmentDescriptor.SegmentIdOffset)] public uint SegmentId;
+    [FieldOffset(LockSegmentDescriptor.ContainerIdOffset)] public uint ContainerId;
+    [FieldOffset(LockSegmentDescriptor.BrokerPidOffset)] public int BrokerPid;
+    [FieldOffset(LockSegmentDescriptor.BrokerStartOffset)] public long BrokerStart;
+    [FieldOffset(LockSegmentDescriptor.HeartbeatOffset)] public long Heartbeat;
+    [FieldOffset(LockSegmentDescriptor.RecordCapacityOffset)] public long RecordCapacity;
+    [FieldOffset(LockSegmentDescriptor.BlockSizeOffset)] public long BlockSize;
+    [FieldOffset(LockSegmentDescriptor.SlotsOffset)] public int Slots;
+}
