@@ -26,6 +26,7 @@ for (int i = 0; i < args.Length; i++)
     }
 }
 
+BrokerServer.EnsureSocketDirectory(options);
 if (options.LogPath is not null)
 {
     var log = new StreamWriter(options.LogPath, append: true) { AutoFlush = true };

@@ -23,23 +23,31 @@ internal sealed class LockWaitPolicy
 /// spin/sleep loop allocates nothing.</summary>
 internal unsafe struct LockWait
 {
-    private readonly long _deadline; // Stopwatch ticks; long.MaxValue = infinite
+    private readonly long _timeoutTicks; // Stopwatch ticks; long.MaxValue = infinite
     private readonly CancellationToken _token;
     private readonly LockWaitPolicy _policy;
+    private long _deadline; // 0 until the first wait: the uncontended path never reads the clock
 
     public LockWait(LockWaitPolicy policy, TimeSpan timeout, CancellationToken token)
     {
         _policy = policy;
         _token = token;
-        _deadline = timeout == Timeout.InfiniteTimeSpan
+        _timeoutTicks = timeout == Timeout.InfiniteTimeSpan || timeout == TimeSpan.MaxValue
             ? long.MaxValue
-            : Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+            : Math.Max(0, (long)(timeout.TotalSeconds * Stopwatch.Frequency));
+        _deadline = 0;
     }
 
     /// <summary>Spins, then sleeps on the record's Seq futex until <paramref name="ready"/> holds or the budget ends.</summary>
-    public readonly LockStatus WaitFor(BlockLockRecord* rec, delegate*<BlockLockRecord*, int, bool> ready, int slot)
+    public LockStatus WaitFor(BlockLockRecord* rec, delegate*<BlockLockRecord*, int, bool> ready, int slot)
     {
-        long spinUntil = Stopwatch.GetTimestamp() + _policy.SpinTicks;
+        long now = Stopwatch.GetTimestamp();
+        if (_deadline == 0)
+        {
+            _deadline = _timeoutTicks == long.MaxValue ? long.MaxValue : now + _timeoutTicks;
+        }
+
+        long spinUntil = now + _policy.SpinTicks;
         while (true)
         {
             if (ready(rec, slot))
@@ -50,6 +58,11 @@ internal unsafe struct LockWait
             if (Stopwatch.GetTimestamp() >= spinUntil)
             {
                 break;
+            }
+
+            if (_timeoutTicks == 0)
+            {
+                return LockStatus.Timeout; // a zero timeout tries once, then spins only as long as the budget allows
             }
 
             Thread.SpinWait(8);

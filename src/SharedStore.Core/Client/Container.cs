@@ -1,0 +1,272 @@
+using SharedStore.Protocol;
+using SharedStore.Regions;
+
+namespace SharedStore;
+
+/// <summary>
+/// A joined container (the seed's container id). Disposing it leaves the container (<c>container_leave</c>).
+/// Thread-safe for concurrent object calls; leave and destroy must not race with calls on the same handle.
+/// </summary>
+public sealed class Container : IDisposable
+{
+    private readonly SharedStoreClient _client;
+    private readonly Dictionary<uint, ClientSegment> _segments = [];
+    private readonly List<SharedObject> _objects = [];
+    private bool _closed;
+
+    internal Container(SharedStoreClient client, ContainerInfo info)
+    {
+        _client = client;
+        Id = info.ContainerId;
+        Name = info.Name;
+        GroupId = info.GroupId;
+        WritePolicy = (WritePolicy)info.WritePolicy;
+        BlockSize = (int)info.BlockSize;
+        Slot = (int)info.MemberSlot;
+        CanWrite = info.CanWrite;
+    }
+
+    /// <summary>The container's name.</summary>
+    public string Name { get; }
+
+    /// <summary>The Unix group the container is shared with.</summary>
+    public long GroupId { get; }
+
+    /// <summary>Who may write its objects.</summary>
+    public WritePolicy WritePolicy { get; }
+
+    /// <summary>Bytes per lock block of its objects.</summary>
+    public int BlockSize { get; }
+
+    /// <summary>Whether this member may write (and create or destroy objects).</summary>
+    public bool CanWrite { get; }
+
+    /// <summary>The broker's id of the container (the seed's container id).</summary>
+    public uint Id { get; }
+
+    internal int Slot { get; }
+
+    internal SharedStoreClient Client => _client;
+
+    /// <summary>The seed's <c>object_create</c>: allocates <paramref name="size"/> bytes (zeroed) and joins the object.
+    /// The memory is reserved before this returns, so running out is this call's NoResources, never a fault later.</summary>
+    /// <exception cref="SharedStoreException">AlreadyExists; NoResources; PermissionDenied (creator-only container);
+    /// Destroyed; InvalidArgument (size 0 or above 1 TiB, bad name); BrokerUnavailable.</exception>
+    public SharedObject CreateObject(string name, long size, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(size);
+        ThrowIfClosed();
+        var r = _client.Call(new Request { ObjectCreate = new ObjectCreate { ContainerId = Id, Name = name, Size = (ulong)size } }, _client.Options.RequestTimeout, cancellationToken);
+        return Open(r.Response, r.Fds);
+    }
+
+    /// <summary>The seed's <c>object_join</c>.</summary>
+    /// <exception cref="SharedStoreException">NotFound; Destroyed; BrokerUnavailable.</exception>
+    public SharedObject JoinObject(string name, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ThrowIfClosed();
+        var r = _client.Call(new Request { ObjectJoin = new ObjectJoin { ContainerId = Id, Name = name } }, _client.Options.RequestTimeout, cancellationToken);
+        return Open(r.Response, r.Fds);
+    }
+
+    /// <summary>The seed's <c>container_destroy</c>: refuses new joins at once, blocks until every other member has
+    /// left, then frees the container and everything in it. This handle is closed afterwards.</summary>
+    /// <exception cref="SharedStoreException">Timeout (the container is put back as it was; joins work again);
+    /// PermissionDenied (only the creator or root destroys); Destroyed (already being destroyed).</exception>
+    /// <exception cref="OperationCanceledException">The token fired; the container is put back as it was.</exception>
+    public void Destroy(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ThrowIfClosed();
+        _client.Call(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        CloseLocally();
+    }
+
+    /// <summary><see cref="Destroy(TimeSpan, CancellationToken)"/> without a timeout.</summary>
+    public void Destroy() => Destroy(Timeout.InfiniteTimeSpan);
+
+    /// <summary>The seed's <c>container_leave</c>: leaves every object still joined through this handle and the
+    /// container. Refused (InvalidOperationException) while this process still holds leases in the container.</summary>
+    public void Leave()
+    {
+        if (_closed)
+        {
+            return;
+        }
+
+        EnsureNoLeases();
+        try
+        {
+            if (!_client.IsBrokerLost)
+            {
+                _client.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = Id } }, _client.Options.RequestTimeout, default);
+            }
+        }
+        catch (SharedStoreException e) when (e.Code is ErrorCode.BrokerUnavailable or ErrorCode.NotFound)
+        {
+            // The broker is gone (it released everything) or already dropped us: leaving is done either way.
+        }
+
+        CloseLocally();
+    }
+
+    /// <summary>Leaves the container (<see cref="Leave"/>).</summary>
+    public void Dispose() => Leave();
+
+    /// <summary>Closes the handle without telling the broker (the client is disconnecting: the broker releases the
+    /// membership when the socket closes).</summary>
+    internal void Abandon() => CloseLocally();
+
+    internal void Forget(SharedObject o)
+    {
+        lock (_objects)
+        {
+            _objects.Remove(o);
+        }
+    }
+
+    internal bool OtherHandleOpen(SharedObject o)
+    {
+        lock (_objects)
+        {
+            return _objects.Any(x => x != o && x.Id == o.Id);
+        }
+    }
+
+    internal void ThrowIfClosed()
+    {
+        if (_closed)
+        {
+            ThrowHelper.ObjectDisposed($"container '{Name}'");
+        }
+    }
+
+    private void EnsureNoLeases()
+    {
+        lock (_objects)
+        {
+            foreach (var o in _objects)
+            {
+                o.EnsureNoHolds();
+            }
+        }
+    }
+
+    private void CloseLocally()
+    {
+        if (_closed)
+        {
+            return;
+        }
+
+        _closed = true;
+        lock (_objects)
+        {
+            foreach (var o in _objects)
+            {
+                o.MarkClosed();
+            }
+
+            _objects.Clear();
+        }
+
+        lock (_segments)
+        {
+            foreach (var s in _segments.Values)
+            {
+                s.Dispose();
+            }
+
+            _segments.Clear();
+        }
+
+        _client.Untrack(this);
+    }
+
+    private unsafe SharedObject Open(Response resp, List<SafeFd> fds)
+    {
+        try
+        {
+            lock (_segments)
+            {
+                for (int i = 0; i < resp.Segments.Count; i++)
+                {
+                    var info = resp.Segments[i];
+                    if (fds.Count < (2 * i) + 2)
+                    {
+                        throw new SharedStoreException(ErrorCode.Internal, "the broker sent fewer descriptors than segments");
+                    }
+
+                    if (!_segments.ContainsKey(info.SegmentId))
+                    {
+                        _segments[info.SegmentId] = ClientSegment.Map(info, fds[2 * i], fds[(2 * i) + 1], _client.BrokerPid);
+                    }
+                }
+
+                var oi = resp.Object;
+                if (!_segments.TryGetValue(oi.SegmentId, out var seg))
+                {
+                    throw new SharedStoreException(ErrorCode.Internal, $"object '{oi.Name}' lives in segment {oi.SegmentId}, which this client never received");
+                }
+
+                var obj = new SharedObject(this, oi, seg);
+                lock (_objects)
+                {
+                    _objects.Add(obj);
+                }
+
+                return obj;
+            }
+        }
+        finally
+        {
+            foreach (var fd in fds)
+            {
+                fd.Dispose(); // the mappings keep the memory; the descriptors are no longer needed
+            }
+        }
+    }
+}
+
+/// <summary>This client's mappings of one container segment.</summary>
+internal sealed unsafe class ClientSegment : IDisposable
+{
+    private ClientSegment(MappedRegion data, MappedRegion locks)
+    {
+        Data = data;
+        Locks = locks;
+    }
+
+    public MappedRegion Data { get; }
+
+    public MappedRegion Locks { get; }
+
+    public static ClientSegment Map(SegmentInfo info, SafeFd dataFd, SafeFd lockFd, int brokerPid)
+    {
+        var locks = MappedRegion.Map(lockFd, (long)info.LockLength, writable: true);
+        var h = (LockSegmentHeader*)locks.Pointer;
+        if (Volatile.Read(ref h->Magic) != LockSegmentDescriptor.Magic || h->Version != LockSegmentDescriptor.LayoutVersion || h->BrokerPid != brokerPid)
+        {
+            locks.Dispose();
+            throw new SharedStoreException(ErrorCode.VersionMismatch, $"segment {info.SegmentId}'s lock table has magic {h->Magic:X}, layout {h->Version}, broker pid {h->BrokerPid}; expected layout {LockSegmentDescriptor.LayoutVersion} of broker {brokerPid}");
+        }
+
+        try
+        {
+            var data = MappedRegion.Map(dataFd, (long)info.DataLength, writable: !info.ReadOnly);
+            return new ClientSegment(data, locks);
+        }
+        catch
+        {
+            locks.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        Data.Dispose();
+        Locks.Dispose();
+    }
+}

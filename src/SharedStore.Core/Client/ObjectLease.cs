@@ -1,0 +1,148 @@
+using System.Runtime.CompilerServices;
+
+namespace SharedStore;
+
+/// <summary>
+/// Read access to a range of a shared object, returned by <see cref="SharedObject.Get(long, long, TimeSpan, CancellationToken)"/>
+/// (the seed's <c>object_get</c>). The memory is the object's own mapping: no copy. Disposing is the seed's
+/// <c>object_put</c>; a lease may be disposed once, and its memory must not be used afterwards.
+/// </summary>
+public readonly unsafe struct ObjectLease : IDisposable
+{
+    private readonly LeaseRecord? _record;
+    private readonly int _generation;
+
+    internal ObjectLease(LeaseRecord record, int generation)
+    {
+        _record = record;
+        _generation = generation;
+    }
+
+    /// <summary>Offset of the range in the object.</summary>
+    public long Offset => Live.Offset;
+
+    /// <summary>Length of the range in bytes (64-bit: objects may exceed 2 GiB).</summary>
+    public long Length => Live.Length;
+
+    /// <summary>Address of the range's first byte in this process.</summary>
+    public byte* Pointer
+    {
+        get
+        {
+            var r = Live;
+            return r.Object!.DataPointer + r.Offset;
+        }
+    }
+
+    /// <summary>
+    /// True when a block of the range was left half written by a writer that died mid-write, and no complete
+    /// write of that block has happened since: the content mixes old and new bytes. The data is still readable.
+    /// </summary>
+    public bool Torn => Live.Torn;
+
+    /// <summary>The range as a span (ranges up to 2 GiB − 1; use <see cref="Pointer"/> and <see cref="Length"/> beyond).
+    /// Writing through it is the caller's business: gets share the range, so only write what no other holder reads
+    /// (the seed's <c>get</c> hands out a writable buffer too); a read-only member's span faults on write.</summary>
+    /// <exception cref="InvalidOperationException">The range is 2 GiB or more.</exception>
+    public Span<byte> Span
+    {
+        get
+        {
+            var r = Live;
+            if (r.Length > int.MaxValue)
+            {
+                ThrowHelper.InvalidOperation($"a {r.Length}-byte range does not fit a Span; use Pointer and Length");
+            }
+
+            return new Span<byte>(r.Object!.DataPointer + r.Offset, (int)r.Length);
+        }
+    }
+
+    /// <summary>The range as a read-only span (up to 2 GiB − 1).</summary>
+    public ReadOnlySpan<byte> ReadOnlySpan => Span;
+
+    private LeaseRecord Live
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            var r = _record;
+            if (r is null || Volatile.Read(ref r.Generation) != _generation)
+            {
+                ThrowHelper.LeaseAlreadyReleased();
+            }
+
+            return r;
+        }
+    }
+
+    /// <summary>The seed's <c>object_put</c>: releases the range's read locks.</summary>
+    /// <exception cref="InvalidOperationException">The lease was already put (or is default).</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Dispose()
+    {
+        var r = _record;
+        // Generation is odd while the lease is live. The CAS makes a double put — even from two threads at once —
+        // fail before anything is touched, instead of releasing someone else's hold.
+        if (r is null || Interlocked.CompareExchange(ref r.Generation, _generation + 1, _generation) != _generation)
+        {
+            ThrowHelper.LeaseAlreadyReleased();
+        }
+
+        var obj = r.Object!;
+        long first = r.First, last = r.Last;
+        r.Object = null;
+        LeaseRecord.Return(r);
+        obj.Put(first, last);
+    }
+}
+
+/// <summary>The state behind an <see cref="ObjectLease"/>. Recycled through a per-thread free list, so a get/put
+/// pair allocates nothing; <see cref="Generation"/> tells a stale lease (a copy already put) from the live one.</summary>
+internal sealed class LeaseRecord
+{
+    [ThreadStatic]
+    private static LeaseRecord? t_free;
+
+    public int Generation; // odd: live; even: free
+    public SharedObject? Object;
+    public long Offset;
+    public long Length;
+    public long First;
+    public long Last;
+    public bool Torn;
+    private LeaseRecord? _next;
+    private int _ownerThread;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static LeaseRecord Rent()
+    {
+        var r = t_free;
+        if (r is not null)
+        {
+            t_free = r._next;
+            r._next = null;
+        }
+        else
+        {
+            r = new LeaseRecord { _ownerThread = Environment.CurrentManagedThreadId };
+        }
+
+        // Only this thread references a record on its free list (stale leases compare generations and never write),
+        // so a plain increment suffices here.
+        r.Generation++;
+        return r;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Return(LeaseRecord r)
+    {
+        // Recycle only on the renting thread, so the free list needs no synchronization; a lease put by another
+        // thread leaves its record to the GC.
+        if (r._ownerThread == Environment.CurrentManagedThreadId)
+        {
+            r._next = t_free;
+            t_free = r;
+        }
+    }
+}

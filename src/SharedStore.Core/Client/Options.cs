@@ -1,0 +1,54 @@
+namespace SharedStore;
+
+/// <summary>How a <see cref="SharedStoreClient"/> finds (and possibly starts) its broker.</summary>
+public sealed class SharedStoreClientOptions
+{
+    /// <summary>The broker's socket. Default: <see cref="BrokerEndpoint.DefaultSocketPath"/>.</summary>
+    public string? SocketPath { get; set; }
+
+    /// <summary>When no broker answers, start one as a detached background process and connect to it. Default
+    /// false: the connect fails with <see cref="ErrorCode.BrokerUnavailable"/>.</summary>
+    public bool StartBrokerIfMissing { get; set; }
+
+    /// <summary>The broker to start: a <c>SharedStore.Broker.dll</c> (run with the current dotnet host) or an
+    /// executable. Default: the environment variable <c>SHAREDSTORE_BROKER</c>, else <c>SharedStore.Broker.dll</c>
+    /// beside the application.</summary>
+    public string? BrokerPath { get; set; }
+
+    /// <summary>Extra arguments for a broker this client starts (e.g. <c>--memory-limit</c>).</summary>
+    public IList<string> BrokerArguments { get; } = [];
+
+    /// <summary>How long to wait for a broker this client started to accept connections. Default 15 s.</summary>
+    public TimeSpan StartTimeout { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>Timeout of calls that do not take one (broker round trips that never block). Default 30 s.</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a lock waiter spins before it sleeps on the futex. Default 30 µs: longer than one futex
+    /// wake of a halted vCPU on the reference machine (about 22 µs).</summary>
+    public TimeSpan LockSpin { get; set; } = TimeSpan.FromMicroseconds(30);
+
+    /// <summary>A name for this client in the broker's logs.</summary>
+    public string ClientName { get; set; } = AppDomain.CurrentDomain.FriendlyName;
+}
+
+/// <summary>Who may write a container's objects (the seed's <c>write_policy</c>).</summary>
+public enum WritePolicy
+{
+    /// <summary>Every member writes (the default).</summary>
+    AllMembers = 0,
+
+    /// <summary>Only the creating user (and root) writes. Other members receive a read-only descriptor and map the
+    /// data read-only, so the kernel enforces it; their write calls fail with PermissionDenied.</summary>
+    CreatorOnly = 1,
+}
+
+/// <summary>Options of <see cref="SharedStoreClient.CreateContainer"/>.</summary>
+public sealed class ContainerOptions
+{
+    /// <summary>Who may write. Default <see cref="WritePolicy.AllMembers"/>.</summary>
+    public WritePolicy WritePolicy { get; set; } = WritePolicy.AllMembers;
+
+    /// <summary>Lock granularity: a power of two from 4 KiB to 1 GiB. Default 0: the broker's default (1 MiB).</summary>
+    public int BlockSize { get; set; }
+}
