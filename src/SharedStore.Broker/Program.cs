@@ -5,15 +5,18 @@ using SharedStore.Broker;
 
 // SharedStore broker: owns container memory and lock tables, admits clients by their Unix credentials.
 //   SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE]
+// --system: every user may connect (socket 0666, directory 0755) and access is decided per container by group;
+// without --socket it serves /run/sharedstore/broker.sock.
 // Exit codes: 0 stopped cleanly, 2 bad arguments, 3 another broker serves the socket.
 var options = new BrokerOptions();
+bool socketGiven = false;
 for (int i = 0; i < args.Length; i++)
 {
     string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
     switch (args[i])
     {
-        case "--socket": options.SocketPath = Next(); break;
-        case "--system": options.SystemWide = true; options.SocketPath = BrokerEndpoint.SystemSocketPath; break;
+        case "--socket": options.SocketPath = Next(); socketGiven = true; break;
+        case "--system": options.SystemWide = true; break;
         case "--memory-limit": options.MemoryLimit = long.Parse(Next(), CultureInfo.InvariantCulture); break;
         case "--log": options.LogPath = Next(); break;
         case "-h":
@@ -24,6 +27,11 @@ for (int i = 0; i < args.Length; i++)
             Console.Error.WriteLine($"unknown argument '{args[i]}'");
             return 2;
     }
+}
+
+if (options.SystemWide && !socketGiven)
+{
+    options.SocketPath = BrokerEndpoint.SystemSocketPath; // --system alone serves the well-known system socket
 }
 
 BrokerServer.EnsureSocketDirectory(options);
