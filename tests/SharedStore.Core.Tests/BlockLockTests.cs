@@ -1,0 +1,251 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using SharedStore.Locks;
+using SharedStore.Regions;
+
+namespace SharedStore.Core.Tests;
+
+/// <summary>State-level tests of <see cref="BlockLock"/> on one record in memory, with threads standing in for slots.
+/// Cross-process behaviour is covered by SharedStore.Integration.Tests.</summary>
+[TestFixture]
+public unsafe class BlockLockTests
+{
+    private BlockLockRecord* _rec;
+    private LockWaitPolicy _policy = null!;
+    private object _gate = null!;
+    private int[] _waiters = null!;
+
+    [SetUp]
+    public void SetUp()
+    {
+        _rec = (BlockLockRecord*)NativeMemory.AlignedAlloc((nuint)BlockLockDescriptor.Size, 128);
+        *_rec = default;
+        _policy = new LockWaitPolicy();
+        _gate = new object();
+        _waiters = new int[BlockLockDescriptor.MaxSlots];
+    }
+
+    [TearDown]
+    public void TearDown() => NativeMemory.AlignedFree(_rec);
+
+    private LockStatus Read(int slot, int timeoutMs = 5000)
+    {
+        var w = new LockWait(_policy, TimeSpan.FromMilliseconds(timeoutMs), default);
+        return BlockLock.AcquireRead(_rec, slot, ref w);
+    }
+
+    private LockStatus Write(int slot, int timeoutMs = 5000)
+    {
+        var w = new LockWait(_policy, TimeSpan.FromMilliseconds(timeoutMs), default);
+        return BlockLock.AcquireWrite(_rec, slot, _gate, ref _waiters[slot], ref w);
+    }
+
+    [Test]
+    public void AcquireRead_Uncontended_CountsInOwnSlotByteOnly()
+    {
+        // Contract: a read is exactly the slot's byte; no other field changes.
+        Assert.That(Read(9), Is.EqualTo(LockStatus.Acquired));
+        Assert.That(Read(9), Is.EqualTo(LockStatus.Acquired));
+        Assert.That(_rec->Readers[1], Is.EqualTo(2UL << 8));
+        Assert.That(_rec->Owner, Is.Zero);
+        BlockLock.ReleaseRead(_rec, 9);
+        BlockLock.ReleaseRead(_rec, 9);
+        Assert.That(BlockLock.AnyReaders(_rec), Is.False);
+    }
+
+    [Test]
+    public void AcquireWrite_WithAReader_TimesOutAndHoldsNothing()
+    {
+        // Contract: a writer that gives up leaves Owner and Waiting as they were.
+        Assert.That(Read(1), Is.EqualTo(LockStatus.Acquired));
+        Assert.That(Write(2, 50), Is.EqualTo(LockStatus.Timeout));
+        Assert.That(_rec->Owner, Is.Zero);
+        Assert.That(_rec->Waiting, Is.Zero);
+        BlockLock.ReleaseRead(_rec, 1);
+        Assert.That(Write(2), Is.EqualTo(LockStatus.Acquired));
+        Assert.That(_rec->Owner, Is.EqualTo(3u | BlockLockDescriptor.OwnerActiveBit));
+        BlockLock.ReleaseWrite(_rec, wroteWholeBlock: true);
+        Assert.That(_rec->Owner, Is.Zero);
+    }
+
+    [Test]
+    public void AcquireRead_WhileWriteHeld_TimesOut()
+    {
+        Assert.That(Write(4), Is.EqualTo(LockStatus.Acquired));
+        Assert.That(Read(5, 30), Is.EqualTo(LockStatus.Timeout));
+        Assert.That(BlockLock.AnyReaders(_rec), Is.False, "a reader that timed out backed out");
+        BlockLock.ReleaseWrite(_rec, false);
+    }
+
+    [Test]
+    public void WaitingWriter_BlocksNewReaders_ButNotReentrantOnes()
+    {
+        // Contract (writer priority): once a writer waits, readers that do not hold the block queue behind it,
+        // while a slot that already holds a read may read again (else it would deadlock against that writer).
+        Assert.That(Read(1), Is.EqualTo(LockStatus.Acquired));
+        var writer = Task.Run(() => Write(2, 10_000));
+        SpinUntil(() => _rec->Owner != 0, "writer to announce itself");
+        Assert.That(Read(3, 100), Is.EqualTo(LockStatus.Timeout), "a new reader must queue behind the waiting writer");
+        Assert.That(Read(1, 100), Is.EqualTo(LockStatus.Acquired), "re-entry must not block behind the writer");
+        BlockLock.ReleaseRead(_rec, 1);
+        Assert.That(writer.IsCompleted, Is.False);
+        BlockLock.ReleaseRead(_rec, 1);
+        Assert.That(writer.Wait(10_000), Is.True);
+        Assert.That(writer.Result, Is.EqualTo(LockStatus.Acquired));
+        BlockLock.ReleaseWrite(_rec, false);
+    }
+
+    [Test]
+    public void QueuedWriter_GoesBeforeReadersThatArriveAfterIt()
+    {
+        // Contract: writer B waits behind writer A; a reader arriving after B waits until B has written.
+        Assert.That(Write(1), Is.EqualTo(LockStatus.Acquired));
+        var b = Task.Run(() => Write(2, 10_000));
+        SpinUntil(() => _rec->Waiting != 0, "writer B to register as waiting");
+        var order = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var reader = Task.Run(() =>
+        {
+            var s = Read(3, 10_000);
+            order.Enqueue("reader");
+            BlockLock.ReleaseRead(_rec, 3);
+            return s;
+        });
+        Thread.Sleep(50);
+        BlockLock.ReleaseWrite(_rec, false); // A done
+        Assert.That(b.Wait(10_000), Is.True);
+        order.Enqueue("writerB");
+        Thread.Sleep(20);
+        BlockLock.ReleaseWrite(_rec, false);
+        Assert.That(reader.Wait(10_000), Is.True);
+        Assert.That(order, Is.EqualTo(new[] { "writerB", "reader" }));
+    }
+
+    [Test]
+    public void ReleaseRead_WakesASleepingWriter()
+    {
+        // Contract: no lost wake-up: a writer asleep on the futex wakes when the last reader puts.
+        var policy = new LockWaitPolicy { SpinTicks = 0 }; // sleep at once
+        Assert.That(Read(1), Is.EqualTo(LockStatus.Acquired));
+        var writer = Task.Run(() =>
+        {
+            var w = new LockWait(policy, TimeSpan.FromSeconds(10), default);
+            return BlockLock.AcquireWrite(_rec, 2, _gate, ref _waiters[2], ref w);
+        });
+        SpinUntil(() => (_rec->Seq & 1) != 0, "writer to sleep");
+        var sw = Stopwatch.StartNew();
+        BlockLock.ReleaseRead(_rec, 1);
+        Assert.That(writer.Wait(5_000), Is.True);
+        Assert.That(sw.ElapsedMilliseconds, Is.LessThan(LockWaitPolicy.MaxSleepSliceNs / 1_000_000), "woken, not timed out of a sleep slice");
+        BlockLock.ReleaseWrite(_rec, false);
+    }
+
+    [Test]
+    public void ScrubSlot_ReleasesEverythingTheSlotHeld()
+    {
+        // Contract (recovery): after ScrubSlot(s) the record holds nothing of s, and others' state is untouched.
+        Assert.That(Read(7), Is.EqualTo(LockStatus.Acquired));
+        Assert.That(Read(7), Is.EqualTo(LockStatus.Acquired));
+        Assert.That(Read(8), Is.EqualTo(LockStatus.Acquired));
+        _rec->Waiting |= 1UL << 7;
+        var r = BlockLock.ScrubSlot(_rec, 7);
+        using (Assert.EnterMultipleScope())
+        {
+            Assert.That(r.ReadHolds, Is.EqualTo(2));
+            Assert.That(r.Waiting, Is.True);
+            Assert.That(BlockLock.ReadHolds(_rec, 7), Is.Zero);
+            Assert.That(BlockLock.ReadHolds(_rec, 8), Is.EqualTo(1));
+            Assert.That(_rec->Waiting, Is.Zero);
+        }
+        BlockLock.ReleaseRead(_rec, 8);
+    }
+
+    [Test]
+    public void ScrubSlot_OfAnActiveWriter_MarksTheBlockTorn_UntilAWholeWrite()
+    {
+        // Contract (torn writes): a writer that died while active leaves the block marked torn; a whole-block write clears it.
+        Assert.That(Write(5), Is.EqualTo(LockStatus.Acquired));
+        var r = BlockLock.ScrubSlot(_rec, 5);
+        Assert.That(r.Owned && r.Torn, Is.True);
+        Assert.That(BlockLock.IsTorn(_rec), Is.True);
+        Assert.That(_rec->Owner, Is.Zero);
+        Assert.That(Write(6), Is.EqualTo(LockStatus.Acquired));
+        BlockLock.ReleaseWrite(_rec, wroteWholeBlock: false);
+        Assert.That(BlockLock.IsTorn(_rec), Is.True, "a partial write does not repair the block");
+        Assert.That(Write(6), Is.EqualTo(LockStatus.Acquired));
+        BlockLock.ReleaseWrite(_rec, wroteWholeBlock: true);
+        Assert.That(BlockLock.IsTorn(_rec), Is.False);
+    }
+
+    [Test]
+    public void ScrubSlot_OfAPendingWriter_ReleasesWithoutTornMark()
+    {
+        // Contract: a writer that died before its readers drained wrote nothing: no torn mark, and readers proceed.
+        Assert.That(Read(1), Is.EqualTo(LockStatus.Acquired));
+        var w = Task.Run(() => Write(2, 10_000));
+        SpinUntil(() => _rec->Owner == 3, "writer pending");
+        // Simulate the writer's death: the broker scrubs its slot while its thread is stuck. (The thread itself is
+        // then released by the reader's put; in a real crash it no longer exists.)
+        var r = BlockLock.ScrubSlot(_rec, 2);
+        Assert.That(r.Owned && !r.Torn, Is.True);
+        Assert.That(Read(3, 1000), Is.EqualTo(LockStatus.Acquired), "new readers are no longer held off");
+        BlockLock.ReleaseRead(_rec, 3);
+        BlockLock.ReleaseRead(_rec, 1);
+        Assert.That(w.Wait(10_000), Is.True);
+        if (w.Result == LockStatus.Acquired)
+        {
+            BlockLock.ReleaseWrite(_rec, false);
+        }
+    }
+
+    [Test]
+    public void Stress_ManySlots_MutualExclusionHolds()
+    {
+        // Contract: under contention from 8 slots, a writer is never inside with anyone else.
+        int inside = 0; // >0: readers inside; -1: a writer inside
+        int violations = 0;
+        var deadline = Stopwatch.StartNew();
+        var threads = Enumerable.Range(0, 8).Select(slot => Task.Run(() =>
+        {
+            var rnd = new Random(slot);
+            while (deadline.ElapsedMilliseconds < 1000)
+            {
+                if (rnd.Next(4) == 0)
+                {
+                    if (Write(slot, 10_000) != LockStatus.Acquired) { Interlocked.Increment(ref violations); continue; }
+                    if (Interlocked.CompareExchange(ref inside, -1, 0) != 0) { Interlocked.Increment(ref violations); }
+                    Thread.SpinWait(50);
+                    Interlocked.Exchange(ref inside, 0);
+                    BlockLock.ReleaseWrite(_rec, false);
+                }
+                else
+                {
+                    if (Read(slot, 10_000) != LockStatus.Acquired) { Interlocked.Increment(ref violations); continue; }
+                    int v = Interlocked.Increment(ref inside);
+                    if (v <= 0) { Interlocked.Increment(ref violations); }
+                    Thread.SpinWait(20);
+                    Interlocked.Decrement(ref inside);
+                    BlockLock.ReleaseRead(_rec, slot);
+                }
+            }
+        })).ToArray();
+        Assert.That(Task.WaitAll(threads, 30_000), Is.True, "no deadlock");
+        Assert.That(violations, Is.Zero);
+        Assert.That(BlockLock.AnyReaders(_rec), Is.False);
+        Assert.That(_rec->Owner, Is.Zero);
+        Assert.That(_rec->Waiting, Is.Zero);
+    }
+
+    private static void SpinUntil(Func<bool> condition, string what)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (sw.ElapsedMilliseconds > 10_000)
+            {
+                Assert.Fail($"timed out waiting for {what}");
+            }
+
+            Thread.Sleep(1);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+using System.Runtime.CompilerServices;
+using SharedStore.Regions;
+
+namespace SharedStore.Core.Tests;
+
+/// <summary>Pins the shared-memory layouts (docs/ARCHITECTURE.md §Layouts): a moved field fails here, not in the field.</summary>
+[TestFixture]
+public unsafe class LayoutTests
+{
+    [Test]
+    public void BlockLockRecord_Layout_MatchesDescriptor()
+    {
+        // Contract: one record is two cache lines: reader bytes on the first, writer state on the second.
+        Assert.That(sizeof(BlockLockRecord), Is.EqualTo(BlockLockDescriptor.Size).And.EqualTo(128));
+        var r = default(BlockLockRecord);
+        byte* b = (byte*)&r;
+        using (Assert.EnterMultipleScope())
+        {
+            Assert.That((byte*)&r.Readers[0] - b, Is.EqualTo(BlockLockDescriptor.ReadersOffset).And.EqualTo(0));
+            Assert.That((byte*)&r.Owner - b, Is.EqualTo(BlockLockDescriptor.OwnerOffset).And.EqualTo(64));
+            Assert.That((byte*)&r.Flags - b, Is.EqualTo(BlockLockDescriptor.FlagsOffset).And.EqualTo(68));
+            Assert.That((byte*)&r.Waiting - b, Is.EqualTo(BlockLockDescriptor.WaitingOffset).And.EqualTo(72));
+            Assert.That((byte*)&r.Seq - b, Is.EqualTo(BlockLockDescriptor.SeqOffset).And.EqualTo(80));
+            Assert.That(BlockLockDescriptor.ReaderWords * 8, Is.EqualTo(BlockLockDescriptor.MaxSlots), "one byte per slot");
+            Assert.That(BlockLockDescriptor.WaitingOffset % 8, Is.Zero, "Waiting is a 64-bit atomic: 8-aligned");
+        }
+    }
+
+    [Test]
+    public void LockSegmentHeader_Layout_MatchesDescriptor()
+    {
+        // Contract: version 1 header fields at fixed offsets; records start on the second page.
+        var h = default(LockSegmentHeader);
+        byte* b = (byte*)&h;
+        using (Assert.EnterMultipleScope())
+        {
+            Assert.That((byte*)&h.Magic - b, Is.EqualTo(0));
+            Assert.That((byte*)&h.Version - b, Is.EqualTo(8));
+            Assert.That((byte*)&h.SegmentId - b, Is.EqualTo(12));
+            Assert.That((byte*)&h.ContainerId - b, Is.EqualTo(16));
+            Assert.That((byte*)&h.BrokerPid - b, Is.EqualTo(20));
+            Assert.That((byte*)&h.BrokerStart - b, Is.EqualTo(24));
+            Assert.That((byte*)&h.Heartbeat - b, Is.EqualTo(32));
+            Assert.That((byte*)&h.RecordCapacity - b, Is.EqualTo(40));
+            Assert.That((byte*)&h.BlockSize - b, Is.EqualTo(48));
+            Assert.That((byte*)&h.Slots - b, Is.EqualTo(56));
+            Assert.That(LockSegmentDescriptor.RecordsOffset, Is.EqualTo(4096));
+            Assert.That(LockSegmentDescriptor.Magic, Is.EqualTo(BitConverter.ToUInt64("SSLOCK01"u8)));
+            Assert.That(LockSegmentDescriptor.LayoutVersion, Is.EqualTo(1u));
+        }
+    }
+
+    [Test]
+    public void LockSegmentLength_RoundsToPages()
+    {
+        Assert.That(LockSegmentDescriptor.LengthFor(1), Is.EqualTo(8192));
+        Assert.That(LockSegmentDescriptor.LengthFor(32), Is.EqualTo(8192));
+        Assert.That(LockSegmentDescriptor.LengthFor(33), Is.EqualTo(12288));
+    }
+}
