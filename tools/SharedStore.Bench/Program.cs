@@ -4,6 +4,11 @@ using SharedStore.Bench;
 
 // SharedStore.Bench: `dotnet run --project tools/SharedStore.Bench -c Release -- [--json] [--scale X] SCENARIO...`
 // Runs the named scenarios (all when none is named) and prints value, baseline and ratio for each figure.
+if (args.Length > 0 && args[0] == "--child")
+{
+    return ChildRoles.Run(args[1..]);
+}
+
 var scenarios = ScenarioRegistry.All.ToDictionary(s => s.Name, StringComparer.Ordinal);
 bool json = false;
 double scale = 1.0;
