@@ -567,6 +567,7 @@ internal sealed class BrokerState : IDisposable
             {
                 var e = new ContainerEntry { Info = Describe(c, null), Bytes = (ulong)c.Bytes };
                 e.MemberPids.AddRange(c.Members.Select(m => m.Session.Credentials.Pid));
+                e.MemberSlots.AddRange(c.Members.Select(m => (uint)m.Slot));
                 foreach (var o in c.ObjectsById.Values)
                 {
                     e.Objects.Add(new ObjectEntry { Info = Describe(o), UseCount = (uint)o.UseCount });

@@ -148,6 +148,9 @@ public sealed class SharedStoreClient : IDisposable
         }
     }
 
+    /// <summary>The broker's table of containers, objects and members (for tools and tests).</summary>
+    internal ListReply ListRaw() => Call(new Request { List = new ListRequest() }, _options.RequestTimeout, default).Response.List;
+
     /// <summary>Disconnects. Containers still joined are left; their mappings are released when their last lease is.</summary>
     public void Dispose()
     {
