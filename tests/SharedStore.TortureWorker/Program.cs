@@ -63,11 +63,19 @@ while (true)
     }
     else
     {
-        // create and destroy a private object (kills land inside create/destroy too).
+        // create and destroy a private object (kills land inside create/destroy too). While the container is being
+        // destroyed, create answers Destroyed: an expected outcome, so the worker just goes on.
         string name = $"tmp-{writer}-{seq++}";
-        using var tmp = con.CreateObject(name, 1 + rnd.Next(1 << 16));
-        tmp.Write(0, buffer.AsSpan(0, 8), timeout);
-        tmp.Destroy(timeout);
+        try
+        {
+            using var tmp = con.CreateObject(name, 1 + rnd.Next(1 << 16));
+            tmp.Write(0, buffer.AsSpan(0, 8), timeout);
+            tmp.Destroy(timeout);
+        }
+        catch (SharedStoreException e) when (e.Code == ErrorCode.Destroyed)
+        {
+            Thread.Sleep(1);
+        }
     }
 
     if (++ops % 25 == 0)

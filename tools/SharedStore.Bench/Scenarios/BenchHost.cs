@@ -50,7 +50,11 @@ internal sealed class BenchBroker : IDisposable
 
     public SharedStoreClient Connect() => SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = SocketPath });
 
-    public void Kill() => _process.Kill();
+    public void Kill()
+    {
+        _process.Kill();
+        _process.WaitForExit(10_000);
+    }
 
     public void Dispose()
     {
@@ -120,7 +124,11 @@ internal sealed class ChildProcess : IDisposable
         return t.Result;
     }
 
-    public void Kill() => _process.Kill();
+    public void Kill()
+    {
+        _process.Kill();
+        _process.WaitForExit(10_000);
+    }
 
     public void Dispose()
     {

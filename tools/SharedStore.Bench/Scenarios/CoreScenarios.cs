@@ -14,6 +14,7 @@ internal static partial class ScenarioRegistry
         new Get64MiBCrossProcess(),
         new HandoffCrossProcess("handoff-xproc", holdMicros: 10),
         new HandoffCrossProcess("handoff-xproc-asleep", holdMicros: 5000),
+        new RecoveryKill9(),
     ];
 }
 
@@ -207,9 +208,10 @@ internal sealed unsafe class HandoffCrossProcess(string name, int holdMicros) : 
     internal static void SpinUntil(long* c, long phase)
     {
         var sw = Stopwatch.StartNew();
+        var spinner = default(SpinWait);
         while (Volatile.Read(ref c[0]) != phase)
         {
-            Thread.SpinWait(10);
+            spinner.SpinOnce(sleep1Threshold: -1); // spins, then yields: the peer may need this core (2 vCPUs)
             if (sw.ElapsedMilliseconds > 30_000)
             {
                 throw new TimeoutException($"phase {phase} never came");
@@ -314,6 +316,39 @@ internal static unsafe class ChildRoles
                 }
 
                 Console.WriteLine("done");
+                return 0;
+            }
+
+            case "hold":
+            {
+                using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = args[1] });
+                using var con = client.JoinContainer(args[2]);
+                using var obj = con.JoinObject("k");
+                var lease = obj.Get(0, 8);
+                Console.WriteLine("held");
+                Thread.Sleep(Timeout.Infinite); // until kill -9
+                lease.Dispose();
+                return 0;
+            }
+
+            case "kill-writer":
+            {
+                using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = args[1] });
+                using var con = client.JoinContainer(args[2]);
+                using var obj = con.JoinObject("k");
+                using var ctl = con.JoinObject("ctl");
+                long* c = (long*)ctl.GetAttributes().DataAddress;
+                int rounds = int.Parse(args[3], CultureInfo.InvariantCulture);
+                byte[] eight = new byte[8];
+                Console.WriteLine("ready");
+                for (int i = 0; i < rounds; i++)
+                {
+                    HandoffCrossProcess.SpinUntil(c, (2 * i) + 1);
+                    obj.Write(0, eight, TimeSpan.FromSeconds(60));
+                    Volatile.Write(ref c[2], Stopwatch.GetTimestamp());
+                    Volatile.Write(ref c[0], (2 * i) + 2);
+                }
+
                 return 0;
             }
 
