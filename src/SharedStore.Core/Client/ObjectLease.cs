@@ -82,9 +82,12 @@ public readonly unsafe struct ObjectLease : IDisposable
     public void Dispose()
     {
         var r = _record;
-        // Generation is odd while the lease is live. The CAS makes a double put — even from two threads at once —
-        // fail before anything is touched, instead of releasing someone else's hold.
-        if (r is null || Interlocked.CompareExchange(ref r.Generation, _generation + 1, _generation) != _generation)
+        // Generation is odd while the lease is live; a put makes it even, so a second put of the same lease (or of a
+        // copy) fails before anything is touched. On the renting thread a plain check-and-increment suffices (nothing
+        // else writes the record); a put from another thread uses a CAS. Two threads putting the same lease at the
+        // same instant, one of them the renting thread, is a data race this does not catch; even then the shared
+        // count cannot go below zero (ReleaseRead never borrows), so no other process's hold is touched.
+        if (r is null || !r.TryRelease(_generation))
         {
             ThrowHelper.LeaseAlreadyReleased();
         }
@@ -132,6 +135,23 @@ internal sealed class LeaseRecord
         // so a plain increment suffices here.
         r.Generation++;
         return r;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryRelease(int generation)
+    {
+        if (_ownerThread == Environment.CurrentManagedThreadId)
+        {
+            if (Generation != generation)
+            {
+                return false;
+            }
+
+            Volatile.Write(ref Generation, generation + 1);
+            return true;
+        }
+
+        return Interlocked.CompareExchange(ref Generation, generation + 1, generation) == generation;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -87,9 +87,31 @@ public sealed unsafe class SharedObject : IDisposable
     public ObjectLease Get(long offset, long size, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ValidateRange(offset, size);
-        var wait = new LockWait(_container.Client.WaitPolicy, timeout, cancellationToken);
         long first = offset >> _blockShift;
         long last = size == 0 ? first - 1 : (offset + size - 1) >> _blockShift; // the seed's end index is one too many on a boundary
+        bool torn;
+        if (first == last && BlockLock.TryAcquireReadFast(_locks + first, _slot))
+        {
+            torn = BlockLock.IsTorn(_locks + first); // the uncontended one-block get: one CAS, no clock, no wait state
+        }
+        else
+        {
+            torn = AcquireReads(first, last, timeout, cancellationToken);
+        }
+
+        var rec = LeaseRecord.Rent();
+        rec.Object = this;
+        rec.Offset = offset;
+        rec.Length = size;
+        rec.First = first;
+        rec.Last = last;
+        rec.Torn = torn;
+        return new ObjectLease(rec, rec.Generation);
+    }
+
+    private bool AcquireReads(long first, long last, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var wait = new LockWait(_container.Client.WaitPolicy, timeout, cancellationToken);
         bool torn = false;
         for (long b = first; b <= last; b++)
         {
@@ -107,14 +129,7 @@ public sealed unsafe class SharedObject : IDisposable
             torn |= BlockLock.IsTorn(_locks + b);
         }
 
-        var rec = LeaseRecord.Rent();
-        rec.Object = this;
-        rec.Offset = offset;
-        rec.Length = size;
-        rec.First = first;
-        rec.Last = last;
-        rec.Torn = torn;
-        return new ObjectLease(rec, rec.Generation);
+        return torn;
     }
 
     /// <summary><see cref="Get(long, long, TimeSpan, CancellationToken)"/> without a timeout.</summary>

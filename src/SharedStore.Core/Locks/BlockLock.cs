@@ -70,6 +70,30 @@ internal static unsafe class BlockLock
     public static int ReadHolds(BlockLockRecord* rec, int slot) =>
         (int)((Volatile.Read(ref *ReaderWord(rec, slot)) >> ReaderShift(slot)) & 0xFF);
 
+    /// <summary>Reader steps 1–3 once, without waiting: false if a writer is present, the CAS met contention, or the
+    /// slot's count is saturated (the caller then takes <see cref="AcquireRead"/>). The uncontended get path.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryAcquireReadFast(BlockLockRecord* rec, int slot)
+    {
+        ulong* word = ReaderWord(rec, slot);
+        int shift = ReaderShift(slot);
+        ulong old = Volatile.Read(ref *word);
+        uint mine = (uint)(old >> shift) & 0xFF;
+        if ((mine == 0 ? WriterPresent(rec) : mine == BlockLockDescriptor.MaxHoldsPerSlot)
+            || Interlocked.CompareExchange(ref *word, old + (1UL << shift), old) != old)
+        {
+            return false;
+        }
+
+        if (mine == 0 && WriterPresent(rec))
+        {
+            ReleaseRead(rec, slot); // Dekker re-check (step 3): a writer came in between
+            return false;
+        }
+
+        return true;
+    }
+
     /// <summary>Takes one read hold for <paramref name="slot"/>: reader steps 1–3 of the class comment.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static LockStatus AcquireRead(BlockLockRecord* rec, int slot, ref LockWait wait)
@@ -115,11 +139,24 @@ internal static unsafe class BlockLock
     {
         ulong* word = ReaderWord(rec, slot);
         int shift = ReaderShift(slot);
-        Debug.Assert(((Volatile.Read(ref *word) >> shift) & 0xFF) != 0, "release of a read the slot does not hold");
+        ulong unit = 1UL << shift;
+        while (true)
+        {
+            // CAS rather than a blind subtract: a count that is already 0 (a misuse race) must not borrow from the
+            // neighbouring slot's byte. The locked RMW also orders our read of Seq after the release (no lost wake-up).
+            ulong old = Volatile.Read(ref *word);
+            if (((old >> shift) & 0xFF) == 0)
+            {
+                Debug.Fail("release of a read the slot does not hold");
+                return;
+            }
 
-        // The caller's lease proves the byte is ≥ 1, so subtracting cannot borrow from the neighbour slot's byte.
-        // Locked RMW: it must precede our read of Seq (see "Sleeping without lost wake-ups").
-        Interlocked.Add(ref *word, unchecked(0UL - (1UL << shift)));
+            if (Interlocked.CompareExchange(ref *word, old - unit, old) == old)
+            {
+                break;
+            }
+        }
+
         WakeIfSleepers(rec);
     }
 
