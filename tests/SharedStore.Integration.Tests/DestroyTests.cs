@@ -26,6 +26,26 @@ public sealed class DestroyTests : CrossProcessTest
     }
 
     [Test]
+    public void ContainerDestroy_WaitingMemberProcessIsKilled_Completes()
+    {
+        // Contract: a member process that dies (SIGKILL) is released by the broker, so a destroy waiting for it
+        // completes; the dead member's read locks do not keep the container alive.
+        using var broker = StartBroker();
+        var owner = Connect(broker, "owner");
+        var member = Connect(broker, "member");
+        owner.Ok($"create-container c {SharedStoreClient.ProcessGroupId}");
+        owner.Ok("create-object o 4096");
+        member.Ok("join-container c");
+        member.Ok("join-object o");
+        member.Ok("get o 0 10 1000");
+
+        int destroy = owner.Send("destroy-container 30000");
+        owner.ExpectNoAnswerYet(destroy, because: "the member is alive and joined");
+        member.Kill();
+        owner.ExpectOk(destroy, TimeSpan.FromSeconds(10));
+    }
+
+    [Test]
     public void ObjectDestroy_AnotherMemberUsesTheObject_BlocksUntilItLeaves()
     {
         // Contract: object_destroy blocks while another member has the object joined, refuses object joins meanwhile

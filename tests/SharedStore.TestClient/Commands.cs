@@ -10,6 +10,7 @@ internal sealed unsafe class Commands
     private readonly StreamWriter _out;
     private readonly ConcurrentDictionary<string, SharedObject> _objects = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<int, ObjectLease> _leases = new();
+    private readonly List<(SharedStoreClient Client, Container? Container)> _extraClients = [];
     private SharedStoreClient? _client;
     private Container? _container;
     private int _nextLease;
@@ -40,6 +41,21 @@ internal sealed unsafe class Commands
         }
 
         _client?.Dispose();
+        DropExtraClients();
+    }
+
+    private void DropExtraClients()
+    {
+        lock (_extraClients)
+        {
+            foreach (var (client, container) in _extraClients)
+            {
+                container?.Leave(); // a round trip: the slot is free when this returns
+                client.Dispose();
+            }
+
+            _extraClients.Clear();
+        }
     }
 
     public void Run(int seq, string[] a)
@@ -241,6 +257,36 @@ internal sealed unsafe class Commands
 
                 return $"ok {sw.ElapsedMilliseconds}";
             }
+
+            case "extra-joins":
+            {
+                // extra-joins NAME COUNT: COUNT more connections of this process each join container NAME (each is a
+                // member of its own); answers the number joined, or the first failure.
+                int count = I(a[2]);
+                for (int i = 0; i < count; i++)
+                {
+                    var c = SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = Client.SocketPath });
+                    try
+                    {
+                        var joined = c.JoinContainer(a[1]);
+                        lock (_extraClients)
+                        {
+                            _extraClients.Add((c, joined));
+                        }
+                    }
+                    catch
+                    {
+                        c.Dispose();
+                        throw;
+                    }
+                }
+
+                return $"ok {count}";
+            }
+
+            case "drop-extra":
+                DropExtraClients();
+                return "ok";
 
             default:
                 throw new NotSupportedException($"unknown command '{a[0]}'");

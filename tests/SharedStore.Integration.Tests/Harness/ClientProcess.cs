@@ -69,7 +69,7 @@ internal sealed class ClientProcess : IDisposable
     /// <summary>Writes one command; returns its sequence number.</summary>
     public int Send(string command)
     {
-        TestContext.Progress.WriteLine($"  [{_name}] {_seq + 1}> {command}");
+        TestContext.Progress.WriteLine($"  [{_name}] {_seq + 1}> {(command.Length > 120 ? command[..120] + "…" : command)}");
         _process.StandardInput.WriteLine(command);
         _process.StandardInput.Flush();
         return ++_seq;
