@@ -102,4 +102,20 @@ public sealed class LockTests : CrossProcessTest
         _a.Ok($"put {lease}");
         Assert.That(ClientProcess.Field(_b.Ok("get o 0 100 5000"), "first"), Is.EqualTo("0"));
     }
+
+    [Test]
+    public void Write_HolderProcessKilled_ProceedsOnceTheBrokerReleasesItsLocks()
+    {
+        // Contract: the broker releases whatever a crashed process held: a write waiting for block 0 held by a get of
+        // a process that is then SIGKILLed completes, and later gets are admitted.
+        _a.Ok("get o 0 100 5000");
+        _a.Ok($"get o 0 {3L << 20} 5000");
+        int write = _b.Send($"write o 0 {2L << 20} 8 30000");
+        _b.ExpectNoAnswerYet(write, because: "A holds blocks 0-2 by get");
+
+        _a.Kill();
+        _b.ExpectOk(write, TimeSpan.FromSeconds(10));
+        var got = _c.Ok($"get o {(2L << 20) - 1} 2 5000");
+        Assert.That(ClientProcess.Field(got, "first"), Is.EqualTo("8"));
+    }
 }
