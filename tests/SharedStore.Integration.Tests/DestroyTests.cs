@@ -18,6 +18,7 @@ public sealed class DestroyTests : CrossProcessTest
         int destroy = owner.Send("destroy-container 30000");
         owner.ExpectNoAnswerYet(destroy, because: "another member is still joined");
         late.Err("join-container doomed", "Destroyed");
+        member.Err("destroy-container 1000", "Destroyed");
         owner.ExpectNoAnswerYet(destroy, TimeSpan.FromMilliseconds(100), "another member is still joined");
 
         member.Ok("leave-container");
@@ -105,5 +106,25 @@ public sealed class DestroyTests : CrossProcessTest
         owner.Err("destroy-object o 300", "Timeout", TimeSpan.FromSeconds(15));
         member.Ok("leave-object o");
         member.Ok("join-object o");
+    }
+
+    [Test]
+    public void ContainerLeave_WhileHoldingALease_IsRefusedWithInvalidOperation()
+    {
+        // Contract: container_leave is refused (InvalidOperationException) while this process still holds leases in
+        // the container; after the put the leave works and a destroy by the creator no longer waits for it.
+        using var broker = StartBroker();
+        var owner = Connect(broker, "owner");
+        var member = Connect(broker, "member");
+        owner.Ok($"create-container c {SharedStoreClient.ProcessGroupId}");
+        owner.Ok("create-object o 4096");
+        member.Ok("join-container c");
+        member.Ok("join-object o");
+        string lease = member.Ok("get o 0 10 1000")[0];
+
+        member.Err("leave-container", "InvalidOperationException");
+        member.Ok($"put {lease}");
+        member.Ok("leave-container");
+        owner.Ok("destroy-container 5000", TimeSpan.FromSeconds(10));
     }
 }

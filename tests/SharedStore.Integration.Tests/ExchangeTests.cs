@@ -1,3 +1,4 @@
+using System.Text;
 using SharedStore.TestClient;
 
 namespace SharedStore.Integration.Tests;
@@ -37,5 +38,43 @@ public sealed class ExchangeTests : CrossProcessTest
         writer.Ok("destroy-object A 10000");
         writer.Ok("destroy-container 10000");
         reader.Err("join-container con", "NotFound");
+    }
+
+    [Test]
+    public void ReaderWriterSample_WriterAndReaderRoles_BothExitZero()
+    {
+        // Contract: the sample's writer() and reader() roles, as two processes on one broker, exchange a 64 MiB
+        // checksummed payload: the reader verifies the checksum (exit 0) and the writer's destroys complete (exit 0).
+        using var broker = StartBroker();
+        var env = new Dictionary<string, string>(StringComparer.Ordinal) { ["SHAREDSTORE_SOCKET"] = broker.SocketPath };
+        string dll = ChildProcess.Dll("ReaderWriter.dll");
+        var readerLog = new StringBuilder();
+        var writerLog = new StringBuilder();
+        void Log(StringBuilder sb, string line)
+        {
+            lock (sb)
+            {
+                sb.AppendLine(line);
+            }
+        }
+
+        using var reader = ChildProcess.Start([ChildProcess.DotnetHost, dll, "reader", "sample"], readerLog, l => Log(readerLog, l), env);
+        using var writer = ChildProcess.Start([ChildProcess.DotnetHost, dll, "writer", "sample", "64"], writerLog, l => Log(writerLog, l), env);
+        try
+        {
+            bool done = writer.WaitForExit(120_000) & reader.WaitForExit(120_000);
+            Assert.That(done, Is.True, $"the sample did not finish in 120 s.\nwriter:\n{ChildProcess.Text(writerLog)}\nreader:\n{ChildProcess.Text(readerLog)}");
+            writer.WaitForExit();
+            reader.WaitForExit();
+            string logs = $"writer:\n{ChildProcess.Text(writerLog)}\nreader:\n{ChildProcess.Text(readerLog)}";
+            Assert.That(reader.ExitCode, Is.Zero, logs);
+            Assert.That(writer.ExitCode, Is.Zero, logs);
+            Assert.That(ChildProcess.Text(readerLog), Does.Contain("verified"), logs);
+        }
+        finally
+        {
+            ChildProcess.KillAndWait(writer);
+            ChildProcess.KillAndWait(reader);
+        }
     }
 }

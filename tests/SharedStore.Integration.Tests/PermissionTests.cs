@@ -48,6 +48,7 @@ public sealed class PermissionTests : CrossProcessTest
 
         _nobody.Err("write o 0 10 1 5000", "PermissionDenied");
         _nobody.Err("create-object mine 4096", "PermissionDenied");
+        _nobody.Err("destroy-object o 1000", "PermissionDenied");
         Assert.That(_root.Ok($"read o 0 {2L << 20}")[0], Is.EqualTo(sum), "the refused write must not have written");
     }
 
@@ -61,5 +62,6 @@ public sealed class PermissionTests : CrossProcessTest
         _nobody.Ok("join-object o");
         _nobody.Ok("write o 0 10 77 5000");
         Assert.That(ClientProcess.Field(_root.Ok("get o 0 10 5000"), "first"), Is.EqualTo("77"));
+        _nobody.Err("destroy-container 1000", "PermissionDenied"); // only the creator or root destroys
     }
 }
