@@ -17,6 +17,21 @@ public sealed class ErrorCaseTests : CrossProcessTest
     }
 
     [Test]
+    public void ContainerJoinWhenCreated_CreatedLater_JoinsElseTimesOut()
+    {
+        // Contract: JoinContainerWhenCreated (the seed's polling reader) joins a container created while it waits,
+        // and fails with Timeout when none appears in time.
+        using var broker = StartBroker();
+        var reader = Connect(broker, "reader");
+        var writer = Connect(broker, "writer");
+        int join = reader.Send("join-container-when later 30000");
+        reader.ExpectNoAnswerYet(join, because: "the container does not exist yet");
+        writer.Ok($"create-container later {Gid}");
+        reader.ExpectOk(join);
+        reader.Err("join-container-when never 300", "Timeout", TimeSpan.FromSeconds(10));
+    }
+
+    [Test]
     public void ObjectJoin_MissingObject_FailsWithNotFound()
     {
         // Contract: object_join of an object that does not exist returns NotFound.

@@ -119,6 +119,11 @@ internal sealed unsafe class Commands
                 _container = Client.JoinContainer(a[1]);
                 return $"ok {_container.Id} canwrite={(_container.CanWrite ? 1 : 0)}";
 
+            case "join-container-when":
+                // join-container-when NAME TIMEOUTMS: the seed's reader loop, while ((con = container_join(NAME)) < 0);
+                _container = Client.JoinContainerWhenCreated(a[1], Ms(a[2]));
+                return $"ok {_container.Id}";
+
             case "leave-container":
                 Container.Leave();
                 _objects.Clear();
