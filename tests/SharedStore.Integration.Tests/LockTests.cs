@@ -139,4 +139,28 @@ public sealed class LockTests : CrossProcessTest
         Assert.That(ClientProcess.Field(_a.Ok("get p 4199 1 5000"), "first"), Is.EqualTo("2"));
         Assert.That(ClientProcess.Field(_a.Ok("get p 4200 1 5000"), "first"), Is.EqualTo("1"));
     }
+
+    [Test]
+    public void Write_WriterProcessKilledHoldingWriteLocks_GetsProceedAndAWholeBlockWriteClearsTorn()
+    {
+        // Contract: the broker releases the write locks of a writer that died: gets of those blocks complete (marked
+        // torn, as the data may be half written), other blocks stay untorn, and a complete write of a block clears
+        // its torn mark. The dead writer's wait on a held block does not block later writers either.
+        string held = _a.Ok($"get o {2L << 20} 10 5000")[0];
+        int write = _b.Send($"write o 0 {4L << 20} 6 30000"); // write-locks blocks 0 and 1, then waits on block 2
+        _b.ExpectNoAnswerYet(write, because: "A holds block 2");
+        _b.Kill();
+
+        var block0 = _c.Ok("get o 0 10 10000");
+        Assert.That(ClientProcess.Field(block0, "torn"), Is.EqualTo("1"), "a writer died holding block 0's write lock: it may have written part of it");
+        Assert.That(ClientProcess.Field(_c.Ok($"get o {3L << 20} 10 10000"), "torn"), Is.EqualTo("0"), "block 3 was never write-locked");
+        _c.Ok($"put {block0[0]}");
+        _a.Ok($"put {held}");
+
+        _c.Ok($"write o 0 {1L << 20} 4 10000");
+        _c.Ok($"write o {2L << 20} 10 4 10000");
+        var after = _c.Ok("get o 0 10 10000");
+        Assert.That(ClientProcess.Field(after, "torn"), Is.EqualTo("0"), "a whole-block write clears the torn mark");
+        Assert.That(ClientProcess.Field(after, "first"), Is.EqualTo("4"));
+    }
 }
