@@ -1,1 +1,0 @@
-namespace SharedStore.Integration.Tests;
