@@ -15,6 +15,8 @@ internal static partial class ScenarioRegistry
         new HandoffCrossProcess("handoff-xproc", holdMicros: 10),
         new HandoffCrossProcess("handoff-xproc-asleep", holdMicros: 5000),
         new RecoveryKill9(),
+        new CreateCost("create-16mib", 16L << 20),
+        new CreateCost("create-1gib", 1L << 30),
     ];
 }
 
