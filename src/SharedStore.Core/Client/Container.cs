@@ -76,9 +76,12 @@ public sealed class Container : IDisposable
     /// <exception cref="SharedStoreException">Timeout (the container is put back as it was; joins work again);
     /// PermissionDenied (only the creator or root destroys); Destroyed (already being destroyed).</exception>
     /// <exception cref="OperationCanceledException">The token fired; the container is put back as it was.</exception>
+    /// <exception cref="InvalidOperationException">This process still holds leases in the container (as for
+    /// <see cref="Leave"/>): destroying would unmap memory under them.</exception>
     public void Destroy(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
+        EnsureNoLeases();
         _client.Call(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
         CloseLocally();
     }
