@@ -127,4 +127,24 @@ public sealed class DestroyTests : CrossProcessTest
         member.Ok("leave-container");
         owner.Ok("destroy-container 5000", TimeSpan.FromSeconds(10));
     }
+
+    [Test]
+    public void ContainerDestroy_WhileThisProcessHoldsALease_IsRefusedAndTheLeaseStaysReadable()
+    {
+        // Contract: like container_leave and object_destroy, container_destroy is refused (InvalidOperationException)
+        // while the calling process still holds leases in the container: destroying would unmap memory under a live
+        // lease. After the put the destroy works.
+        using var broker = StartBroker();
+        var owner = Connect(broker, "owner");
+        owner.Ok($"create-container c {SharedStoreClient.ProcessGroupId}");
+        owner.Ok("create-object o 4096");
+        owner.Ok("write o 0 4096 9 1000");
+        string lease = owner.Ok("get o 0 4096 1000")[0];
+
+        owner.Err("destroy-container 1000", "InvalidOperationException");
+        string sum = owner.Ok($"leaseread {lease}")[0];
+        Assert.That(sum, Is.EqualTo(SharedStore.TestClient.Payload.Format(SharedStore.TestClient.Payload.Checksum(Enumerable.Repeat((byte)9, 4096).ToArray()))));
+        owner.Ok($"put {lease}");
+        owner.Ok("destroy-container 1000");
+    }
 }
