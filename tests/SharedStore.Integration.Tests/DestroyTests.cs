@@ -127,4 +127,47 @@ public sealed class DestroyTests : CrossProcessTest
         member.Ok("leave-container");
         owner.Ok("destroy-container 5000", TimeSpan.FromSeconds(10));
     }
+
+    [Test]
+    public void ContainerDestroy_WhileThisProcessHoldsALease_IsRefusedAndTheLeaseStaysReadable()
+    {
+        // Contract: like container_leave and object_destroy, container_destroy is refused (InvalidOperationException)
+        // while the calling process still holds leases in the container: destroying would unmap memory under a live
+        // lease. After the put the destroy works.
+        using var broker = StartBroker();
+        var owner = Connect(broker, "owner");
+        owner.Ok($"create-container c {SharedStoreClient.ProcessGroupId}");
+        owner.Ok("create-object o 4096");
+        owner.Ok("write o 0 4096 9 1000");
+        string lease = owner.Ok("get o 0 4096 1000")[0];
+
+        owner.Err("destroy-container 1000", "InvalidOperationException");
+        string sum = owner.Ok($"leaseread {lease}")[0];
+        Assert.That(sum, Is.EqualTo(SharedStore.TestClient.Payload.Format(SharedStore.TestClient.Payload.Checksum(Enumerable.Repeat((byte)9, 4096).ToArray()))));
+        owner.Ok($"put {lease}");
+        owner.Ok("destroy-container 1000");
+    }
+
+    [Test]
+    public void ClientDispose_WhileThisProcessHoldsALease_LeaseStaysReadable()
+    {
+        // Contract (SharedStoreClient.Dispose): containers still joined are left, but memory under a live lease stays
+        // mapped: the lease reads the data and its put is harmless; the broker releases the membership and locks, so
+        // another process's write proceeds.
+        using var broker = StartBroker();
+        var owner = Connect(broker, "owner");
+        var other = Connect(broker, "other");
+        owner.Ok($"create-container c {SharedStoreClient.ProcessGroupId}");
+        owner.Ok("create-object o 4096");
+        string sum = owner.Ok("write-pattern o 0 4096 5 1000")[0];
+        other.Ok("join-container c");
+        other.Ok("join-object o");
+        string lease = owner.Ok("get o 0 4096 1000")[0];
+
+        owner.Ok("disconnect");
+        Assert.That(owner.Ok($"leaseread {lease}")[0], Is.EqualTo(sum));
+        other.Ok("write o 0 10 1 10000");
+        owner.Ok($"put {lease}");
+        owner.Ok("pid");
+    }
 }

@@ -89,6 +89,14 @@ internal sealed unsafe class Commands
     {
         switch (a[0])
         {
+            case "disconnect":
+                // disconnect: disposes the client (leases stay in the table: leaseread/put still work on them).
+                Client.Dispose();
+                _client = null;
+                _container = null;
+                _objects.Clear();
+                return "ok";
+
             case "pid":
                 return $"ok {Environment.ProcessId}";
 

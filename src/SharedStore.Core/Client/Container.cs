@@ -10,6 +10,9 @@ namespace SharedStore;
 public sealed class Container : IDisposable
 {
     private readonly SharedStoreClient _client;
+    /// <summary>Mappings kept for leases that outlived their client (see <see cref="Abandon"/>): referenced here so
+    /// no finalizer unmaps them under a lease; they live until the process exits.</summary>
+    private static readonly List<ClientSegment> s_keptUnderLeases = [];
     private readonly Dictionary<uint, ClientSegment> _segments = [];
     private readonly List<SharedObject> _objects = [];
     private bool _closed;
@@ -76,9 +79,12 @@ public sealed class Container : IDisposable
     /// <exception cref="SharedStoreException">Timeout (the container is put back as it was; joins work again);
     /// PermissionDenied (only the creator or root destroys); Destroyed (already being destroyed).</exception>
     /// <exception cref="OperationCanceledException">The token fired; the container is put back as it was.</exception>
+    /// <exception cref="InvalidOperationException">This process still holds leases in the container (as for
+    /// <see cref="Leave"/>): destroying would unmap memory under them.</exception>
     public void Destroy(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
+        EnsureNoLeases();
         _client.Call(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
         CloseLocally();
     }
@@ -115,8 +121,9 @@ public sealed class Container : IDisposable
     public void Dispose() => Leave();
 
     /// <summary>Closes the handle without telling the broker (the client is disconnecting: the broker releases the
-    /// membership when the socket closes).</summary>
-    internal void Abandon() => CloseLocally();
+    /// membership when the socket closes). Mappings under leases this process still holds are kept (until the
+    /// process exits), so those leases stay readable instead of pointing at unmapped memory.</summary>
+    internal void Abandon() => CloseLocally(keepMappingsUnderLeases: true);
 
     internal void Forget(SharedObject o)
     {
@@ -153,13 +160,14 @@ public sealed class Container : IDisposable
         }
     }
 
-    private void CloseLocally()
+    private void CloseLocally(bool keepMappingsUnderLeases = false)
     {
         if (_closed)
         {
             return;
         }
 
+        bool keepMappings = keepMappingsUnderLeases && AnyLeaseHeld();
         _closed = true;
         lock (_objects)
         {
@@ -173,15 +181,45 @@ public sealed class Container : IDisposable
 
         lock (_segments)
         {
-            foreach (var s in _segments.Values)
+            if (keepMappings)
             {
-                s.Dispose();
+                lock (s_keptUnderLeases)
+                {
+                    s_keptUnderLeases.AddRange(_segments.Values);
+                }
+            }
+            else
+            {
+                foreach (var s in _segments.Values)
+                {
+                    s.Dispose();
+                }
             }
 
             _segments.Clear();
         }
 
         _client.Untrack(this);
+    }
+
+    /// <summary>Whether this process holds a read lock (a lease) on any block of an object joined through this handle.</summary>
+    private unsafe bool AnyLeaseHeld()
+    {
+        lock (_objects)
+        {
+            foreach (var o in _objects)
+            {
+                for (int b = 0; b < o.BlockCount; b++)
+                {
+                    if (Locks.BlockLock.ReadHolds(o.LockRecords + b, o.Slot) != 0)
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+
+        return false;
     }
 
     private unsafe SharedObject Open(Response resp, List<SafeFd> fds)
