@@ -151,7 +151,9 @@ public sealed class SharedStoreClient : IDisposable
     /// <summary>The broker's table of containers, objects and members (for tools and tests).</summary>
     internal ListReply ListRaw() => Call(new Request { List = new ListRequest() }, _options.RequestTimeout, default).Response.List;
 
-    /// <summary>Disconnects. Containers still joined are left; their mappings are released when their last lease is.</summary>
+    /// <summary>Disconnects. The broker releases every membership, lock and use of this client when the socket closes.
+    /// Mappings are unmapped, except those under leases this process still holds: they stay mapped (readable) until
+    /// the process exits, so a lease never points at unmapped memory.</summary>
     public void Dispose()
     {
         if (_disposed)
