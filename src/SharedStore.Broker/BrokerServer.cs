@@ -108,7 +108,16 @@ internal sealed class BrokerServer : IDisposable
 
             var t = new Thread(() =>
             {
-                session.Run();
+                try
+                {
+                    session.Run();
+                }
+                catch (Exception e)
+                {
+                    // A bug in one session must not take the broker (and every other client) down.
+                    BrokerState.Log($"session of pid {session.Credentials.Pid} failed: {e}");
+                }
+
                 lock (_sessions)
                 {
                     _sessions.Remove(session);

@@ -69,7 +69,7 @@ internal sealed class ClientSession
         {
             foreach (var cts in _blocking.Values)
             {
-                cts.Cancel();
+                TryCancel(cts);
             }
 
             _state.SessionClosed(this);
@@ -124,13 +124,26 @@ internal sealed class ClientSession
             case Request.BodyOneofCase.Cancel:
                 if (_blocking.TryGetValue(req.Cancel.RequestId, out var cts))
                 {
-                    cts.Cancel();
+                    TryCancel(cts);
                 }
 
                 return true;
             default:
                 Reply(Execute(req, CancellationToken.None));
                 return true;
+        }
+    }
+
+    // The blocking call may finish and dispose its source between our lookup and the Cancel: that race is benign
+    // (there is nothing left to cancel) and must not throw on the session thread.
+    private static void TryCancel(CancellationTokenSource cts)
+    {
+        try
+        {
+            cts.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
         }
     }
 

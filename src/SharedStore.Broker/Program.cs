@@ -47,6 +47,7 @@ if (options.LogPath is not null)
     };
 }
 
+AppDomain.CurrentDomain.UnhandledException += (_, e) => BrokerState.Log($"FATAL unhandled exception: {e.ExceptionObject}");
 using var server = new BrokerServer(options);
 if (!server.Start(out string? refusal))
 {

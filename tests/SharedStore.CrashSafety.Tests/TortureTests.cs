@@ -34,6 +34,7 @@ public unsafe class TortureTests
         var workers = new List<WorkerProcess>();
         var recoveryMs = new List<double>();
         int tornSeen = 0;
+        int round = 0;
         try
         {
             for (int i = 0; i < Workers; i++)
@@ -42,7 +43,7 @@ public unsafe class TortureTests
             }
 
             WaitFor(() => workers.All(w => w.Ready || w.Failure is not null), "workers to start");
-            for (int round = 0; round < rounds; round++)
+            for (round = 0; round < rounds; round++)
             {
                 // Progress baseline of the workers that are up and running.
                 var running = workers.Where(w => w.Ready).ToDictionary(w => w, w => w.Progress);
@@ -84,6 +85,11 @@ public unsafe class TortureTests
             }
 
             TestContext.Out.WriteLine($"recovery (kill to member dropped, incl. list polling): median {Median(recoveryMs):F1} ms, max {recoveryMs.Max():F1} ms; rounds that saw a torn block: {tornSeen}");
+        }
+        catch (Exception)
+        {
+            TestContext.Out.WriteLine($"failed in round {round}; broker {(broker.HasExited ? "has EXITED" : "is alive")}; broker log:\n{broker.Log}");
+            throw;
         }
         finally
         {

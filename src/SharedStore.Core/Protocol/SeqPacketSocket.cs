@@ -177,21 +177,39 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
 
             lock (_sendGate)
             {
-                while (true)
+                // Hold a reference across the syscall: a concurrent Dispose must not close the descriptor (and let its
+                // number be reused by another connection) while we send on it.
+                bool added = false;
+                try
                 {
-                    nint r = Interop.Libc.sendmsg(_fd.Fd, &msg, Interop.Libc.MSG_NOSIGNAL);
-                    if (r >= 0)
+                    _fd.DangerousAddRef(ref added);
+                    while (true)
                     {
-                        return true;
-                    }
+                        nint r = Interop.Libc.sendmsg(_fd.Fd, &msg, Interop.Libc.MSG_NOSIGNAL);
+                        if (r >= 0)
+                        {
+                            return true;
+                        }
 
-                    int errno = Interop.Libc.LastErrno;
-                    if (errno == Interop.Libc.EINTR)
+                        int errno = Interop.Libc.LastErrno;
+                        if (errno == Interop.Libc.EINTR)
+                        {
+                            continue;
+                        }
+
+                        return false; // EPIPE, ECONNRESET, EBADF after shutdown: the peer is gone
+                    }
+                }
+                catch (ObjectDisposedException)
+                {
+                    return false;
+                }
+                finally
+                {
+                    if (added)
                     {
-                        continue;
+                        _fd.DangerousRelease();
                     }
-
-                    return false; // EPIPE, ECONNRESET, EBADF after shutdown: the peer is gone
                 }
             }
         }
@@ -214,17 +232,33 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
             msg.msg_control = control;
             msg.msg_controllen = (nuint)controlLen;
             nint r;
-            while (true)
+            bool added = false;
+            try
             {
-                r = Interop.Libc.recvmsg(_fd.Fd, &msg, Interop.Libc.MSG_CMSG_CLOEXEC);
-                if (r >= 0)
+                _fd.DangerousAddRef(ref added);
+                while (true)
                 {
-                    break;
-                }
+                    r = Interop.Libc.recvmsg(_fd.Fd, &msg, Interop.Libc.MSG_CMSG_CLOEXEC);
+                    if (r >= 0)
+                    {
+                        break;
+                    }
 
-                if (Interop.Libc.LastErrno != Interop.Libc.EINTR)
+                    if (Interop.Libc.LastErrno != Interop.Libc.EINTR)
+                    {
+                        return -1;
+                    }
+                }
+            }
+            catch (ObjectDisposedException)
+            {
+                return -1;
+            }
+            finally
+            {
+                if (added)
                 {
-                    return -1;
+                    _fd.DangerousRelease();
                 }
             }
 
