@@ -198,6 +198,39 @@ public unsafe class BlockLockTests
     }
 
     [Test]
+    public void ReentrantRead_SeeingAnotherThreadsTentativeIncrement_DoesNotPassAnActiveWriter()
+    {
+        // Contract (spin model F1): a slot's byte may be 1 only because another thread of the process is between its
+        // 0→1 CAS and its back-out. A "re-entrant" read on that byte must not enter while a writer is active.
+        Assert.That(Write(1), Is.EqualTo(LockStatus.Acquired));
+        _rec->Readers[0] += 1; // thread A of slot 0: tentative increment, back-out pending
+        Assert.That(Read(0, 50), Is.EqualTo(LockStatus.Timeout), "thread B of slot 0 must not read under the active writer");
+        _rec->Readers[0] -= 1; // A backs out
+        BlockLock.ReleaseWrite(_rec, false);
+        Assert.That(Read(0), Is.EqualTo(LockStatus.Acquired));
+        BlockLock.ReleaseRead(_rec, 0);
+    }
+
+    [Test]
+    public void ScrubSlot_OfAWriterThatDiedBetweenReleaseAndWake_StillWakesSleepers()
+    {
+        // Contract (spin model F2): recovery wakes sleepers even when the dead slot held nothing any more.
+        var policy = new LockWaitPolicy { SpinTicks = 0, SleepSliceNs = 30_000_000_000 };
+        Assert.That(Write(2), Is.EqualTo(LockStatus.Acquired));
+        var reader = Task.Run(() =>
+        {
+            var w = new LockWait(policy, TimeSpan.FromSeconds(60), default);
+            return BlockLock.AcquireRead(_rec, 5, ref w);
+        });
+        SpinUntil(() => (_rec->Seq & 1) != 0, "reader to sleep");
+        Volatile.Write(ref _rec->Owner, 0u); // the writer released... and died before its wake
+        var r = BlockLock.ScrubSlot(_rec, 2);
+        Assert.That(r.Any, Is.False);
+        Assert.That(reader.Wait(TimeSpan.FromSeconds(10)), Is.True, "woken by recovery, not by a 30 s sleep slice");
+        BlockLock.ReleaseRead(_rec, 5);
+    }
+
+    [Test]
     public void Stress_ManySlots_MutualExclusionHolds()
     {
         // Contract: under contention from 8 slots, a writer is never inside with anyone else.

@@ -32,8 +32,9 @@ internal enum LockStatus
 /// (re-entry must not deadlock behind a writer that waits for this very read).</item>
 /// <item>CAS its byte b → b+1 on the readers word (fails and retries if any byte of the word changed).</item>
 /// <item>If b was 0, re-read O and W. If either is set, a writer announced itself between 1 and 2: undo 2 and
-/// go back to 1. This and writer step 2 are the two halves of Dekker's handshake: each side writes its own word
-/// with a locked RMW and then reads the other's, so at least one of them sees the other.</item>
+/// go back to 1. If b was above 0, re-read O: if it is active, undo 2 and wait for it to clear (b may have been another
+/// thread's tentative 0→1, about to be undone, rather than a hold). With writer steps 1 and 3 these are Dekker
+/// handshakes: each side writes its own word with a locked RMW and then reads the other's, so one sees the other.</item>
 /// </list>
 /// <para><b>Writer of slot s:</b></para>
 /// <list type="number">
@@ -41,7 +42,8 @@ internal enum LockStatus
 /// retry; clear bit s of W once O is ours (last waiting thread of the process).</item>
 /// <item>Read all reader words; sleep until they are all 0. New readers that do not already hold the block see
 /// O ≠ 0 and back off (reader step 3), so the drain terminates once present holders put.</item>
-/// <item>Store O = (s+1)|Active; write the data; store O = 0.</item>
+/// <item>Set Active in O with a locked RMW, then re-read the reader words: if any is non-zero (a reader incremented
+/// after step 2), clear Active and go back to step 2. Then write the data; store O = 0.</item>
 /// </list>
 /// <para><b>Sleeping without lost wake-ups.</b> A sleeper sets bit 0 of Seq with a CAS (or fences if it is already
 /// set), re-checks its condition, then FUTEX_WAITs on the value it saw. Every state change that can unblock someone
@@ -79,13 +81,13 @@ internal static unsafe class BlockLock
         int shift = ReaderShift(slot);
         ulong old = Volatile.Read(ref *word);
         uint mine = (uint)(old >> shift) & 0xFF;
-        if ((mine == 0 ? WriterPresent(rec) : mine == BlockLockDescriptor.MaxHoldsPerSlot)
+        if ((mine == 0 ? WriterPresent(rec) : (mine == BlockLockDescriptor.MaxHoldsPerSlot || WriterActive(rec)))
             || Interlocked.CompareExchange(ref *word, old + (1UL << shift), old) != old)
         {
             return false;
         }
 
-        if (mine == 0 && WriterPresent(rec))
+        if (mine == 0 ? WriterPresent(rec) : WriterActive(rec))
         {
             ReleaseRead(rec, slot); // Dekker re-check (step 3): a writer came in between
             return false;
@@ -105,7 +107,7 @@ internal static unsafe class BlockLock
         {
             ulong old = Volatile.Read(ref *word);
             uint mine = (uint)(old >> shift) & 0xFF;
-            if (mine == 0 ? WriterPresent(rec) : mine == BlockLockDescriptor.MaxHoldsPerSlot)
+            if (mine == 0 ? WriterPresent(rec) : (mine == BlockLockDescriptor.MaxHoldsPerSlot || WriterActive(rec)))
             {
                 LockStatus s = wait.WaitFor(rec, &ReaderMayEnter, slot);
                 if (s != LockStatus.Acquired)
@@ -122,8 +124,11 @@ internal static unsafe class BlockLock
                 continue;
             }
 
-            // Step 3: Dekker re-check against a writer that announced itself after step 1.
-            if (mine == 0 && WriterPresent(rec))
+            // Step 3: Dekker re-check against a writer that announced itself after step 1. A re-entrant increment
+            // re-checks too, against an *active* writer only: the byte it saw may have been another thread's
+            // tentative 0→1 (between its CAS and its back-out), not a hold, and then nothing stops a writer that
+            // drained before that CAS (found by the spin model, docs/MODEL.md F1).
+            if (mine == 0 ? WriterPresent(rec) : WriterActive(rec))
             {
                 ReleaseRead(rec, slot);
                 continue;
@@ -164,10 +169,14 @@ internal static unsafe class BlockLock
     private static bool WriterPresent(BlockLockRecord* rec) =>
         (Volatile.Read(ref rec->Owner) | Volatile.Read(ref rec->Waiting)) != 0;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool WriterActive(BlockLockRecord* rec) =>
+        (Volatile.Read(ref rec->Owner) & BlockLockDescriptor.OwnerActiveBit) != 0;
+
     private static bool ReaderMayEnter(BlockLockRecord* rec, int slot)
     {
         uint mine = (uint)ReadHolds(rec, slot);
-        return mine == 0 ? !WriterPresent(rec) : mine < BlockLockDescriptor.MaxHoldsPerSlot;
+        return mine == 0 ? !WriterPresent(rec) : mine < BlockLockDescriptor.MaxHoldsPerSlot && !WriterActive(rec);
     }
 
     // ---- Writers ------------------------------------------------------------------------------------------
@@ -205,20 +214,31 @@ internal static unsafe class BlockLock
         }
 
         // Step 2: the owner CAS above was a full fence, so these loads cannot pass it (Dekker, writer half).
-        if (AnyReaders(rec))
+        // Step 3: go active with a locked RMW and look at the readers once more. A reader that incremented after our
+        // drain check (a re-entrant one, or a tentative 0→1 another thread of its process will back out) either sees
+        // the active bit in its own re-check or is seen here; if seen, step back to pending and drain again.
+        while (true)
         {
-            LockStatus s = wait.WaitFor(rec, &NoReaders, slot);
-            if (s != LockStatus.Acquired)
+            if (AnyReaders(rec))
             {
-                Interlocked.Exchange(ref rec->Owner, 0);
-                WakeIfSleepers(rec);
-                return s;
+                LockStatus s = wait.WaitFor(rec, &NoReaders, slot);
+                if (s != LockStatus.Acquired)
+                {
+                    Interlocked.Exchange(ref rec->Owner, 0);
+                    WakeIfSleepers(rec);
+                    return s;
+                }
             }
-        }
 
-        // Step 3: only this slot writes Owner while it owns the block (recovery acts on dead slots only).
-        Volatile.Write(ref rec->Owner, me | BlockLockDescriptor.OwnerActiveBit);
-        return LockStatus.Acquired;
+            Interlocked.Or(ref rec->Owner, BlockLockDescriptor.OwnerActiveBit);
+            if (!AnyReaders(rec))
+            {
+                return LockStatus.Acquired;
+            }
+
+            Interlocked.And(ref rec->Owner, ~BlockLockDescriptor.OwnerActiveBit);
+            WakeIfSleepers(rec); // re-entrant readers that saw the active bit wait for it to clear
+        }
     }
 
     private static LockStatus WaitForOwnership(BlockLockRecord* rec, int slot, uint me, object waitGate, ref int localWaiters, ref LockWait wait)
@@ -366,6 +386,12 @@ internal static unsafe class BlockLock
         if (result.Any)
         {
             WakeAllSleepers(rec);
+        }
+        else
+        {
+            // The process may have died after its release but before its own wake: then there is nothing to release
+            // and still someone to wake (spin model, docs/MODEL.md F2).
+            WakeIfSleepers(rec);
         }
 
         return result;

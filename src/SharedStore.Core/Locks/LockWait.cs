@@ -15,6 +15,10 @@ internal sealed class LockWaitPolicy
 
     public long SpinTicks { get; init; } = DefaultSpinTicks;
 
+    /// <summary>Longest single FUTEX_WAIT of this client (default <see cref="MaxSleepSliceNs"/>; tests lengthen it to
+    /// prove a wake-up came from a FUTEX_WAKE rather than from the slice ending).</summary>
+    public long SleepSliceNs { get; init; } = MaxSleepSliceNs;
+
     /// <summary>Set when the broker connection is lost: every waiter gives up with BrokerLost within one slice.</summary>
     public volatile bool BrokerLost;
 }
@@ -106,7 +110,7 @@ internal unsafe struct LockWait
     /// <summary>Acquired while the budget lasts; otherwise the reason it ended. Also yields the next sleep slice.</summary>
     public readonly LockStatus Check(out long sliceNs)
     {
-        sliceNs = LockWaitPolicy.MaxSleepSliceNs;
+        sliceNs = _policy.SleepSliceNs;
         if (_token.IsCancellationRequested)
         {
             return LockStatus.Canceled;
