@@ -79,11 +79,12 @@
  * ---------------------------------------------------------------------------------------------
  *  Ghost state: nr = reads held by live threads, nw = writes held by live threads (a crash drops
  *  the dead threads' contributions atomically with the crash).
- *  MUTEX     (Monitor, every reachable state)   nw <= 1 && !(nw > 0 && nr > 0);
- *            also asserted at each entry.
- *  RECOVERY  (Monitor, every reachable state)   scrubbed[s] -> R[s] == 0 && (O & 7) != s+1 &&
- *            (W bit s) == 0; and at the end (all threads done, all crashed slots scrubbed) the
- *            record is completely free: R == 0, O == 0, W == 0.
+ *  MUTEX     asserted at each entry (reader: nw == 0; writer: nw == 0 && nr == 0); every state
+ *            with a violation is reached through an entry, so this is the invariant
+ *            nw <= 1 && !(nw > 0 && nr > 0).
+ *  RECOVERY  asserted when ScrubSlot(s) ends: R[s] == 0 && (O & 7) != s+1 && (W bit s) == 0 (only
+ *            slot s can set these, and it is dead); and at the end (all threads done, all crashed
+ *            slots scrubbed) the record is completely free: R == 0, O == 0, W == 0.
  *  PRIORITY  (asserted when a reader returns Acquired from a 0 -> 1 increment of its slot's byte,
  *            i.e. a reader whose SLOT did not already hold the block -- the implementation's notion
  *            of "already holds" is per slot, not per thread):
