@@ -1,0 +1,507 @@
+/*
+ * blocklock.pml -- Promela model of SharedStore's cross-process block lock
+ * (src/SharedStore.Core/Locks/BlockLock.cs, LockWait.cs, Regions/BlockLockDescriptor.cs)
+ * and of the broker's recovery of a dead slot (BlockLock.ScrubSlot, called from
+ * BrokerState.RemoveMember for every block of the container when a member's socket closes).
+ *
+ * ---------------------------------------------------------------------------------------------
+ * ABSTRACTION (one block record, 3 member slots, 2-3 client threads, crashes, broker recovery)
+ * ---------------------------------------------------------------------------------------------
+ *  Shared record                      model
+ *  Readers[0] byte s (slot s count)   R[s]       one variable per slot. All slots 0..7 share the
+ *                                                64-bit word Readers[0]; every update of it is a
+ *                                                CAS/Add on the whole word, i.e. atomic over all
+ *                                                bytes, so "CAS byte s: b -> b+1" is modelled as an
+ *                                                atomic test-and-set of R[s] alone. A CAS in the code
+ *                                                also fails when ANOTHER slot's byte changed; that
+ *                                                only adds a retry that changes nothing (a stutter),
+ *                                                so it is left out (it could matter only for
+ *                                                starvation, which is not claimed).
+ *                                                AnyReaders (one load of word 0 for <= 8 slots) is
+ *                                                one atomic read of all R[].
+ *  Owner                              O          0 | s+1 (pending) | (s+1)|ACT (active). ACT = 8
+ *                                                stands for OwnerActiveBit, SLOTMASK = 7 for
+ *                                                OwnerSlotMask.
+ *  Waiting                            W          bit s = slot s has a thread waiting to write.
+ *  Seq (futex word)                   sb, stale[] sb = bit 0 (sleepers present). The value itself
+ *                                                matters only for equality with a value a thread
+ *                                                loaded earlier (CAS, FUTEX_WAIT), so it is kept as
+ *                                                stale[t] = "Seq changed since t loaded it" (no ABA;
+ *                                                the int32 wraps only after 2^31 bumps).
+ *  Flags.Torn                         -          not modelled (data, not locking).
+ *  FUTEX_WAIT(&Seq, v)                d_step { !stale[t] -> blocked[t] = 1 } then !blocked[t]
+ *                                                (if Seq changed it returns at once = EAGAIN).
+ *                                                The code's 50 ms sleep slice: by default NOT
+ *                                                modelled (a lost wake-up is then a hang, i.e. the
+ *                                                model checks that no wake-up is ever lost). With
+ *                                                -DSLICE a sleeper may also return without a wake,
+ *                                                but only once a crash has happened (finding F2:
+ *                                                after a crash the code relies on the slice).
+ *  FUTEX_WAKE(&Seq, all)              clears every blocked[] flag in one step.
+ *  Volatile.Read / Write, Interlocked one Promela step each (atomic where it is an RMW);
+ *                                                sequential consistency is assumed (x86 locked
+ *                                                instructions + the fences in the code; the model
+ *                                                does not explore weak-memory reorderings).
+ *  LockWait.WaitFor                   WAIT_FOR(): the spin phase is bounded in time in the
+ *                                                code and is modelled as one probe of the
+ *                                                predicate; then the sleep loop exactly as coded
+ *                                                (read Seq; CAS bit 0 on, or fence if already on;
+ *                                                re-check; FUTEX_WAIT on the value seen).
+ *  Timeout / cancellation / broker    off by default; with -DGIVEUP every wait may give up
+ *  loss (LockWait.Check)                         (once per thread) and the thread releases
+ *                                                exactly as the code does on that path.
+ *  waitGate + localWaiters            lw[s], updated with the W bit in one atomic step (the
+ *                                                gate is a process-local mutex around one RMW of
+ *                                                W). One writer thread per slot is modelled, so
+ *                                                lw[s] is 0/1; the gate logic is still modelled.
+ *  MaxHoldsPerSlot (255)              not modelled (holds <= 2).
+ *
+ *  Threads: proctype Reader (acquire k reads -- k = 2 is a re-entrant read -- then release them)
+ *  and Writer (AcquireWrite incl. the WouldDeadlock check of SharedObject.Write, write,
+ *  ReleaseWrite). A thread belongs to a slot (process); several threads may share a slot.
+ *
+ *  Crash: proctype Crasher may, at any moment, kill a slot (MAXCRASH crashes in all). The body of
+ *  every thread of the slot is wrapped in `unless { crashed[s] }`, which has priority over every
+ *  statement of the body, so a crashed thread executes nothing more; its locals are cleared (lost)
+ *  and the slot's process-local lw[s] is reset. Shared memory keeps whatever the thread wrote.
+ *  To keep the state space small the kill is made immediate: while cp = s+1 only the threads of
+ *  slot s may run (`provided` clause) and all they can do is take their escape (the bookkeeping
+ *  of a dead thread, not an action of it).
+ *
+ *  Broker: proctype Broker(s) waits for crashed[s] (the socket closes) and runs ScrubSlot(s)
+ *  step by step as coded: read reader word, CAS byte s to 0; read Owner, CAS it to 0 if it names
+ *  s; atomic And of ~bit s on W; if anything was released, Add 2 to Seq and FUTEX_WAKE. One broker
+ *  process per slot (the real broker scrubs under its gate, one at a time: a subset of these
+ *  interleavings).
+ *
+ * ---------------------------------------------------------------------------------------------
+ * PROPERTIES
+ * ---------------------------------------------------------------------------------------------
+ *  Ghost state: nr = reads held by live threads, nw = writes held by live threads (a crash drops
+ *  the dead threads' contributions atomically with the crash).
+ *  MUTEX     asserted at each entry (reader: nw == 0; writer: nw == 0 && nr == 0); every state
+ *            with a violation is reached through an entry, so this is the invariant
+ *            nw <= 1 && !(nw > 0 && nr > 0).
+ *  RECOVERY  asserted when ScrubSlot(s) ends: R[s] == 0 && (O & 7) != s+1 && (W bit s) == 0 (only
+ *            slot s can set these, and it is dead); and at the end (all threads done, all crashed
+ *            slots scrubbed) the record is completely free: R == 0, O == 0, W == 0.
+ *  PRIORITY  (asserted when a reader returns Acquired from a 0 -> 1 increment of its slot's byte,
+ *            i.e. a reader whose SLOT did not already hold the block -- the implementation's notion
+ *            of "already holds" is per slot, not per thread):
+ *              PRIO_O  it does not enter if Owner != 0 held continuously from its increment
+ *                      to its entry;
+ *              PRIO_W  it does not enter if Waiting != 0 held continuously over that window;
+ *              PRIO_STRICT (-DPRIO_STRICT) it does not enter if (Owner != 0 || Waiting != 0)
+ *                      held continuously over that window (the class comment's "readers never
+ *                      see a gap between the two").
+ *  NO DEADLOCK  safety run: no invalid end states (every thread, crashed or not, terminates or
+ *            sits at an end label).
+ *  LIVENESS  ltl live: <> alldone under weak fairness (pan -a -f): every live thread completes
+ *            its finite workload (so each waiting thread eventually enters or gives up / dies);
+ *            with crashes this needs the broker's scrub and its wake. Starvation freedom under
+ *            unbounded workloads is NOT claimed (writers race on the Owner CAS; readers yield to
+ *            writers by design).
+ *
+ *  Configurations (-DCFG=n):
+ *    1 (default) T0: slot 0 re-entrant reader (2 holds); T1: slot 1 writer; T2: slot 2 writer.
+ *    2           T0: slot 0 reader; T1: slot 0 writer (same process); T2: slot 1 writer.
+ *    3           T0, T1: two reader threads of slot 0; T2: slot 1 writer.   (finding F1)
+ *    4           T0: slot 0 re-entrant reader (2 holds); T1: slot 1 writer.
+ *    5           T0: slot 0 writer; T1: slot 1 writer.
+ *    6           T0: slot 0 reader; T1: slot 0 writer (same process).
+ *  The 3-thread configurations are checked without crashes (with one crash they exceed the
+ *  3-minute budget: > 60 M states), the 2-thread ones with a crash of either slot at any step.
+ *
+ *  Mutation switches (used by model/mutants/*.pml): NO_RECHECK (reader skips the Dekker
+ *  re-check), NO_SLEEP_FENCE (sleeper does not set bit 0 of Seq), NO_SCRUB_WAIT (recovery does
+ *  not clear the Waiting bit), NO_SCRUB_WAKE (recovery does not wake sleepers).
+ *  Other switches: FIX_WO (WriterPresent loads Waiting before Owner: PRIO_STRICT still fails,
+ *  see docs/MODEL.md F3), SCRUB_WAKE_ALWAYS (proposed fix of F2), GIVEUP, SLICE, PRIO_STRICT.
+ */
+
+#ifndef CFG
+#define CFG 1
+#endif
+#ifndef MAXCRASH
+#define MAXCRASH 1
+#endif
+
+#define NS 3            /* slots */
+#define NT 3            /* client thread ids (array sizes) */
+#if CFG >= 4
+#define NTH 2           /* threads actually run */
+#else
+#define NTH 3
+#endif
+#define ACT 8           /* OwnerActiveBit */
+#define SLOTMASK 7      /* OwnerSlotMask */
+
+/* ---- shared record ---- */
+byte R[NS];             /* reader byte of each slot (all in word Readers[0]) */
+byte O;                 /* Owner */
+byte W;                 /* Waiting bitmap */
+bit sb;                /* Seq bit 0: sleepers may be present */
+bit stale[NT];          /* Seq has changed since thread t last loaded it (1 when t holds no value) */
+
+/* ---- kernel / process state ---- */
+bit blocked[NT];        /* thread sleeping in FUTEX_WAIT */
+byte lw[NS];            /* process-local localWaiters of slot s (guarded by waitGate) */
+bit crashed[NS];
+bit scrubbed[NS];
+byte ncrash;
+byte slot_of[NT];
+
+/* ---- ghosts ---- */
+byte nr;                /* reads held by live threads */
+byte nw;                /* writes held by live threads */
+byte rd[NT];            /* reads held by thread t */
+bit wr[NT];             /* write held by thread t */
+bit po[NT];             /* Owner != 0 continuously since t's 0->1 increment */
+bit pw[NT];             /* Waiting != 0 continuously since ... */
+bit pwo[NT];            /* (Owner|Waiting) != 0 continuously since ... */
+byte ndone;             /* threads finished (normally or by crash) */
+byte alive[NS];         /* live threads of slot s */
+byte cp;                /* s+1 while slot s is being killed: only its threads run (their escapes) */
+hidden byte pslot[NT + 1];  /* slot+1 of the thread with that _pid (init is _pid 0, threads 1..NT) */
+hidden byte gi;
+
+#define alldone (ndone == NTH && (!crashed[0] || scrubbed[0]) && (!crashed[1] || scrubbed[1]) && (!crashed[2] || scrubbed[2]))
+
+/* Appended to every step that changes O or W: an absence of the writer ends the windows. */
+#define GHOST \
+    if :: O == 0 -> po[0] = 0; po[1] = 0; po[2] = 0 :: else -> skip fi; \
+    if :: W == 0 -> pw[0] = 0; pw[1] = 0; pw[2] = 0 :: else -> skip fi; \
+    if :: O == 0 && W == 0 -> pwo[0] = 0; pwo[1] = 0; pwo[2] = 0 :: else -> skip fi
+
+#define FUTEX_WAKE d_step { blocked[0] = 0; blocked[1] = 0; blocked[2] = 0 }
+/* every change of the value of Seq */
+#define SEQ_CHANGED stale[0] = 1; stale[1] = 1; stale[2] = 1
+
+/* BlockLock.WakeIfSleepers + WakeAll: v = Seq; if bit 0: CAS Seq v -> (v+1)&~1 (a new value with bit 0
+   clear); FUTEX_WAKE. */
+#define WAKE_IF_SLEEPERS \
+    d_step { vb = sb; stale[t] = 0 }; \
+    if \
+    :: vb -> \
+        d_step { if :: !stale[t] -> sb = 0; SEQ_CHANGED :: else -> skip fi; stale[t] = 1; vb = 0 }; \
+        FUTEX_WAKE \
+    :: else -> stale[t] = 1 \
+    fi
+
+/* (Volatile.Read(Owner) | Volatile.Read(Waiting)) != 0 -- C# evaluates Owner first. Branches on
+   the values loaded; each load is one step. FIX_WO loads Waiting first. */
+#ifdef FIX_WO
+#define WP_BRANCH(PRESENT, ABSENT) \
+    if :: W != 0 -> PRESENT :: else -> if :: O != 0 -> PRESENT :: else -> ABSENT fi fi
+#else
+#define WP_BRANCH(PRESENT, ABSENT) \
+    if :: O != 0 -> PRESENT :: else -> if :: W != 0 -> PRESENT :: else -> ABSENT fi fi
+#endif
+
+/* Predicates of LockWait.WaitFor; each sets rdy. */
+#define PRED_MAYENTER   if :: R[s] != 0 -> rdy = 1 :: else -> WP_BRANCH(rdy = 0, rdy = 1) fi
+#define PRED_OWNERFREE  rdy = (O == 0)
+#define PRED_NOREADERS  rdy = (R[0] == 0 && R[1] == 0 && R[2] == 0)
+
+#ifdef GIVEUP
+#define GU_OPT   :: !gu -> gu = 1; break
+#define GU_SLEEP :: !gu && blocked[t] -> blocked[t] = 0; gu = 1; break
+#else
+#define GU_OPT
+#define GU_SLEEP
+#endif
+
+#ifdef SLICE
+/* The 50 ms FUTEX_WAIT slice: a sleeper may return without a wake (allowed only after a crash, see
+   the header: without crashes the model checks that no wake-up is ever needed from the slice). */
+#define SLICE_OPT :: ncrash > 0 && blocked[t] -> blocked[t] = 0
+#else
+#define SLICE_OPT
+#endif
+
+#ifdef NO_SLEEP_FENCE
+#define ANNOUNCE d_step { vb = sb; stale[t] = 0; ok = 1 }
+#else
+/* v = Seq; if bit 0 clear: CAS v -> v|1 (retry on failure); else Interlocked.MemoryBarrier */
+#define ANNOUNCE \
+    d_step { vb = sb; stale[t] = 0; ok = 1 }; \
+    if \
+    :: !vb -> d_step { if :: !stale[t] -> sb = 1; SEQ_CHANGED; stale[t] = 0 :: else -> ok = 0; stale[t] = 1 fi } \
+    :: else -> vb = 0 \
+    fi
+#endif
+
+/* LockWait.WaitFor(pred): returns with rdy = 1, or gu = 1 when it gave up (GIVEUP only). The spin
+   phase is one probe of the predicate. */
+#define WAIT_FOR(PRED) \
+    PRED; \
+    if \
+    :: rdy -> skip \
+    :: else -> \
+        do \
+        :: ANNOUNCE; \
+            if \
+            :: ok -> \
+                PRED; \
+                if \
+                :: rdy -> stale[t] = 1; vb = 0; break \
+                GU_OPT \
+                :: else -> \
+                    d_step { if :: !stale[t] -> blocked[t] = 1 :: else -> skip fi; stale[t] = 1; vb = 0; ok = 0 }; \
+                    if \
+                    :: !blocked[t] -> skip \
+                    GU_SLEEP \
+                    SLICE_OPT \
+                    fi \
+                fi \
+            :: else -> skip \
+            fi \
+        od \
+    fi; \
+    rdy = 0
+
+/* thread end (normal or crash); the last thread of a slot being killed ends the kill */
+#define EXIT d_step { ndone++; alive[s]--; if :: cp == s + 1 && alive[s] == 0 -> cp = 0 :: else -> skip fi }
+
+/* BlockLock.ReleaseRead: Interlocked.Add(word, -unit); WakeIfSleepers. */
+#define RELEASE_READ \
+    d_step { assert(R[s] > 0); R[s]-- }; \
+    WAKE_IF_SLEEPERS
+
+proctype Reader(byte t; byte s; byte k) provided (cp == 0 || cp == pslot[_pid])
+{
+    byte mine, h;
+    bit ok, rdy, gu, vb;
+    {
+        do
+        :: h < k ->
+            /* ---- AcquireRead ---- */
+acq:        mine = R[s];                                            /* step 1: load own word */
+            if
+            :: mine == 0 ->
+                WP_BRANCH(goto waitr, skip)
+            :: else -> skip
+            fi;
+            d_step {                                                /* step 2: CAS */
+                if
+                :: R[s] == mine ->
+                    R[s] = mine + 1; ok = 1;
+                    po[t] = (mine == 0 && O != 0);
+                    pw[t] = (mine == 0 && W != 0);
+                    pwo[t] = (mine == 0 && (O != 0 || W != 0))
+                :: else -> ok = 0
+                fi
+            };
+            if :: !ok -> goto acq :: else -> ok = 0 fi;
+#ifndef NO_RECHECK
+            if                                                      /* step 3: Dekker re-check */
+            :: mine == 0 ->
+                WP_BRANCH(goto backout, skip)
+            :: else -> skip
+            fi;
+#endif
+            d_step {                                                /* Acquired: enter */
+                assert(nw == 0);
+                assert(!po[t]);
+                assert(!pw[t]);
+#ifdef PRIO_STRICT
+                assert(!pwo[t]);
+#endif
+                po[t] = 0; pw[t] = 0; pwo[t] = 0;
+                nr++; rd[t]++; h++; mine = 0
+            }
+        :: h == k -> break
+        od;
+        /* critical section: h holds; then Put releases them */
+out:    do
+        :: h > 0 ->
+            d_step { nr--; rd[t]--; h-- };
+            RELEASE_READ
+        :: h == 0 -> break
+        od;
+        goto rdone;
+backout: skip;
+        d_step { mine = 0; po[t] = 0; pw[t] = 0; pwo[t] = 0 };
+        RELEASE_READ;
+        goto acq;
+waitr:
+        mine = 0;
+        WAIT_FOR(PRED_MAYENTER);
+        if :: gu -> goto out :: else -> goto acq fi;
+rdone:  skip
+    } unless {
+        /* crashed: the thread's local state is lost (cleared so that dead states compare equal) */
+        crashed[s] -> d_step { mine = 0; h = 0; ok = 0; rdy = 0; gu = 0; vb = 0 }
+    };
+    EXIT
+}
+
+proctype Writer(byte t; byte s) provided (cp == 0 || cp == pslot[_pid])
+{
+    bit ok, rdy, gu, cleared, vb;
+    {
+        /* SharedObject.Write: WouldDeadlock if this process holds a read on the block */
+        if
+        :: R[s] != 0 -> goto wdone
+        :: else -> skip
+        fi;
+        /* ---- AcquireWrite step 1: fast path CAS Owner 0 -> s+1 ---- */
+        d_step { if :: O == 0 -> O = s + 1; ok = 1; GHOST :: else -> ok = 0 fi };
+        if
+        :: !ok ->
+            /* WaitForOwnership: first waiting thread of the process sets bit s of W */
+            d_step { lw[s]++; if :: lw[s] == 1 -> W = W | (1 << s); GHOST :: else -> skip fi };
+            do
+            :: d_step { if :: O == 0 -> O = s + 1; ok = 1; GHOST :: else -> ok = 0 fi };
+                if
+                :: ok -> break
+                :: else ->
+                    WAIT_FOR(PRED_OWNERFREE);
+                    if :: gu -> break :: else -> skip fi
+                fi
+            od;
+            /* finally: last waiting thread of the process clears bit s, then wakes */
+            atomic {
+                lw[s]--;
+                if :: lw[s] == 0 -> W = W & ~(1 << s); cleared = 1; GHOST :: else -> cleared = 0 fi
+            };
+            if :: cleared -> cleared = 0; WAKE_IF_SLEEPERS :: else -> skip fi;
+            if :: gu -> goto wdone :: else -> ok = 0 fi
+        :: else -> ok = 0
+        fi;
+        /* ---- step 2: drain readers (one load of word 0) ---- */
+        if
+        :: !(R[0] == 0 && R[1] == 0 && R[2] == 0) ->
+            WAIT_FOR(PRED_NOREADERS);
+            if
+            :: gu ->
+                d_step { O = 0; GHOST };                        /* Interlocked.Exchange(Owner, 0) */
+                WAKE_IF_SLEEPERS;
+                goto wdone
+            :: else -> skip
+            fi
+        :: else -> skip
+        fi;
+        /* ---- step 3: Volatile.Write(Owner, me | Active) ---- */
+        d_step { O = (s + 1) | ACT; GHOST };
+        d_step { assert(nw == 0 && nr == 0); nw++; wr[t] = 1 };
+        /* data copy */
+        d_step { nw--; wr[t] = 0 };
+        /* ---- ReleaseWrite: Interlocked.Exchange(Owner, 0); WakeIfSleepers ---- */
+        d_step { O = 0; GHOST };
+        WAKE_IF_SLEEPERS;
+wdone:  skip
+    } unless {
+        crashed[s] -> d_step { ok = 0; rdy = 0; gu = 0; cleared = 0; vb = 0 }
+    };
+    EXIT
+}
+
+#define CLEAN(s) (R[s] == 0 && (O & SLOTMASK) != s + 1 && (W & (1 << s)) == 0)
+
+/* BrokerState.RemoveMember -> BlockLock.ScrubSlot(rec, s), once the process of slot s is dead. */
+proctype Broker(byte s)
+{
+    byte x;
+    bit any;
+end_idle:
+    crashed[s];
+    /* reader byte: load word; if byte != 0, CAS it to 0 (slot is dead: nobody else writes it) */
+    x = R[s];
+    if
+    :: x != 0 -> d_step { assert(R[s] == x); R[s] = 0; any = 1; x = 0 }
+    :: else -> skip
+    fi;
+    /* Owner: load; if it names s, CAS it to 0 (the torn mark is not modelled) */
+    x = O;
+    if
+    :: (x & SLOTMASK) == s + 1 -> d_step { if :: O == x -> O = 0; GHOST :: else -> skip fi; any = 1; x = 0 }
+    :: else -> x = 0
+    fi;
+#ifndef NO_SCRUB_WAIT
+    /* Waiting: Interlocked.And(~bit), result tells whether the bit was set */
+    d_step { if :: (W & (1 << s)) != 0 -> any = 1 :: else -> skip fi; W = W & ~(1 << s); GHOST };
+#endif
+#ifdef SCRUB_WAKE_ALWAYS
+    any = 1;
+#endif
+#ifndef NO_SCRUB_WAKE
+    if
+    :: any -> d_step { SEQ_CHANGED; any = 0 }; FUTEX_WAKE    /* WakeAllSleepers: Add(Seq, 2) */
+    :: else -> skip
+    fi;
+#endif
+    /* RECOVERY: after the scrub nothing names slot s (and nobody else can make it so later) */
+    d_step { assert(CLEAN(s)); scrubbed[s] = 1 }
+}
+
+/* Kills a whole process (all threads of a slot) at any moment, MAXCRASH times in all. */
+proctype Crasher()
+{
+    byte s;
+    do
+    :: ncrash < MAXCRASH ->
+        if :: !crashed[0] -> s = 0 :: !crashed[1] -> s = 1 :: !crashed[2] -> s = 2 fi;
+        d_step {
+            crashed[s] = 1; ncrash++; lw[s] = 0;
+            if :: alive[s] > 0 -> cp = s + 1 :: else -> skip fi;
+            /* the dead threads' holds no longer count as "in the critical section" */
+            gi = 0;
+            do
+            :: gi < NT ->
+                if
+                :: slot_of[gi] == s ->
+                    nr = nr - rd[gi]; rd[gi] = 0; nw = nw - wr[gi]; wr[gi] = 0;
+                    blocked[gi] = 0; stale[gi] = 1; po[gi] = 0; pw[gi] = 0; pwo[gi] = 0
+                :: else -> skip
+                fi;
+                gi++
+            :: else -> break
+            od;
+            gi = 0; s = 0
+        }
+    :: break
+    od
+}
+
+init {
+    atomic {
+        stale[0] = 1; stale[1] = 1; stale[2] = 1;
+#if CFG == 1
+        slot_of[0] = 0; slot_of[1] = 1; slot_of[2] = 2; alive[0] = 1; alive[1] = 1; alive[2] = 1;
+        run Reader(0, 0, 2);
+        run Writer(1, 1);
+        run Writer(2, 2);
+#elif CFG == 2
+        slot_of[0] = 0; slot_of[1] = 0; slot_of[2] = 1; alive[0] = 2; alive[1] = 1;
+        run Reader(0, 0, 1);
+        run Writer(1, 0);
+        run Writer(2, 1);
+#elif CFG == 3
+        slot_of[0] = 0; slot_of[1] = 0; slot_of[2] = 1; alive[0] = 2; alive[1] = 1;
+        run Reader(0, 0, 1);
+        run Reader(1, 0, 1);
+        run Writer(2, 1);
+#elif CFG == 4
+        slot_of[0] = 0; slot_of[1] = 1; slot_of[2] = 2; alive[0] = 1; alive[1] = 1;
+        run Reader(0, 0, 2);
+        run Writer(1, 1);
+#elif CFG == 5
+        slot_of[0] = 0; slot_of[1] = 1; slot_of[2] = 2; alive[0] = 1; alive[1] = 1;
+        run Writer(0, 0);
+        run Writer(1, 1);
+#elif CFG == 6
+        slot_of[0] = 0; slot_of[1] = 0; slot_of[2] = 2; alive[0] = 2;
+        run Reader(0, 0, 1);
+        run Writer(1, 0);
+#endif
+        pslot[1] = slot_of[0] + 1; pslot[2] = slot_of[1] + 1; pslot[3] = slot_of[2] + 1;
+        run Broker(0); run Broker(1); run Broker(2);
+        run Crasher()
+    };
+    alldone;
+    /* everything released, by the threads themselves or by recovery */
+    assert(R[0] == 0 && R[1] == 0 && R[2] == 0 && O == 0 && W == 0)
+}
+
+ltl live { <> alldone }
