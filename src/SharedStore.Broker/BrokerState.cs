@@ -170,6 +170,13 @@ internal sealed class BrokerState : IDisposable
 
     private Membership AddMember(ClientSession session, ContainerState c)
     {
+        // One membership (one lock slot) per client process and container: a second join would need a second slot
+        // for the same process, and must be refused before anything is recorded.
+        if (session.Memberships.ContainsKey(c.Id))
+        {
+            throw new BrokerError(ErrorCode.AlreadyExists, $"this client is already a member of container '{c.Name}'");
+        }
+
         int slot = Array.IndexOf(c.Slots, null);
         if (slot < 0)
         {

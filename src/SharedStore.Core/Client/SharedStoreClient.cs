@@ -110,7 +110,7 @@ public sealed class SharedStoreClient : IDisposable
 
     /// <summary>The seed's <c>container_join</c>.</summary>
     /// <exception cref="SharedStoreException">NotFound; Destroyed (destroy is in progress); PermissionDenied;
-    /// NoResources (64 member processes already); BrokerUnavailable.</exception>
+    /// NoResources (64 member processes already); AlreadyExists (this client is already a member); BrokerUnavailable.</exception>
     public Container JoinContainer(string name, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
