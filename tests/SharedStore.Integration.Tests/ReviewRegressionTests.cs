@@ -27,4 +27,74 @@ public sealed class ReviewRegressionTests : CrossProcessTest
         Assert.That(Entry(client, "twice").MemberSlots, Has.Count.EqualTo(1));
         Assert.DoesNotThrow(() => c.Destroy(TimeSpan.FromSeconds(5)), "no other member: destroy completes at once");
     }
+
+    [Test]
+    public void ObjectDestroy_DestroyerLeavesContainerWhileWaiting_TimesOutAndKeepsTheObjectForOtherUsers()
+    {
+        // Bug: when the destroyer's membership was gone by the time its wait ended (it left the container, or its
+        // process died and the session close won the race), DestroyObject skipped the restore and freed the object
+        // although another member still used it: its memory was punched and its lock records zeroed under that
+        // member, and handed to the next object created.
+        using var broker = StartBroker();
+        using var raw = RawConnection.OpenWithHello(broker.SocketPath);
+        var created = raw.Call(new Request { ContainerCreate = new ContainerCreate { Name = "c", GroupId = Gid } });
+        Assert.That(created.Error, Is.EqualTo(Protocol.ErrorCode.Ok), created.Message);
+        uint cid = created.Container.ContainerId;
+        var obj = raw.Call(new Request { ObjectCreate = new ObjectCreate { ContainerId = cid, Name = "x", Size = 8192 } });
+        Assert.That(obj.Error, Is.EqualTo(Protocol.ErrorCode.Ok), obj.Message);
+
+        using var member = ConnectInProcess(broker);
+        var c = member.JoinContainer("c");
+        var x = c.JoinObject("x");
+        x.Write(0, [7, 7, 7], TimeSpan.FromSeconds(5));
+
+        ulong destroy = raw.Send(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = cid, ObjectId = obj.Object.ObjectId }, TimeoutMs = 1500 });
+        Thread.Sleep(200); // the destroy is waiting for the member
+        var left = raw.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = cid } });
+        Assert.That(left.Error, Is.EqualTo(Protocol.ErrorCode.Ok), left.Message);
+        var answer = raw.Receive(TimeSpan.FromSeconds(10));
+        Assert.That(answer, Is.Not.Null);
+        Assert.That(answer!.Id, Is.EqualTo(destroy));
+        Assert.That(answer.Error, Is.EqualTo(Protocol.ErrorCode.Timeout), "the member still uses the object: the destroy must time out");
+
+        var entry = Entry(member, "c");
+        Assert.That(entry.Objects.Select(o => o.Info.Name), Is.EqualTo(new[] { "x" }), "the object must survive");
+        Assert.That(entry.Objects.Single().UseCount, Is.EqualTo(1u));
+        using (var lease = x.Get(0, 3, TimeSpan.FromSeconds(5)))
+        {
+            Assert.That(lease.ReadOnlySpan.ToArray(), Is.EqualTo(new byte[] { 7, 7, 7 }), "the object's memory must be intact");
+        }
+
+        // The destroy was abandoned, so joins work again.
+        using var again = c.JoinObject("x");
+        Assert.That(again.Id, Is.EqualTo(x.Id));
+    }
+
+    [Test]
+    public void ContainerDestroy_DestroyerLeavesWhileWaiting_TimesOutAndRestoresTheContainer()
+    {
+        // Bug: same hole for containers: once the destroyer had left, a timed-out destroy answered OK and left the
+        // container marked destroying for good: every later join got Destroyed while the remaining members went on.
+        using var broker = StartBroker();
+        using var raw = RawConnection.OpenWithHello(broker.SocketPath);
+        var created = raw.Call(new Request { ContainerCreate = new ContainerCreate { Name = "c", GroupId = Gid } });
+        Assert.That(created.Error, Is.EqualTo(Protocol.ErrorCode.Ok), created.Message);
+        uint cid = created.Container.ContainerId;
+
+        using var member = ConnectInProcess(broker);
+        var c = member.JoinContainer("c");
+
+        ulong destroy = raw.Send(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = cid }, TimeoutMs = 1500 });
+        Thread.Sleep(200);
+        var left = raw.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = cid } });
+        Assert.That(left.Error, Is.EqualTo(Protocol.ErrorCode.Ok), left.Message);
+        var answer = raw.Receive(TimeSpan.FromSeconds(10));
+        Assert.That(answer, Is.Not.Null);
+        Assert.That(answer!.Id, Is.EqualTo(destroy));
+        Assert.That(answer.Error, Is.EqualTo(Protocol.ErrorCode.Timeout), "another member is still joined: the destroy must time out");
+
+        using var late = ConnectInProcess(broker);
+        Assert.DoesNotThrow(() => late.JoinContainer("c").Dispose(), "the destroy was abandoned: joins must work again");
+        c.Dispose();
+    }
 }
