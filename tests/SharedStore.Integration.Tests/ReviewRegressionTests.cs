@@ -97,4 +97,50 @@ public sealed class ReviewRegressionTests : CrossProcessTest
         Assert.DoesNotThrow(() => late.JoinContainer("c").Dispose(), "the destroy was abandoned: joins must work again");
         c.Dispose();
     }
+
+    [Test]
+    public void ObjectDestroy_TwoWaitingCallsWithOneRequestId_SessionCloseStillCancelsTheFirst()
+    {
+        // Bug: the broker kept a blocking call's CancellationTokenSource in a dictionary keyed by the client's request
+        // id and overwrote it on a duplicate id; the duplicate's completion then removed the entry of the first call.
+        // That call could no longer be canceled, not even by the session's close: the destroy waited forever (with
+        // an infinite timeout) and the object stayed Destroying, refusing joins, after its destroyer was gone.
+        using var broker = StartBroker();
+        using var raw = RawConnection.OpenWithHello(broker.SocketPath);
+        var created = raw.Call(new Request { ContainerCreate = new ContainerCreate { Name = "c", GroupId = Gid } });
+        Assert.That(created.Error, Is.EqualTo(Protocol.ErrorCode.Ok), created.Message);
+        uint cid = created.Container.ContainerId;
+        var obj = raw.Call(new Request { ObjectCreate = new ObjectCreate { ContainerId = cid, Name = "x", Size = 4096 } });
+        Assert.That(obj.Error, Is.EqualTo(Protocol.ErrorCode.Ok), obj.Message);
+
+        using var member = ConnectInProcess(broker);
+        var c = member.JoinContainer("c");
+        using var x = c.JoinObject("x");
+
+        var destroy = new ObjectDestroy { ContainerId = cid, ObjectId = obj.Object.ObjectId };
+        raw.Send(new Request { Id = 7, ObjectDestroy = destroy, TimeoutMs = uint.MaxValue });
+        Thread.Sleep(200); // the first destroy waits for the member
+        raw.Send(new Request { Id = 7, ObjectDestroy = destroy, TimeoutMs = uint.MaxValue });
+        var second = raw.Receive(TimeSpan.FromSeconds(10));
+        Assert.That(second, Is.Not.Null);
+        Assert.That(second!.Error, Is.Not.EqualTo(Protocol.ErrorCode.Ok), "the duplicate must be refused");
+
+        raw.Dispose(); // the destroyer goes away: its waiting destroy must be canceled and the object put back
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            try
+            {
+                using var again = c.JoinObject("x");
+                break;
+            }
+            catch (SharedStoreException e) when (e.Code == ErrorCode.Destroyed && DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(20);
+            }
+        }
+
+        Assert.That(Entry(member, "c").Objects.Single().UseCount, Is.EqualTo(1u));
+    }
 }

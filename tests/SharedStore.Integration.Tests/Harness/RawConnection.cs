@@ -14,6 +14,7 @@ internal sealed class RawConnection : IDisposable
     private readonly SeqPacketSocket _socket;
     private readonly byte[] _buffer = new byte[ProtocolConstants.MaxMessageBytes];
     private ulong _nextId = 1000;
+    private bool _disposed;
 
     private RawConnection(SeqPacketSocket socket) => _socket = socket;
 
@@ -105,6 +106,12 @@ internal sealed class RawConnection : IDisposable
 
     public void Dispose()
     {
+        if (_disposed)
+        {
+            return; // the descriptor number may already belong to someone else
+        }
+
+        _disposed = true;
         _socket.Shutdown();
         _socket.Dispose();
     }
