@@ -143,4 +143,32 @@ public sealed class ReviewRegressionTests : CrossProcessTest
 
         Assert.That(Entry(member, "c").Objects.Single().UseCount, Is.EqualTo(1u));
     }
+
+    [Test]
+    public void ContainerDestroy_TimeoutAboveInt32Milliseconds_Succeeds()
+    {
+        // Bug: Call handed timeout + 5 s to WaitHandle.WaitAny, which accepts at most int.MaxValue ms (24.8 days).
+        // A destroy with a 30-day timeout was sent, then the client threw ArgumentOutOfRangeException while the broker
+        // destroyed the container: the handle stayed open on a container that no longer existed.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("long", Gid);
+        Assert.DoesNotThrow(() => c.Destroy(TimeSpan.FromDays(30)));
+        Assert.That(client.ListRaw().Containers.Any(e => e.Info.Name == "long"), Is.False);
+        Assert.Throws<ObjectDisposedException>(() => c.CreateObject("o", 1));
+    }
+
+    [Test]
+    public void ContainerDestroy_NegativeTimeout_ThrowsBeforeSendingAndKeepsTheContainer()
+    {
+        // Bug: a negative timeout (other than Infinite) was sent as timeout_ms 0, so the broker destroyed the
+        // container, and then WaitAny threw ArgumentOutOfRangeException on the negative wait: the caller was told the
+        // call was invalid after it had taken effect.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("neg", Gid);
+        Assert.Throws<ArgumentOutOfRangeException>(() => c.Destroy(TimeSpan.FromSeconds(-5)));
+        Assert.That(client.ListRaw().Containers.Any(e => e.Info.Name == "neg"), Is.True, "an invalid argument must not be sent");
+        Assert.DoesNotThrow(() => c.CreateObject("o", 1).Dispose());
+    }
 }
