@@ -171,4 +171,44 @@ public sealed class ReviewRegressionTests : CrossProcessTest
         Assert.That(client.ListRaw().Containers.Any(e => e.Info.Name == "neg"), Is.True, "an invalid argument must not be sent");
         Assert.DoesNotThrow(() => c.CreateObject("o", 1).Dispose());
     }
+
+    [Test]
+    public void ObjectLease_PutAfterItsHandleWasLeftWithAnotherHandleOpen_ReleasesTheReadHold()
+    {
+        // Bug: Leave() of one of two handles to the same object is allowed while this process holds leases (holds
+        // are per process, so the other handle may own them), but SharedObject.Put skipped the release once its
+        // handle was closed, "because the broker released everything". The membership was still alive, so the read
+        // hold stayed forever: writers of that block waited until the process exited.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("c", Gid);
+        var h1 = c.CreateObject("x", 4096);
+        using var h2 = c.JoinObject("x");
+        var lease = h1.Get(0, 10, TimeSpan.FromSeconds(5));
+        h1.Dispose();
+        lease.Dispose();
+        Assert.DoesNotThrow(() => h2.Write(0, [1, 2, 3], TimeSpan.FromSeconds(2)), "the lease was put: nothing holds the block");
+    }
+
+    [Test]
+    public void ObjectDestroy_ThroughOneHandleWhileAnotherHandlesLeaseIsHeld_IsRefusedAndClosesAllHandlesWhenDone()
+    {
+        // Bug: Destroy skipped the lease check when another handle to the object was open, so the broker freed the
+        // object (pages punched, lock records zeroed) under a live lease of this very process; the other handle stayed
+        // open and kept locking the freed records.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("c", Gid);
+        var h1 = c.CreateObject("x", 4096);
+        var h2 = c.JoinObject("x");
+        h1.Write(0, [5, 5, 5], TimeSpan.FromSeconds(5));
+        var lease = h1.Get(0, 3, TimeSpan.FromSeconds(5));
+        Assert.Throws<InvalidOperationException>(() => h2.Destroy(TimeSpan.FromSeconds(5)));
+        Assert.That(lease.ReadOnlySpan.ToArray(), Is.EqualTo(new byte[] { 5, 5, 5 }));
+        lease.Dispose();
+
+        h2.Destroy(TimeSpan.FromSeconds(5));
+        Assert.Throws<ObjectDisposedException>(() => h1.Get(0, 1, TimeSpan.FromSeconds(1)), "every handle of a destroyed object is closed");
+        Assert.That(Entry(client, "c").Objects, Is.Empty);
+    }
 }
