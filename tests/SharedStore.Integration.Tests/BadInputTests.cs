@@ -96,6 +96,41 @@ public sealed class BadInputTests : CrossProcessTest
     }
 
     [Test]
+    public void Broker_HugeNames_AnswersInvalidArgumentOrClosesAndKeepsServing()
+    {
+        // Bug: a 512 KiB name (a message well within the protocol's 1 MiB) could not even be sent: a SEQPACKET
+        // message must fit the sender's SO_SNDBUF (212992 bytes by default here), which nobody raised.
+        using var broker = StartBroker();
+        var (client, container, obj) = Bystander(broker);
+        using (client)
+        {
+            using var raw = RawConnection.OpenWithHello(broker.SocketPath);
+            string name256 = new('n', 256);
+            string nameHalfMiB = new('n', 512 * 1024);
+            string twoByteChars = new('é', 128); // 256 UTF-8 bytes in 128 chars
+            foreach (string name in new[] { name256, nameHalfMiB, twoByteChars, "with\0nul", "" })
+            {
+                Assert.That(raw.Call(new Request { ContainerCreate = new ContainerCreate { Name = name, GroupId = Gid } }).Error, Is.EqualTo(Protocol.ErrorCode.InvalidArgument), "create");
+                Assert.That(raw.Call(new Request { ContainerJoin = new ContainerJoin { Name = name } }).Error, Is.EqualTo(Protocol.ErrorCode.InvalidArgument), "join");
+            }
+
+            // Exactly 255 bytes is allowed.
+            Assert.That(raw.Call(new Request { ContainerCreate = new ContainerCreate { Name = new string('m', 255), GroupId = Gid } }).Error, Is.EqualTo(Protocol.ErrorCode.Ok));
+
+            var e = Assert.Throws<SharedStoreException>(() => container.CreateObject(name256, 10));
+            Assert.That(e!.Code, Is.EqualTo(ErrorCode.InvalidArgument));
+
+            // A message above the protocol's 1 MiB: the broker drops the connection rather than read it truncated.
+            using var raw2 = RawConnection.OpenWithHello(broker.SocketPath);
+            var tooBig = new Request { Id = 1, ContainerJoin = new ContainerJoin { Name = new string('x', (1 << 20) + 16) } };
+            raw2.SendRaw(Google.Protobuf.MessageExtensions.ToByteArray(tooBig));
+            raw2.ExpectClosed();
+
+            AssertBystanderIntact(broker, client, obj);
+        }
+    }
+
+    [Test]
     public void Broker_IdsOfAContainerTheClientIsNotAMemberOf_AnswerNotFoundAndChangeNothing()
     {
         using var broker = StartBroker();

@@ -211,4 +211,36 @@ public sealed class ReviewRegressionTests : CrossProcessTest
         Assert.Throws<ObjectDisposedException>(() => h1.Get(0, 1, TimeSpan.FromSeconds(1)), "every handle of a destroyed object is closed");
         Assert.That(Entry(client, "c").Objects, Is.Empty);
     }
+
+    [Test]
+    public void Call_RequestAboveTheDefaultSocketBuffer_GetsTheBrokersAnswerAndTheClientStaysUsable()
+    {
+        // Bug: sendmsg of a SEQPACKET message larger than SO_SNDBUF (208 KiB by default) fails with EMSGSIZE; the
+        // client took that for a dead broker, marked itself lost and threw BrokerUnavailable for every later call.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var e = Assert.Throws<SharedStoreException>(() => client.CreateContainer(new string('n', 300_000), Gid));
+        Assert.That(e!.Code, Is.EqualTo(ErrorCode.InvalidArgument), e.Message);
+        Assert.That(client.IsBrokerLost, Is.False);
+        Assert.DoesNotThrow(() => client.CreateContainer("after", Gid).Dispose());
+    }
+
+    [Test]
+    public void List_ReplyAboveTheDefaultSocketBuffer_Arrives()
+    {
+        // Bug: the same limit on the broker's side: a list reply over 208 KiB (a few thousand objects) failed to send,
+        // silently, and the client waited for its request timeout.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("many", Gid);
+        const int count = 3000;
+        string prefix = new('o', 100);
+        var objects = new List<SharedObject>();
+        for (int i = 0; i < count; i++)
+        {
+            objects.Add(c.CreateObject($"{prefix}{i}", 64));
+        }
+
+        Assert.That(Entry(client, "many").Objects, Has.Count.EqualTo(count));
+    }
 }
