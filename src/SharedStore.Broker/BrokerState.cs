@@ -170,6 +170,13 @@ internal sealed class BrokerState : IDisposable
 
     private Membership AddMember(ClientSession session, ContainerState c)
     {
+        // One membership (one lock slot) per client process and container: a second join would need a second slot
+        // for the same process, and must be refused before anything is recorded.
+        if (session.Memberships.ContainsKey(c.Id))
+        {
+            throw new BrokerError(ErrorCode.AlreadyExists, $"this client is already a member of container '{c.Name}'");
+        }
+
         int slot = Array.IndexOf(c.Slots, null);
         if (slot < 0)
         {
@@ -211,16 +218,15 @@ internal sealed class BrokerState : IDisposable
 
             c.Destroying = true;
             bool done = WaitUntil(() => c.MemberCount == (c.Slots[m.Slot] == m ? 1 : 0), timeout, token);
-            if (!done)
+            // Put the container back whenever it still exists, also when the destroyer left or died while waiting
+            // (its session close cancels the wait): otherwise it would stay "destroying" with live members.
+            if (!done && _containersById.TryGetValue(c.Id, out var still) && still == c)
             {
-                if (session.Memberships.ContainsKey(containerId))
-                {
-                    c.Destroying = false;
-                    Monitor.PulseAll(_gate);
-                    throw token.IsCancellationRequested
-                        ? new BrokerError(ErrorCode.Canceled, "container destroy canceled")
-                        : new BrokerError(ErrorCode.Timeout, $"container '{c.Name}' still has {c.MemberCount - 1} other member(s)");
-                }
+                c.Destroying = false;
+                Monitor.PulseAll(_gate);
+                throw token.IsCancellationRequested
+                    ? new BrokerError(ErrorCode.Canceled, "container destroy canceled")
+                    : new BrokerError(ErrorCode.Timeout, $"container '{c.Name}' still has {c.MemberCount - (c.Slots[m.Slot] == m ? 1 : 0)} other member(s)");
             }
 
             if (c.Slots[m.Slot] == m)
@@ -499,7 +505,9 @@ internal sealed class BrokerState : IDisposable
             o.Destroying = true;
             int Mine() => m.ObjectUses.GetValueOrDefault(o.Id);
             bool done = WaitUntil(() => o.UseCount - Mine() == 0, timeout, token);
-            if (!done && session.Memberships.ContainsKey(req.ContainerId) && m.Container.ObjectsById.ContainsKey(o.Id))
+            // Put the object back whenever it still exists, also when the destroyer's membership is gone (it left
+            // the container or died while waiting): others still use it, so it must not be freed below.
+            if (!done && m.Container.ObjectsById.ContainsKey(o.Id))
             {
                 o.Destroying = false;
                 Monitor.PulseAll(_gate);

@@ -150,7 +150,15 @@ internal sealed class ClientSession
     private void RunBlocking(Request req)
     {
         var cts = new CancellationTokenSource();
-        _blocking[req.Id] = cts;
+        // A request id names one waiting call: a duplicate must not replace (and later remove) the first call's
+        // entry, which would leave that call impossible to cancel, even by the session's close.
+        if (!_blocking.TryAdd(req.Id, cts))
+        {
+            cts.Dispose();
+            Reply(new Response { Id = req.Id, Error = Protocol.ErrorCode.InvalidArgument, Message = $"request id {req.Id} is already in use by a waiting call" });
+            return;
+        }
+
         ThreadPool.UnsafeQueueUserWorkItem(_ =>
         {
             try
@@ -159,7 +167,7 @@ internal sealed class ClientSession
             }
             finally
             {
-                _blocking.TryRemove(req.Id, out CancellationTokenSource? _);
+                _blocking.TryRemove(new KeyValuePair<ulong, CancellationTokenSource>(req.Id, cts));
                 cts.Dispose();
             }
         }, null);

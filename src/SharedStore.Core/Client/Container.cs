@@ -133,6 +133,26 @@ public sealed class Container : IDisposable
         }
     }
 
+    /// <summary>Closes and forgets every handle of object <paramref name="objectId"/> (it was destroyed).</summary>
+    internal void CloseHandlesOf(uint objectId)
+    {
+        lock (_objects)
+        {
+            foreach (var o in _objects)
+            {
+                if (o.Id == objectId)
+                {
+                    o.MarkClosed();
+                }
+            }
+
+            _objects.RemoveAll(o => o.Id == objectId);
+        }
+    }
+
+    /// <summary>True once the membership is gone (left, destroyed or abandoned).</summary>
+    internal bool IsClosed => Volatile.Read(ref _closed);
+
     internal bool OtherHandleOpen(SharedObject o)
     {
         lock (_objects)

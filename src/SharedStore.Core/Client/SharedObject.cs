@@ -139,11 +139,13 @@ public sealed unsafe class SharedObject : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Put(long first, long last)
     {
-        if (_closed)
+        if (_container.IsClosed)
         {
             return; // the membership is gone and the broker released everything it held
         }
 
+        // This handle may have been left while another handle of the object stays open (holds are per process, so
+        // Leave allowed it): the membership and the hold are alive, and the hold must be released.
         for (long b = first; b <= last; b++)
         {
             BlockLock.ReleaseRead(_locks + b, _slot);
@@ -213,17 +215,17 @@ public sealed unsafe class SharedObject : IDisposable
     public void Write(long offset, ReadOnlySpan<byte> data) => Write(offset, data, Timeout.InfiniteTimeSpan);
 
     /// <summary>The seed's <c>object_destroy</c>: refuses new joins at once, blocks while other members use the
-    /// object, then frees it. This handle is closed afterwards.</summary>
+    /// object, then frees it. Every handle of the object in this container is closed afterwards. Refused
+    /// (InvalidOperationException) while this process holds leases on the object, through any handle.</summary>
     /// <exception cref="SharedStoreException">Timeout (the object is put back; joins work again); PermissionDenied;
     /// Destroyed (already being destroyed); BrokerUnavailable.</exception>
     /// <exception cref="OperationCanceledException">The token fired; the object is put back as it was.</exception>
     public void Destroy(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
-        EnsureNoHolds();
+        EnsureNoHolds(evenWithOtherHandles: true); // destroy frees the object under every handle of this process
         _container.Client.Call(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = _container.Id, ObjectId = Id } }, timeout, cancellationToken, brokerWaits: true);
-        MarkClosed();
-        _container.Forget(this);
+        _container.CloseHandlesOf(Id);
     }
 
     /// <summary><see cref="Destroy(TimeSpan, CancellationToken)"/> without a timeout.</summary>
@@ -274,9 +276,9 @@ public sealed unsafe class SharedObject : IDisposable
         return false;
     }
 
-    internal void EnsureNoHolds()
+    internal void EnsureNoHolds(bool evenWithOtherHandles = false)
     {
-        if (_closed || _container.OtherHandleOpen(this))
+        if (_closed || (!evenWithOtherHandles && _container.OtherHandleOpen(this)))
         {
             return;
         }

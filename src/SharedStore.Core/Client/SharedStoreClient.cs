@@ -110,7 +110,7 @@ public sealed class SharedStoreClient : IDisposable
 
     /// <summary>The seed's <c>container_join</c>.</summary>
     /// <exception cref="SharedStoreException">NotFound; Destroyed (destroy is in progress); PermissionDenied;
-    /// NoResources (64 member processes already); BrokerUnavailable.</exception>
+    /// NoResources (64 member processes already); AlreadyExists (this client is already a member); BrokerUnavailable.</exception>
     public Container JoinContainer(string name, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
@@ -202,6 +202,12 @@ public sealed class SharedStoreClient : IDisposable
     internal (Response Response, List<SafeFd> Fds) Call(Request request, TimeSpan timeout, CancellationToken cancellationToken, bool brokerWaits = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+        {
+            // Refuse before sending: a request that took effect must not be reported as an invalid call.
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "a timeout is zero or more, or Timeout.InfiniteTimeSpan");
+        }
+
         if (WaitPolicy.BrokerLost)
         {
             ThrowHelper.BrokerLost();
@@ -225,7 +231,11 @@ public sealed class SharedStoreClient : IDisposable
             }
 
             // The broker enforces a waiting call's own timeout; give its answer a grace period to arrive.
-            TimeSpan wait = timeout == Timeout.InfiniteTimeSpan ? Timeout.InfiniteTimeSpan : timeout + (brokerWaits ? TimeSpan.FromSeconds(5) : TimeSpan.Zero);
+            // WaitAny takes at most int.MaxValue ms (24.8 days); anything longer is as good as infinite.
+            TimeSpan grace = brokerWaits ? TimeSpan.FromSeconds(5) : TimeSpan.Zero;
+            TimeSpan wait = timeout == Timeout.InfiniteTimeSpan || timeout >= TimeSpan.FromMilliseconds(int.MaxValue) - grace
+                ? Timeout.InfiniteTimeSpan
+                : timeout + grace;
             int which = WaitHandle.WaitAny([call.Done.WaitHandle, cancellationToken.WaitHandle], wait);
             if (which == 1 && !call.Done.IsSet)
             {

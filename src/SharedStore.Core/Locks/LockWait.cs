@@ -31,6 +31,7 @@ internal unsafe struct LockWait
     private readonly CancellationToken _token;
     private readonly LockWaitPolicy _policy;
     private long _deadline; // 0 until the first wait: the uncontended path never reads the clock
+    private static readonly long s_maxSliceTicks = LockWaitPolicy.MaxSleepSliceNs * Stopwatch.Frequency / 1_000_000_000;
 
     public LockWait(LockWaitPolicy policy, TimeSpan timeout, CancellationToken token)
     {
@@ -129,7 +130,11 @@ internal unsafe struct LockWait
                 return LockStatus.Timeout;
             }
 
-            sliceNs = Math.Min(sliceNs, Math.Max(1000, left * 1_000_000_000 / Stopwatch.Frequency));
+            // Convert only a remainder shorter than one slice: left * 1e9 overflows long from ~9.2 s on.
+            if (left < s_maxSliceTicks)
+            {
+                sliceNs = Math.Max(1000, left * 1_000_000_000 / Stopwatch.Frequency);
+            }
         }
 
         return LockStatus.Acquired;

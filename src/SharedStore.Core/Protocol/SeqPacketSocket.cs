@@ -69,6 +69,7 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
             if (Interop.Libc.connect(fd, &addr, len) == 0)
             {
                 errno = 0;
+                RaiseSendBuffer(fd);
                 return s;
             }
 
@@ -89,6 +90,7 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
             int fd = Interop.Libc.accept4(_fd.Fd, null, null, Interop.Libc.SOCK_CLOEXEC);
             if (fd >= 0)
             {
+                RaiseSendBuffer(fd);
                 return new SeqPacketSocket(new SafeFd(fd));
             }
 
@@ -111,6 +113,15 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
 
             throw Interop.Libc.Error("accept4", errno);
         }
+    }
+
+    /// <summary>A SEQPACKET message must fit the sender's SO_SNDBUF whole (else sendmsg fails with EMSGSIZE), and the
+    /// default (net.core.wmem_default, 208 KiB) is below the protocol's <see cref="ProtocolConstants.MaxMessageBytes"/>.
+    /// Best effort: the kernel caps the value at net.core.wmem_max.</summary>
+    private static void RaiseSendBuffer(int fd)
+    {
+        int size = ProtocolConstants.MaxMessageBytes + (64 * 1024);
+        _ = Interop.Libc.setsockopt(fd, Interop.Libc.SOL_SOCKET, Interop.Libc.SO_SNDBUF, &size, sizeof(int));
     }
 
     public PeerCredentials GetPeerCredentials()
