@@ -35,8 +35,9 @@
  *                                                modelled (a lost wake-up is then a hang, i.e. the
  *                                                model checks that no wake-up is ever lost). With
  *                                                -DSLICE a sleeper may also return without a wake,
- *                                                but only once a crash has happened (finding F2:
- *                                                after a crash the code relies on the slice).
+ *                                                but only once a crash has happened (finding F2b:
+ *                                                after a crash inside WakeAll the code still relies
+ *                                                on the slice).
  *  FUTEX_WAKE(&Seq, all)              clears every blocked[] flag in one step.
  *  Volatile.Read / Write, Interlocked one Promela step each (atomic where it is an RMW);
  *                                                sequential consistency is assumed (x86 locked
@@ -56,6 +57,14 @@
  *                                                lw[s] is 0/1; the gate logic is still modelled.
  *  MaxHoldsPerSlot (255)              not modelled (holds <= 2).
  *
+ *  Reader (AcquireRead; TryAcquireReadFast is one iteration of the same loop and is not modelled
+ *  separately): step 1 load own byte b; b = 0: load Owner, then Waiting, wait (ReaderMayEnter) if
+ *  either is set; b > 0: load Owner, wait while Active. Step 2 CAS b -> b+1. Step 3 b = 0: re-load
+ *  Owner then Waiting; b > 0: re-load Owner for Active; if set, ReleaseRead and back to step 1.
+ *  Writer (AcquireWrite): step 1 Owner CAS / WaitForOwnership; then loop { if AnyReaders: wait
+ *  (NoReaders); Interlocked.Or(Owner, Active); if !AnyReaders: acquired; else Interlocked.And(Owner,
+ *  ~Active), WakeIfSleepers, loop }.
+ *
  *  Threads: proctype Reader (acquire k reads -- k = 2 is a re-entrant read -- then release them)
  *  and Writer (AcquireWrite incl. the WouldDeadlock check of SharedObject.Write, write,
  *  ReleaseWrite). A thread belongs to a slot (process); several threads may share a slot.
@@ -70,7 +79,8 @@
  *
  *  Broker: proctype Broker(s) waits for crashed[s] (the socket closes) and runs ScrubSlot(s)
  *  step by step as coded: read reader word, CAS byte s to 0; read Owner, CAS it to 0 if it names
- *  s; atomic And of ~bit s on W; if anything was released, Add 2 to Seq and FUTEX_WAKE. One broker
+ *  s; atomic And of ~bit s on W; if anything was released, Add 2 to Seq and FUTEX_WAKE, otherwise
+ *  WakeIfSleepers (load Seq; if bit 0: CAS to the next even value, FUTEX_WAKE). One broker
  *  process per slot (the real broker scrubs under its gate, one at a time: a subset of these
  *  interleavings).
  *
@@ -85,7 +95,8 @@
  *  RECOVERY  asserted when ScrubSlot(s) ends: R[s] == 0 && (O & 7) != s+1 && (W bit s) == 0 (only
  *            slot s can set these, and it is dead); and at the end (all threads done, all crashed
  *            slots scrubbed) the record is completely free: R == 0, O == 0, W == 0.
- *  PRIORITY  (asserted when a reader returns Acquired from a 0 -> 1 increment of its slot's byte,
+ *  PRIORITY  (docs/ARCHITECTURE.md 4, read per word; asserted when a reader returns Acquired from
+ *            a 0 -> 1 increment of its slot's byte,
  *            i.e. a reader whose SLOT did not already hold the block -- the implementation's notion
  *            of "already holds" is per slot, not per thread):
  *              PRIO_O  it does not enter if Owner != 0 held continuously from its increment
@@ -112,11 +123,16 @@
  *  The 3-thread configurations are checked without crashes (with one crash they exceed the
  *  3-minute budget: > 60 M states), the 2-thread ones with a crash of either slot at any step.
  *
- *  Mutation switches (used by model/mutants/*.pml): NO_RECHECK (reader skips the Dekker
- *  re-check), NO_SLEEP_FENCE (sleeper does not set bit 0 of Seq), NO_SCRUB_WAIT (recovery does
- *  not clear the Waiting bit), NO_SCRUB_WAKE (recovery does not wake sleepers).
- *  Other switches: FIX_WO (WriterPresent loads Waiting before Owner: PRIO_STRICT still fails,
- *  see docs/MODEL.md F3), SCRUB_WAKE_ALWAYS (proposed fix of F2), GIVEUP, SLICE, PRIO_STRICT.
+ *  Mutation switches (used by model/mutants/*.pml): NO_REENTRANT_RECHECK (re-entrant reads neither
+ *  wait for nor re-check Active: the old reader, F1), NO_WRITER_RECHECK (writer goes active
+ *  without re-reading the readers: the old writer, F1), SCRUB_WAKE_ONLY_IF_ANY (recovery wakes
+ *  only if it released something: the old ScrubSlot, F2), NO_RECHECK (reader skips step 3),
+ *  NO_SLEEP_FENCE (sleeper does not set bit 0 of Seq), NO_SCRUB_WAIT (recovery does not clear the
+ *  Waiting bit).
+ *  Other switches: WAKE_ATOMIC (WakeAll's Seq CAS and FUTEX_WAKE are one step: no crash between
+ *  them; separates F2 from F2b), SCRUB_WAKE_ALWAYS (proposed fix of F2b: ScrubSlot always
+ *  WakeAllSleepers), FIX_WO (WriterPresent loads Waiting before Owner: PRIO_STRICT still fails,
+ *  see docs/MODEL.md F3), GIVEUP, SLICE, PRIO_STRICT.
  */
 
 #ifndef CFG
