@@ -35,8 +35,9 @@
  *                                                modelled (a lost wake-up is then a hang, i.e. the
  *                                                model checks that no wake-up is ever lost). With
  *                                                -DSLICE a sleeper may also return without a wake,
- *                                                but only once a crash has happened (finding F2:
- *                                                after a crash the code relies on the slice).
+ *                                                but only once a crash has happened (finding F2b:
+ *                                                after a crash inside WakeAll the code still relies
+ *                                                on the slice).
  *  FUTEX_WAKE(&Seq, all)              clears every blocked[] flag in one step.
  *  Volatile.Read / Write, Interlocked one Promela step each (atomic where it is an RMW);
  *                                                sequential consistency is assumed (x86 locked
@@ -56,6 +57,14 @@
  *                                                lw[s] is 0/1; the gate logic is still modelled.
  *  MaxHoldsPerSlot (255)              not modelled (holds <= 2).
  *
+ *  Reader (AcquireRead; TryAcquireReadFast is one iteration of the same loop and is not modelled
+ *  separately): step 1 load own byte b; b = 0: load Owner, then Waiting, wait (ReaderMayEnter) if
+ *  either is set; b > 0: load Owner, wait while Active. Step 2 CAS b -> b+1. Step 3 b = 0: re-load
+ *  Owner then Waiting; b > 0: re-load Owner for Active; if set, ReleaseRead and back to step 1.
+ *  Writer (AcquireWrite): step 1 Owner CAS / WaitForOwnership; then loop { if AnyReaders: wait
+ *  (NoReaders); Interlocked.Or(Owner, Active); if !AnyReaders: acquired; else Interlocked.And(Owner,
+ *  ~Active), WakeIfSleepers, loop }.
+ *
  *  Threads: proctype Reader (acquire k reads -- k = 2 is a re-entrant read -- then release them)
  *  and Writer (AcquireWrite incl. the WouldDeadlock check of SharedObject.Write, write,
  *  ReleaseWrite). A thread belongs to a slot (process); several threads may share a slot.
@@ -70,7 +79,8 @@
  *
  *  Broker: proctype Broker(s) waits for crashed[s] (the socket closes) and runs ScrubSlot(s)
  *  step by step as coded: read reader word, CAS byte s to 0; read Owner, CAS it to 0 if it names
- *  s; atomic And of ~bit s on W; if anything was released, Add 2 to Seq and FUTEX_WAKE. One broker
+ *  s; atomic And of ~bit s on W; if anything was released, Add 2 to Seq and FUTEX_WAKE, otherwise
+ *  WakeIfSleepers (load Seq; if bit 0: CAS to the next even value, FUTEX_WAKE). One broker
  *  process per slot (the real broker scrubs under its gate, one at a time: a subset of these
  *  interleavings).
  *
@@ -85,7 +95,8 @@
  *  RECOVERY  asserted when ScrubSlot(s) ends: R[s] == 0 && (O & 7) != s+1 && (W bit s) == 0 (only
  *            slot s can set these, and it is dead); and at the end (all threads done, all crashed
  *            slots scrubbed) the record is completely free: R == 0, O == 0, W == 0.
- *  PRIORITY  (asserted when a reader returns Acquired from a 0 -> 1 increment of its slot's byte,
+ *  PRIORITY  (docs/ARCHITECTURE.md 4, read per word; asserted when a reader returns Acquired from
+ *            a 0 -> 1 increment of its slot's byte,
  *            i.e. a reader whose SLOT did not already hold the block -- the implementation's notion
  *            of "already holds" is per slot, not per thread):
  *              PRIO_O  it does not enter if Owner != 0 held continuously from its increment
@@ -112,11 +123,16 @@
  *  The 3-thread configurations are checked without crashes (with one crash they exceed the
  *  3-minute budget: > 60 M states), the 2-thread ones with a crash of either slot at any step.
  *
- *  Mutation switches (used by model/mutants/*.pml): NO_RECHECK (reader skips the Dekker
- *  re-check), NO_SLEEP_FENCE (sleeper does not set bit 0 of Seq), NO_SCRUB_WAIT (recovery does
- *  not clear the Waiting bit), NO_SCRUB_WAKE (recovery does not wake sleepers).
- *  Other switches: FIX_WO (WriterPresent loads Waiting before Owner: PRIO_STRICT still fails,
- *  see docs/MODEL.md F3), SCRUB_WAKE_ALWAYS (proposed fix of F2), GIVEUP, SLICE, PRIO_STRICT.
+ *  Mutation switches (used by model/mutants/*.pml): NO_REENTRANT_RECHECK (re-entrant reads neither
+ *  wait for nor re-check Active: the old reader, F1), NO_WRITER_RECHECK (writer goes active
+ *  without re-reading the readers: the old writer, F1), SCRUB_WAKE_ONLY_IF_ANY (recovery wakes
+ *  only if it released something: the old ScrubSlot, F2), NO_RECHECK (reader skips step 3),
+ *  NO_SLEEP_FENCE (sleeper does not set bit 0 of Seq), NO_SCRUB_WAIT (recovery does not clear the
+ *  Waiting bit).
+ *  Other switches: WAKE_ATOMIC (WakeAll's Seq CAS and FUTEX_WAKE are one step: no crash between
+ *  them; separates F2 from F2b), SCRUB_WAKE_ALWAYS (proposed fix of F2b: ScrubSlot always
+ *  WakeAllSleepers), FIX_WO (WriterPresent loads Waiting before Owner: PRIO_STRICT still fails,
+ *  see docs/MODEL.md F3), GIVEUP, SLICE, PRIO_STRICT.
  */
 
 #ifndef CFG
@@ -141,7 +157,8 @@ byte R[NS];             /* reader byte of each slot (all in word Readers[0]) */
 byte O;                 /* Owner */
 byte W;                 /* Waiting bitmap */
 bit sb;                /* Seq bit 0: sleepers may be present */
-bit stale[NT];          /* Seq has changed since thread t last loaded it (1 when t holds no value) */
+bit stale[NT + NS];     /* Seq has changed since thread t (broker of slot s: NT + s) last loaded it
+                           (1 when it holds no value) */
 
 /* ---- kernel / process state ---- */
 bit blocked[NT];        /* thread sleeping in FUTEX_WAIT */
@@ -173,20 +190,33 @@ hidden byte gi;
     if :: W == 0 -> pw[0] = 0; pw[1] = 0; pw[2] = 0 :: else -> skip fi; \
     if :: O == 0 && W == 0 -> pwo[0] = 0; pwo[1] = 0; pwo[2] = 0 :: else -> skip fi
 
-#define FUTEX_WAKE d_step { blocked[0] = 0; blocked[1] = 0; blocked[2] = 0 }
+#define FUTEX_WAKE_ALL blocked[0] = 0; blocked[1] = 0; blocked[2] = 0
+#define FUTEX_WAKE d_step { FUTEX_WAKE_ALL }
 /* every change of the value of Seq */
-#define SEQ_CHANGED stale[0] = 1; stale[1] = 1; stale[2] = 1
+#define SEQ_CHANGED stale[0] = 1; stale[1] = 1; stale[2] = 1; stale[3] = 1; stale[4] = 1; stale[5] = 1
 
 /* BlockLock.WakeIfSleepers + WakeAll: v = Seq; if bit 0: CAS Seq v -> (v+1)&~1 (a new value with bit 0
-   clear); FUTEX_WAKE. */
-#define WAKE_IF_SLEEPERS \
-    d_step { vb = sb; stale[t] = 0 }; \
+   clear); FUTEX_WAKE. With WAKE_ATOMIC the CAS and the FUTEX_WAKE are one step, so no crash can fall between
+   them (used to separate finding F2 from F2b, see the header). */
+#ifdef WAKE_ATOMIC
+#define WAKE_IF_SLEEPERS_AT(i) \
+    d_step { vb = sb; stale[i] = 0 }; \
     if \
     :: vb -> \
-        d_step { if :: !stale[t] -> sb = 0; SEQ_CHANGED :: else -> skip fi; stale[t] = 1; vb = 0 }; \
-        FUTEX_WAKE \
-    :: else -> stale[t] = 1 \
+        d_step { if :: !stale[i] -> sb = 0; SEQ_CHANGED :: else -> skip fi; stale[i] = 1; vb = 0; FUTEX_WAKE_ALL } \
+    :: else -> stale[i] = 1 \
     fi
+#else
+#define WAKE_IF_SLEEPERS_AT(i) \
+    d_step { vb = sb; stale[i] = 0 }; \
+    if \
+    :: vb -> \
+        d_step { if :: !stale[i] -> sb = 0; SEQ_CHANGED :: else -> skip fi; stale[i] = 1; vb = 0 }; \
+        FUTEX_WAKE \
+    :: else -> stale[i] = 1 \
+    fi
+#endif
+#define WAKE_IF_SLEEPERS WAKE_IF_SLEEPERS_AT(t)
 
 /* (Volatile.Read(Owner) | Volatile.Read(Waiting)) != 0 -- C# evaluates Owner first. Branches on
    the values loaded; each load is one step. FIX_WO loads Waiting first. */
@@ -199,7 +229,12 @@ hidden byte gi;
 #endif
 
 /* Predicates of LockWait.WaitFor; each sets rdy. */
+/* ReaderMayEnter: mine = own byte; mine == 0 ? !WriterPresent : !WriterActive (MaxHoldsPerSlot not modelled) */
+#ifdef NO_REENTRANT_RECHECK
 #define PRED_MAYENTER   if :: R[s] != 0 -> rdy = 1 :: else -> WP_BRANCH(rdy = 0, rdy = 1) fi
+#else
+#define PRED_MAYENTER   if :: R[s] != 0 -> rdy = ((O & ACT) == 0) :: else -> WP_BRANCH(rdy = 0, rdy = 1) fi
+#endif
 #define PRED_OWNERFREE  rdy = (O == 0)
 #define PRED_NOREADERS  rdy = (R[0] == 0 && R[1] == 0 && R[2] == 0)
 
@@ -278,9 +313,14 @@ proctype Reader(byte t; byte s; byte k) provided (cp == 0 || cp == pslot[_pid])
             /* ---- AcquireRead ---- */
 acq:        mine = R[s];                                            /* step 1: load own word */
             if
-            :: mine == 0 ->
+            :: mine == 0 ->                                         /* WriterPresent: wait */
                 WP_BRANCH(goto waitr, skip)
+#ifndef NO_REENTRANT_RECHECK
+            :: else ->                                              /* re-entry: wait while Active */
+                if :: (O & ACT) != 0 -> goto waitr :: else -> skip fi
+#else
             :: else -> skip
+#endif
             fi;
             d_step {                                                /* step 2: CAS */
                 if
@@ -295,9 +335,14 @@ acq:        mine = R[s];                                            /* step 1: l
             if :: !ok -> goto acq :: else -> ok = 0 fi;
 #ifndef NO_RECHECK
             if                                                      /* step 3: Dekker re-check */
-            :: mine == 0 ->
+            :: mine == 0 ->                                         /* against Owner, then Waiting */
                 WP_BRANCH(goto backout, skip)
+#ifndef NO_REENTRANT_RECHECK
+            :: else ->                                              /* re-entrant: against Active */
+                if :: (O & ACT) != 0 -> goto backout :: else -> skip fi
+#else
             :: else -> skip
+#endif
             fi;
 #endif
             d_step {                                                /* Acquired: enter */
@@ -370,7 +415,7 @@ proctype Writer(byte t; byte s) provided (cp == 0 || cp == pslot[_pid])
         :: else -> ok = 0
         fi;
         /* ---- step 2: drain readers (one load of word 0) ---- */
-        if
+drain:  if
         :: !(R[0] == 0 && R[1] == 0 && R[2] == 0) ->
             WAIT_FOR(PRED_NOREADERS);
             if
@@ -382,8 +427,17 @@ proctype Writer(byte t; byte s) provided (cp == 0 || cp == pslot[_pid])
             fi
         :: else -> skip
         fi;
-        /* ---- step 3: Volatile.Write(Owner, me | Active) ---- */
-        d_step { O = (s + 1) | ACT; GHOST };
+        /* ---- step 3: Interlocked.Or(Owner, Active), then re-read the readers (one load of word 0) ---- */
+        d_step { O = O | ACT; GHOST };
+#ifndef NO_WRITER_RECHECK
+        if
+        :: !(R[0] == 0 && R[1] == 0 && R[2] == 0) ->
+            d_step { O = O & ~ACT; GHOST };                     /* Interlocked.And(Owner, ~Active) */
+            WAKE_IF_SLEEPERS;                                   /* re-entrant readers wait for Active to clear */
+            goto drain
+        :: else -> skip
+        fi;
+#endif
         d_step { assert(nw == 0 && nr == 0); nw++; wr[t] = 1 };
         /* data copy */
         d_step { nw--; wr[t] = 0 };
@@ -403,7 +457,7 @@ wdone:  skip
 proctype Broker(byte s)
 {
     byte x;
-    bit any;
+    bit any, vb;
 end_idle:
     crashed[s];
     /* reader byte: load word; if byte != 0, CAS it to 0 (slot is dead: nobody else writes it) */
@@ -423,14 +477,16 @@ end_idle:
     d_step { if :: (W & (1 << s)) != 0 -> any = 1 :: else -> skip fi; W = W & ~(1 << s); GHOST };
 #endif
 #ifdef SCRUB_WAKE_ALWAYS
-    any = 1;
+    any = 1;                                                /* proposed fix of F2b: always WakeAllSleepers */
 #endif
-#ifndef NO_SCRUB_WAKE
     if
     :: any -> d_step { SEQ_CHANGED; any = 0 }; FUTEX_WAKE    /* WakeAllSleepers: Add(Seq, 2) */
-    :: else -> skip
-    fi;
+#ifdef SCRUB_WAKE_ONLY_IF_ANY
+    :: else -> skip                                         /* old code (F2) */
+#else
+    :: else -> WAKE_IF_SLEEPERS_AT(NT + s)                  /* nothing released: WakeIfSleepers */
 #endif
+    fi;
     /* RECOVERY: after the scrub nothing names slot s (and nobody else can make it so later) */
     d_step { assert(CLEAN(s)); scrubbed[s] = 1 }
 }
@@ -466,7 +522,7 @@ proctype Crasher()
 
 init {
     atomic {
-        stale[0] = 1; stale[1] = 1; stale[2] = 1;
+        stale[0] = 1; stale[1] = 1; stale[2] = 1; stale[3] = 1; stale[4] = 1; stale[5] = 1;
 #if CFG == 1
         slot_of[0] = 0; slot_of[1] = 1; slot_of[2] = 2; alive[0] = 1; alive[1] = 1; alive[2] = 1;
         run Reader(0, 0, 2);

@@ -1,85 +1,125 @@
 #!/usr/bin/env bash
-# Model-checks model/blocklock.pml with spin. One line per check; exits non-zero if any check has an
-# unexpected outcome or an incomplete search. See docs/MODEL.md.
-#   expect=pass : spin must explore the whole state space and find no violation.
-#   expect=fail : spin must find a violation (known protocol findings and mutants of the model).
+# Model-checks model/blocklock.pml with spin (see docs/MODEL.md). One line per check, then "N passed, M failed".
+# Exits non-zero if any check has an unexpected outcome: a must-pass check with a violation or an incomplete
+# search, a mutant / expected counterexample that spin does NOT find, or spin/gcc/pan not running at all.
+#   pass : spin must explore the whole state space and find no violation.
+#   fail : spin must find a violation whose message matches the given pattern (mutants of the model, and the
+#          documented F3 counterexample).
+# JOBS=n runs n checks at a time (default 2); the lines are printed in the fixed order below.
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 
 if ! command -v spin >/dev/null 2>&1; then
-    echo "spin not found: installing (apt-get)" >&2
-    apt-get update >/dev/null && apt-get install -y spin >/dev/null || { echo "cannot install spin" >&2; exit 2; }
+    echo "spin not found: installing with apt-get" >&2
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        echo "spin is missing and we are not root: install the 'spin' package" >&2; exit 2; fi
+    $SUDO apt-get update >/dev/null && $SUDO apt-get install -y spin >/dev/null \
+        || { echo "cannot install spin" >&2; exit 2; }
 fi
 command -v gcc >/dev/null 2>&1 || { echo "gcc is required" >&2; exit 2; }
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp -r "$here"/blocklock.pml "$here"/mutants "$work"/
+JOBS=${JOBS:-2}
 
 SAFE="-DSAFETY -DNOCLAIM -DCOLLAPSE"     # assertions + invalid end states
 LIVE="-DNFAIR=3 -DCOLLAPSE"              # ltl live, weak fairness (pan -a -f)
 DEPTH="-m200000"
-bad=0
 
-# check NAME EXPECT MODEL "SPIN -D FLAGS" "CC FLAGS" "PAN FLAGS"
-check() {
-    local name=$1 expect=$2 model=$3 dflags=$4 cflags=$5 pflags=$6
-    local dir="$work/$name"
-    mkdir -p "$dir"
-    cp "$work/blocklock.pml" "$work/$model" "$dir"/ 2>/dev/null
-    mkdir -p "$dir/mutants"; cp "$work"/mutants/*.pml "$dir/mutants/"
-    local t0=$(date +%s.%N)
-    ( cd "$dir" && spin -a $dflags "$model" >spin.out 2>&1 && gcc -O2 $cflags -o pan pan.c >cc.out 2>&1 && ./pan $pflags >pan.out 2>&1 )
-    local rc=$? t1=$(date +%s.%N)
-    local out="$dir/pan.out"
-    local states=$(grep -m1 -oE '^ *[0-9.e+]+ states, stored' "$out" 2>/dev/null | awk '{print $1}')
-    local errors=$(grep -m1 -oE 'errors: [0-9]+' "$out" 2>/dev/null | awk '{print $2}')
-    local what=$(grep -m1 -E '^pan:[0-9]+: |acceptance cycle' "$out" 2>/dev/null | sed 's/^pan:[0-9]*: //' | cut -c1-70)
-    local secs=$(echo "$t1 - $t0" | bc 2>/dev/null || echo "?")
-    local verdict
+# run_check IDX NAME EXPECT MODEL "SPIN -D FLAGS" "CC FLAGS" "PAN FLAGS" [PATTERN]  -> $work/res.IDX
+run_check() {
+    local idx=$1 name=$2 expect=$3 model=$4 dflags=$5 cflags=$6 pflags=$7 pattern=${8:-.}
+    local dir="$work/run.$idx"
+    mkdir -p "$dir/mutants"
+    cp "$work/blocklock.pml" "$dir"/; cp "$work"/mutants/*.pml "$dir/mutants/"
+    local t0 t1 rc
+    t0=$(date +%s.%N)
+    ( cd "$dir" && spin -a $dflags "$model" >spin.out 2>&1 && gcc -O2 $cflags -o pan pan.c >cc.out 2>&1 \
+        && ./pan $pflags >pan.out 2>&1 )
+    rc=$?
+    t1=$(date +%s.%N)
+    local out="$dir/pan.out" states errors what secs verdict
+    states=$(grep -m1 -oE '^ *[0-9.e+]+ states, stored' "$out" 2>/dev/null | awk '{print $1}')
+    errors=$(grep -m1 -oE 'errors: [0-9]+' "$out" 2>/dev/null | awk '{print $2}')
+    what=$(grep -m1 -E '^pan:[0-9]+: |acceptance cycle' "$out" 2>/dev/null | sed 's/^pan:[0-9]*: //' | cut -c1-80)
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     if [ -z "$errors" ]; then
-        verdict="FAIL (spin/pan did not run: rc=$rc; see $(cat "$dir"/spin.out "$dir"/cc.out 2>/dev/null | head -3))"
+        verdict="FAIL (spin/gcc/pan did not complete: rc=$rc: $(cat "$dir"/spin.out "$dir"/cc.out "$out" 2>/dev/null | grep -v '^ltl' | head -2 | tr '\n' ' '))"
     elif [ "$expect" = pass ]; then
-        if [ "$errors" = 0 ] && ! grep -qE 'Search not completed|max search depth too small|error: max search depth' "$out"; then
-            verdict="PASS"
-        elif [ "$errors" = 0 ]; then
+        if [ "$errors" != 0 ]; then
+            verdict="FAIL (violation: $what)"
+        elif grep -qE 'Search not completed|max search depth too small|error: max search depth|out of memory' "$out"; then
             verdict="FAIL (incomplete search)"
         else
-            verdict="FAIL (violation: $what)"
+            verdict="PASS"
         fi
     else
-        if [ "$errors" != 0 ]; then verdict="PASS (violation found as expected: $what)"; else verdict="FAIL (no violation found)"; fi
+        if [ "$errors" = 0 ]; then
+            verdict="FAIL (no violation found)"
+        elif ! printf '%s\n' "$what" | grep -qE -- "$pattern"; then
+            verdict="FAIL (unexpected violation: $what)"
+        else
+            verdict="PASS (violation found as expected: $what)"
+        fi
     fi
-    case $verdict in FAIL*) bad=1;; esac
-    printf '%-34s %-6s states=%-10s %5.1fs  %s\n' "$name" "$expect" "${states:-?}" "$secs" "$verdict"
+    printf '%-32s %-4s states=%-9s %6ss  %s\n' "$name" "$expect" "${states:-?}" "$secs" "$verdict" >"$work/res.$idx"
 }
 
-M=blocklock.pml
-echo "== Properties of the protocol as implemented =="
-check safety-c1-nocrash            pass $M "-DCFG=1 -DMAXCRASH=0"       "$SAFE" "$DEPTH"
-check safety-c2-nocrash            pass $M "-DCFG=2 -DMAXCRASH=0"       "$SAFE" "$DEPTH"
-check safety-c4-crash              pass $M "-DCFG=4 -DSLICE"            "$SAFE" "$DEPTH"
-check safety-c5-crash              pass $M "-DCFG=5 -DSLICE"            "$SAFE" "$DEPTH"
-check safety-c6-crash              pass $M "-DCFG=6 -DSLICE"            "$SAFE" "$DEPTH"
-check safety-c4-crash-giveup       pass $M "-DCFG=4 -DSLICE -DGIVEUP"   "$SAFE" "$DEPTH"
-check safety-c5-crash-giveup       pass $M "-DCFG=5 -DSLICE -DGIVEUP"   "$SAFE" "$DEPTH"
-check live-c1-nocrash              pass $M "-DCFG=1 -DMAXCRASH=0"       "$LIVE" "$DEPTH -a -f"
-check live-c4-crash                pass $M "-DCFG=4 -DSLICE"            "$LIVE" "$DEPTH -a -f"
-check live-c5-crash                pass $M "-DCFG=5 -DSLICE"            "$LIVE" "$DEPTH -a -f"
-check live-c6-crash                pass $M "-DCFG=6 -DSLICE"            "$LIVE" "$DEPTH -a -f"
-echo "== Proposed fix for finding F2 (ScrubSlot always wakes): no 50 ms slice needed =="
-check fix-scrubwake-c4-crash       pass $M "-DCFG=4 -DSCRUB_WAKE_ALWAYS" "$SAFE" "$DEPTH"
-check fix-scrubwake-c5-crash       pass $M "-DCFG=5 -DSCRUB_WAKE_ALWAYS" "$SAFE" "$DEPTH"
-check fix-scrubwake-c6-crash       pass $M "-DCFG=6 -DSCRUB_WAKE_ALWAYS" "$SAFE" "$DEPTH"
-check fix-scrubwake-live-c4-crash  pass $M "-DCFG=4 -DSCRUB_WAKE_ALWAYS" "$LIVE" "$DEPTH -a -f"
-echo "== Known findings in the C# protocol (docs/MODEL.md); must still reproduce =="
-check F1-mutex-same-slot-readers   fail $M "-DCFG=3 -DMAXCRASH=0"       "$SAFE" "$DEPTH"
-check F2-lost-wake-after-crash     fail $M "-DCFG=4"                    "$SAFE" "$DEPTH"
-check F3-strict-writer-priority    fail $M "-DCFG=1 -DMAXCRASH=0 -DPRIO_STRICT" "$SAFE" "$DEPTH"
-echo "== Mutants of the model: the checks must catch them =="
-check mutant-no-recheck            fail mutants/no_recheck.pml     "-DCFG=1 -DMAXCRASH=0" "$SAFE" "$DEPTH"
-check mutant-no-sleep-fence        fail mutants/no_sleep_fence.pml "-DCFG=1 -DMAXCRASH=0" "$SAFE" "$DEPTH"
-check mutant-no-scrub-wait         fail mutants/no_scrub_wait.pml  "-DCFG=5 -DSLICE"      "$SAFE" "$DEPTH"
+n=0
+declare -a HEADS
+check() {
+    n=$((n + 1))
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+    run_check "$n" "$@" &
+}
+section() { HEADS[$((n + 1))]="$1"; }
 
-if [ $bad -ne 0 ]; then echo "RESULT: FAIL"; exit 1; fi
-echo "RESULT: all checks as expected"
+M=blocklock.pml
+MUTEX='nw==0|nr==0'
+START=$(date +%s)
+
+section "== Must pass: the C# protocol as it is (configs 1-3 without crash; 4-6 with one crash of any slot at any step) =="
+check safety-c1-nocrash            pass $M "-DCFG=1 -DMAXCRASH=0"     "$SAFE" "$DEPTH"
+check safety-c2-nocrash            pass $M "-DCFG=2 -DMAXCRASH=0"     "$SAFE" "$DEPTH"
+check safety-c3-nocrash-F1         pass $M "-DCFG=3 -DMAXCRASH=0"     "$SAFE" "$DEPTH"
+check safety-c6-crash              pass $M "-DCFG=6"                  "$SAFE" "$DEPTH"
+check safety-c4-crash-slice        pass $M "-DCFG=4 -DSLICE"          "$SAFE" "$DEPTH"
+check safety-c5-crash-slice        pass $M "-DCFG=5 -DSLICE"          "$SAFE" "$DEPTH"
+check safety-c4-crash-giveup-slice pass $M "-DCFG=4 -DSLICE -DGIVEUP" "$SAFE" "$DEPTH"
+check safety-c5-crash-giveup-slice pass $M "-DCFG=5 -DSLICE -DGIVEUP" "$SAFE" "$DEPTH"
+check live-c1-nocrash              pass $M "-DCFG=1 -DMAXCRASH=0"     "$LIVE" "$DEPTH -a -f"
+check live-c3-nocrash              pass $M "-DCFG=3 -DMAXCRASH=0"     "$LIVE" "$DEPTH -a -f"
+check live-c6-crash                pass $M "-DCFG=6"                  "$LIVE" "$DEPTH -a -f"
+check live-c4-crash-slice          pass $M "-DCFG=4 -DSLICE"          "$LIVE" "$DEPTH -a -f"
+check live-c5-crash-slice          pass $M "-DCFG=5 -DSLICE"          "$LIVE" "$DEPTH -a -f"
+section "== Must pass: F2 fixed -- no slice; a crash at any step except between WakeAll's Seq CAS and its FUTEX_WAKE =="
+check safety-c4-crash-F2           pass $M "-DCFG=4 -DWAKE_ATOMIC"    "$SAFE" "$DEPTH"
+check safety-c5-crash-F2           pass $M "-DCFG=5 -DWAKE_ATOMIC"    "$SAFE" "$DEPTH"
+section "== Must fail: finding F2b in the C# code (crash between WakeAll's Seq CAS and FUTEX_WAKE; no slice) =="
+check F2b-crash-inside-wakeall     fail $M "-DCFG=5"                  "$SAFE" "$DEPTH" 'invalid end state'
+section "== Must pass: proposed fix of F2b (ScrubSlot always WakeAllSleepers; no slice, crash at any step) =="
+check fix-F2b-safety-c4-crash      pass $M "-DCFG=4 -DSCRUB_WAKE_ALWAYS" "$SAFE" "$DEPTH"
+check fix-F2b-safety-c5-crash      pass $M "-DCFG=5 -DSCRUB_WAKE_ALWAYS" "$SAFE" "$DEPTH"
+check fix-F2b-live-c5-crash        pass $M "-DCFG=5 -DSCRUB_WAKE_ALWAYS" "$LIVE" "$DEPTH -a -f"
+section "== Must fail: F3, the stronger writer priority that the protocol does not give (documented) =="
+check F3-strict-writer-priority    fail $M "-DCFG=1 -DMAXCRASH=0 -DPRIO_STRICT" "$SAFE" "$DEPTH" 'pwo\[t\]'
+section "== Must fail: mutants of the model (the old F1/F2 code, and protocol lines removed) =="
+check mutant-f1-no-reentrant-recheck fail mutants/f1_no_reentrant_recheck.pml "-DCFG=3 -DMAXCRASH=0" "$SAFE" "$DEPTH" "$MUTEX"
+check mutant-f1-no-writer-recheck  fail mutants/f1_no_writer_recheck.pml "-DCFG=3 -DMAXCRASH=0" "$SAFE" "$DEPTH" "$MUTEX"
+check mutant-f2-scrub-no-wake      fail mutants/f2_scrub_no_wake.pml "-DCFG=4 -DWAKE_ATOMIC"   "$SAFE" "$DEPTH" 'invalid end state'
+check mutant-no-recheck            fail mutants/no_recheck.pml       "-DCFG=1 -DMAXCRASH=0"    "$SAFE" "$DEPTH" 'assert'
+check mutant-no-sleep-fence        fail mutants/no_sleep_fence.pml   "-DCFG=1 -DMAXCRASH=0"    "$SAFE" "$DEPTH" 'invalid end state'
+check mutant-no-scrub-wait         fail mutants/no_scrub_wait.pml    "-DCFG=5 -DSLICE"         "$SAFE" "$DEPTH" 'assert'
+wait
+
+passed=0 failed=0
+for i in $(seq 1 "$n"); do
+    [ -n "${HEADS[$i]:-}" ] && echo "${HEADS[$i]}"
+    if [ -f "$work/res.$i" ]; then line=$(cat "$work/res.$i"); else line="check $i: FAIL (no result)"; fi
+    echo "$line"
+    case $line in *" PASS"*) passed=$((passed + 1));; *) failed=$((failed + 1));; esac
+done
+echo "total wall time $(( $(date +%s) - START ))s with JOBS=$JOBS ($(spin -V 2>/dev/null | head -1))"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
