@@ -130,8 +130,8 @@
  *  NO_SLEEP_FENCE (sleeper does not set bit 0 of Seq), NO_SCRUB_WAIT (recovery does not clear the
  *  Waiting bit).
  *  Other switches: WAKE_ATOMIC (WakeAll's Seq CAS and FUTEX_WAKE are one step: no crash between
- *  them; separates F2 from F2b), SCRUB_WAKE_ALWAYS (proposed fix of F2b: ScrubSlot always
- *  WakeAllSleepers), FIX_WO (WriterPresent loads Waiting before Owner: PRIO_STRICT still fails,
+ *  them; separates F2 from F2b), SCRUB_WAKE_IF_SLEEPERS (the ScrubSlot between the F2 and F2b
+ *  fixes: wakes only if it released something or the sleepers bit is set; F2b), FIX_WO (WriterPresent loads Waiting before Owner: PRIO_STRICT still fails,
  *  see docs/MODEL.md F3), GIVEUP, SLICE, PRIO_STRICT.
  */
 
@@ -476,8 +476,8 @@ end_idle:
     /* Waiting: Interlocked.And(~bit), result tells whether the bit was set */
     d_step { if :: (W & (1 << s)) != 0 -> any = 1 :: else -> skip fi; W = W & ~(1 << s); GHOST };
 #endif
-#ifdef SCRUB_WAKE_ALWAYS
-    any = 1;                                                /* proposed fix of F2b: always WakeAllSleepers */
+#ifndef SCRUB_WAKE_IF_SLEEPERS
+    any = 1;                                                /* the C# code since F2b: always WakeAllSleepers */
 #endif
     if
     :: any -> d_step { SEQ_CHANGED; any = 0 }; FUTEX_WAKE    /* WakeAllSleepers: Add(Seq, 2) */

@@ -96,12 +96,12 @@ check live-c5-crash-slice          pass $M "-DCFG=5 -DSLICE"          "$LIVE" "$
 section "== Must pass: F2 fixed -- no slice; a crash at any step except between WakeAll's Seq CAS and its FUTEX_WAKE =="
 check safety-c4-crash-F2           pass $M "-DCFG=4 -DWAKE_ATOMIC"    "$SAFE" "$DEPTH"
 check safety-c5-crash-F2           pass $M "-DCFG=5 -DWAKE_ATOMIC"    "$SAFE" "$DEPTH"
-section "== Must fail: finding F2b in the C# code (crash between WakeAll's Seq CAS and FUTEX_WAKE; no slice) =="
-check F2b-crash-inside-wakeall     fail $M "-DCFG=5"                  "$SAFE" "$DEPTH" 'invalid end state'
-section "== Must pass: proposed fix of F2b (ScrubSlot always WakeAllSleepers; no slice, crash at any step) =="
-check fix-F2b-safety-c4-crash      pass $M "-DCFG=4 -DSCRUB_WAKE_ALWAYS" "$SAFE" "$DEPTH"
-check fix-F2b-safety-c5-crash      pass $M "-DCFG=5 -DSCRUB_WAKE_ALWAYS" "$SAFE" "$DEPTH"
-check fix-F2b-live-c5-crash        pass $M "-DCFG=5 -DSCRUB_WAKE_ALWAYS" "$LIVE" "$DEPTH -a -f"
+section "== Must pass: F2b fixed (ScrubSlot always wakes): no slice, a crash at any step, even inside WakeAll =="
+check fix-F2b-safety-c4-crash      pass $M "-DCFG=4"                  "$SAFE" "$DEPTH"
+check fix-F2b-safety-c5-crash      pass $M "-DCFG=5"                  "$SAFE" "$DEPTH"
+check fix-F2b-live-c5-crash        pass $M "-DCFG=5"                  "$LIVE" "$DEPTH -a -f"
+section "== Must fail: the previous ScrubSlot (wake only if released or sleepers bit set): finding F2b =="
+check F2b-crash-inside-wakeall     fail $M "-DCFG=5 -DSCRUB_WAKE_IF_SLEEPERS" "$SAFE" "$DEPTH" 'invalid end state'
 section "== Must fail: F3, the stronger writer priority that the protocol does not give (documented) =="
 check F3-strict-writer-priority    fail $M "-DCFG=1 -DMAXCRASH=0 -DPRIO_STRICT" "$SAFE" "$DEPTH" 'pwo\[t\]'
 section "== Must fail: mutants of the model (the old F1/F2 code, and protocol lines removed) =="

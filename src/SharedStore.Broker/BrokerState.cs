@@ -5,6 +5,34 @@ using SharedStore.Regions;
 
 namespace SharedStore.Broker;
 
+/// <summary>Segment descriptors granted to a client with one reply: the data fd (read-only twin for members that may
+/// not write) then the lock fd per segment, each referenced until <see cref="Release"/>.</summary>
+internal sealed class SegmentGrant
+{
+    private readonly List<SafeFd> _refs = [];
+
+    public List<SegmentInfo> Segments { get; } = [];
+
+    public int[] Fds => _refs.Select(f => f.Fd).ToArray();
+
+    public void AddRef(SafeFd fd)
+    {
+        bool added = false;
+        fd.DangerousAddRef(ref added);
+        _refs.Add(fd);
+    }
+
+    public void Release()
+    {
+        foreach (var fd in _refs)
+        {
+            fd.DangerousRelease();
+        }
+
+        _refs.Clear();
+    }
+}
+
 /// <summary>A request the broker refuses; becomes a Response with the error code. Expected outcome, not a bug.</summary>
 internal sealed class BrokerError(ErrorCode code, string message) : Exception(message)
 {
@@ -77,6 +105,7 @@ internal sealed class BrokerState : IDisposable
     private uint _nextObjectId = 1;
     private uint _nextSegmentId = 1;
     private long _bytesInUse;
+    private bool _disposed; // under _gate: segments are unmapped, nothing may touch lock records any more
 
     public BrokerState(BrokerOptions options, BrokerIdentity identity)
     {
@@ -308,7 +337,7 @@ internal sealed class BrokerState : IDisposable
 
     // ---- Objects ------------------------------------------------------------------------------------------
 
-    public (ObjectInfo Info, List<Segment> NewSegments, bool CanWrite) CreateObject(ClientSession session, ObjectCreate req)
+    public (ObjectInfo Info, SegmentGrant Grant) CreateObject(ClientSession session, ObjectCreate req)
     {
         ValidateName(req.Name, "object");
         if (req.Size == 0 || req.Size > MaxObjectSize)
@@ -366,6 +395,7 @@ internal sealed class BrokerState : IDisposable
                 throw new BrokerError(ErrorCode.NoResources, $"object of {size} bytes exceeds the broker's memory limit ({_bytesInUse} of {_options.MemoryLimit} bytes in use)");
             }
 
+            bool freshSegment = seg is null;
             if (seg is null)
             {
                 try
@@ -391,6 +421,13 @@ internal sealed class BrokerState : IDisposable
             if (!Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
             {
                 seg.Free(dataOffset, size, record, blocks);
+                if (freshSegment)
+                {
+                    c.Segments.Remove(seg); // made for this object alone: do not keep it (or its accounting) around
+                    _bytesInUse -= seg.LockLength;
+                    seg.Dispose();
+                }
+
                 throw new BrokerError(ErrorCode.NoResources, $"cannot reserve {size} bytes of shared memory: {Interop.Libc.StrError(errno)}");
             }
 
@@ -428,11 +465,11 @@ internal sealed class BrokerState : IDisposable
 
         lock (_gate)
         {
-            return (Describe(o), SegmentsToSend(m, o), m.CanWrite);
+            return (Describe(o), Grant(m, o));
         }
     }
 
-    public (ObjectInfo Info, List<Segment> NewSegments, bool CanWrite) JoinObject(ClientSession session, ObjectJoin req)
+    public (ObjectInfo Info, SegmentGrant Grant) JoinObject(ClientSession session, ObjectJoin req)
     {
         ValidateName(req.Name, "object");
         lock (_gate)
@@ -450,7 +487,7 @@ internal sealed class BrokerState : IDisposable
 
             o.UseCount++;
             m.ObjectUses[o.Id] = m.ObjectUses.GetValueOrDefault(o.Id) + 1;
-            return (Describe(o), SegmentsToSend(m, o), m.CanWrite);
+            return (Describe(o), Grant(m, o));
         }
     }
 
@@ -559,6 +596,11 @@ internal sealed class BrokerState : IDisposable
     {
         lock (_gate)
         {
+            if (_disposed)
+            {
+                return; // shutting down: the segments are gone, and with them everything the session held
+            }
+
             foreach (var m in session.Memberships.Values.ToList())
             {
                 RemoveMember(m, died: true);
@@ -624,6 +666,7 @@ internal sealed class BrokerState : IDisposable
     {
         lock (_gate)
         {
+            _disposed = true;
             foreach (var c in _containers.Values.ToList())
             {
                 foreach (var s in c.Segments)
@@ -679,15 +722,21 @@ internal sealed class BrokerState : IDisposable
             ? o
             : throw new BrokerError(ErrorCode.NotFound, $"object {objectId} does not exist in container '{m.Container.Name}' or was not joined");
 
-    private static List<Segment> SegmentsToSend(Membership m, ObjectState o)
+    /// <summary>The segments this member has not received yet, with a reference taken on each descriptor under the
+    /// state lock: a concurrent destroy may dispose the segment before the reply is sent, and the descriptor must not
+    /// be closed (and its number reused) until then. The session releases the references after sending.</summary>
+    private static SegmentGrant Grant(Membership m, ObjectState o)
     {
-        var list = new List<Segment>();
+        var grant = new SegmentGrant();
         if (m.SentSegments.Add(o.Segment.Id))
         {
-            list.Add(o.Segment);
+            var seg = o.Segment;
+            grant.Segments.Add(new SegmentInfo { SegmentId = seg.Id, DataLength = (ulong)seg.DataCapacity, LockLength = (ulong)seg.LockLength, ReadOnly = !m.CanWrite });
+            grant.AddRef(m.CanWrite ? seg.DataFd : seg.DataReadOnlyFd);
+            grant.AddRef(seg.LockFd);
         }
 
-        return list;
+        return grant;
     }
 
     private static void ValidateName(string name, string what)

@@ -173,10 +173,10 @@ internal sealed class ClientSession
         }, null);
     }
 
-    private (Response Response, int[] Fds) Execute(Request req, CancellationToken token)
+    private (Response Response, SegmentGrant? Grant) Execute(Request req, CancellationToken token)
     {
         var resp = new Response { Id = req.Id };
-        int[] fds = [];
+        SegmentGrant? grant = null;
         TimeSpan timeout = req.TimeoutMs == uint.MaxValue ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(req.TimeoutMs);
         try
         {
@@ -196,17 +196,15 @@ internal sealed class ClientSession
                     break;
                 case Request.BodyOneofCase.ObjectCreate:
                 {
-                    var (info, segs, canWrite) = _state.CreateObject(this, req.ObjectCreate);
-                    resp.Object = info;
-                    fds = AttachSegments(resp, segs, canWrite);
+                    (resp.Object, grant) = _state.CreateObject(this, req.ObjectCreate);
+                    resp.Segments.AddRange(grant.Segments);
                     break;
                 }
 
                 case Request.BodyOneofCase.ObjectJoin:
                 {
-                    var (info, segs, canWrite) = _state.JoinObject(this, req.ObjectJoin);
-                    resp.Object = info;
-                    fds = AttachSegments(resp, segs, canWrite);
+                    (resp.Object, grant) = _state.JoinObject(this, req.ObjectJoin);
+                    resp.Segments.AddRange(grant.Segments);
                     break;
                 }
 
@@ -237,27 +235,22 @@ internal sealed class ClientSession
             BrokerState.Log($"internal error on {req.BodyCase}: {e}");
         }
 
-        return (resp, fds);
+        return (resp, grant);
     }
 
-    // Segment descriptors ride on the reply that first needs them: per segment the data fd (its read-only twin when
-    // the member may not write) then the lock fd, in the order of Response.segments. The segment cannot be freed
-    // before the send: the object it holds was just joined by this very client.
-    private static int[] AttachSegments(Response resp, List<Segment> segs, bool canWrite)
+    private void Reply(Response resp) => Reply((resp, null));
+
+    // Segment descriptors ride on the reply that first needs them (see SegmentGrant); their references are dropped
+    // once the datagram is sent (or the send failed).
+    private void Reply((Response Response, SegmentGrant? Grant) r)
     {
-        var fds = new int[segs.Count * 2];
-        for (int i = 0; i < segs.Count; i++)
+        try
         {
-            var s = segs[i];
-            resp.Segments.Add(new SegmentInfo { SegmentId = s.Id, DataLength = (ulong)s.DataCapacity, LockLength = (ulong)s.LockLength, ReadOnly = !canWrite });
-            fds[2 * i] = canWrite ? s.DataFd.Fd : s.DataReadOnlyFd.Fd;
-            fds[(2 * i) + 1] = s.LockFd.Fd;
+            _socket.Send(r.Response.ToByteArray(), r.Grant?.Fds ?? []);
         }
-
-        return fds;
+        finally
+        {
+            r.Grant?.Release();
+        }
     }
-
-    private void Reply(Response resp) => Reply((resp, []));
-
-    private void Reply((Response Response, int[] Fds) r) => _socket.Send(r.Response.ToByteArray(), r.Fds);
 }

@@ -224,6 +224,11 @@ public sealed class SharedStoreClient : IDisposable
         _pending[id] = call;
         try
         {
+            if (WaitPolicy.BrokerLost)
+            {
+                ThrowHelper.BrokerLost(); // lost between the check above and our registration: MarkLost missed us
+            }
+
             if (!_socket.Send(request.ToByteArray()))
             {
                 MarkLost();

@@ -383,16 +383,10 @@ internal static unsafe class BlockLock
             result.Waiting = true;
         }
 
-        if (result.Any)
-        {
-            WakeAllSleepers(rec);
-        }
-        else
-        {
-            // The process may have died after its release but before its own wake: then there is nothing to release
-            // and still someone to wake (spin model, docs/MODEL.md F2).
-            WakeIfSleepers(rec);
-        }
+        // Always wake, even when nothing was released: the dead process may have released and then died before its
+        // own wake (spin model F2), or inside WakeAll between clearing the sleepers bit and FUTEX_WAKE (F2b), leaving
+        // a sleeper that no bit announces any more. One FUTEX_WAKE per record of a dead member's containers.
+        WakeAllSleepers(rec);
 
         return result;
     }
