@@ -1,0 +1,78 @@
+using System.Runtime.Versioning;
+
+namespace SharedStore.Devices;
+
+/// <summary>
+/// Builds schedulers, choosing io_uring or the thread pool by measurement and falling back to the thread pool where
+/// io_uring is unavailable. The chosen scheduler's <see cref="IDeviceAccessScheduler.SelectionReason"/> says why.
+/// </summary>
+/// <remarks>
+/// The per-mode choice of <see cref="DeviceSchedulerKind.Auto"/> follows the figures in docs/DEVICES.md: direct I/O
+/// goes to io_uring (one thread keeps a queue depth of 32 that two blocking threads cannot), buffered I/O goes to the
+/// thread pool (page-cache hits are memory copies, and two threads copy about twice as fast as one io_uring
+/// completion thread).
+/// </remarks>
+[SupportedOSPlatform("linux")]
+public static class DeviceSchedulers
+{
+    private static readonly Lazy<string?> s_ioUringUnavailable = new(IoUringScheduler.ProbeUnavailableReason);
+
+    /// <summary>Null when io_uring works here, else why not (probed once per process).</summary>
+    public static string? IoUringUnavailableReason => s_ioUringUnavailable.Value;
+
+    /// <summary>Creates a scheduler.</summary>
+    /// <param name="kind">The implementation; <see cref="DeviceSchedulerKind.Auto"/> picks by <paramref name="mode"/>.</param>
+    /// <param name="mode">The mode of the devices the scheduler will serve (only Direct matters).</param>
+    /// <param name="threadCount">Thread-pool size when the thread pool is used (0 = default).</param>
+    /// <param name="ringEntries">io_uring submission entries when io_uring is used.</param>
+    /// <returns>The scheduler; the caller disposes it.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="kind"/> is unknown or a size is out of range.</exception>
+    public static IDeviceAccessScheduler Create(
+        DeviceSchedulerKind kind = DeviceSchedulerKind.Auto,
+        DeviceMode mode = DeviceMode.Direct,
+        int threadCount = 0,
+        int ringEntries = 256)
+    {
+        string why;
+        switch (kind)
+        {
+            case DeviceSchedulerKind.ThreadPool:
+                return new ThreadPoolScheduler(threadCount) { SelectionReason = "thread pool requested" };
+            case DeviceSchedulerKind.IoUring:
+                why = "io_uring requested";
+                break;
+            case DeviceSchedulerKind.Auto:
+                if ((mode & DeviceMode.Direct) == 0)
+                {
+                    return new ThreadPoolScheduler(threadCount)
+                    {
+                        SelectionReason = "thread pool chosen for buffered I/O: page-cache hits are faster from threads than from one io_uring completion thread (docs/DEVICES.md)",
+                    };
+                }
+
+                why = "io_uring chosen for direct I/O: it keeps a deep queue from one thread (docs/DEVICES.md)";
+                break;
+            default:
+                DeviceThrowHelper.ThrowArgumentOutOfRange(nameof(kind), kind, "Unknown scheduler kind.");
+                return null;
+        }
+
+        string? unavailable = IoUringUnavailableReason;
+        if (unavailable is null)
+        {
+            try
+            {
+                return new IoUringScheduler(ringEntries) { SelectionReason = why };
+            }
+            catch (DeviceException e)
+            {
+                unavailable = e.Message;
+            }
+        }
+
+        return new ThreadPoolScheduler(threadCount)
+        {
+            SelectionReason = $"fell back to the thread pool: {unavailable}",
+        };
+    }
+}
