@@ -16,6 +16,10 @@ internal static partial class Interop
         internal const uint IORING_SETUP_SQPOLL = 1U << 1;
         internal const uint IORING_SETUP_CQSIZE = 1U << 3;
         internal const uint IORING_SETUP_CLAMP = 1U << 4;
+        internal const uint IORING_SETUP_R_DISABLED = 1U << 6;
+        internal const uint IORING_SETUP_COOP_TASKRUN = 1U << 8;
+        internal const uint IORING_SETUP_SINGLE_ISSUER = 1U << 12;
+        internal const uint IORING_SETUP_DEFER_TASKRUN = 1U << 13;
 
         internal const uint IORING_FEAT_SINGLE_MMAP = 1U << 0;
         internal const uint IORING_FEAT_NODROP = 1U << 1;
@@ -29,6 +33,7 @@ internal static partial class Interop
         internal const byte IORING_OP_NOP = 0;
         internal const byte IORING_OP_READV = 1;
         internal const byte IORING_OP_WRITEV = 2;
+        internal const byte IORING_OP_POLL_ADD = 6;
         internal const byte IORING_OP_ASYNC_CANCEL = 14;
         internal const byte IORING_OP_READ = 22;
         internal const byte IORING_OP_WRITE = 23;
@@ -40,6 +45,41 @@ internal static partial class Interop
 
         internal const uint IORING_REGISTER_FILES = 2;
         internal const uint IORING_UNREGISTER_FILES = 3;
+        internal const uint IORING_REGISTER_ENABLE_RINGS = 12;
+
+        internal const uint POLLIN = 0x0001;
+
+        internal const int EFD_NONBLOCK = 0x800;
+        internal const int EFD_CLOEXEC = 0x80000;
+
+        /// <summary>eventfd(2): the completion thread's wake-up line (polled through the ring).</summary>
+        [LibraryImport(Libc.Name, SetLastError = true)]
+        internal static partial int eventfd(uint initval, int flags);
+
+        [LibraryImport(Libc.Name, EntryPoint = "write", SetLastError = true)]
+        private static partial nint write_u64(int fd, ulong* value, nuint count);
+
+        [LibraryImport(Libc.Name, EntryPoint = "read", SetLastError = true)]
+        private static partial nint read_u64(int fd, ulong* value, nuint count);
+
+        /// <summary>Adds 1 to an eventfd counter (retrying EINTR; EAGAIN means the counter is already huge, which
+        /// still wakes the reader).</summary>
+        internal static void EventFdSignal(int fd)
+        {
+            ulong one = 1;
+            while (write_u64(fd, &one, sizeof(ulong)) < 0 && Libc.LastErrno == Libc.EINTR)
+            {
+            }
+        }
+
+        /// <summary>Resets a non-blocking eventfd counter to zero.</summary>
+        internal static void EventFdDrain(int fd)
+        {
+            ulong value;
+            while (read_u64(fd, &value, sizeof(ulong)) < 0 && Libc.LastErrno == Libc.EINTR)
+            {
+            }
+        }
 
         [StructLayout(LayoutKind.Sequential)]
         internal struct io_sqring_offsets
