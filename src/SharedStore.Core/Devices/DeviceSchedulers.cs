@@ -13,7 +13,7 @@ namespace SharedStore.Devices;
 /// completion thread).
 /// </remarks>
 [SupportedOSPlatform("linux")]
-public static class DeviceSchedulers
+public static partial class DeviceSchedulers
 {
     private static readonly Lazy<string?> s_ioUringUnavailable = new(IoUringScheduler.ProbeUnavailableReason);
 
@@ -31,7 +31,11 @@ public static class DeviceSchedulers
         DeviceSchedulerKind kind = DeviceSchedulerKind.Auto,
         DeviceMode mode = DeviceMode.Direct,
         int threadCount = 0,
-        int ringEntries = 256)
+        int ringEntries = 256) =>
+        CreateCore(kind, mode, threadCount, ringEntries, static () => IoUringUnavailableReason);
+
+    private static IDeviceAccessScheduler CreateCore(DeviceSchedulerKind kind, DeviceMode mode, int threadCount, int ringEntries,
+        Func<string?> probe)
     {
         string why;
         switch (kind)
@@ -57,7 +61,7 @@ public static class DeviceSchedulers
                 return null;
         }
 
-        string? unavailable = IoUringUnavailableReason;
+        string? unavailable = probe();
         if (unavailable is null)
         {
             try
