@@ -22,6 +22,8 @@ internal static partial class ScenarioRegistry
             "thread-pool scheduler (8 threads), 4 KiB random O_DIRECT reads, IOPS vs fio psync numjobs=8", DeviceBenchmarks.ThreadPoolRandRead),
         new DeviceScenario("device-buffered-randread-4k-cached",
             "page-cache 4 KiB random reads: thread pool (2 threads) vs io_uring QD32 (the factory's buffered choice)", DeviceBenchmarks.BufferedRandRead),
+        new DeviceScenario("device-scheduler-overhead-null",
+            "null device, 4 KiB at QD32: thread pool (2 threads) vs io_uring, scheduler cost alone", DeviceBenchmarks.NullOverhead),
     ];
     }
 }
