@@ -106,8 +106,8 @@ public abstract class RandomAccessDevice : IRandomAccessDevice
         TransferStatus.Success;
 
     /// <summary>
-    /// Performs one synchronous transfer on the calling thread. Loops until <paramref name="length"/> bytes moved,
-    /// a READ reaches end of device, or an error occurs. Called by schedulers only, after <see cref="Validate"/>.
+    /// Performs one synchronous transfer on the calling thread. A WRITE loops until <paramref name="length"/> bytes
+    /// moved or an error occurs; a READ returns short only at end of device. Called by schedulers only, after <see cref="Validate"/>.
     /// </summary>
     internal abstract unsafe TransferResult Transfer(RandomAccessOperation operation, long offset, byte* buffer, int length);
 

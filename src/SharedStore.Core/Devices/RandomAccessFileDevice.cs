@@ -131,15 +131,18 @@ public sealed class RandomAccessFileDevice : RandomAccessDevice
                     return TransferResult.FromErrno((int)-r);
                 }
 
+                if (operation == RandomAccessOperation.Read)
+                {
+                    // A short pread of a regular file means end of file: report the short count. Looping would ask
+                    // again at an unaligned offset, which O_DIRECT answers with EINVAL.
+                    done += (int)r;
+                    break;
+                }
+
                 if (r == 0)
                 {
-                    // READ at end of file: the short count is the answer. A WRITE returning 0 would loop forever.
-                    if (operation == RandomAccessOperation.Write)
-                    {
-                        return TransferResult.FromErrno(Interop.Libc.EIO);
-                    }
-
-                    break;
+                    // A WRITE that moves nothing would loop forever.
+                    return TransferResult.FromErrno(Interop.Libc.EIO);
                 }
 
                 done += (int)r;

@@ -81,16 +81,19 @@ public sealed class ThreadPoolScheduler : IDeviceAccessScheduler
     public void Schedule(RandomAccessRequest request)
     {
         RandomAccessDevice device = SchedulerCommon.CheckRequest(request);
-        if (Volatile.Read(ref _disposed) != 0 && t_owner != this)
-        {
-            DeviceThrowHelper.ThrowObjectDisposed(this);
-        }
-
-        int count = SchedulerCommon.BeginBindings(request, device);
-        Interlocked.Add(ref _inFlight, count);
+        bool onWorker = t_owner == this;
         List<RandomAccessRequestBinding> bindings = request.Bindings;
         lock (_lock)
         {
+            // Checked under the lock: once _shutdown is set only a worker (which drains the queue before it exits)
+            // may add work, so nothing can be queued behind the last worker's exit and never be notified.
+            if (_shutdown && !onWorker)
+            {
+                DeviceThrowHelper.ThrowObjectDisposed(this);
+            }
+
+            int count = SchedulerCommon.BeginBindings(request, device);
+            Interlocked.Add(ref _inFlight, count);
             for (int i = 0; i < bindings.Count; i++)
             {
                 RandomAccessRequestBinding b = bindings[i];

@@ -16,11 +16,11 @@ internal static class DeviceBenchmarks
 
     /// <summary>Alternating rounds of baseline and ours. The machine is shared: a neighbour's build that starts
     /// halfway through would otherwise penalise whichever side ran second.</summary>
-    public const int Rounds = 2;
+    public const int Rounds = 3;
 
-    /// <summary>Measured time per round and side (10 s in total per side at scale 1).</summary>
+    /// <summary>Measured time per round and side (whole seconds, as fio takes them; 12 s per side at scale 1).</summary>
     public static TimeSpan Runtime(BenchContext context) =>
-        TimeSpan.FromSeconds(Math.Clamp(10 * context.Scale / Rounds, 2, 8));
+        TimeSpan.FromSeconds(Math.Round(Math.Clamp(12 * context.Scale / Rounds, 2, 8)));
 
     private static (double Ours, double Baseline) Alternate(Func<double> baseline, Func<double> ours)
     {
@@ -40,7 +40,7 @@ internal static class DeviceBenchmarks
         (string path, long size, TimeSpan t) = Prepare(context);
         (double ours, double fio) = Alternate(
             () => Fio.ReadIops(Fio.RunJob(FioArgs(path, size, t, "io_uring", "randread", "4k", UringDepth, 1), context.Log, t * 3)),
-            () => Measure(context, new IoUringScheduler(256), path, DeviceMode.Direct | DeviceMode.RandomAccess,
+            () => Measure(context, Uring(), path, DeviceMode.Direct | DeviceMode.RandomAccess,
                 RandomAccessOperation.Read, 1 << 12, UringDepth, sequential: false, size, t));
         return [new BenchResult(name, "iops", "IOPS", ours, $"fio io_uring qd{UringDepth} direct", fio)];
     }
@@ -51,7 +51,7 @@ internal static class DeviceBenchmarks
         (string path, long size, TimeSpan t) = Prepare(context);
         (double iops, double fio) = Alternate(
             () => Fio.WriteMBps(Fio.RunJob(FioArgs(path, size, t, "io_uring", "write", "1m", SeqWriteDepth, 1), context.Log, t * 3)),
-            () => Measure(context, new IoUringScheduler(256), path, DeviceMode.Direct | DeviceMode.SequentialAccess,
+            () => Measure(context, Uring(), path, DeviceMode.Direct | DeviceMode.SequentialAccess,
                 RandomAccessOperation.Write, 1 << 20, SeqWriteDepth, sequential: true, size, t));
         return [new BenchResult(name, "bw", "MB/s", iops * (1 << 20) / 1e6, $"fio io_uring qd{SeqWriteDepth} direct 1m", fio)];
     }
@@ -79,7 +79,7 @@ internal static class DeviceBenchmarks
         WarmPageCache(path, hot);
         TimeSpan shortRun = TimeSpan.FromSeconds(Math.Max(2, t.TotalSeconds / 2));
         (double pool, double uring) = Alternate(
-            () => Measure(context, new IoUringScheduler(256), path, DeviceMode.ReadOnly, RandomAccessOperation.Read,
+            () => Measure(context, Uring(), path, DeviceMode.ReadOnly, RandomAccessOperation.Read,
                 1 << 12, UringDepth, sequential: false, hot, shortRun),
             () => Measure(context, new ThreadPoolScheduler(2), path, DeviceMode.ReadOnly, RandomAccessOperation.Read,
                 1 << 12, UringDepth, sequential: false, hot, shortRun));
@@ -94,7 +94,7 @@ internal static class DeviceBenchmarks
         TimeSpan t = TimeSpan.FromSeconds(Math.Clamp(3 * context.Scale, 1, 5));
         double pool = Measure(context, new ThreadPoolScheduler(2), "", DeviceMode.None, RandomAccessOperation.Read,
             1 << 12, UringDepth, sequential: false, 1L << 30, t);
-        double uring = Measure(context, new IoUringScheduler(256), "", DeviceMode.None, RandomAccessOperation.Read,
+        double uring = Measure(context, Uring(), "", DeviceMode.None, RandomAccessOperation.Read,
             1 << 12, UringDepth, sequential: false, 1L << 30, t);
         return [new BenchResult(name, "ops", "ops/s", pool, "SharedStore io_uring qd32 null device", uring)];
     }
@@ -132,6 +132,17 @@ internal static class DeviceBenchmarks
         Fio.Arg("size", size), "--time_based", Fio.Arg("runtime", $"{(int)t.TotalSeconds}s"), "--ramp_time=1s",
         "--randrepeat=0", "--norandommap", "--thread",
     ];
+
+    private static IoUringScheduler Uring()
+    {
+        var s = new IoUringScheduler(256);
+        if (Environment.GetEnvironmentVariable("SHAREDSTORE_URING_SPIN_US") is { } us)
+        {
+            s.SpinBeforeSleep = TimeSpan.FromMicroseconds(double.Parse(us, System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        return s;
+    }
 
     private static double Measure(BenchContext context, IDeviceAccessScheduler scheduler, string path, DeviceMode mode,
         RandomAccessOperation op, int blockSize, int depth, bool sequential, long size, TimeSpan t)
