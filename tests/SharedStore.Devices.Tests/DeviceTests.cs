@@ -254,6 +254,10 @@ public sealed class DeviceTests
         Assert.That(s.SubmissionEntries, Is.EqualTo(32));
         Assert.That(s.CompletionEntries, Is.EqualTo(128));
         Assert.That(s.Kind, Is.EqualTo(DeviceSchedulerKind.IoUring));
+        if (Environment.OSVersion.Version >= new Version(6, 1))
+        {
+            Assert.That(s.DeferTaskRun, Is.True, "kernels from 6.1 accept SINGLE_ISSUER | DEFER_TASKRUN");
+        }
     }
 
     [Test]

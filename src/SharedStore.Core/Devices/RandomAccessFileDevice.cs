@@ -11,7 +11,7 @@ namespace SharedStore.Devices;
 /// of nearly every disk). Misaligned transfers are refused before they reach the kernel, because the kernel's own
 /// answer (EINVAL) does not say which of offset, length or address was wrong.</remarks>
 [SupportedOSPlatform("linux")]
-public sealed class RandomAccessFileDevice : RandomAccessDevice
+public sealed partial class RandomAccessFileDevice : RandomAccessDevice
 {
     private const int DefaultDirectAlignment = 1 << 9; // 512
 
@@ -121,9 +121,10 @@ public sealed class RandomAccessFileDevice : RandomAccessDevice
             int done = 0;
             while (done < length)
             {
+                nuint count = (nuint)Math.Min(length - done, MaxBytesPerCall);
                 long r = operation == RandomAccessOperation.Read
-                    ? Interop.Libc.PRead(fd, buffer + done, (nuint)(length - done), offset + done)
-                    : Interop.Libc.PWrite(fd, buffer + done, (nuint)(length - done), offset + done);
+                    ? Interop.Libc.PRead(fd, buffer + done, count, offset + done)
+                    : Interop.Libc.PWrite(fd, buffer + done, count, offset + done);
                 if (r < 0)
                 {
                     // Bytes already moved are lost to the caller on error; the binding reports the error, which is
@@ -131,7 +132,7 @@ public sealed class RandomAccessFileDevice : RandomAccessDevice
                     return TransferResult.FromErrno((int)-r);
                 }
 
-                if (operation == RandomAccessOperation.Read)
+                if (operation == RandomAccessOperation.Read && (ulong)r < count)
                 {
                     // A short pread of a regular file means end of file: report the short count. Looping would ask
                     // again at an unaligned offset, which O_DIRECT answers with EINVAL.
@@ -141,7 +142,7 @@ public sealed class RandomAccessFileDevice : RandomAccessDevice
 
                 if (r == 0)
                 {
-                    // A WRITE that moves nothing would loop forever.
+                    // A WRITE that moves nothing would loop forever (a READ got here only with a full count).
                     return TransferResult.FromErrno(Interop.Libc.EIO);
                 }
 
