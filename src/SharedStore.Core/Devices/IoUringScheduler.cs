@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Versioning;
 using static SharedStore.Interop.IoUring;
 
@@ -643,6 +644,9 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
         return true;
     }
 
+    // AggressiveOptimization: this method is entered once and loops for the scheduler's life, so tiered compilation
+    // could only reach it through on-stack replacement; compile it fully optimized from the start.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ReaperLoop()
     {
         t_owner = this;

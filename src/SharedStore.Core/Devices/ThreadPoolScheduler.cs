@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.Versioning;
 
 namespace SharedStore.Devices;
@@ -189,6 +190,8 @@ public sealed class ThreadPoolScheduler : IDeviceAccessScheduler
         return Volatile.Read(ref _disposed) != 0 ? default : new ValueTask(Task.Run(Dispose));
     }
 
+    // AggressiveOptimization: entered once per thread and loops forever; see IoUringScheduler.ReaperLoop.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private unsafe void Worker()
     {
         t_owner = this;

@@ -16,18 +16,20 @@ internal static class DeviceBenchmarks
 
     /// <summary>Alternating rounds of baseline and ours. The machine is shared: a neighbour's build that starts
     /// halfway through would otherwise penalise whichever side ran second.</summary>
-    public const int Rounds = 3;
+    public const int Rounds = 5;
 
-    /// <summary>Measured time per round and side (whole seconds, as fio takes them; 12 s per side at scale 1).</summary>
+    /// <summary>Measured time per round and side (whole seconds, as fio takes them; 10 s per side at scale 1).</summary>
     public static TimeSpan Runtime(BenchContext context) =>
-        TimeSpan.FromSeconds(Math.Round(Math.Clamp(12 * context.Scale / Rounds, 2, 8)));
+        TimeSpan.FromSeconds(Math.Round(Math.Clamp(10 * context.Scale / Rounds, 2, 8)));
 
     private static (double Ours, double Baseline) Alternate(Func<double> baseline, Func<double> ours)
     {
         double b = 0, o = 0;
         for (int i = 0; i < Rounds; i++)
         {
-            b += baseline();
+            double bi = baseline();
+            Console.Error.WriteLine($"  round {i + 1}: baseline {bi:F1}");
+            b += bi;
             o += ours();
         }
 
@@ -152,11 +154,15 @@ internal static class DeviceBenchmarks
         {
             var loop = new QueueDepthLoop(scheduler, device, op, blockSize, depth, sequential, size);
             TimeSpan cpu0 = System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime;
+            long alloc0 = GC.GetTotalAllocatedBytes(precise: true);
+            int gc0 = GC.CollectionCount(0);
             double rate = loop.Run(TimeSpan.FromSeconds(1), t);
             TimeSpan cpu = System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime - cpu0;
-            double perOp = cpu.TotalMicroseconds / (rate * (t.TotalSeconds + 1));
+            double ops = rate * (t.TotalSeconds + 1);
+            double perOp = cpu.TotalMicroseconds / ops;
+            double allocPerOp = (GC.GetTotalAllocatedBytes(precise: true) - alloc0) / ops;
             context.Log.WriteLine($"{scheduler.Kind} {op} bs={blockSize} qd={depth} {(sequential ? "seq" : "rand")}: " +
-                $"{rate:F0} ops/s, ~{perOp:F1} us CPU per op");
+                $"{rate:F0} ops/s, ~{perOp:F1} us CPU/op, {allocPerOp:F2} B allocated/op, {GC.CollectionCount(0) - gc0} gen0 GCs");
             return rate;
         }
     }
