@@ -40,6 +40,18 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
 
     private static readonly TimeSpan s_shutdownWait = TimeSpan.FromSeconds(30);
 
+    // Completion batching: when it must wait, the completion thread asks the kernel for a quarter of the operations
+    // in flight (at most 64) or 100 us, whichever comes first, instead of waking for every completion. Measured on
+    // 4 KiB random reads at QD32 (ratio to fio in the same run): waking per completion 0.84 to 0.95 (mean 0.89 over
+    // 6 runs), a quarter with 100 us 0.94 to 1.07 (mean 0.99 over 5 runs); an eighth, a half, 50 us and 200 us were
+    // no better than per completion. Fewer wake-ups matter on this shared 2-CPU machine, where every wake-up waits
+    // for a CPU. Polling before sleeping (50 and 200 us) was worse than either: it burns the CPU the disk
+    // interrupts need. The timeout bounds the extra latency a lone completion can see.
+    private const int CompletionBatchDivisor = 4;
+    private const int CompletionBatchMax = 64;
+    private const long CompletionBatchWaitNs = 100_000; // 100 us
+    private const uint IORING_FEAT_EXT_ARG = 1U << 8;
+
     [ThreadStatic]
     private static IoUringScheduler? t_owner;
 
@@ -84,7 +96,7 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
     private readonly ManualResetEventSlim _started = new();
     private int _startErrno;
     private bool _rearmPoll;
-    private long _spinTicks;
+    private readonly bool _extArg;
     private int _disposed;
     private int _inFlight;
     private int _faults;
@@ -132,6 +144,7 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
 
         _ringFd = fd;
         _needsEnable = (p.flags & IORING_SETUP_R_DISABLED) != 0;
+        _extArg = (p.features & IORING_FEAT_EXT_ARG) != 0;
         DeferTaskRun = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
         try
         {
@@ -208,14 +221,6 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
             Interop.Libc.close(fd);
             DeviceThrowHelper.ThrowSyscall("io_uring_register(IORING_REGISTER_ENABLE_RINGS)", null, _startErrno);
         }
-    }
-
-    /// <summary>How long the completion thread polls for completions (non-blocking io_uring_enter) before it sleeps.
-    /// Zero sleeps at once. Polling costs CPU but saves a wake-up per completion batch.</summary>
-    internal TimeSpan SpinBeforeSleep
-    {
-        get => TimeSpan.FromSeconds((double)Volatile.Read(ref _spinTicks) / System.Diagnostics.Stopwatch.Frequency);
-        set => Volatile.Write(ref _spinTicks, (long)(value.TotalSeconds * System.Diagnostics.Stopwatch.Frequency));
     }
 
     /// <summary>True when the ring runs with IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN.</summary>
@@ -667,11 +672,11 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
         }
 
         _started.Set();
-        long spinUntil = 0;
         while (true)
         {
             uint toSubmit;
             bool wait;
+            int kernelOps;
             lock (_lock)
             {
                 if (_rearmPoll && !_stopping)
@@ -691,26 +696,29 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
                 }
 
                 toSubmit = _unsubmitted;
+                kernelOps = _kernelOps;
 
                 // Volatile (acquire): pairs with the kernel's release of the CQ tail.
                 wait = Volatile.Read(ref *_cqTail) == *_cqHead;
-                long spin = Volatile.Read(ref _spinTicks);
-                if (wait && spin > 0)
-                {
-                    long now = System.Diagnostics.Stopwatch.GetTimestamp();
-                    if (spinUntil == 0)
-                    {
-                        spinUntil = now + spin;
-                    }
-
-                    wait = now >= spinUntil;
-                }
-
                 _sleeping = wait;
             }
 
-            // GETEVENTS even when not waiting: with DEFER_TASKRUN completions are only posted inside this call.
-            int n = Enter(_ringFd, toSubmit, wait ? 1u : 0u, IORING_ENTER_GETEVENTS);
+            int n;
+            uint batch = wait && _extArg ? (uint)Math.Clamp(kernelOps / CompletionBatchDivisor, 1, CompletionBatchMax) : 1;
+            if (batch > 1)
+            {
+                n = EnterTimeout(_ringFd, toSubmit, batch, IORING_ENTER_GETEVENTS, CompletionBatchWaitNs);
+                if (n == -ETIME)
+                {
+                    n = 0; // fewer than `batch` completions within the wait: reap what there is
+                }
+            }
+            else
+            {
+                // GETEVENTS even when not waiting: with DEFER_TASKRUN completions are only posted inside this call.
+                n = Enter(_ringFd, toSubmit, wait ? 1u : 0u, IORING_ENTER_GETEVENTS);
+            }
+
             lock (_lock)
             {
                 _sleeping = false;
@@ -726,13 +734,7 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
                 Thread.Sleep(1);
             }
 
-            int reaped = Reap();
-            if (reaped > 0)
-            {
-                spinUntil = 0;
-            }
-
-            Dispatch(reaped);
+            Dispatch(Reap());
         }
     }
 

@@ -25,6 +25,48 @@ internal static partial class Interop
         internal const uint IORING_FEAT_NODROP = 1U << 1;
 
         internal const uint IORING_ENTER_GETEVENTS = 1U << 0;
+        internal const uint IORING_ENTER_EXT_ARG = 1U << 3;
+
+        internal const int ETIME = 62;
+
+        /// <summary>struct io_uring_getevents_arg (IORING_ENTER_EXT_ARG).</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct io_uring_getevents_arg
+        {
+            public ulong sigmask;
+            public uint sigmask_sz;
+            public uint min_wait_usec;
+            public ulong ts;
+        }
+
+        [LibraryImport(Libc.Name, EntryPoint = "syscall", SetLastError = true)]
+        private static partial long syscall_enter_arg(long number, int fd, uint toSubmit, uint minComplete, uint flags, io_uring_getevents_arg* arg, nuint argsz);
+
+        /// <summary>io_uring_enter with a wait timeout (IORING_ENTER_EXT_ARG); returns SQEs consumed or -errno
+        /// (-ETIME when the timeout expired first).</summary>
+        internal static int EnterTimeout(int fd, uint toSubmit, uint minComplete, uint flags, long timeoutNs)
+        {
+            Libc.Timespec ts;
+            ts.tv_sec = timeoutNs / 1_000_000_000;
+            ts.tv_nsec = timeoutNs % 1_000_000_000;
+            io_uring_getevents_arg arg = default;
+            arg.ts = (ulong)&ts;
+            while (true)
+            {
+                long r = syscall_enter_arg(SYS_io_uring_enter, fd, toSubmit, minComplete, flags | IORING_ENTER_EXT_ARG,
+                    &arg, (nuint)sizeof(io_uring_getevents_arg));
+                if (r >= 0)
+                {
+                    return (int)r;
+                }
+
+                int errno = Libc.LastErrno;
+                if (errno != Libc.EINTR)
+                {
+                    return -errno;
+                }
+            }
+        }
 
         internal const long IORING_OFF_SQ_RING = 0;
         internal const long IORING_OFF_CQ_RING = 0x8000000;
