@@ -13,18 +13,18 @@ internal static partial class ScenarioRegistry
         }
 
         return
-    [
-        new DeviceScenario("device-uring-randread-4k-direct",
-            "io_uring scheduler, 4 KiB random O_DIRECT reads at QD32, IOPS vs fio io_uring QD32", DeviceBenchmarks.UringRandRead),
-        new DeviceScenario("device-uring-seqwrite-1m",
-            "io_uring scheduler, 1 MiB sequential O_DIRECT overwrites at QD8, MB/s vs fio io_uring QD8", DeviceBenchmarks.UringSeqWrite),
-        new DeviceScenario("device-threadpool-randread-4k-direct",
-            "thread-pool scheduler (8 threads), 4 KiB random O_DIRECT reads, IOPS vs fio psync numjobs=8", DeviceBenchmarks.ThreadPoolRandRead),
-        new DeviceScenario("device-buffered-randread-4k-cached",
-            "page-cache 4 KiB random reads: thread pool (2 threads) vs io_uring QD32 (the factory's buffered choice)", DeviceBenchmarks.BufferedRandRead),
-        new DeviceScenario("device-scheduler-overhead-null",
-            "null device, 4 KiB at QD32: thread pool (2 threads) vs io_uring, scheduler cost alone", DeviceBenchmarks.NullOverhead),
-    ];
+        [
+            new DeviceScenario("device-uring-randread-4k-direct",
+                "io_uring scheduler, 4 KiB random O_DIRECT reads at QD32, IOPS vs fio io_uring QD32", DeviceBenchmarks.UringRandRead),
+            new DeviceScenario("device-uring-seqwrite-1m",
+                "io_uring scheduler, 1 MiB sequential O_DIRECT overwrites at QD8, MB/s vs fio io_uring QD8", DeviceBenchmarks.UringSeqWrite),
+            new DeviceScenario("device-threadpool-randread-4k-direct",
+                "thread-pool scheduler (8 threads), 4 KiB random O_DIRECT reads, IOPS vs fio psync numjobs=8", DeviceBenchmarks.ThreadPoolRandRead),
+            new DeviceScenario("device-buffered-randread-4k-cached",
+                "page-cache 4 KiB random reads: thread pool (2 threads) vs io_uring QD32 (the factory's buffered choice)", DeviceBenchmarks.BufferedRandRead),
+            new DeviceScenario("device-scheduler-overhead-null",
+                "null device, 4 KiB at QD32: thread pool (2 threads) vs io_uring, scheduler cost alone", DeviceBenchmarks.NullOverhead),
+        ];
     }
 }
 
