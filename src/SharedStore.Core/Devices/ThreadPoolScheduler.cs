@@ -133,8 +133,10 @@ public sealed class ThreadPoolScheduler : IDeviceAccessScheduler
             }
         }
 
-        // Interlocked read (full fence after the enqueues): see the wake protocol in the remarks.
-        int idle = Interlocked.CompareExchange(ref _idle, 0, 0);
+        // Full fence after the enqueues, then a plain read: see the wake protocol in the remarks. (A fence instead of
+        // an interlocked read keeps every producer from writing _idle's cache line on every request.)
+        Interlocked.MemoryBarrier();
+        int idle = Volatile.Read(ref _idle);
         if (idle > 0)
         {
             _signal.Release(Math.Min(idle, bindings.Count));
