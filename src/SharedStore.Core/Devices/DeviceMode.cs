@@ -1,0 +1,54 @@
+namespace SharedStore.Devices;
+
+/// <summary>How a <see cref="RandomAccessFileDevice"/> opens its file. Flags combine; <see cref="None"/> opens an
+/// existing file for reading and writing through the page cache.</summary>
+[Flags]
+public enum DeviceMode
+{
+    /// <summary>Open an existing file read-write, buffered, with no access-pattern hint.</summary>
+    None = 0,
+
+    /// <summary>Open read-only; every WRITE is reported through its binding as <see cref="TransferStatus.ReadOnly"/>.</summary>
+    ReadOnly = 1 << 0,
+
+    /// <summary>Create the file when it does not exist (O_CREAT).</summary>
+    Create = 1 << 1,
+
+    /// <summary>Truncate the file to zero bytes on open (O_TRUNC). Not allowed with <see cref="ReadOnly"/>.</summary>
+    Truncate = 1 << 2,
+
+    /// <summary>Bypass the page cache (O_DIRECT). Offsets, lengths and buffer addresses must then be multiples of
+    /// the device's <see cref="IRandomAccessDevice.OffsetAlignment"/> and <see cref="IRandomAccessDevice.MemoryAlignment"/>;
+    /// transfers that are not are reported as <see cref="TransferStatus.Misaligned"/> before reaching the kernel.</summary>
+    Direct = 1 << 3,
+
+    /// <summary>Hint sequential access (posix_fadvise POSIX_FADV_SEQUENTIAL: larger read-ahead).</summary>
+    SequentialAccess = 1 << 4,
+
+    /// <summary>Hint random access (posix_fadvise POSIX_FADV_RANDOM: no read-ahead). Not allowed with
+    /// <see cref="SequentialAccess"/>.</summary>
+    RandomAccess = 1 << 5,
+}
+
+/// <summary>The device implementations <see cref="RandomAccessDevices.Create(DeviceKind, DeviceOptions)"/> can build.</summary>
+public enum DeviceKind
+{
+    /// <summary>A <see cref="RandomAccessFileDevice"/> over a file or block device.</summary>
+    File,
+
+    /// <summary>A <see cref="RandomAccessNullDevice"/>: writes are discarded, reads return zeros.</summary>
+    Null,
+
+    /// <summary>A <see cref="MemoryRegionDevice"/> over an already mapped memory region.</summary>
+    MemoryRegion,
+}
+
+/// <summary>The direction of a transfer.</summary>
+public enum RandomAccessOperation
+{
+    /// <summary>Device to memory.</summary>
+    Read,
+
+    /// <summary>Memory to device.</summary>
+    Write,
+}
