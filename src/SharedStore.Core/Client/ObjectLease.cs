@@ -87,15 +87,19 @@ public readonly unsafe struct ObjectLease : IDisposable
         // else writes the record); a put from another thread uses a CAS. Two threads putting the same lease at the
         // same instant, one of them the renting thread, is a data race this does not catch; even then the shared
         // count cannot go below zero (ReleaseRead never borrows), so no other process's hold is touched.
-        if (r is null || !r.TryRelease(_generation))
+        // Read what the put needs before the record can be recycled (it is, inside Release, on the renting thread).
+        if (r is null)
         {
             ThrowHelper.LeaseAlreadyReleased();
         }
 
         var obj = r.Object!;
         long first = r.First, last = r.Last;
-        r.Object = null;
-        LeaseRecord.Return(r);
+        if (!LeaseRecord.Release(r, _generation))
+        {
+            ThrowHelper.LeaseAlreadyReleased();
+        }
+
         obj.Put(first, last);
     }
 }
@@ -137,32 +141,26 @@ internal sealed class LeaseRecord
         return r;
     }
 
+    /// <summary>Ends the lease of <paramref name="generation"/> and recycles the record; false if that lease had
+    /// already ended. One read of the thread id serves both the check and the recycling.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryRelease(int generation)
+    public static bool Release(LeaseRecord r, int generation)
     {
-        if (_ownerThread == Environment.CurrentManagedThreadId)
+        if (r._ownerThread == Environment.CurrentManagedThreadId)
         {
-            if (Generation != generation)
+            if (r.Generation != generation)
             {
                 return false;
             }
 
-            Volatile.Write(ref Generation, generation + 1);
+            r.Generation = generation + 1;
+            r._next = t_free;
+            t_free = r;
             return true;
         }
 
-        return Interlocked.CompareExchange(ref Generation, generation + 1, generation) == generation;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Return(LeaseRecord r)
-    {
-        // Recycle only on the renting thread, so the free list needs no synchronization; a lease put by another
-        // thread leaves its record to the GC.
-        if (r._ownerThread == Environment.CurrentManagedThreadId)
-        {
-            r._next = t_free;
-            t_free = r;
-        }
+        // Another thread: recycle nothing (the free list is the renting thread's alone); the CAS makes two such puts
+        // race safely.
+        return Interlocked.CompareExchange(ref r.Generation, generation + 1, generation) == generation;
     }
 }
