@@ -76,9 +76,18 @@ internal static class InspectCommands
                 .AddColumn(new TableColumn("block").RightAligned()).AddColumn("readers").AddColumn("writer").AddColumn("waiting writers");
             foreach (var b in r.Blocks)
             {
+                // A pending owner (it took the block but waits for the readers to drain) is a waiting writer too: the
+                // writer column shows only a writer that is writing now.
                 string readers = string.Join(", ", b.Readers.Select(h => h.Count > 1 ? $"{Who(h)} x{h.Count}" : Who(h)));
-                string writer = b.Writer is null ? "-" : $"{Who(b.Writer)} {(b.Writer.Active ? "writing" : "draining readers")}";
-                string waiting = string.Join(", ", b.Waiting.Select(Who));
+                string writer = b.Writer is { Active: true } ? Who(b.Writer) : "-";
+                var waitingList = new List<string>();
+                if (b.Writer is { Active: false })
+                {
+                    waitingList.Add($"{Who(b.Writer)} [next, readers draining]");
+                }
+
+                waitingList.AddRange(b.Waiting.Where(h => b.Writer is not { Active: false } || h.Slot != b.Writer.Slot).Select(Who));
+                string waiting = string.Join(", ", waitingList);
                 table.AddRow(
                     b.Block.ToString(CultureInfo.InvariantCulture) + (b.Torn ? " (torn)" : ""),
                     Markup.Escape(readers.Length == 0 ? "-" : readers),
