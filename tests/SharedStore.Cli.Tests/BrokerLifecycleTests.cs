@@ -96,6 +96,26 @@ public sealed class BrokerLifecycleTests
     }
 
     [Test]
+    public void Broker_Configuration_CommandLineBeatsEnvironmentBeatsFile()
+    {
+        // Contract: precedence is config file < SHAREDSTORE_* environment < command line.
+        string config = Path.Combine(_dir, "sharedstore.json");
+        File.WriteAllText(config, "{ \"MemoryLimit\": 111111111 }");
+        var env = new Dictionary<string, string>(StringComparer.Ordinal) { ["SHAREDSTORE_MEMORYLIMIT"] = "222222222" };
+        using (var broker = BrokerProcess.StartOn(_dir, waitReady: true, env, "--config", config))
+        {
+            var status = CliRunner.Run(_socket, "broker", "status");
+            Assert.That(status.Stdout, Does.Contain("222222222").And.Not.Contain("111111111"), status.ToString());
+        }
+
+        using (var broker = BrokerProcess.StartOn(_dir, waitReady: true, env, "--config", config, "--memory-limit", "333333333"))
+        {
+            var status = CliRunner.Run(_socket, "broker", "status");
+            Assert.That(status.Stdout, Does.Contain("333333333"), status.ToString());
+        }
+    }
+
+    [Test]
     public void Broker_BadArgument_ExitsWithUsageCode()
     {
         // Contract: the broker keeps its exit code 2 for a bad argument.
