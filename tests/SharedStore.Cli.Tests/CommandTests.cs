@@ -91,6 +91,7 @@ public sealed class CommandTests
         }
 
         Assert.That(row, Is.Not.Empty, $"the waiting writer never showed up:\n{r}");
+        TestContext.Progress.WriteLine(r.Stdout);
         string[] cells = row.Split('│', StringSplitOptions.TrimEntries);
         // │ block │ readers │ writer │ waiting writers │
         Assert.That(cells[1], Is.EqualTo("1"), "only block 1 is held");
