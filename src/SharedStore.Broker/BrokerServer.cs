@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.Versioning;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using SharedStore.Protocol;
 
 namespace SharedStore.Broker;
@@ -24,14 +26,61 @@ internal sealed class BrokerServer : IDisposable
     private Timer? _heartbeat;
     private volatile bool _stopping;
 
-    public BrokerServer(BrokerOptions options)
+    private readonly long _startTimestamp = Stopwatch.GetTimestamp();
+
+    public BrokerServer(BrokerOptions options, ILogger<BrokerServer>? logger = null, BrokerMetrics? metrics = null)
     {
         _options = options;
-        var identity = new BrokerIdentity(Environment.ProcessId, Stopwatch.GetTimestamp());
-        State = new BrokerState(options, identity);
+        Logger = logger ?? (ILogger)NullLogger.Instance;
+        Metrics = metrics;
+        var identity = new BrokerIdentity(Environment.ProcessId, _startTimestamp);
+        State = new BrokerState(options, identity, Logger, metrics);
+        metrics?.Observe(() => State.Snapshot(SessionCount));
     }
 
     public BrokerState State { get; }
+
+    public ILogger Logger { get; }
+
+    public BrokerMetrics? Metrics { get; }
+
+    public int SessionCount
+    {
+        get
+        {
+            lock (_sessions)
+            {
+                return _sessions.Count;
+            }
+        }
+    }
+
+    /// <summary>The answer to a status request: identity, uptime, state figures and every metric's current value.</summary>
+    public StatusReply Status()
+    {
+        var snap = State.Snapshot(SessionCount);
+        var reply = new StatusReply
+        {
+            BrokerPid = Environment.ProcessId,
+            UptimeMs = (ulong)Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds,
+            SocketPath = _options.SocketPath,
+            ContainerCount = (uint)snap.Containers,
+            ObjectCount = (uint)snap.Objects,
+            ObjectBytes = (ulong)snap.ObjectBytes,
+            BytesInUse = (ulong)snap.BytesInUse,
+            MemoryLimit = (ulong)_options.MemoryLimit,
+            SessionCount = (uint)snap.Sessions,
+        };
+        if (Metrics is not null)
+        {
+            foreach (var (name, unit, tags, value) in Metrics.Samples())
+            {
+                reply.Metrics.Add(new MetricSample { Name = name, Unit = unit, Tags = tags, Value = value });
+            }
+        }
+
+        return reply;
+    }
 
     public string SocketPath => _options.SocketPath;
 
@@ -93,7 +142,7 @@ internal sealed class BrokerServer : IDisposable
             ClientSession session;
             try
             {
-                session = new ClientSession(conn, State);
+                session = new ClientSession(conn, this);
             }
             catch (IOException)
             {
@@ -115,7 +164,7 @@ internal sealed class BrokerServer : IDisposable
                 catch (Exception e)
                 {
                     // A bug in one session must not take the broker (and every other client) down.
-                    BrokerState.Log($"session of pid {session.Credentials.Pid} failed: {e}");
+                    Log.SessionFailed(Logger, session.Credentials.Pid, e);
                 }
 
                 lock (_sessions)

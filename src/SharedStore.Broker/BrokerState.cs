@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using SharedStore.Locks;
 using SharedStore.Protocol;
 using SharedStore.Regions;
@@ -106,14 +108,23 @@ internal sealed class BrokerState : IDisposable
     private uint _nextSegmentId = 1;
     private long _bytesInUse;
     private bool _disposed; // under _gate: segments are unmapped, nothing may touch lock records any more
+    private readonly ILogger _logger;
+    private readonly BrokerMetrics? _metrics;
 
-    public BrokerState(BrokerOptions options, BrokerIdentity identity)
+    public BrokerState(BrokerOptions options, BrokerIdentity identity, ILogger? logger = null, BrokerMetrics? metrics = null)
     {
         _options = options;
         Identity = identity;
+        _logger = logger ?? NullLogger.Instance;
+        _metrics = metrics;
     }
 
     public BrokerIdentity Identity { get; }
+
+    public long MemoryLimit => _options.MemoryLimit;
+
+    /// <summary>Most blocks one holders reply lists: keeps the reply well under the 1 MiB datagram limit.</summary>
+    public const int MaxHolderBlocks = 2048;
 
     public long BytesInUse
     {
@@ -265,7 +276,7 @@ internal sealed class BrokerState : IDisposable
         }
     }
 
-    private void RemoveMember(Membership m, bool died)
+    private long RemoveMember(Membership m, bool died)
     {
         var c = m.Container;
         // Release everything the slot may hold in every block of the container. For a live client that left, its
@@ -289,7 +300,7 @@ internal sealed class BrokerState : IDisposable
         m.Session.Memberships.Remove(c.Id);
         if (died && released > 0)
         {
-            Log($"recovered {released} lock record(s) of dead pid {m.Session.Credentials.Pid} in container '{c.Name}'");
+            Log.DeadClientRecovered(_logger, released, m.Session.Credentials.Pid, c.Name);
         }
 
         if (c.Destroying && c.MemberCount == 0)
@@ -298,6 +309,7 @@ internal sealed class BrokerState : IDisposable
         }
 
         Monitor.PulseAll(_gate);
+        return released;
     }
 
     private static unsafe long ScrubSlot(ContainerState c, int slot)
@@ -601,10 +613,174 @@ internal sealed class BrokerState : IDisposable
                 return; // shutting down: the segments are gone, and with them everything the session held
             }
 
+            if (session.Memberships.Count == 0)
+            {
+                return;
+            }
+
+            long released = 0;
             foreach (var m in session.Memberships.Values.ToList())
             {
-                RemoveMember(m, died: true);
+                released += RemoveMember(m, died: true);
             }
+
+            _metrics?.SessionRecovered(released);
+        }
+    }
+
+    /// <summary>Figures for the observable instruments and the status request.</summary>
+    public BrokerSnapshot Snapshot(int sessions)
+    {
+        lock (_gate)
+        {
+            int objects = 0;
+            long objectBytes = 0;
+            foreach (var c in _containers.Values)
+            {
+                objects += c.ObjectsById.Count;
+                objectBytes += c.Bytes;
+            }
+
+            return new BrokerSnapshot(_containers.Count, objects, objectBytes, _bytesInUse, sessions);
+        }
+    }
+
+    /// <summary>Who holds or waits on each block of an object, read from the lock records the broker maps. Lists
+    /// only blocks with a holder or a waiter, at most <see cref="MaxHolderBlocks"/>. The caller must be allowed to join
+    /// the container. The records change under us: each block is a snapshot of its own words, not of the object.</summary>
+    public unsafe HoldersReply Holders(ClientSession session, HoldersRequest req)
+    {
+        ValidateName(req.ContainerName, "container");
+        ValidateName(req.ObjectName, "object");
+        var reply = new HoldersReply();
+        lock (_gate)
+        {
+            if (!_containers.TryGetValue(req.ContainerName, out var c))
+            {
+                throw new BrokerError(ErrorCode.NotFound, $"container '{req.ContainerName}' does not exist");
+            }
+
+            var who = session.Credentials;
+            if (!who.IsRoot && who.Uid != c.CreatorUid && !who.InGroup(c.GroupId))
+            {
+                throw new BrokerError(ErrorCode.PermissionDenied, $"uid {who.Uid} is not in group {c.GroupId} of container '{c.Name}'");
+            }
+
+            if (!c.Objects.TryGetValue(req.ObjectName, out var o))
+            {
+                throw new BrokerError(ErrorCode.NotFound, $"object '{req.ObjectName}' does not exist in container '{c.Name}'");
+            }
+
+            reply.BlockSize = (uint)c.BlockSize;
+            reply.BlockCount = (ulong)o.BlockCount;
+            for (long b = 0; b < o.BlockCount; b++)
+            {
+                var rec = o.Segment.Record(o.RecordIndex + b);
+                var entry = DescribeBlock(c, rec, b);
+                if (entry is null)
+                {
+                    continue;
+                }
+
+                if (reply.Blocks.Count == MaxHolderBlocks)
+                {
+                    reply.Truncated = true;
+                    break;
+                }
+
+                reply.Blocks.Add(entry);
+            }
+        }
+
+        // Process names outside the lock: /proc reads are system calls.
+        var names = new Dictionary<int, string>();
+        foreach (var block in reply.Blocks)
+        {
+            foreach (var h in block.Readers.Concat(block.Waiting).Append(block.Writer))
+            {
+                if (h is not null && h.Pid != 0)
+                {
+                    if (!names.TryGetValue(h.Pid, out string? name))
+                    {
+                        name = ProcessName(h.Pid);
+                        names[h.Pid] = name;
+                    }
+
+                    h.ProcessName = name;
+                }
+            }
+        }
+
+        return reply;
+    }
+
+    private static unsafe BlockHolders? DescribeBlock(ContainerState c, BlockLockRecord* rec, long block)
+    {
+        uint owner = Volatile.Read(ref rec->Owner);
+        ulong waiting = Volatile.Read(ref rec->Waiting);
+        BlockHolders? entry = null;
+        ulong* words = (ulong*)rec;
+        for (int w = 0; w < BlockLockDescriptor.ReaderWords; w++)
+        {
+            ulong word = Volatile.Read(ref words[w]);
+            for (int i = 0; word != 0 && i < 8; i++, word >>= 8)
+            {
+                uint count = (uint)(word & 0xFF);
+                if (count != 0)
+                {
+                    entry ??= new BlockHolders { Block = (ulong)block };
+                    var h = Holder(c, (w << 3) + i);
+                    h.Count = count;
+                    entry.Readers.Add(h);
+                }
+            }
+        }
+
+        if (owner != 0)
+        {
+            entry ??= new BlockHolders { Block = (ulong)block };
+            var h = Holder(c, (int)(owner & BlockLockDescriptor.OwnerSlotMask) - 1);
+            h.Active = (owner & BlockLockDescriptor.OwnerActiveBit) != 0;
+            h.Count = 1;
+            entry.Writer = h;
+        }
+
+        for (int s = 0; waiting != 0; s++, waiting >>= 1)
+        {
+            if ((waiting & 1) != 0)
+            {
+                entry ??= new BlockHolders { Block = (ulong)block };
+                entry.Waiting.Add(Holder(c, s));
+            }
+        }
+
+        if (entry is not null)
+        {
+            entry.Torn = BlockLock.IsTorn(rec);
+        }
+
+        return entry;
+    }
+
+    private static LockHolder Holder(ContainerState c, int slot) => new()
+    {
+        Slot = (uint)Math.Max(slot, 0),
+        Pid = slot >= 0 && slot < c.Slots.Length && c.Slots[slot] is { } m ? m.Session.Credentials.Pid : 0,
+    };
+
+    private static string ProcessName(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/comm").TrimEnd('\n');
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return "";
         }
     }
 
@@ -769,6 +945,4 @@ internal sealed class BrokerState : IDisposable
         LockOffset = (ulong)(LockSegmentDescriptor.RecordsOffset + (o.RecordIndex * BlockLockDescriptor.Size)),
         BlockCount = (uint)o.BlockCount,
     };
-
-    public static Action<string> Log { get; set; } = s => Console.Error.WriteLine(s);
 }

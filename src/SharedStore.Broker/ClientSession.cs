@@ -13,14 +13,17 @@ namespace SharedStore.Broker;
 internal sealed class ClientSession
 {
     private readonly SeqPacketSocket _socket;
+    private static readonly ConcurrentDictionary<Request.BodyOneofCase, string> s_kinds = new();
     private readonly BrokerState _state;
+    private readonly BrokerServer _server;
     private readonly ConcurrentDictionary<ulong, CancellationTokenSource> _blocking = new();
     private bool _helloDone;
 
-    public ClientSession(SeqPacketSocket socket, BrokerState state)
+    public ClientSession(SeqPacketSocket socket, BrokerServer server)
     {
         _socket = socket;
-        _state = state;
+        _server = server;
+        _state = server.State;
         Credentials = socket.GetPeerCredentials();
     }
 
@@ -115,6 +118,7 @@ internal sealed class ClientSession
             return true;
         }
 
+        _server.Metrics?.Operation(Kind(req.BodyCase));
         switch (req.BodyCase)
         {
             case Request.BodyOneofCase.ContainerDestroy:
@@ -217,6 +221,12 @@ internal sealed class ClientSession
                 case Request.BodyOneofCase.List:
                     resp.List = _state.List();
                     break;
+                case Request.BodyOneofCase.Holders:
+                    resp.Holders = _state.Holders(this, req.Holders);
+                    break;
+                case Request.BodyOneofCase.Status:
+                    resp.Status = _server.Status();
+                    break;
                 default:
                     resp.Error = Protocol.ErrorCode.InvalidArgument;
                     resp.Message = $"unknown request {req.BodyCase}";
@@ -232,7 +242,7 @@ internal sealed class ClientSession
         {
             resp.Error = Protocol.ErrorCode.Internal;
             resp.Message = e.ToString();
-            BrokerState.Log($"internal error on {req.BodyCase}: {e}");
+            Log.InternalError(_server.Logger, Kind(req.BodyCase), e);
         }
 
         return (resp, grant);
@@ -253,4 +263,8 @@ internal sealed class ClientSession
             r.Grant?.Release();
         }
     }
+
+    /// <summary>The request kind as the wire schema names it (container_create, list…): the metrics' kind tag.</summary>
+    private static string Kind(Request.BodyOneofCase c) =>
+        s_kinds.GetOrAdd(c, static c => Request.Descriptor.FindFieldByNumber((int)c)?.Name ?? "unknown");
 }

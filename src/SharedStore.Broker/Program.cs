@@ -1,64 +1,172 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
 using SharedStore;
 using SharedStore.Broker;
 
-// SharedStore broker: owns container memory and lock tables, admits clients by their Unix credentials.
-//   SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE]
+// SharedStore broker: owns container memory and lock tables, admits clients by their Unix credentials. A generic
+// host: configuration from files, the environment and the command line; ILogger to stderr and optionally a file;
+// metrics through IMeterFactory; stops gracefully on SIGTERM/SIGINT (ConsoleLifetime). See docs/OPERATIONS.md.
+//   SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--config FILE]
 // --system: every user may connect (socket 0666, directory 0755) and access is decided per container by group;
 // without --socket it serves /run/sharedstore/broker.sock.
-// Exit codes: 0 stopped cleanly, 2 bad arguments, 3 another broker serves the socket.
-var options = new BrokerOptions();
-bool socketGiven = false;
-for (int i = 0; i < args.Length; i++)
+// Exit codes: 0 stopped cleanly, 2 bad arguments or configuration, 3 another broker serves the socket.
+Dictionary<string, string?> commandLine;
+string? configFile;
+try
 {
-    string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
-    switch (args[i])
+    if (!BrokerCommandLine.TryParse(args, out commandLine, out configFile))
     {
-        case "--socket": options.SocketPath = Next(); socketGiven = true; break;
-        case "--system": options.SystemWide = true; break;
-        case "--memory-limit": options.MemoryLimit = long.Parse(Next(), CultureInfo.InvariantCulture); break;
-        case "--log": options.LogPath = Next(); break;
-        case "-h":
-        case "--help":
-            Console.WriteLine("SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE]");
-            return 0;
-        default:
-            Console.Error.WriteLine($"unknown argument '{args[i]}'");
-            return 2;
+        Console.WriteLine(BrokerCommandLine.Usage);
+        return 0;
     }
 }
-
-if (options.SystemWide && !socketGiven)
+catch (ArgumentException e)
 {
-    options.SocketPath = BrokerEndpoint.SystemSocketPath; // --system alone serves the well-known system socket
+    Console.Error.WriteLine($"sharedstore-broker: {e.Message}");
+    Console.Error.WriteLine(BrokerCommandLine.Usage);
+    return 2;
 }
 
-BrokerServer.EnsureSocketDirectory(options);
+var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, Args = [] });
+
+// Lowest to highest precedence: system file, user file, --config file, SHAREDSTORE_* environment, command line.
+builder.Configuration.AddJsonFile("/etc/sharedstore/sharedstore.json", optional: true, reloadOnChange: false);
+builder.Configuration.AddJsonFile(Path.Combine(BrokerCommandLine.UserConfigDirectory, "sharedstore.json"), optional: true, reloadOnChange: false);
+if (configFile is not null)
+{
+    builder.Configuration.AddJsonFile(Path.GetFullPath(configFile), optional: false, reloadOnChange: false);
+}
+
+builder.Configuration.AddEnvironmentVariables("SHAREDSTORE_");
+builder.Configuration.AddInMemoryCollection(commandLine);
+
+BrokerOptions options;
+LogLevel level;
+try
+{
+    (options, level) = BrokerCommandLine.Bind(builder.Configuration);
+}
+catch (Exception e) when (e is FormatException or InvalidDataException or OverflowException)
+{
+    Console.Error.WriteLine($"sharedstore-broker: bad configuration: {e.Message}");
+    return 2;
+}
+
+builder.Logging.ClearProviders();
+builder.Logging.SetMinimumLevel(level);
+builder.Logging.AddSimpleConsole(o =>
+{
+    o.SingleLine = true;
+    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+    o.UseUtcTimestamp = true;
+});
+builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace); // stdout stays free
 if (options.LogPath is not null)
 {
-    var log = new StreamWriter(options.LogPath, append: true) { AutoFlush = true };
-    BrokerState.Log = s =>
-    {
-        lock (log)
-        {
-            log.WriteLine($"{DateTime.UtcNow:O} {s}");
-        }
-    };
+    builder.Logging.AddProvider(new FileLoggerProvider(options.LogPath, level));
 }
 
-AppDomain.CurrentDomain.UnhandledException += (_, e) => BrokerState.Log($"FATAL unhandled exception: {e.ExceptionObject}");
-using var server = new BrokerServer(options);
+builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
+builder.Services.AddMetrics();
+builder.Services.AddSingleton(options);
+builder.Services.AddSingleton<BrokerMetrics>();
+builder.Services.AddSingleton<BrokerServer>();
+
+using var host = builder.Build();
+var logger = host.Services.GetRequiredService<ILogger<BrokerServer>>();
+AppDomain.CurrentDomain.UnhandledException += (_, e) => Log.UnhandledException(logger, e.ExceptionObject);
+Log.ConfigurationLoaded(logger, options.SocketPath, options.SystemWide, options.MemoryLimit, options.LogPath ?? "");
+
+BrokerServer.EnsureSocketDirectory(options);
+var server = host.Services.GetRequiredService<BrokerServer>();
 if (!server.Start(out string? refusal))
 {
+    Log.BrokerRefused(logger, refusal!);
     Console.Error.WriteLine($"sharedstore-broker: {refusal}");
     return 3;
 }
 
-using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; server.Stop(); });
-using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; server.Stop(); });
-BrokerState.Log($"broker pid {Environment.ProcessId} listening on {server.SocketPath}");
-Console.Out.Flush();
-server.WaitForStop();
-BrokerState.Log("broker stopping");
+Log.BrokerListening(logger, Environment.ProcessId, server.SocketPath);
+host.Run(); // returns when the lifetime stops: SIGTERM, SIGINT or SIGQUIT
+Log.BrokerStopping(logger);
+server.Stop(); // the container disposes the server next: socket, pid file and instance lock go, in that order
 return 0;
+
+/// <summary>The broker's own flags (kept as they were: clients and tests pass them) turned into configuration keys,
+/// and the configuration bound to <see cref="BrokerOptions"/>.</summary>
+internal static class BrokerCommandLine
+{
+    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--config FILE]";
+
+    /// <summary>Where a per-user sharedstore.json is read from: $XDG_CONFIG_HOME/sharedstore, else ~/.config/sharedstore.</summary>
+    public static string UserConfigDirectory
+    {
+        get
+        {
+            string? xdg = Environment.GetEnvironmentVariable("XDG_CONFIG_HOME");
+            string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
+            return Path.Combine(string.IsNullOrEmpty(xdg) ? Path.Combine(home, ".config") : xdg, "sharedstore");
+        }
+    }
+
+    /// <summary>False for --help. Throws <see cref="ArgumentException"/> on a bad argument.</summary>
+    public static bool TryParse(string[] args, out Dictionary<string, string?> values, out string? configFile)
+    {
+        values = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        configFile = null;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string arg = args[i];
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{arg} needs a value");
+            switch (arg)
+            {
+                case "--socket": values["Socket"] = Next(); break;
+                case "--system": values["System"] = "true"; break;
+                case "--memory-limit": values["MemoryLimit"] = Next(); break;
+                case "--log": values["Log"] = Next(); break;
+                case "--log-level": values["LogLevel"] = Next(); break;
+                case "--config": configFile = Next(); break;
+                case "-h":
+                case "--help":
+                    return false;
+                default:
+                    throw new ArgumentException($"unknown argument '{arg}'");
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Keys: Socket, System, MemoryLimit, Log, LogLevel, DefaultBlockSize (case-insensitive; the environment
+    /// spells them SHAREDSTORE_SOCKET, SHAREDSTORE_MEMORYLIMIT…).</summary>
+    public static (BrokerOptions Options, LogLevel Level) Bind(IConfiguration config)
+    {
+        var options = new BrokerOptions();
+        bool system = bool.TryParse(config["System"], out bool s) && s;
+        options.SystemWide = system;
+        string? socket = config["Socket"];
+        options.SocketPath = !string.IsNullOrEmpty(socket) ? socket : system ? BrokerEndpoint.SystemSocketPath : BrokerEndpoint.DefaultSocketPath;
+        if (config["MemoryLimit"] is { Length: > 0 } limit)
+        {
+            options.MemoryLimit = long.Parse(limit, CultureInfo.InvariantCulture);
+        }
+
+        if (config["DefaultBlockSize"] is { Length: > 0 } block)
+        {
+            options.DefaultBlockSize = int.Parse(block, CultureInfo.InvariantCulture);
+        }
+
+        options.LogPath = config["Log"] is { Length: > 0 } log ? log : null;
+        var level = LogLevel.Information;
+        if (config["LogLevel"] is { Length: > 0 } l && !Enum.TryParse(l, ignoreCase: true, out level))
+        {
+            throw new FormatException($"log level '{l}' is not one of Trace, Debug, Information, Warning, Error, Critical, None");
+        }
+
+        return (options, level);
+    }
+}

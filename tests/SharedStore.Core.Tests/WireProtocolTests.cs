@@ -24,6 +24,8 @@ public class WireProtocolTests
             new() { ObjectDestroy = new ObjectDestroy { ContainerId = 3, ObjectId = 4 } },
             new() { Cancel = new Cancel { RequestId = 9 } },
             new() { List = new ListRequest() },
+            new() { Holders = new HoldersRequest { ContainerName = "c", ObjectName = "o" } },
+            new() { Status = new StatusRequest() },
         };
         Assert.That(bodies.Select(b => b.BodyCase).Distinct().Count(), Is.EqualTo(Enum.GetValues<Request.BodyOneofCase>().Length - 1), "every body kind is covered");
         foreach (var b in bodies)
@@ -50,6 +52,22 @@ public class WireProtocolTests
         var list = new Response { List = new ListReply() };
         list.List.Containers.Add(new ContainerEntry { Info = new ContainerInfo { ContainerId = 1, Name = "c" }, Bytes = 10 });
         Assert.That(Response.Parser.ParseFrom(list.ToByteArray()), Is.EqualTo(list));
+    }
+
+    [Test]
+    public void HoldersAndStatusReplies_RoundTrip()
+    {
+        // Contract: the operator replies (sharedstore holders / stats) survive the protoc/runtime pair like the rest.
+        var holders = new Response { Holders = new HoldersReply { BlockSize = 1 << 20, BlockCount = 3, Truncated = true } };
+        var block = new BlockHolders { Block = 1, Torn = true, Writer = new LockHolder { Slot = 2, Pid = 42, ProcessName = "w", Count = 1, Active = false } };
+        block.Readers.Add(new LockHolder { Slot = 0, Pid = 41, ProcessName = "r", Count = 3 });
+        block.Waiting.Add(new LockHolder { Slot = 5, Pid = 0 });
+        holders.Holders.Blocks.Add(block);
+        Assert.That(Response.Parser.ParseFrom(holders.ToByteArray()), Is.EqualTo(holders));
+
+        var status = new Response { Status = new StatusReply { BrokerPid = 7, UptimeMs = 1234, SocketPath = "/s", ContainerCount = 1, ObjectCount = 2, ObjectBytes = 3, BytesInUse = 4, MemoryLimit = 5, SessionCount = 6 } };
+        status.Status.Metrics.Add(new MetricSample { Name = "sharedstore.broker.operations", Unit = "{operation}", Tags = "kind=list", Value = 2 });
+        Assert.That(Response.Parser.ParseFrom(status.ToByteArray()), Is.EqualTo(status));
     }
 
     [Test]

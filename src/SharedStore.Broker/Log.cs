@@ -1,0 +1,43 @@
+using Microsoft.Extensions.Logging;
+
+namespace SharedStore.Broker;
+
+/// <summary>
+/// Every log message of the broker, source-generated (no formatting unless the level is enabled). Event ids are
+/// stable: operators filter and alert on them, so an id is never reused for another meaning. Reserved: 8–9
+/// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5).
+/// </summary>
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1, EventName = "BrokerListening", Level = LogLevel.Information,
+        Message = "broker pid {Pid} listening on {SocketPath}")]
+    public static partial void BrokerListening(ILogger logger, int pid, string socketPath);
+
+    [LoggerMessage(EventId = 2, EventName = "BrokerStopping", Level = LogLevel.Information,
+        Message = "broker stopping")]
+    public static partial void BrokerStopping(ILogger logger);
+
+    [LoggerMessage(EventId = 3, EventName = "BrokerRefused", Level = LogLevel.Error,
+        Message = "broker not started: {Reason}")]
+    public static partial void BrokerRefused(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 4, EventName = "SessionFailed", Level = LogLevel.Error,
+        Message = "session of pid {Pid} failed")]
+    public static partial void SessionFailed(ILogger logger, int pid, Exception exception);
+
+    [LoggerMessage(EventId = 5, EventName = "InternalError", Level = LogLevel.Error,
+        Message = "internal error on {Request}")]
+    public static partial void InternalError(ILogger logger, string request, Exception exception);
+
+    [LoggerMessage(EventId = 6, EventName = "DeadClientRecovered", Level = LogLevel.Warning,
+        Message = "recovered {Released} lock record(s) of dead pid {Pid} in container '{Container}'")]
+    public static partial void DeadClientRecovered(ILogger logger, long released, int pid, string container);
+
+    [LoggerMessage(EventId = 7, EventName = "UnhandledException", Level = LogLevel.Critical,
+        Message = "FATAL unhandled exception: {Exception}")]
+    public static partial void UnhandledException(ILogger logger, object exception);
+
+    [LoggerMessage(EventId = 10, EventName = "ConfigurationLoaded", Level = LogLevel.Debug,
+        Message = "socket {SocketPath}, system-wide {SystemWide}, memory limit {MemoryLimit} bytes, log file {LogPath}")]
+    public static partial void ConfigurationLoaded(ILogger logger, string socketPath, bool systemWide, long memoryLimit, string logPath);
+}

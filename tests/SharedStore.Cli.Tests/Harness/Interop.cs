@@ -1,0 +1,9 @@
+using System.Runtime.InteropServices;
+
+namespace SharedStore.Cli.Tests.Harness;
+
+internal static partial class Interop
+{
+    [LibraryImport("libc", EntryPoint = "getuid")]
+    public static partial uint GetUid();
+}

@@ -1,0 +1,152 @@
+using System.CommandLine;
+using System.Globalization;
+using SharedStore.Protocol;
+using Spectre.Console;
+
+namespace SharedStore.Cli;
+
+/// <summary><c>sharedstore ls</c>, <c>holders</c> and <c>stats</c>: read-only views of the broker.</summary>
+internal static class InspectCommands
+{
+    public static Command List()
+    {
+        var cmd = new Command("ls", "List containers (group, write policy, member pids, size) and their objects (size, use count).");
+        cmd.SetAction(p => Cli.Guard(() =>
+        {
+            using var client = Cli.Connect(p);
+            var list = client.ListRaw();
+            if (list.Containers.Count == 0)
+            {
+                AnsiConsole.WriteLine("no containers");
+                return ExitCodes.Ok;
+            }
+
+            var groups = GroupNames();
+            var containers = new Table().Title("containers")
+                .AddColumn("container").AddColumn("group").AddColumn("write policy").AddColumn(new TableColumn("block size").RightAligned())
+                .AddColumn("members (pid)").AddColumn(new TableColumn("size").RightAligned()).AddColumn(new TableColumn("objects").RightAligned());
+            var objects = new Table().Title("objects")
+                .AddColumn("container").AddColumn("object").AddColumn(new TableColumn("size").RightAligned()).AddColumn(new TableColumn("bytes").RightAligned())
+                .AddColumn(new TableColumn("use count").RightAligned()).AddColumn(new TableColumn("blocks").RightAligned());
+            foreach (var c in list.Containers.OrderBy(c => c.Info.Name, StringComparer.Ordinal))
+            {
+                string group = groups.TryGetValue(c.Info.GroupId, out string? g) ? $"{g} ({c.Info.GroupId})" : c.Info.GroupId.ToString(CultureInfo.InvariantCulture);
+                string policy = c.Info.WritePolicy == Protocol.WritePolicy.CreatorOnly ? "creator only" : "all members";
+                string members = string.Join(", ", c.MemberPids.Select(pid => pid.ToString(CultureInfo.InvariantCulture)));
+                containers.AddRow(Markup.Escape(c.Info.Name), Markup.Escape(group), policy, Cli.Bytes(c.Info.BlockSize), members.Length == 0 ? "-" : members,
+                    Cli.Bytes(c.Bytes), c.Objects.Count.ToString(CultureInfo.InvariantCulture));
+                foreach (var o in c.Objects.OrderBy(o => o.Info.Name, StringComparer.Ordinal))
+                {
+                    objects.AddRow(Markup.Escape(c.Info.Name), Markup.Escape(o.Info.Name), Cli.Bytes(o.Info.Size), o.Info.Size.ToString(CultureInfo.InvariantCulture),
+                        o.UseCount.ToString(CultureInfo.InvariantCulture), o.Info.BlockCount.ToString(CultureInfo.InvariantCulture));
+                }
+            }
+
+            AnsiConsole.Write(containers);
+            if (objects.Rows.Count > 0)
+            {
+                AnsiConsole.Write(objects);
+            }
+
+            return ExitCodes.Ok;
+        }));
+        return cmd;
+    }
+
+    public static Command Holders()
+    {
+        var container = new Argument<string>("CONTAINER") { Description = "Container name" };
+        var obj = new Argument<string>("OBJECT") { Description = "Object name" };
+        var cmd = new Command("holders", "Per block of an object: the reading processes, the writing process and the writers waiting (pid and process name). Lists only blocks someone holds or waits for.")
+        {
+            container, obj,
+        };
+        cmd.SetAction(p => Cli.Guard(() =>
+        {
+            using var client = Cli.Connect(p);
+            string c = p.GetValue(container)!, o = p.GetValue(obj)!;
+            var r = BrokerCommands.Request(client, new Request { Holders = new HoldersRequest { ContainerName = c, ObjectName = o } }).Holders;
+            if (r.Blocks.Count == 0)
+            {
+                AnsiConsole.MarkupLineInterpolated($"no block of {c}/{o} ({r.BlockCount} block(s) of {Cli.Bytes(r.BlockSize)}) is held or awaited");
+                return ExitCodes.Ok;
+            }
+
+            var table = new Table().Title(Markup.Escape($"{c}/{o}: {r.BlockCount} block(s) of {Cli.Bytes(r.BlockSize)}"))
+                .AddColumn(new TableColumn("block").RightAligned()).AddColumn("readers").AddColumn("writer").AddColumn("waiting writers");
+            foreach (var b in r.Blocks)
+            {
+                // A pending owner (it took the block but waits for the readers to drain) is a waiting writer too: the
+                // writer column shows only a writer that is writing now.
+                string readers = string.Join(", ", b.Readers.Select(h => h.Count > 1 ? $"{Who(h)} x{h.Count}" : Who(h)));
+                string writer = b.Writer is { Active: true } ? Who(b.Writer) : "-";
+                var waitingList = new List<string>();
+                if (b.Writer is { Active: false })
+                {
+                    waitingList.Add($"{Who(b.Writer)} [next, readers draining]");
+                }
+
+                waitingList.AddRange(b.Waiting.Where(h => b.Writer is not { Active: false } || h.Slot != b.Writer.Slot).Select(Who));
+                string waiting = string.Join(", ", waitingList);
+                table.AddRow(
+                    b.Block.ToString(CultureInfo.InvariantCulture) + (b.Torn ? " (torn)" : ""),
+                    Markup.Escape(readers.Length == 0 ? "-" : readers),
+                    Markup.Escape(writer),
+                    Markup.Escape(waiting.Length == 0 ? "-" : waiting));
+            }
+
+            AnsiConsole.Write(table);
+            if (r.Truncated)
+            {
+                AnsiConsole.WriteLine($"(only the first {r.Blocks.Count} such blocks are listed)");
+            }
+
+            return ExitCodes.Ok;
+        }));
+        return cmd;
+    }
+
+    public static Command Stats()
+    {
+        var cmd = new Command("stats", "A snapshot of the broker's metrics (the SharedStore.Broker meter): operations by kind, bytes, recoveries.");
+        cmd.SetAction(p => Cli.Guard(() =>
+        {
+            using var client = Cli.Connect(p);
+            var s = BrokerCommands.Request(client, new Request { Status = new StatusRequest() }).Status;
+            var table = new Table().Title($"SharedStore.Broker, pid {s.BrokerPid}")
+                .AddColumn("instrument").AddColumn("tags").AddColumn(new TableColumn("value").RightAligned()).AddColumn("unit");
+            foreach (var m in s.Metrics)
+            {
+                table.AddRow(Markup.Escape(m.Name), Markup.Escape(m.Tags), m.Value.ToString("0.###", CultureInfo.InvariantCulture), Markup.Escape(m.Unit));
+            }
+
+            AnsiConsole.Write(table);
+            return ExitCodes.Ok;
+        }));
+        return cmd;
+    }
+
+    private static string Who(LockHolder h) =>
+        h.Pid == 0 ? $"slot {h.Slot} (no member)" : string.IsNullOrEmpty(h.ProcessName) ? $"pid {h.Pid}" : $"pid {h.Pid} ({h.ProcessName})";
+
+    private static Dictionary<long, string> GroupNames()
+    {
+        var names = new Dictionary<long, string>();
+        try
+        {
+            foreach (string line in File.ReadLines("/etc/group"))
+            {
+                string[] f = line.Split(':');
+                if (f.Length >= 3 && long.TryParse(f[2], NumberStyles.None, CultureInfo.InvariantCulture, out long gid))
+                {
+                    names.TryAdd(gid, f[0]);
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+
+        return names;
+    }
+}
