@@ -1,5 +1,5 @@
 using System.CommandLine;
-using Microsoft.Win32.SafeHandles;
+using SharedStore.Devices;
 using Spectre.Console;
 
 namespace SharedStore.Cli;
@@ -8,9 +8,8 @@ namespace SharedStore.Cli;
 /// <c>sharedstore put FILE CONTAINER OBJECT</c> and <c>sharedstore get CONTAINER OBJECT FILE</c>: import a file into
 /// an object and export an object to a file, one block-aligned chunk at a time (each chunk under its blocks' locks).
 /// </summary>
-/// <remarks>TODO(device library): the file side uses <see cref="RandomAccess"/> until SharedStore.Devices (the device
-/// library, merging from its own branch) is in this tree; then open the file as an IRandomAccessDevice (file device)
-/// and read/write through it, so put/get get the library's alignment, short-I/O loop and backpressure.</remarks>
+/// <remarks>The file side goes through the device library: a <see cref="RandomAccessFileDevice"/> with a sequential
+/// hint and the scheduler <see cref="DeviceSchedulers.Create"/> picks (io_uring where available).</remarks>
 internal static class TransferCommands
 {
     private const int MaxChunk = 1 << 24; // 16 MiB: large enough to amortise the lock round, small enough to show progress
@@ -42,10 +41,13 @@ internal static class TransferCommands
             }
 
             var wait = TimeSpan.FromSeconds(p.GetValue(timeout));
-            using var handle = File.OpenHandle(fi.FullName, FileMode.Open, FileAccess.Read);
+            const DeviceMode mode = DeviceMode.ReadOnly | DeviceMode.SequentialAccess;
+            using var device = new RandomAccessFileDevice(fi.FullName, mode);
+            using var scheduler = DeviceSchedulers.Create(DeviceSchedulerKind.Auto, mode);
             Transfer($"put {fi.Name} → {cName}/{oName}", length, ChunkSize(con), (offset, buffer, count) =>
             {
-                int n = ReadFully(handle, buffer.AsSpan(0, count), offset);
+                // Short only at end of file.
+                int n = scheduler.ReadAsync(device, offset, buffer.AsMemory(0, count)).AsTask().GetAwaiter().GetResult();
                 o.Write(offset, buffer.AsSpan(0, n), wait);
                 return n;
             });
@@ -70,16 +72,20 @@ internal static class TransferCommands
             using var con = client.JoinContainer(cName);
             using var o = con.JoinObject(oName);
             var wait = TimeSpan.FromSeconds(p.GetValue(timeout));
-            using var handle = File.OpenHandle(fi.FullName, FileMode.Create, FileAccess.Write);
-            Transfer($"get {cName}/{oName} → {fi.Name}", o.Size, ChunkSize(con), (offset, _, count) =>
+            const DeviceMode mode = DeviceMode.Create | DeviceMode.Truncate | DeviceMode.SequentialAccess;
+            using var device = new RandomAccessFileDevice(fi.FullName, mode);
+            using var scheduler = DeviceSchedulers.Create(DeviceSchedulerKind.Auto, mode);
+            Transfer($"get {cName}/{oName} → {fi.Name}", o.Size, ChunkSize(con), (offset, buffer, count) =>
             {
-                int n = count;
-                using (var lease = o.Get(offset, n, wait))
+                // Copy out under the read locks, write to the file after the put: the lease is held for a memcpy,
+                // not for disk latency.
+                using (var lease = o.Get(offset, count, wait))
                 {
-                    RandomAccess.Write(handle, lease.ReadOnlySpan, offset);
+                    lease.ReadOnlySpan.CopyTo(buffer);
                 }
 
-                return n;
+                scheduler.WriteAsync(device, offset, buffer.AsMemory(0, count)).AsTask().GetAwaiter().GetResult();
+                return count;
             });
             AnsiConsole.MarkupLineInterpolated($"got {o.Size} bytes of {cName}/{oName} into {fi.FullName}");
             return ExitCodes.Ok;
@@ -113,23 +119,6 @@ internal static class TransferCommands
 
     // Whole blocks per chunk, so each chunk takes each block lock once.
     private static int ChunkSize(Container con) => con.BlockSize >= MaxChunk ? con.BlockSize : MaxChunk / con.BlockSize * con.BlockSize;
-
-    private static int ReadFully(SafeFileHandle handle, Span<byte> buffer, long offset)
-    {
-        int total = 0;
-        while (total < buffer.Length)
-        {
-            int n = RandomAccess.Read(handle, buffer[total..], offset + total);
-            if (n == 0)
-            {
-                break;
-            }
-
-            total += n;
-        }
-
-        return total;
-    }
 
     /// <summary>Moves <paramref name="length"/> bytes in chunks through <paramref name="step"/>(offset, buffer,
     /// count) → bytes moved, with a progress bar on a terminal.</summary>
