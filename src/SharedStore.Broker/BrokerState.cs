@@ -861,13 +861,28 @@ internal sealed class BrokerState : IDisposable
     private bool WaitUntil(Func<bool> condition, TimeSpan timeout, CancellationToken token)
     {
         long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
-        using var reg = token.Register(() =>
+        // The callback takes _gate, which this thread holds whenever it is not inside Monitor.Wait. Disposing the
+        // registration would wait for a callback already running on the canceling thread — which waits for _gate:
+        // a deadlock of the whole broker. Unregister does not wait; a late callback just pulses once more.
+        var reg = token.Register(() =>
         {
             lock (_gate)
             {
                 Monitor.PulseAll(_gate);
             }
         });
+        try
+        {
+            return WaitLoop(condition, deadline, token);
+        }
+        finally
+        {
+            reg.Unregister();
+        }
+    }
+
+    private bool WaitLoop(Func<bool> condition, long deadline, CancellationToken token)
+    {
         while (!condition())
         {
             if (token.IsCancellationRequested)
