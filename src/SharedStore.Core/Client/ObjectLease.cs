@@ -105,12 +105,11 @@ public readonly unsafe struct ObjectLease : IDisposable
 }
 
 /// <summary>The state behind an <see cref="ObjectLease"/>. Recycled through a per-thread free list, so a get/put
-/// pair allocates nothing; <see cref="Generation"/> tells a stale lease (a copy already put) from the live one.</summary>
+/// pair allocates nothing; <see cref="Generation"/> tells a stale lease (a copy already put) from the live one.
+/// One thread-static read per rent and per release (the thread's <see cref="LeaseCache"/>); the record remembers its
+/// cache, which doubles as the owner-thread check.</summary>
 internal sealed class LeaseRecord
 {
-    [ThreadStatic]
-    private static LeaseRecord? t_free;
-
     public int Generation; // odd: live; even: free
     public SharedObject? Object;
     public long Offset;
@@ -119,20 +118,20 @@ internal sealed class LeaseRecord
     public long Last;
     public bool Torn;
     private LeaseRecord? _next;
-    private int _ownerThread;
+    private LeaseCache? _owner;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static LeaseRecord Rent()
     {
-        var r = t_free;
+        var cache = LeaseCache.Current;
+        var r = cache.Free;
         if (r is not null)
         {
-            t_free = r._next;
-            r._next = null;
+            cache.Free = r._next;
         }
         else
         {
-            r = new LeaseRecord { _ownerThread = Environment.CurrentManagedThreadId };
+            r = new LeaseRecord { _owner = cache };
         }
 
         // Only this thread references a record on its free list (stale leases compare generations and never write),
@@ -142,11 +141,12 @@ internal sealed class LeaseRecord
     }
 
     /// <summary>Ends the lease of <paramref name="generation"/> and recycles the record; false if that lease had
-    /// already ended. One read of the thread id serves both the check and the recycling.</summary>
+    /// already ended.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool Release(LeaseRecord r, int generation)
     {
-        if (r._ownerThread == Environment.CurrentManagedThreadId)
+        var owner = r._owner!;
+        if (owner == LeaseCache.CurrentOrNull)
         {
             if (r.Generation != generation)
             {
@@ -154,8 +154,8 @@ internal sealed class LeaseRecord
             }
 
             r.Generation = generation + 1;
-            r._next = t_free;
-            t_free = r;
+            r._next = owner.Free;
+            owner.Free = r;
             return true;
         }
 
@@ -163,4 +163,28 @@ internal sealed class LeaseRecord
         // race safely.
         return Interlocked.CompareExchange(ref r.Generation, generation + 1, generation) == generation;
     }
+}
+
+/// <summary>A thread's free list of lease records.</summary>
+internal sealed class LeaseCache
+{
+    [ThreadStatic]
+    private static LeaseCache? t_current;
+
+    public LeaseRecord? Free;
+
+    public static LeaseCache Current
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => t_current ?? Create();
+    }
+
+    public static LeaseCache? CurrentOrNull
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => t_current;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static LeaseCache Create() => t_current = new LeaseCache();
 }
