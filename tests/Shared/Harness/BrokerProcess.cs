@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 
-namespace SharedStore.Integration.Tests.Harness;
+namespace SharedStore.Tests.Harness;
 
 /// <summary>
 /// A real broker child process (<c>dotnet SharedStore.Broker.dll --socket DIR/broker.sock</c>) in its own temporary
@@ -60,10 +60,14 @@ internal sealed class BrokerProcess : IDisposable
     }
 
     /// <summary>Starts a broker on another broker's socket path (the directory stays owned by the first).</summary>
-    public static BrokerProcess StartOn(string directory, bool waitReady, params string[] extraArgs)
+    public static BrokerProcess StartOn(string directory, bool waitReady, params string[] extraArgs) =>
+        StartOn(directory, waitReady, null, extraArgs);
+
+    /// <summary>Starts a broker on another broker's socket path with extra environment variables.</summary>
+    public static BrokerProcess StartOn(string directory, bool waitReady, IDictionary<string, string>? env, params string[] extraArgs)
     {
         var b = new BrokerProcess(directory, ownsDirectory: false);
-        b.Launch(extraArgs);
+        b.Launch(extraArgs, env);
         if (waitReady)
         {
             try
@@ -131,11 +135,11 @@ internal sealed class BrokerProcess : IDisposable
         }
     }
 
-    private void Launch(string[] extraArgs)
+    private void Launch(string[] extraArgs, IDictionary<string, string>? env = null)
     {
         var argv = new List<string> { ChildProcess.DotnetHost, ChildProcess.Dll("SharedStore.Broker.dll"), "--socket", SocketPath };
         argv.AddRange(extraArgs);
-        _process = ChildProcess.Start(argv, _stderr);
+        _process = ChildProcess.Start(argv, _stderr, env: env);
     }
 
     private void WaitReady()

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace SharedStore.Cli.Tests.Harness;
+namespace SharedStore.Tests.Harness;
 
 internal static partial class Interop
 {

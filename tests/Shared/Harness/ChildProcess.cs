@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 
-namespace SharedStore.Integration.Tests.Harness;
+namespace SharedStore.Tests.Harness;
 
 /// <summary>Starting .NET child processes and signalling them: the parts the broker and the client harness share.</summary>
 internal static partial class ChildProcess

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 
-namespace SharedStore.Integration.Tests.Harness;
+namespace SharedStore.Tests.Harness;
 
 /// <summary>
 /// A real <c>SharedStore.TestClient</c> child process, optionally run as the user nobody (uid/gid 65534, no

@@ -1,9 +1,0 @@
-using System.Runtime.InteropServices;
-
-namespace SharedStore.Integration.Tests.Harness;
-
-internal static partial class Interop
-{
-    [LibraryImport("libc", EntryPoint = "getuid")]
-    public static partial uint GetUid();
-}
