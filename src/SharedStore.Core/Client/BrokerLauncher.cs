@@ -44,7 +44,7 @@ internal static class BrokerLauncher
         }
     }
 
-    private static string DotnetHost()
+    internal static string DotnetHost()
     {
         string? self = Environment.ProcessPath;
         if (self is not null && Path.GetFileNameWithoutExtension(self) == "dotnet")

@@ -147,25 +147,8 @@ internal sealed class ChildProcess : IDisposable
         _process.Dispose();
     }
 
-    public static string DotnetHost()
-    {
-        string? self = Environment.ProcessPath;
-        if (self is not null && Path.GetFileNameWithoutExtension(self) == "dotnet")
-        {
-            return self;
-        }
-
-        foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
-        {
-            string c = Path.Combine(dir, "dotnet");
-            if (File.Exists(c))
-            {
-                return c;
-            }
-        }
-
-        return "/usr/share/dotnet/dotnet";
-    }
+    /// <summary>The dotnet host that runs framework-dependent dlls (the one the client library's launcher uses).</summary>
+    public static string DotnetHost() => BrokerLauncher.DotnetHost();
 }
 
 internal static class Stats
