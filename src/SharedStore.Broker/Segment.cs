@@ -105,7 +105,7 @@ internal sealed unsafe class Segment : IDisposable
     {
         // Nobody uses the object any more (destroy waited for that): zero its records for the next owner and give
         // whole pages of its data back to the system.
-        new Span<byte>(Record(recordIndex), checked((int)(blockCount * BlockLockDescriptor.Size))).Clear();
+        System.Runtime.InteropServices.NativeMemory.Clear(Record(recordIndex), (nuint)(blockCount * BlockLockDescriptor.Size)); // may exceed 2 GiB: no Span
         Memfd.Release(DataFd, dataOffset, size);
         _data.Free(dataOffset, size);
         _records.Free(recordIndex, blockCount);

@@ -45,17 +45,15 @@ public class BrokerDeathTests
     [Test]
     public void BrokerRestarted_StartsClean_AndClientsReconnect()
     {
-        string socket;
-        using (var broker = BrokerProcess.Start())
+        using var broker = BrokerProcess.Start();
+        using (var client = broker.Connect())
         {
-            socket = broker.SocketPath;
-            using var client = broker.Connect();
             client.CreateContainer("gone", SharedStoreClient.ProcessGroupId).CreateObject("o", 4096);
-            broker.Kill(); // leaves its socket file, lock file and pid file behind
         }
 
-        Assert.That(File.Exists(socket), Is.True, "the dead broker's socket file is left over");
-        using var again = BrokerProcess.Start(socket);
+        broker.Kill(); // leaves its socket file, lock file and pid file behind
+        Assert.That(File.Exists(broker.SocketPath), Is.True, "the dead broker's socket file is left over");
+        using var again = BrokerProcess.StartOn(broker.Directory, waitReady: true);
         using var fresh = again.Connect();
         var e = Assert.Throws<SharedStoreException>(() => fresh.JoinContainer("gone"));
         Assert.That(e!.Code, Is.EqualTo(ErrorCode.NotFound), "memory-only containers do not survive the broker");

@@ -1,100 +1,12 @@
 using System.Diagnostics;
-using SharedStore.Protocol;
 
 namespace SharedStore.CrashSafety.Tests;
 
-/// <summary>A real broker process on a private socket; killed (SIGKILL) or stopped (SIGTERM) by the test.</summary>
-internal sealed class BrokerProcess : IDisposable
+/// <summary>Connecting a client of this test process to a harness broker.</summary>
+internal static class BrokerProcessExtensions
 {
-    private readonly Process _process;
-    private readonly System.Text.StringBuilder _log = new();
-
-    private BrokerProcess(string socketPath, Process process)
-    {
-        SocketPath = socketPath;
-        _process = process;
-    }
-
-    public string SocketPath { get; }
-
-    public int Pid => _process.Id;
-
-    public string Log
-    {
-        get
-        {
-            lock (_log)
-            {
-                return _log.ToString();
-            }
-        }
-    }
-
-    public static BrokerProcess Start(string? socketPath = null, params string[] extraArgs)
-    {
-        socketPath ??= Path.Combine(Directory.CreateTempSubdirectory("ss-crash-").FullName, "broker.sock");
-        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "SharedStore.Broker.dll"));
-        psi.ArgumentList.Add("--socket");
-        psi.ArgumentList.Add(socketPath);
-        foreach (string a in extraArgs)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        var p = Process.Start(psi)!;
-        var b = new BrokerProcess(socketPath, p);
-        p.ErrorDataReceived += (_, e) => { lock (b._log) { b._log.AppendLine(e.Data); } };
-        p.OutputDataReceived += (_, e) => { lock (b._log) { b._log.AppendLine(e.Data); } };
-        p.BeginErrorReadLine();
-        p.BeginOutputReadLine();
-        var sw = Stopwatch.StartNew();
-        while (true)
-        {
-            using (var s = SeqPacketSocket.TryConnect(socketPath, out _))
-            {
-                if (s is not null)
-                {
-                    return b;
-                }
-            }
-
-            if (p.HasExited || sw.Elapsed > TimeSpan.FromSeconds(30))
-            {
-                b.Dispose();
-                throw new InvalidOperationException($"broker did not start: {b.Log}");
-            }
-
-            Thread.Sleep(20);
-        }
-    }
-
-    public SharedStoreClient Connect() => SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = SocketPath });
-
-    public void Kill()
-    {
-        _process.Kill();
-        _process.WaitForExit(10_000);
-    }
-
-    public bool HasExited => _process.HasExited;
-
-    public void Dispose()
-    {
-        try
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill();
-                _process.WaitForExit(10_000);
-            }
-        }
-        catch (InvalidOperationException)
-        {
-        }
-
-        _process.Dispose();
-    }
+    public static SharedStoreClient Connect(this BrokerProcess broker) =>
+        SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = broker.SocketPath });
 }
 
 /// <summary>A torture worker process (SharedStore.TortureWorker) and what it reported.</summary>

@@ -88,7 +88,7 @@ public unsafe class TortureTests
         }
         catch (Exception)
         {
-            TestContext.Out.WriteLine($"failed in round {round}; broker {(broker.HasExited ? "has EXITED" : "is alive")}; broker log:\n{broker.Log}");
+            TestContext.Out.WriteLine($"failed in round {round}; broker {(broker.Process.HasExited ? "has EXITED" : "is alive")}; broker stderr:\n{broker.Stderr}");
             throw;
         }
         finally

@@ -56,22 +56,7 @@ internal sealed class BenchBroker : IDisposable
         _process.WaitForExit(10_000);
     }
 
-    public void Dispose()
-    {
-        try
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill();
-                _process.WaitForExit(5000);
-            }
-        }
-        catch (InvalidOperationException)
-        {
-        }
-
-        _process.Dispose();
-    }
+    public void Dispose() => ChildProcess.KillAndDispose(_process);
 }
 
 /// <summary>This tool run again as a child process in a role (<c>--child ROLE ARGS…</c>), talking line by line.</summary>
@@ -130,21 +115,25 @@ internal sealed class ChildProcess : IDisposable
         _process.WaitForExit(10_000);
     }
 
-    public void Dispose()
+    public void Dispose() => ChildProcess.KillAndDispose(_process);
+
+    /// <summary>Kills a child that is still running (waiting up to 5 s for it) and releases it.</summary>
+    public static void KillAndDispose(Process process)
     {
         try
         {
-            if (!_process.HasExited)
+            if (!process.HasExited)
             {
-                _process.Kill();
-                _process.WaitForExit(5000);
+                process.Kill();
+                process.WaitForExit(5000);
             }
         }
         catch (InvalidOperationException)
         {
+            // it exited between the check and the kill
         }
 
-        _process.Dispose();
+        process.Dispose();
     }
 
     /// <summary>The dotnet host that runs framework-dependent dlls (the one the client library's launcher uses).</summary>
