@@ -30,6 +30,10 @@ internal sealed class BrokerOptions
     /// <summary>Objects at least this large are populated in the background after create (1 &lt;&lt; 26, 64 MiB).</summary>
     public long BackgroundPopulateThreshold { get; set; } = 1L << 26;
 
+    /// <summary>The device scheduler that applies asynchronous writes to objects' memory-region devices (Auto:
+    /// <see cref="SharedStore.Devices.DeviceSchedulers"/> decides). docs/ARCHITECTURE.md §9 has the measurements.</summary>
+    public SharedStore.Devices.DeviceSchedulerKind AsyncScheduler { get; set; } = SharedStore.Devices.DeviceSchedulerKind.ThreadPool;
+
     /// <summary>Optional log file (the broker also logs to stderr).</summary>
     public string? LogPath { get; set; }
 

@@ -36,9 +36,18 @@ internal sealed class BrokerServer : IDisposable
         var identity = new BrokerIdentity(Environment.ProcessId, _startTimestamp);
         State = new BrokerState(options, identity, Logger, metrics);
         metrics?.Observe(() => State.Snapshot(SessionCount));
+        _applyScheduler = new Lazy<SharedStore.Devices.IDeviceAccessScheduler>(
+            () => SharedStore.Devices.DeviceSchedulers.Create(options.AsyncScheduler, SharedStore.Devices.DeviceMode.None, threadCount: 1));
     }
 
+    private readonly Lazy<SharedStore.Devices.IDeviceAccessScheduler> _applyScheduler;
+
     public BrokerState State { get; }
+
+    /// <summary>The device scheduler every session's applier schedules object writes on (created on first use).</summary>
+    public SharedStore.Devices.IDeviceAccessScheduler ApplyScheduler => _applyScheduler.Value;
+
+    public bool Stopping => _stopping;
 
     public ILogger Logger { get; }
 
@@ -189,12 +198,21 @@ internal sealed class BrokerServer : IDisposable
 
         _stopping = true;
         _listener?.Shutdown();
+        List<ClientSession> sessions;
         lock (_sessions)
         {
-            foreach (var s in _sessions)
-            {
-                s.Shutdown();
-            }
+            sessions = [.. _sessions];
+        }
+
+        // Appliers first: they apply what is already published (briefly), then stop before the segments go.
+        foreach (var s in sessions)
+        {
+            s.StopAsyncPath();
+        }
+
+        foreach (var s in sessions)
+        {
+            s.Shutdown();
         }
 
         // Clients blocked in lock waits notice the closed connection within one sleep slice; wake them now.
@@ -216,6 +234,10 @@ internal sealed class BrokerServer : IDisposable
         }
 
         State.Dispose();
+        if (_applyScheduler.IsValueCreated)
+        {
+            _applyScheduler.Value.Dispose();
+        }
     }
 
     private static string? TryRead(string path)

@@ -77,6 +77,9 @@ internal sealed class ObjectState
 
     /// <summary>Joins by all memberships (a membership may join an object several times).</summary>
     public int UseCount { get; set; }
+
+    /// <summary>The broker's view for asynchronous writes (created on first use, under the state lock).</summary>
+    public AsyncTarget? AsyncTarget { get; set; }
 }
 
 /// <summary>One client process's membership of one container: its lock slot and its object joins.</summary>
@@ -217,10 +220,10 @@ internal sealed class BrokerState : IDisposable
             throw new BrokerError(ErrorCode.AlreadyExists, $"this client is already a member of container '{c.Name}'");
         }
 
-        int slot = Array.IndexOf(c.Slots, null);
+        int slot = Array.IndexOf(c.Slots, null, 0, BlockLockDescriptor.MaxMembers); // the last slot is the broker's
         if (slot < 0)
         {
-            throw new BrokerError(ErrorCode.NoResources, $"container '{c.Name}' has its maximum of {BlockLockDescriptor.MaxSlots} member processes");
+            throw new BrokerError(ErrorCode.NoResources, $"container '{c.Name}' has its maximum of {BlockLockDescriptor.MaxMembers} member processes");
         }
 
         var m = new Membership { Session = session, Container = c, Slot = slot, CanWrite = c.CanWrite(session.Credentials) };
@@ -598,6 +601,57 @@ internal sealed class BrokerState : IDisposable
             c.Segments.Remove(o.Segment);
             _bytesInUse -= o.Segment.LockLength;
             o.Segment.Dispose();
+        }
+    }
+
+    // ---- Asynchronous path ---------------------------------------------------------------------------------
+
+    /// <summary>Resolves the object an asynchronous message names, as <paramref name="session"/> may use it: it must
+    /// be a member of the container and have the object joined. The target stays valid while the session keeps the
+    /// object joined; the session's applier drops its cached targets before any leave or destroy is executed.</summary>
+    public unsafe ErrorCode ResolveAsync(ClientSession session, uint containerId, uint objectId, out AsyncTarget? target, out bool canWrite)
+    {
+        target = null;
+        canWrite = false;
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return ErrorCode.BrokerUnavailable;
+            }
+
+            if (!session.Memberships.TryGetValue(containerId, out var m) || !m.ObjectUses.ContainsKey(objectId)
+                || !m.Container.ObjectsById.TryGetValue(objectId, out var o))
+            {
+                return ErrorCode.NotFound;
+            }
+
+            canWrite = m.CanWrite;
+            target = o.AsyncTarget ??= new AsyncTarget(
+                o.Segment.DataMap.Pointer + o.DataOffset,
+                o.Segment.Record(o.RecordIndex),
+                o.Size,
+                System.Numerics.BitOperations.Log2((uint)m.Container.BlockSize),
+                o.Segment.DataMap);
+            return ErrorCode.Ok;
+        }
+    }
+
+    /// <summary>Releases the lock holds of a dead client's slots now, before its applier drains the ring (a pending
+    /// write may wait for a block the dead process held). Memberships stay until <see cref="SessionClosed"/>.</summary>
+    public void ScrubSession(ClientSession session)
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            foreach (var m in session.Memberships.Values)
+            {
+                ScrubSlot(m.Container, m.Slot);
+            }
         }
     }
 

@@ -29,6 +29,20 @@ internal sealed class ClientSession
 
     public PeerCredentials Credentials { get; }
 
+    /// <summary>This client's asynchronous channel and its applier thread, once opened.</summary>
+    public AsyncApplier? Applier { get; private set; }
+
+    /// <summary>Broker shutdown: let the applier apply what was published (up to a second), then stop it.</summary>
+    public void StopAsyncPath()
+    {
+        lock (_applierGate)
+        {
+            Applier?.StopForShutdown(TimeSpan.FromSeconds(1));
+        }
+    }
+
+    private readonly Lock _applierGate = new();
+
     /// <summary>Container id → membership. Guarded by the broker state lock.</summary>
     public Dictionary<uint, Membership> Memberships { get; } = [];
 
@@ -75,6 +89,23 @@ internal sealed class ClientSession
                 TryCancel(cts);
             }
 
+            if (Applier is { } applier)
+            {
+                // The client is gone. Its lock holds go first (a pending write may wait for a block it held), then
+                // everything it published is applied (an accepted write completes after its submitter died), then
+                // its memberships are released.
+                if (!_server.Stopping)
+                {
+                    _state.ScrubSession(this);
+                    applier.DrainAndStop();
+                }
+
+                lock (_applierGate)
+                {
+                    applier.Dispose();
+                }
+            }
+
             _state.SessionClosed(this);
             _socket.Dispose();
         }
@@ -119,6 +150,16 @@ internal sealed class ClientSession
         }
 
         _server.Metrics?.Operation(Kind(req.BodyCase));
+        if (req.BodyCase is Request.BodyOneofCase.ObjectLeave or Request.BodyOneofCase.ContainerLeave
+                or Request.BodyOneofCase.ObjectDestroy or Request.BodyOneofCase.ContainerDestroy
+            && Applier is not null && !Applier.Quiesce(TimeSpan.FromSeconds(30)))
+        {
+            // The applier must be done with this client's messages (and drop its object views) before a leave
+            // or destroy may free what they point at.
+            Reply(new Response { Id = req.Id, Error = Protocol.ErrorCode.Timeout, Message = "asynchronous writes of this client still wait for block locks" });
+            return true;
+        }
+
         switch (req.BodyCase)
         {
             case Request.BodyOneofCase.ContainerDestroy:
@@ -227,6 +268,9 @@ internal sealed class ClientSession
                 case Request.BodyOneofCase.Status:
                     resp.Status = _server.Status();
                     break;
+                case Request.BodyOneofCase.AsyncOpen:
+                    (resp.AsyncChannel, grant) = OpenAsync(req.AsyncOpen);
+                    break;
                 default:
                     resp.Error = Protocol.ErrorCode.InvalidArgument;
                     resp.Message = $"unknown request {req.BodyCase}";
@@ -246,6 +290,49 @@ internal sealed class ClientSession
         }
 
         return (resp, grant);
+    }
+
+    private (AsyncChannelInfo Info, SegmentGrant Grant) OpenAsync(AsyncOpen req)
+    {
+        if (Applier is not null)
+        {
+            throw new BrokerError(ErrorCode.AlreadyExists, "this client's asynchronous channel is already open");
+        }
+
+        int slots = req.SlotCount == 0 ? Queues.ChannelDescriptor.DefaultSlotCount : (int)Math.Min(req.SlotCount, int.MaxValue);
+        if (slots < 64 || slots > (1 << 20) || (slots & (slots - 1)) != 0)
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"ring slots must be a power of two from 64 to 1 Mi, not {req.SlotCount}");
+        }
+
+        long staging = req.StagingBytes == 0 ? Queues.ChannelDescriptor.DefaultStagingSize : (long)Math.Min(req.StagingBytes, long.MaxValue);
+        if (staging < (1L << 20) || staging > (1L << 30))
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"staging must be from 1 MiB to 1 GiB, not {req.StagingBytes}");
+        }
+
+        staging = (staging + 4095) & ~4095L;
+        AsyncApplier applier;
+        lock (_applierGate)
+        {
+            if (_server.Stopping)
+            {
+                throw new BrokerError(ErrorCode.BrokerUnavailable, "the broker is stopping");
+            }
+
+            applier = new AsyncApplier(this, _state, _server.ApplyScheduler, slots, staging, _state.Identity.Pid);
+            Applier = applier;
+        }
+
+        var grant = new SegmentGrant();
+        grant.AddRef(applier.Fd);
+        return (new AsyncChannelInfo
+        {
+            Length = (ulong)applier.Length,
+            SlotCount = (uint)applier.SlotCount,
+            SlotSize = Queues.ChannelDescriptor.DefaultSlotSize,
+            StagingBytes = (ulong)applier.StagingSize,
+        }, grant);
     }
 
     private void Reply(Response resp) => Reply((resp, null));

@@ -100,7 +100,7 @@ return 0;
 /// and the configuration bound to <see cref="BrokerOptions"/>.</summary>
 internal static class BrokerCommandLine
 {
-    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--config FILE]";
+    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--async-scheduler auto|threadpool|iouring] [--config FILE]";
 
     /// <summary>Where a per-user sharedstore.json is read from: $XDG_CONFIG_HOME/sharedstore, else ~/.config/sharedstore.</summary>
     public static string UserConfigDirectory
@@ -129,6 +129,7 @@ internal static class BrokerCommandLine
                 case "--memory-limit": values["MemoryLimit"] = Next(); break;
                 case "--log": values["Log"] = Next(); break;
                 case "--log-level": values["LogLevel"] = Next(); break;
+                case "--async-scheduler": values["AsyncScheduler"] = Next(); break;
                 case "--config": configFile = Next(); break;
                 case "-h":
                 case "--help":
@@ -158,6 +159,17 @@ internal static class BrokerCommandLine
         if (config["DefaultBlockSize"] is { Length: > 0 } block)
         {
             options.DefaultBlockSize = int.Parse(block, CultureInfo.InvariantCulture);
+        }
+
+        if (config["AsyncScheduler"] is { Length: > 0 } sched)
+        {
+            options.AsyncScheduler = sched.ToLowerInvariant() switch
+            {
+                "auto" => SharedStore.Devices.DeviceSchedulerKind.Auto,
+                "threadpool" => SharedStore.Devices.DeviceSchedulerKind.ThreadPool,
+                "iouring" => SharedStore.Devices.DeviceSchedulerKind.IoUring,
+                _ => throw new FormatException($"async scheduler '{sched}' is not one of auto, threadpool, iouring"),
+            };
         }
 
         options.LogPath = config["Log"] is { Length: > 0 } log ? log : null;

@@ -44,4 +44,8 @@ public enum ErrorCode
 
     /// <summary>The broker reported an internal failure (a bug): see the message.</summary>
     Internal = 12,
+
+    /// <summary>Client only: the submission ring or staging area is full and the options say not to wait
+    /// (<see cref="AsyncFullMode.Fail"/>). Nothing was submitted.</summary>
+    Busy = 13,
 }

@@ -85,6 +85,7 @@ public sealed class Container : IDisposable
     {
         ThrowIfClosed();
         EnsureNoLeases();
+        _client.WaitForAsyncOperations(timeout); // this process's pending writes land before the memory goes
         _client.Call(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
         CloseLocally();
     }
@@ -106,6 +107,7 @@ public sealed class Container : IDisposable
         {
             if (!_client.IsBrokerLost)
             {
+                _client.WaitForAsyncOperations(_client.Options.RequestTimeout);
                 _client.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = Id } }, _client.Options.RequestTimeout, default);
             }
         }

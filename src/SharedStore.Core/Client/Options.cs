@@ -30,6 +30,22 @@ public sealed class SharedStoreClientOptions
 
     /// <summary>A name for this client in the broker's logs.</summary>
     public string ClientName { get; set; } = AppDomain.CurrentDomain.FriendlyName;
+
+    /// <summary>What an asynchronous submission does when the ring or staging area is full. Default: wait.</summary>
+    public AsyncFullMode AsyncFullMode { get; set; } = AsyncFullMode.Wait;
+
+    /// <summary>How long a submission waits for space in <see cref="AsyncFullMode.Wait"/> mode before it throws
+    /// <see cref="ErrorCode.Timeout"/> (nothing submitted). Default: infinite.</summary>
+    public TimeSpan AsyncSubmitTimeout { get; set; } = Timeout.InfiniteTimeSpan;
+
+    /// <summary>Where <see cref="SharedObject.ARead(long, Memory{byte})"/> copies. Default: this process.</summary>
+    public AsyncReadPath AsyncReadPath { get; set; } = AsyncReadPath.Client;
+
+    /// <summary>Submission ring slots (a power of two, 64 to 1 Mi; 0 = 16 Ki). Each slot is 128 bytes.</summary>
+    public int AsyncRingSlots { get; set; }
+
+    /// <summary>Staging bytes for writes larger than a slot and for rented buffers (1 MiB to 1 GiB; 0 = 32 MiB).</summary>
+    public long AsyncStagingBytes { get; set; }
 }
 
 /// <summary>Who may write a container's objects (the seed's <c>write_policy</c>).</summary>

@@ -28,6 +28,7 @@ public sealed unsafe class SharedObject : IDisposable
     private readonly int[] _localWaiters;
     private readonly object _waitGate = new();
     private volatile bool _closed;
+    private Devices.MemoryRegionDevice? _readDevice;
 
     internal SharedObject(Container container, ObjectInfo info, ClientSegment segment)
     {
@@ -164,11 +165,7 @@ public sealed unsafe class SharedObject : IDisposable
     public void Write(long offset, ReadOnlySpan<byte> data, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ValidateRange(offset, data.Length);
-        if (!_container.CanWrite)
-        {
-            ThrowHelper.Throw(ErrorCode.PermissionDenied, $"container '{_container.Name}' lets only its creator write");
-        }
-
+        CheckWritable();
         if (data.Length == 0)
         {
             return;
@@ -176,13 +173,7 @@ public sealed unsafe class SharedObject : IDisposable
 
         long first = offset >> _blockShift;
         long last = (offset + data.Length - 1) >> _blockShift;
-        for (long b = first; b <= last; b++)
-        {
-            if (BlockLock.ReadHolds(_locks + b, _slot) != 0)
-            {
-                ThrowHelper.Throw(ErrorCode.WouldDeadlock, $"this process holds a lease on block {b} of '{Name}'; a write there would wait for itself");
-            }
-        }
+        ThrowIfHolds(offset, data.Length);
 
         var wait = new LockWait(_container.Client.WaitPolicy, timeout, cancellationToken);
         for (long b = first; b <= last; b++)
@@ -214,6 +205,77 @@ public sealed unsafe class SharedObject : IDisposable
     /// <summary><see cref="Write(long, ReadOnlySpan{byte}, TimeSpan, CancellationToken)"/> without a timeout.</summary>
     public void Write(long offset, ReadOnlySpan<byte> data) => Write(offset, data, Timeout.InfiniteTimeSpan);
 
+    /// <summary>
+    /// The seed's <c>object_awrite</c>: returns as soon as <paramref name="data"/> is in shared memory (in its ring
+    /// slot, or staged when larger than a slot); the broker's device scheduler applies it under the block write locks
+    /// later, so this never waits for readers. This process's writes apply in the order of their submissions. Writes
+    /// larger than a quarter of the staging area go in chunks that the broker applies under one hold of the range's
+    /// locks, as a whole; such a call waits until its last chunk is staged.
+    /// </summary>
+    /// <returns>The operation (object_opstatus / object_opcancel / object_opreturn); with
+    /// <see cref="AsyncFullMode.Fail"/>, an operation already Failed with <see cref="ErrorCode.Busy"/> when full.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The range is outside the object (nothing submitted).</exception>
+    /// <exception cref="ObjectDisposedException">The object or container was left.</exception>
+    /// <exception cref="SharedStoreException">PermissionDenied (read-only member); WouldDeadlock (a chunked write over
+    /// a block this process holds a lease on); Timeout (the ring stayed full past AsyncSubmitTimeout);
+    /// BrokerUnavailable. Nothing was submitted.</exception>
+    public AsyncOperation AWrite(long offset, ReadOnlySpan<byte> data)
+    {
+        ValidateRange(offset, data.Length);
+        CheckWritable();
+        var client = _container.Client;
+        return client.Channel.SubmitWrite(this, offset, data, client.Options.AsyncFullMode == AsyncFullMode.Fail);
+    }
+
+    /// <summary><see cref="AWrite(long, ReadOnlySpan{byte})"/> that never waits for space: false (nothing submitted)
+    /// when the ring or staging is full.</summary>
+    public bool TryAWrite(long offset, ReadOnlySpan<byte> data, out AsyncOperation operation)
+    {
+        ValidateRange(offset, data.Length);
+        CheckWritable();
+        operation = _container.Client.Channel.SubmitWrite(this, offset, data, failWhenFull: true);
+        return !(operation.Status == AsyncStatus.Failed && operation.Error == ErrorCode.Busy);
+    }
+
+    /// <summary>Zero-copy <c>object_awrite</c> of the first <paramref name="length"/> bytes (all when -1) of a buffer
+    /// rented with <see cref="SharedStoreClient.RentBuffer"/>: the broker copies from it straight into the object. The
+    /// buffer belongs to the operation afterwards (it is freed when the operation completes).</summary>
+    /// <exception cref="ObjectDisposedException">The buffer was already submitted or disposed.</exception>
+    public AsyncOperation AWrite(long offset, SharedBuffer buffer, int length = -1)
+    {
+        ArgumentNullException.ThrowIfNull(buffer);
+        int n = length < 0 ? buffer.Length : length;
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(n, buffer.Length, nameof(length));
+        ValidateRange(offset, n);
+        CheckWritable();
+        var client = _container.Client;
+        return client.Channel.SubmitWrite(this, offset, buffer, n, client.Options.AsyncFullMode == AsyncFullMode.Fail);
+    }
+
+    /// <summary>
+    /// The seed's <c>object_aread</c>: copies [offset, offset+buffer.Length) into <paramref name="buffer"/> under the
+    /// blocks' read locks, asynchronously. By default this process's device scheduler runs the copy over its own
+    /// mapping (one copy, no broker round trip: docs/ARCHITECTURE.md §9 has the measurement against the broker path,
+    /// <see cref="AsyncReadPath.Broker"/>). The buffer must stay valid until the operation finished.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is outside the object (nothing started).</exception>
+    /// <exception cref="ObjectDisposedException">The object or container was left.</exception>
+    public AsyncOperation ARead(long offset, Memory<byte> buffer)
+    {
+        ValidateRange(offset, buffer.Length);
+        var client = _container.Client;
+        if (client.Options.AsyncReadPath == AsyncReadPath.Broker)
+        {
+            return client.Channel.SubmitBrokerRead(this, offset, buffer, client.Options.AsyncFullMode == AsyncFullMode.Fail);
+        }
+
+        long first = offset >> _blockShift;
+        long last = buffer.Length == 0 ? first : (offset + buffer.Length - 1) >> _blockShift;
+        var op = new ClientReadOperation(this, offset, buffer, first, last);
+        op.Start();
+        return new AsyncOperation(op, 0, op.Id);
+    }
+
     /// <summary>The seed's <c>object_destroy</c>: refuses new joins at once, blocks while other members use the
     /// object, then frees it. Every handle of the object in this container is closed afterwards. Refused
     /// (InvalidOperationException) while this process holds leases on the object, through any handle.</summary>
@@ -224,6 +286,7 @@ public sealed unsafe class SharedObject : IDisposable
     {
         ThrowIfClosed();
         EnsureNoHolds(evenWithOtherHandles: true); // destroy frees the object under every handle of this process
+        _container.Client.WaitForAsyncOperations(timeout);
         _container.Client.Call(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = _container.Id, ObjectId = Id } }, timeout, cancellationToken, brokerWaits: true);
         _container.CloseHandlesOf(Id);
     }
@@ -245,6 +308,7 @@ public sealed unsafe class SharedObject : IDisposable
         {
             if (!_container.Client.IsBrokerLost)
             {
+                _container.Client.WaitForAsyncOperations(_container.Client.Options.RequestTimeout);
                 _container.Client.Call(new Request { ObjectLeave = new ObjectLeave { ContainerId = _container.Id, ObjectId = Id } }, _container.Client.Options.RequestTimeout, default);
             }
         }
@@ -293,6 +357,36 @@ public sealed unsafe class SharedObject : IDisposable
     }
 
     internal void MarkClosed() => _closed = true;
+
+    private void CheckWritable()
+    {
+        if (!_container.CanWrite)
+        {
+            ThrowHelper.Throw(ErrorCode.PermissionDenied, $"container '{_container.Name}' lets only its creator write");
+        }
+    }
+
+    /// <summary>WouldDeadlock when this process holds a lease on a block of the range (a write there waits for it).</summary>
+    internal void ThrowIfHolds(long offset, long length)
+    {
+        if (length == 0)
+        {
+            return;
+        }
+
+        long last = (offset + length - 1) >> _blockShift;
+        for (long b = offset >> _blockShift; b <= last; b++)
+        {
+            if (BlockLock.ReadHolds(_locks + b, _slot) != 0)
+            {
+                ThrowHelper.Throw(ErrorCode.WouldDeadlock, $"this process holds a lease on block {b} of '{Name}'; a write there would wait for itself");
+            }
+        }
+    }
+
+    /// <summary>A read-only memory-region device over the object's data, for this process's device scheduler.</summary>
+    internal Devices.MemoryRegionDevice ReadDevice =>
+        LazyInitializer.EnsureInitialized(ref _readDevice, () => new Devices.MemoryRegionDevice((nint)_data, Size, _segment.Data, readOnly: true));
 
     internal byte* DataPointer => _data;
 

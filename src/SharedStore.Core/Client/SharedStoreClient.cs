@@ -47,6 +47,73 @@ public sealed class SharedStoreClient : IDisposable
 
     internal LockWaitPolicy WaitPolicy { get; }
 
+    private readonly Lock _asyncGate = new();
+    private AsyncChannel? _channel;
+    private Devices.IDeviceAccessScheduler? _scheduler;
+
+    /// <summary>This client's asynchronous channel, opened on first use.</summary>
+    internal AsyncChannel Channel => Volatile.Read(ref _channel) ?? OpenChannel();
+
+    /// <summary>This process's device scheduler for client-side asynchronous reads, created on first use.</summary>
+    internal Devices.IDeviceAccessScheduler DeviceScheduler
+    {
+        get
+        {
+            if (Volatile.Read(ref _scheduler) is { } s)
+            {
+                return s;
+            }
+
+            lock (_asyncGate)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                return _scheduler ??= Devices.DeviceSchedulers.Create(Devices.DeviceSchedulerKind.Auto, Devices.DeviceMode.None);
+            }
+        }
+    }
+
+    /// <summary>Rents <paramref name="length"/> bytes of shared memory for a zero-copy
+    /// <see cref="SharedObject.AWrite(long, SharedBuffer, int)"/>. Waits while the staging area is full.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Zero, negative, or more than a quarter of the staging area.</exception>
+    public SharedBuffer RentBuffer(int length) => Channel.Rent(length);
+
+    /// <summary>Waits until every asynchronous operation this client submitted so far has finished; false on timeout.</summary>
+    public bool WaitForAsyncOperations(TimeSpan timeout) => Volatile.Read(ref _channel)?.Drain(timeout) ?? true;
+
+    private AsyncChannel OpenChannel()
+    {
+        lock (_asyncGate)
+        {
+            if (_channel is { } existing)
+            {
+                return existing;
+            }
+
+            var (resp, fds) = Call(new Request
+            {
+                AsyncOpen = new AsyncOpen { SlotCount = (uint)_options.AsyncRingSlots, StagingBytes = (ulong)_options.AsyncStagingBytes },
+            }, _options.RequestTimeout, default);
+            try
+            {
+                if (fds.Count != 1 || resp.AsyncChannel is null)
+                {
+                    throw new SharedStoreException(ErrorCode.Internal, $"async_open answered with {fds.Count} descriptors");
+                }
+
+                var channel = new AsyncChannel(this, fds[0], (long)resp.AsyncChannel.Length);
+                Volatile.Write(ref _channel, channel);
+                return channel;
+            }
+            finally
+            {
+                foreach (var fd in fds)
+                {
+                    fd.Dispose(); // the mapping keeps the memory
+                }
+            }
+        }
+    }
+
     internal SharedStoreClientOptions Options => _options;
 
     /// <summary>Connects to the broker (starting one first if <see cref="SharedStoreClientOptions.StartBrokerIfMissing"/>).</summary>
@@ -177,6 +244,11 @@ public sealed class SharedStoreClient : IDisposable
         _socket.Shutdown();
         _receiver.Join(TimeSpan.FromSeconds(5));
         _socket.Dispose();
+        lock (_asyncGate)
+        {
+            _channel?.Dispose();
+            _scheduler?.Dispose();
+        }
     }
 
     internal void Untrack(Container c)

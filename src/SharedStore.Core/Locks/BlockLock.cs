@@ -299,6 +299,10 @@ internal static unsafe class BlockLock
         WakeIfSleepers(rec);
     }
 
+    /// <summary>Marks the block torn (its writer stopped mid-write); only a whole-block write clears it. Call while
+    /// holding the write.</summary>
+    public static void MarkTorn(BlockLockRecord* rec) => Interlocked.Or(ref rec->Flags, BlockLockDescriptor.FlagTorn);
+
     public static bool IsTorn(BlockLockRecord* rec) => (Volatile.Read(ref rec->Flags) & BlockLockDescriptor.FlagTorn) != 0;
 
     private static bool OwnerFree(BlockLockRecord* rec, int slot) => Volatile.Read(ref rec->Owner) == 0;

@@ -49,8 +49,8 @@ internal struct RingHeader
     [FieldOffset(RingDescriptor.ProducerWaitsOffset)] public int ProducerWaits;
 }
 
-/// <summary>The consumer's doorbell: one futex word the broker sleeps on for all its rings. Seq bit 0 = "asleep";
-/// Flags bit 0 = producers must fence before reading Seq (the kernel has no MEMBARRIER_CMD_GLOBAL).</summary>
+/// <summary>The consumer's doorbell: one futex word the consumer sleeps on. Seq bit 0 = "asleep"; Flags bit 0 = the
+/// producer process could not register for expedited membarrier, so it fences before reading Seq instead.</summary>
 [StructLayout(LayoutKind.Explicit, Size = 64)]
 internal unsafe struct Doorbell
 {
@@ -71,8 +71,9 @@ internal unsafe struct Doorbell
     }
 
     /// <summary>Consumer: sleeps until a producer rings or <paramref name="timeoutNs"/> passes, unless
-    /// <paramref name="hasWork"/> finds work after the announcement (see SpscRingProducer's class comment).</summary>
-    public static void Sleep(Doorbell* bell, Func<bool> hasWork, long timeoutNs, bool haveMembarrier)
+    /// <paramref name="hasWork"/> finds work after the announcement (see SpscRingProducer's class comment). Returns
+    /// without sleeping when the announcement itself races with a producer.</summary>
+    public static void Sleep<TState>(Doorbell* bell, TState state, Func<TState, bool> hasWork, long timeoutNs)
     {
         int v = Volatile.Read(ref bell->Seq);
         int asleep = v | AsleepBit;
@@ -81,12 +82,14 @@ internal unsafe struct Doorbell
             return; // a producer moved Seq: there is work
         }
 
-        if (haveMembarrier)
+        if ((Volatile.Read(ref bell->Flags) & ProducersFence) == 0)
         {
-            _ = Interop.Libc.Membarrier(Interop.Libc.MEMBARRIER_CMD_GLOBAL);
+            // Every CPU that runs a registered producer executes a full barrier before this returns (~1 µs here; the
+            // unexpedited MEMBARRIER_CMD_GLOBAL waits for an RCU grace period, ~10 ms on this machine).
+            _ = Interop.Libc.Membarrier(Interop.Libc.MEMBARRIER_CMD_GLOBAL_EXPEDITED);
         }
 
-        if (!hasWork())
+        if (!hasWork(state))
         {
             Interop.Libc.FutexWait(&bell->Seq, asleep, timeoutNs);
         }
@@ -99,10 +102,13 @@ internal unsafe struct Doorbell
         }
     }
 
-    /// <summary>Whether this kernel offers MEMBARRIER_CMD_GLOBAL (else set <see cref="ProducersFence"/>).</summary>
-    public static bool KernelHasGlobalMembarrier()
+    /// <summary>Producer process, once: registers for MEMBARRIER_CMD_GLOBAL_EXPEDITED, so a consumer's membarrier
+    /// orders this process's Tail stores. False when the kernel refuses: set <see cref="ProducersFence"/> then.</summary>
+    public static bool RegisterProducerProcess()
     {
         long mask = Interop.Libc.Membarrier(Interop.Libc.MEMBARRIER_CMD_QUERY);
-        return mask > 0 && (mask & Interop.Libc.MEMBARRIER_CMD_GLOBAL) != 0;
+        const int Need = Interop.Libc.MEMBARRIER_CMD_GLOBAL_EXPEDITED | Interop.Libc.MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
+        return mask > 0 && (mask & Need) == Need
+            && Interop.Libc.Membarrier(Interop.Libc.MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
     }
 }

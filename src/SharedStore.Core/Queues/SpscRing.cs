@@ -25,14 +25,16 @@ internal interface IRingHandler
 /// full (a value, or a wait). (2) Write the payload and its length into slot Tail mod SlotCount. (3) Repeat 1–2 for a
 /// batch. (4) Store Tail (release): the slot writes of 2 happen-before any consumer read that sees the new Tail.
 /// (5) Ring the doorbell if the consumer is asleep.</para>
-/// <para><b>No lost wake-up without a fence per message.</b> The consumer sleeps on one doorbell word for all rings:
-/// it sets the doorbell's "asleep" bit with a CAS, calls <c>membarrier(MEMBARRIER_CMD_GLOBAL)</c>, re-reads every Tail,
-/// and only then FUTEX_WAITs. membarrier returns only after every CPU has executed a full barrier. Take a producer's
+/// <para><b>No lost wake-up without a fence per message.</b> The consumer sleeps on its ring's doorbell word: it sets
+/// the doorbell's "asleep" bit with a CAS, calls <c>membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)</c>, re-reads Tail,
+/// and only then FUTEX_WAITs. The producer process registered for that command when it opened the ring, so
+/// membarrier returns only after every CPU running it has executed a full barrier (a CPU not running it has passed
+/// a context switch, itself a full barrier). Take a producer's
 /// Tail store W and its later load R of the doorbell. If R ran before that CPU's barrier, W did too and is visible when
 /// membarrier returns, so the consumer's re-read sees it and does not sleep. If R ran after the barrier, it ran after
 /// the consumer's CAS (which preceded the call), so R sees the asleep bit and the producer wakes the consumer. Either
 /// way nothing is missed, and the producer pays a plain load per batch instead of a full fence per message (~45 ns
-/// here). Where the kernel lacks MEMBARRIER_CMD_GLOBAL the doorbell's <c>ProducersFence</c> flag is set and producers
+/// here). Where the kernel refuses the registration the doorbell's <c>ProducersFence</c> flag is set and producers
 /// fence before the load instead.</para>
 /// </summary>
 internal sealed unsafe class SpscRingProducer
@@ -68,6 +70,12 @@ internal sealed unsafe class SpscRingProducer
 
     /// <summary>Messages claimed but not yet published.</summary>
     public long Unpublished => _tail - Volatile.Read(ref _header->Tail);
+
+    /// <summary>The ring position the next claim gets (positions count from 0 and never wrap).</summary>
+    public long Position => _tail;
+
+    /// <summary>Head as last read (consumed positions are below it); refreshed by a full-looking claim.</summary>
+    public long Head => Volatile.Read(ref _header->Head);
 
     /// <summary>Step 1–2: claims the next slot; false when the ring is full (an expected outcome).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -191,6 +199,42 @@ internal sealed unsafe class SpscRingConsumer
     /// <summary>Whether published messages are waiting.</summary>
     public bool HasMessages => Volatile.Read(ref _header->Tail) != _head;
 
+    /// <summary>The position of the next message to consume.</summary>
+    public long Position => _head;
+
+    /// <summary>How many published messages wait from <see cref="Position"/> on (acquire: their slots are complete).</summary>
+    public long Available => Volatile.Read(ref _header->Tail) - _head;
+
+    /// <summary>The payload of published position <paramref name="position"/> (between Position and Position +
+    /// Available). Empty when the producer wrote a length beyond the slot: a corrupt or hostile message.</summary>
+    public ReadOnlySpan<byte> Peek(long position)
+    {
+        byte* slot = _slots + ((position & _mask) * _slotSize);
+        int len = *(int*)slot;
+        return (uint)len <= (uint)(_slotSize - RingDescriptor.SlotHeaderSize)
+            ? new ReadOnlySpan<byte>(slot + RingDescriptor.SlotHeaderSize, len)
+            : default;
+    }
+
+    /// <summary>Frees the slots of the next <paramref name="count"/> messages (after <see cref="Peek"/>ing and applying
+    /// them) and wakes a producer waiting for space.</summary>
+    public void Release(long count)
+    {
+        if (count <= 0)
+        {
+            return;
+        }
+
+        _head += count;
+        // Locked store: it must precede our read of ProducerWaits (no lost wake-up of a producer waiting on full).
+        Interlocked.Exchange(ref _header->Head, _head);
+        if (Volatile.Read(ref _header->ProducerWaits) != 0)
+        {
+            Interlocked.Exchange(ref _header->ProducerWaits, 0);
+            Interop.Libc.FutexWake(&_header->ProducerWaits, int.MaxValue);
+        }
+    }
+
     /// <summary>Hands up to <paramref name="max"/> published messages to <paramref name="handler"/>, in order, then frees
     /// their slots. Returns how many.</summary>
     public int Drain<THandler>(ref THandler handler, int max)
@@ -210,18 +254,7 @@ internal sealed unsafe class SpscRingConsumer
             }
         }
 
-        if (n > 0)
-        {
-            _head += n;
-            // Locked store: it must precede our read of ProducerWaits (no lost wake-up of a producer waiting on full).
-            Interlocked.Exchange(ref _header->Head, _head);
-            if (Volatile.Read(ref _header->ProducerWaits) != 0)
-            {
-                Interlocked.Exchange(ref _header->ProducerWaits, 0);
-                Interop.Libc.FutexWake(&_header->ProducerWaits, int.MaxValue);
-            }
-        }
-
+        Release(n);
         return (int)n;
     }
 

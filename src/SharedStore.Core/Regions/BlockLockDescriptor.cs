@@ -41,8 +41,14 @@ internal static class BlockLockDescriptor
     public const int WaitingOffset = 72;
     public const int SeqOffset = 80;
 
-    /// <summary>Member slots per container: 8 words × 8 one-byte counts.</summary>
+    /// <summary>Lock slots per record: 8 words × 8 one-byte counts.</summary>
     public const int MaxSlots = 64;
+
+    /// <summary>The slot the broker's asynchronous appliers lock with (the last one); members get the others.</summary>
+    public const int BrokerSlot = MaxSlots - 1;
+
+    /// <summary>Member processes per container.</summary>
+    public const int MaxMembers = MaxSlots - 1;
 
     /// <summary>Most reads one process may hold on one block at once (a one-byte count).</summary>
     public const int MaxHoldsPerSlot = byte.MaxValue;

@@ -1,0 +1,805 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using SharedStore.Devices;
+using SharedStore.Locks;
+using SharedStore.Queues;
+using SharedStore.Regions;
+
+namespace SharedStore.Broker;
+
+/// <summary>The broker's view of one object for asynchronous operations (shared by every session's applier).</summary>
+internal sealed unsafe class AsyncTarget
+{
+    private int[]? _waiters;
+
+    public AsyncTarget(byte* data, BlockLockRecord* locks, long size, int blockShift, MappedRegion owner)
+    {
+        Data = data;
+        Locks = locks;
+        Size = size;
+        BlockShift = blockShift;
+        BlockCount = (size + (1L << blockShift) - 1) >> blockShift;
+        Device = new MemoryRegionDevice((nint)data, size, owner);
+    }
+
+    public byte* Data { get; }
+
+    public BlockLockRecord* Locks { get; }
+
+    public long Size { get; }
+
+    public int BlockShift { get; }
+
+    public long BlockCount { get; }
+
+    public MemoryRegionDevice Device { get; }
+
+    /// <summary>Serializes the broker slot's process-local waiter counts (BlockLock.AcquireWrite's waitGate).</summary>
+    public object Gate { get; } = new();
+
+    /// <summary>Per block: how many of the broker's threads wait to write it with the broker slot.</summary>
+    public int[] Waiters => LazyInitializer.EnsureInitialized(ref _waiters, () => new int[BlockCount]);
+}
+
+/// <summary>
+/// One client's asynchronous channel on the broker side: it owns the channel memfd and a thread that consumes the
+/// client's submission ring in order and applies each message through the broker's device scheduler, as requests on
+/// the target object's memory-region device, under the blocks' write locks (taken with the broker's own lock slot, so
+/// the client never waits for readers and a dead client's recovery cannot release a write the broker is applying).
+/// <para><b>Order.</b> Messages are taken in ring order and grouped: a group is a run of consecutive messages on one
+/// object whose ranges do not overlap, spanning at most <see cref="MaxGroupBlocks"/> blocks. The group's blocks are
+/// write-locked in ascending order, its requests (contiguous messages merged into one scatter/gather request) are
+/// scheduled together, and the next group starts only after every binding of this one was notified. Two messages with
+/// overlapping ranges are never in one group, so they apply in submission order.</para>
+/// <para><b>Status.</b> Each message's status word goes from pending to Applying by CAS (the client's cancel CASes the
+/// same word to CancelRequested: one wins), then to Done/Failed/Canceled with the return value written first. After a
+/// batch, CompletedThrough moves with a locked store and the client is woken if it sleeps; then Head moves, freeing the
+/// slots (and the client's staging) for reuse.</para>
+/// <para><b>Chunked writes</b> (First … Last): the First chunk write-locks the whole range and the locks are held until
+/// the Last chunk applied, so such a write is excluded against readers as a whole. If the client dies in between, the
+/// locks are released with the range's blocks marked torn, as for a writer killed mid-write.</para>
+/// <para><b>Lifetime.</b> When the client's socket closes, the session first scrubs the dead process's lock holds,
+/// then lets this thread apply everything that was published (an accepted write completes after its submitter died),
+/// then releases the memberships.</para>
+/// </summary>
+internal sealed unsafe class AsyncApplier : IDisposable
+{
+    public const int MaxGroupBlocks = 64;
+    private const int MaxBatch = 4096;
+    private const int MaxGroupRequests = 64;
+    private static readonly long SpinTicks = Stopwatch.Frequency * 50 / 1_000_000; // 50 µs: more than a futex wake here
+
+    private readonly ClientSession _session;
+    private readonly BrokerState _state;
+    private readonly IDeviceAccessScheduler _scheduler;
+    private readonly SafeFd _fd;
+    private readonly MappedRegion _map;
+    private readonly ChannelHeader* _h;
+    private readonly SpscRingConsumer _ring;
+    private readonly OpStatusEntry* _status;
+    private readonly byte* _staging;
+    private readonly long _stagingSize;
+    private readonly long _slotMask;
+    private readonly Dictionary<ulong, (AsyncTarget? Target, ErrorCode Error, bool CanWrite)> _targets = [];
+    private readonly Lock _applyLock = new();
+    private readonly LockWaitPolicy _waitPolicy = new();
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Thread _thread;
+    private readonly OpBinding?[] _bindings;
+    private readonly List<RandomAccessRequest> _requestPool = [];
+    private readonly ManualResetEventSlim _groupDone = new(false, spinCount: 200);
+
+    // The current group.
+    private readonly List<RandomAccessRequest> _group = [];
+    private AsyncTarget? _groupTarget;
+    private long _groupFirstBlock = long.MaxValue;
+    private long _groupLastBlock = -1;
+    private int _groupPending;
+
+    // A chunked write in progress.
+    private AsyncTarget? _multiTarget;
+    private long _multiOffset;
+    private long _multiLength;
+
+    // The continuation chunks of a chunked write whose first chunk was refused or canceled get its outcome.
+    private bool _skipping;
+    private OpState _skipState;
+    private long _skipResult;
+
+    private volatile bool _drainAndStop;
+    private bool _disposed;
+    private long _processedThrough;
+
+    public AsyncApplier(ClientSession session, BrokerState state, IDeviceAccessScheduler scheduler, int slotCount, long stagingSize, int brokerPid)
+    {
+        _session = session;
+        _state = state;
+        _scheduler = scheduler;
+        int slotSize = ChannelDescriptor.DefaultSlotSize;
+        long length = ChannelDescriptor.LengthFor(slotCount, slotSize, stagingSize);
+        _fd = Memfd.Create($"sharedstore-channel-{session.Credentials.Pid}", length);
+        _map = MappedRegion.Map(_fd, length, writable: true);
+        Length = length;
+        SlotCount = slotCount;
+        StagingSize = stagingSize;
+
+        _h = (ChannelHeader*)_map.Pointer;
+        _h->Version = ChannelDescriptor.LayoutVersion;
+        _h->SlotCount = slotCount;
+        _h->SlotSize = slotSize;
+        _h->BrokerPid = brokerPid;
+        _h->StagingSize = stagingSize;
+        _h->RingOffset = ChannelDescriptor.RingOffset;
+        _h->StatusOffset = ChannelDescriptor.StatusOffsetFor(slotCount, slotSize);
+        _h->StagingOffset = ChannelDescriptor.StagingOffsetFor(slotCount, slotSize);
+        _h->ConsumerState = ChannelDescriptor.ConsumerRunning;
+        SpscRingConsumer.Format(_map.Pointer + ChannelDescriptor.RingOffset, slotCount, slotSize, session.Credentials.Pid);
+        _map.Populate(0, _h->StagingOffset); // header, ring, status: touched from the first message on
+        Volatile.Write(ref _h->Magic, ChannelDescriptor.Magic);
+
+        _ring = new SpscRingConsumer(_map.Pointer + ChannelDescriptor.RingOffset);
+        _status = (OpStatusEntry*)(_map.Pointer + _h->StatusOffset);
+        _staging = _map.Pointer + _h->StagingOffset;
+        _stagingSize = stagingSize;
+        _slotMask = slotCount - 1;
+        _bindings = new OpBinding?[slotCount];
+        _thread = new Thread(Run) { IsBackground = true, Name = $"sharedstore-apply-{session.Credentials.Pid}" };
+        _thread.Start();
+    }
+
+    public SafeFd Fd => _fd;
+
+    public long Length { get; }
+
+    public int SlotCount { get; }
+
+    public long StagingSize { get; }
+
+    /// <summary>Messages applied (or failed, or canceled) so far.</summary>
+    public long Processed => Volatile.Read(ref _processedThrough);
+
+    // ---- Control (session thread) ------------------------------------------------------------------------
+
+    /// <summary>Before a leave or destroy of this session: waits until every message published so far was processed
+    /// and drops the cached targets, so later messages re-resolve (and fail once the object was left).</summary>
+    public bool Quiesce(TimeSpan timeout)
+    {
+        long target = Volatile.Read(ref ((RingHeader*)(_map.Pointer + ChannelDescriptor.RingOffset))->Tail);
+        var sw = Stopwatch.StartNew();
+        while (Volatile.Read(ref _processedThrough) < target)
+        {
+            if (timeout != Timeout.InfiniteTimeSpan && sw.Elapsed > timeout || !_thread.IsAlive)
+            {
+                return !_thread.IsAlive;
+            }
+
+            Thread.Sleep(1);
+        }
+
+        lock (_applyLock)
+        {
+            _targets.Clear();
+        }
+
+        return true;
+    }
+
+    /// <summary>The client is gone: apply everything it published, then stop. Returns once the thread ended.</summary>
+    public void DrainAndStop()
+    {
+        _drainAndStop = true;
+        WakeConsumer();
+        _thread.Join();
+    }
+
+    /// <summary>Broker shutdown: apply what was published for up to <paramref name="grace"/>, then stop.</summary>
+    public void StopForShutdown(TimeSpan grace)
+    {
+        _drainAndStop = true;
+        WakeConsumer();
+        if (!_thread.Join(grace))
+        {
+            _stop.Cancel();
+            _thread.Join(TimeSpan.FromSeconds(10));
+        }
+    }
+
+    /// <summary>Stops without draining and unmaps (idempotent).</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _stop.Cancel();
+        _drainAndStop = true;
+        WakeConsumer();
+        if (Thread.CurrentThread != _thread)
+        {
+            _thread.Join(TimeSpan.FromSeconds(10));
+        }
+
+        Volatile.Write(ref _h->ConsumerState, ChannelDescriptor.ConsumerStopped);
+        _map.Dispose();
+        _fd.Dispose();
+    }
+
+    private void WakeConsumer()
+    {
+        Interlocked.Add(ref _h->Doorbell.Seq, 2);
+        Interop.Libc.FutexWake(&_h->Doorbell.Seq, 1);
+    }
+
+    // ---- The applier thread --------------------------------------------------------------------------------
+
+    private void Run()
+    {
+        try
+        {
+            long idleSince = Stopwatch.GetTimestamp();
+            while (!_stop.IsCancellationRequested)
+            {
+                if (_ring.Available > 0)
+                {
+                    ProcessBatch();
+                    idleSince = Stopwatch.GetTimestamp();
+                    continue;
+                }
+
+                if (_drainAndStop)
+                {
+                    break;
+                }
+
+                if (Stopwatch.GetTimestamp() - idleSince < SpinTicks)
+                {
+                    Thread.SpinWait(20);
+                    continue;
+                }
+
+                Doorbell.Sleep(&_h->Doorbell, this, static s => s._ring.Available > 0 || s._drainAndStop, 1_000_000_000);
+                idleSince = Stopwatch.GetTimestamp();
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            AbandonMulti();
+            Volatile.Write(ref _h->ConsumerState, ChannelDescriptor.ConsumerStopped);
+        }
+    }
+
+    private void ProcessBatch()
+    {
+        long start = _ring.Position;
+        long n = Math.Min(_ring.Available, MaxBatch);
+        lock (_applyLock)
+        {
+            for (long p = start; p < start + n; p++)
+            {
+                Process(p, _ring.Peek(p));
+            }
+
+            FlushGroup();
+        }
+
+        // Completions first (locked store, then the sleeper check), then the slots.
+        Interlocked.Exchange(ref _h->CompletedThrough, start + n);
+        int w = Volatile.Read(ref _h->CompletionWord);
+        if ((w & 1) != 0 && Interlocked.CompareExchange(ref _h->CompletionWord, (w + 2) & ~1, w) == w)
+        {
+            Interop.Libc.FutexWake(&_h->CompletionWord, int.MaxValue);
+        }
+
+        _ring.Release(n);
+        Volatile.Write(ref _processedThrough, start + n);
+    }
+
+    private void Process(long pos, ReadOnlySpan<byte> msg)
+    {
+        if (msg.Length < ChannelMessage.HeaderSize)
+        {
+            Finish(pos, OpState.Failed, -(long)ErrorCode.InvalidArgument);
+            return;
+        }
+
+        ChannelMessage m = MemoryMarshal.Read<ChannelMessage>(msg);
+        if (_skipping && (m.Flags & ChannelMessage.FlagFirst) == 0)
+        {
+            Finish(pos, _skipState, _skipResult);
+            _skipping = (m.Flags & ChannelMessage.FlagLast) == 0;
+            return;
+        }
+
+        _skipping = false;
+        bool staged = (m.Flags & ChannelMessage.FlagStaged) != 0;
+        byte* src;
+        if (m.Length < 0 || m.Offset < 0)
+        {
+            FailMessage(pos, m, ErrorCode.InvalidArgument);
+            return;
+        }
+
+        if (staged)
+        {
+            if ((ulong)m.StagingOffset > (ulong)_stagingSize || (ulong)m.Length > (ulong)(_stagingSize - m.StagingOffset))
+            {
+                FailMessage(pos, m, ErrorCode.InvalidArgument);
+                return;
+            }
+
+            src = _staging + m.StagingOffset;
+        }
+        else
+        {
+            if (m.Length > msg.Length - ChannelMessage.HeaderSize || m.Kind != ChannelMessage.KindWrite)
+            {
+                FailMessage(pos, m, ErrorCode.InvalidArgument);
+                return;
+            }
+
+            src = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(msg)) + ChannelMessage.HeaderSize;
+        }
+
+        // A chunk continuing a chunked write: the range's locks are already held.
+        if (_multiTarget is not null)
+        {
+            ContinueMulti(pos, m, src);
+            return;
+        }
+
+        if ((m.Flags & ChannelMessage.FlagFirst) == 0)
+        {
+            FailMessage(pos, m, ErrorCode.InvalidArgument); // a continuation without a first chunk
+            return;
+        }
+
+        var (target, error, canWrite) = Resolve(m.ContainerId, m.ObjectId);
+        long total = (m.Flags & ChannelMessage.FlagLast) != 0 ? m.Length : m.TotalLength;
+        if (error == ErrorCode.Ok && m.Kind == ChannelMessage.KindWrite && !canWrite)
+        {
+            error = ErrorCode.PermissionDenied;
+        }
+        else if (error == ErrorCode.Ok && (m.Kind is not (ChannelMessage.KindWrite or ChannelMessage.KindRead)
+            || (ulong)m.Offset > (ulong)target!.Size || (ulong)total > (ulong)(target.Size - m.Offset) || m.Length > total))
+        {
+            error = ErrorCode.InvalidArgument;
+        }
+
+        if (error != ErrorCode.Ok)
+        {
+            FailMessage(pos, m, error);
+            return;
+        }
+
+        if (!TryBegin(pos))
+        {
+            SkipRestOf(m, OpState.Canceled, -(long)ErrorCode.Canceled);
+            return;
+        }
+
+        if (m.Kind == ChannelMessage.KindRead)
+        {
+            FlushGroup();
+            ApplyRead(pos, target!, m, src);
+            return;
+        }
+
+        if ((m.Flags & ChannelMessage.FlagLast) == 0)
+        {
+            FlushGroup();
+            BeginMulti(pos, target!, m, src, total);
+            return;
+        }
+
+        AddToGroup(pos, target!, m.Offset, m.Length, src);
+    }
+
+    private void FailMessage(long pos, in ChannelMessage m, ErrorCode error)
+    {
+        Finish(pos, OpState.Failed, -(long)error);
+        SkipRestOf(m, OpState.Failed, -(long)error);
+    }
+
+    /// <summary>A first chunk that was not applied: its continuations finish the same way, unapplied.</summary>
+    private void SkipRestOf(in ChannelMessage m, OpState state, long result)
+    {
+        if ((m.Flags & ChannelMessage.FlagWhole) == ChannelMessage.FlagFirst && _multiTarget is null)
+        {
+            _skipping = true;
+            _skipState = state;
+            _skipResult = result;
+        }
+    }
+
+    private (AsyncTarget? Target, ErrorCode Error, bool CanWrite) Resolve(uint containerId, uint objectId)
+    {
+        ulong key = ((ulong)containerId << 32) | objectId;
+        if (!_targets.TryGetValue(key, out var t))
+        {
+            ErrorCode e = _state.ResolveAsync(_session, containerId, objectId, out var target, out bool canWrite);
+            t = (target, e, canWrite);
+            if (e == ErrorCode.Ok)
+            {
+                _targets[key] = t; // errors are not cached: a join may come later
+            }
+        }
+
+        return t;
+    }
+
+    /// <summary>Pending → Applying by CAS; false (and the message finished as Canceled) when the client's cancel won.</summary>
+    private bool TryBegin(long pos)
+    {
+        OpStatusEntry* e = _status + (pos & _slotMask);
+        ulong w = Volatile.Read(ref e->Word);
+        if (OpStatusEntry.IsPendingFor(w, pos)
+            && Interlocked.CompareExchange(ref e->Word, OpStatusEntry.Make(pos, OpState.Applying), w) == w)
+        {
+            return true;
+        }
+
+        Finish(pos, OpState.Canceled, -(long)ErrorCode.Canceled);
+        return false;
+    }
+
+    private void Finish(long pos, OpState state, long result)
+    {
+        OpStatusEntry* e = _status + (pos & _slotMask);
+        e->Result = result;
+        Volatile.Write(ref e->Word, OpStatusEntry.Make(pos, state)); // release: Result before the terminal word
+    }
+
+    // ---- Groups --------------------------------------------------------------------------------------------
+
+    private void AddToGroup(long pos, AsyncTarget target, long offset, int length, byte* src)
+    {
+        if (length == 0)
+        {
+            Finish(pos, OpState.Done, 0);
+            return;
+        }
+
+        long first = offset >> target.BlockShift;
+        long last = (offset + length - 1) >> target.BlockShift;
+        if (_groupTarget is not null
+            && (_groupTarget != target
+                || Math.Max(last, _groupLastBlock) - Math.Min(first, _groupFirstBlock) >= MaxGroupBlocks
+                || Overlaps(offset, length)
+                || (_group.Count == MaxGroupRequests && !Extends(offset))))
+        {
+            FlushGroup(); // overlapping writes never share a group: they apply in submission order
+        }
+
+        if (_groupTarget is null)
+        {
+            _groupTarget = target;
+            _groupFirstBlock = first;
+            _groupLastBlock = last;
+        }
+        else
+        {
+            _groupFirstBlock = Math.Min(first, _groupFirstBlock);
+            _groupLastBlock = Math.Max(last, _groupLastBlock);
+        }
+
+        OpBinding binding = Binding(pos, src, length);
+        RandomAccessRequest r = Extends(offset) ? _group[^1] : NewGroupRequest(target, offset);
+        r.Add(binding);
+        r.State = (long)r.State! + length;
+    }
+
+    private RandomAccessRequest NewGroupRequest(AsyncTarget target, long offset)
+    {
+        var r = Request(target.Device, RandomAccessOperation.Write, offset);
+        _group.Add(r);
+        return r;
+    }
+
+    /// <summary>Whether [offset, offset+length) overlaps a request of the group (touching ends do not overlap).</summary>
+    private bool Overlaps(long offset, int length)
+    {
+        foreach (var r in _group)
+        {
+            if (offset < r.Offset + (long)r.State! && r.Offset < offset + length)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Whether a write at <paramref name="offset"/> continues the group's last request back to back.</summary>
+    private bool Extends(long offset) =>
+        _group.Count > 0 && _group[^1].Offset + (long)_group[^1].State! == offset;
+
+    private void FlushGroup()
+    {
+        if (_groupTarget is null)
+        {
+            return;
+        }
+
+        AsyncTarget t = _groupTarget;
+        if (LockRange(t, _groupFirstBlock, _groupLastBlock))
+        {
+            RunRequests(_group);
+            UnlockRange(t, _groupFirstBlock, _groupLastBlock, _group);
+        }
+        else
+        {
+            FailRequests(_group, ErrorCode.BrokerUnavailable);
+        }
+
+        ReturnRequests(_group);
+        _groupTarget = null;
+        _groupFirstBlock = long.MaxValue;
+        _groupLastBlock = -1;
+    }
+
+    private bool LockRange(AsyncTarget t, long first, long last)
+    {
+        var wait = new LockWait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token);
+        int[] waiters = t.Waiters;
+        for (long b = first; b <= last; b++)
+        {
+            LockStatus s = BlockLock.AcquireWrite(t.Locks + b, BlockLockDescriptor.BrokerSlot, t.Gate, ref waiters[b], ref wait);
+            if (s != LockStatus.Acquired)
+            {
+                for (long u = b - 1; u >= first; u--)
+                {
+                    BlockLock.ReleaseWrite(t.Locks + u, wroteWholeBlock: false);
+                }
+
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static void UnlockRange(AsyncTarget t, long first, long last, List<RandomAccessRequest> written)
+    {
+        long bs = 1L << t.BlockShift;
+        for (long b = first; b <= last; b++)
+        {
+            long start = b * bs, end = Math.Min(start + bs, t.Size);
+            bool whole = false;
+            foreach (var r in written)
+            {
+                if (r.Offset <= start && r.Offset + (long)r.State! >= end)
+                {
+                    whole = true;
+                    break;
+                }
+            }
+
+            BlockLock.ReleaseWrite(t.Locks + b, whole);
+        }
+    }
+
+    private void RunRequests(List<RandomAccessRequest> requests)
+    {
+        int bindings = 0;
+        foreach (var r in requests)
+        {
+            bindings += r.Bindings.Count;
+        }
+
+        _groupDone.Reset();
+        Volatile.Write(ref _groupPending, bindings);
+        foreach (var r in requests)
+        {
+            _scheduler.Schedule(r);
+        }
+
+        _groupDone.Wait();
+    }
+
+    private static void FailRequests(List<RandomAccessRequest> requests, ErrorCode error)
+    {
+        foreach (var r in requests)
+        {
+            foreach (OpBinding b in r.Bindings)
+            {
+                b.Applier.Finish(b.Position, OpState.Failed, -(long)error);
+            }
+        }
+    }
+
+    private RandomAccessRequest Request(IRandomAccessDevice device, RandomAccessOperation op, long offset)
+    {
+        RandomAccessRequest r;
+        if (_requestPool.Count > 0)
+        {
+            r = _requestPool[^1];
+            _requestPool.RemoveAt(_requestPool.Count - 1);
+            r.Device = device;
+            r.Operation = op;
+            r.Offset = offset;
+        }
+        else
+        {
+            r = new RandomAccessRequest(device, op, offset);
+        }
+
+        r.State = 0L; // bytes covered (kept beside the bindings for the overlap and whole-block checks)
+        return r;
+    }
+
+    private void ReturnRequests(List<RandomAccessRequest> requests)
+    {
+        foreach (var r in requests)
+        {
+            r.Bindings.Clear();
+            _requestPool.Add(r);
+        }
+
+        requests.Clear();
+    }
+
+    private OpBinding Binding(long pos, byte* src, int length)
+    {
+        ref OpBinding? b = ref _bindings[pos & _slotMask];
+        b ??= new OpBinding(this);
+        b.Reset((nint)src, length);
+        b.Position = pos;
+        return b;
+    }
+
+    private void BindingDone(OpBinding b, TransferResult r)
+    {
+        if (r.Succeeded)
+        {
+            Finish(b.Position, OpState.Done, b.ResultOverride >= 0 ? b.ResultOverride : r.BytesTransferred);
+        }
+        else
+        {
+            Finish(b.Position, OpState.Failed, -(long)(r.Status == TransferStatus.OutOfRange ? ErrorCode.InvalidArgument : ErrorCode.Internal));
+        }
+
+        if (Interlocked.Decrement(ref _groupPending) == 0)
+        {
+            _groupDone.Set();
+        }
+    }
+
+    // ---- Reads (the broker copy path) ------------------------------------------------------------------------
+
+    private void ApplyRead(long pos, AsyncTarget t, in ChannelMessage m, byte* dst)
+    {
+        if (m.Length == 0)
+        {
+            Finish(pos, OpState.Done, 0);
+            return;
+        }
+
+        long first = m.Offset >> t.BlockShift, last = (m.Offset + m.Length - 1) >> t.BlockShift;
+        var wait = new LockWait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token);
+        for (long b = first; b <= last; b++)
+        {
+            if (BlockLock.AcquireRead(t.Locks + b, BlockLockDescriptor.BrokerSlot, ref wait) != LockStatus.Acquired)
+            {
+                for (long u = b - 1; u >= first; u--)
+                {
+                    BlockLock.ReleaseRead(t.Locks + u, BlockLockDescriptor.BrokerSlot);
+                }
+
+                Finish(pos, OpState.Failed, -(long)ErrorCode.BrokerUnavailable);
+                return;
+            }
+        }
+
+        var req = Request(t.Device, RandomAccessOperation.Read, m.Offset).Add(Binding(pos, dst, m.Length));
+        req.State = (long)m.Length;
+        _group.Add(req);
+        RunRequests(_group);
+        ReturnRequests(_group);
+        for (long b = first; b <= last; b++)
+        {
+            BlockLock.ReleaseRead(t.Locks + b, BlockLockDescriptor.BrokerSlot);
+        }
+    }
+
+    // ---- Chunked writes -------------------------------------------------------------------------------------
+
+    private void BeginMulti(long pos, AsyncTarget t, in ChannelMessage m, byte* src, long total)
+    {
+        long first = m.Offset >> t.BlockShift, last = (m.Offset + total - 1) >> t.BlockShift;
+        if (!LockRange(t, first, last))
+        {
+            Finish(pos, OpState.Failed, -(long)ErrorCode.BrokerUnavailable); // the broker is stopping
+            SkipRestOf(m, OpState.Failed, -(long)ErrorCode.BrokerUnavailable);
+            return;
+        }
+
+        _multiTarget = t;
+        _multiOffset = m.Offset;
+        _multiLength = total;
+        ApplyChunk(pos, t, m.Offset, m.Length, src, last: false);
+    }
+
+    private void ContinueMulti(long pos, in ChannelMessage m, byte* src)
+    {
+        AsyncTarget t = _multiTarget!;
+        bool isLast = (m.Flags & ChannelMessage.FlagLast) != 0;
+        bool fits = (m.Flags & ChannelMessage.FlagFirst) == 0 && m.Kind == ChannelMessage.KindWrite
+            && m.Offset >= _multiOffset && m.Offset + m.Length <= _multiOffset + _multiLength;
+        if (!fits)
+        {
+            Finish(pos, OpState.Failed, -(long)ErrorCode.InvalidArgument);
+            AbandonMulti(); // a broken chunk sequence: release, marking the range torn
+            return;
+        }
+        else
+        {
+            TryBeginUnconditionally(pos);
+            ApplyChunk(pos, t, m.Offset, m.Length, src, isLast);
+        }
+
+        if (isLast)
+        {
+            long first = _multiOffset >> t.BlockShift, last = (_multiOffset + _multiLength - 1) >> t.BlockShift;
+            var whole = Request(t.Device, RandomAccessOperation.Write, _multiOffset);
+            whole.State = _multiLength; // the range written, for the whole-block check of the release
+            _group.Add(whole);
+            UnlockRange(t, first, last, _group);
+            ReturnRequests(_group);
+            _multiTarget = null;
+        }
+    }
+
+    private void TryBeginUnconditionally(long pos)
+    {
+        // Later chunks of an applying write cannot be canceled alone (the first chunk's word decides for all).
+        OpStatusEntry* e = _status + (pos & _slotMask);
+        Volatile.Write(ref e->Word, OpStatusEntry.Make(pos, OpState.Applying));
+    }
+
+    private void ApplyChunk(long pos, AsyncTarget t, long offset, int length, byte* src, bool last)
+    {
+        OpBinding b = Binding(pos, src, length);
+        b.ResultOverride = last ? _multiLength : -1;
+        var req = Request(t.Device, RandomAccessOperation.Write, offset).Add(b);
+        req.State = (long)length;
+        _group.Add(req);
+        RunRequests(_group);
+        ReturnRequests(_group);
+        b.ResultOverride = -1;
+    }
+
+    /// <summary>The client stopped in the middle of a chunked write: release the range, marking its blocks torn.</summary>
+    private void AbandonMulti()
+    {
+        if (_multiTarget is not { } t)
+        {
+            return;
+        }
+
+        long first = _multiOffset >> t.BlockShift, last = (_multiOffset + _multiLength - 1) >> t.BlockShift;
+        for (long b = first; b <= last; b++)
+        {
+            BlockLock.MarkTorn(t.Locks + b);
+            BlockLock.ReleaseWrite(t.Locks + b, wroteWholeBlock: false);
+        }
+
+        _multiTarget = null;
+    }
+
+    private sealed class OpBinding(AsyncApplier applier) : RandomAccessRequestBinding(0, 0)
+    {
+        public AsyncApplier Applier { get; } = applier;
+
+        public long Position { get; set; }
+
+        public long ResultOverride { get; set; } = -1;
+
+        protected internal override void OnTransferCompleted(TransferResult result) => Applier.BindingDone(this, result);
+    }
+}

@@ -1,0 +1,749 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using SharedStore.Queues;
+using SharedStore.Regions;
+
+namespace SharedStore;
+
+/// <summary>
+/// This process's end of its asynchronous channel (layout: <see cref="ChannelDescriptor"/>): it produces into the
+/// submission ring, allocates staging, and reads operation status from shared memory. One per client, opened on the
+/// first asynchronous call. Submissions are serialized by one lock, so one process's ring is single-producer and its
+/// messages keep the order of the submitting calls (the broker applies them in ring order: per-process ordering).
+/// </summary>
+internal sealed unsafe class AsyncChannel : IDisposable
+{
+    private const long SleepSliceNs = 50_000_000;
+
+    private readonly SharedStoreClient _client;
+    private readonly MappedRegion _map;
+    private readonly ChannelHeader* _h;
+    private readonly SpscRingProducer _ring;
+    private readonly OpStatusEntry* _status;
+    private readonly byte* _staging;
+    private readonly long _stagingSize;
+    private readonly long _slotMask;
+    private readonly long _spinTicks;
+    private readonly Lock _submit = new();
+
+    // Staging allocation, under _submit: ranges in allocation order; the oldest is freed once its operation is
+    // terminal (or its rented buffer was returned), which moves _freePos.
+    private readonly Queue<StagingRange> _ranges = new();
+    private long _allocPos;
+    private long _freePos;
+
+    // Awaiters, completed by the reaper thread.
+    private readonly List<IWaiter> _waiters = [];
+    private Thread? _reaper;
+    private volatile bool _disposed;
+
+    public AsyncChannel(SharedStoreClient client, SafeFd fd, long length)
+    {
+        _client = client;
+        _map = MappedRegion.Map(fd, length, writable: true);
+        _h = (ChannelHeader*)_map.Pointer;
+        if (_h->Magic != ChannelDescriptor.Magic || _h->Version != ChannelDescriptor.LayoutVersion)
+        {
+            _map.Dispose();
+            throw new SharedStoreException(ErrorCode.VersionMismatch, $"channel magic {_h->Magic:X} version {_h->Version}");
+        }
+
+        if (_h->StagingOffset + _h->StagingSize > length || _h->StatusOffset + ((long)_h->SlotCount * ChannelDescriptor.StatusEntrySize) > length)
+        {
+            _map.Dispose();
+            throw new SharedStoreException(ErrorCode.Internal, "channel layout lies outside its memfd");
+        }
+
+        if (!Doorbell.RegisterProducerProcess())
+        {
+            Interlocked.Or(ref _h->Doorbell.Flags, Doorbell.ProducersFence);
+        }
+
+        _ring = new SpscRingProducer(_map.Pointer + _h->RingOffset, &_h->Doorbell);
+        _status = (OpStatusEntry*)(_map.Pointer + _h->StatusOffset);
+        _staging = _map.Pointer + _h->StagingOffset;
+        _stagingSize = _h->StagingSize;
+        _slotMask = _h->SlotCount - 1;
+        _spinTicks = client.WaitPolicy.SpinTicks;
+        SlotCount = _h->SlotCount;
+        InlineMax = _ring.MaxPayload - ChannelMessage.HeaderSize;
+        MaxChunk = Math.Max(4096, (_stagingSize / 4) & ~63L);
+        _map.Populate(0, _h->StagingOffset); // header, ring and status: touched on every submission
+    }
+
+    /// <summary>Ring slots (and status entries).</summary>
+    public int SlotCount { get; }
+
+    /// <summary>Largest write carried inside its ring slot.</summary>
+    public int InlineMax { get; }
+
+    /// <summary>Largest staged piece; larger writes go in chunks.</summary>
+    public long MaxChunk { get; }
+
+    /// <summary>Staging bytes.</summary>
+    public long StagingSize => _stagingSize;
+
+    private SharedStoreClientOptions Options => _client.Options;
+
+    // ---- Submission ------------------------------------------------------------------------------------
+
+    /// <summary>Submits a write of <paramref name="data"/>; returns once the payload is in shared memory.</summary>
+    public AsyncOperation SubmitWrite(SharedObject obj, long offset, ReadOnlySpan<byte> data, bool failWhenFull)
+    {
+        if (data.Length <= InlineMax)
+        {
+            lock (_submit)
+            {
+                if (!ClaimSlot(failWhenFull, out Span<byte> slot))
+                {
+                    return Rejected();
+                }
+
+                ref ChannelMessage m = ref MemoryMarshal.AsRef<ChannelMessage>(slot);
+                m.Kind = ChannelMessage.KindWrite;
+                m.Flags = ChannelMessage.FlagWhole;
+                m.ContainerId = obj.Container.Id;
+                m.ObjectId = obj.Id;
+                m.Length = data.Length;
+                m.Offset = offset;
+                m.StagingOffset = 0;
+                m.TotalLength = data.Length;
+                data.CopyTo(slot[ChannelMessage.HeaderSize..]);
+                return Publish(ChannelMessage.HeaderSize + data.Length);
+            }
+        }
+
+        if (data.Length <= MaxChunk)
+        {
+            lock (_submit)
+            {
+                StagingRange? r = AllocateStaging(data.Length, failWhenFull);
+                if (r is null)
+                {
+                    return Rejected();
+                }
+
+                data.CopyTo(new Span<byte>(_staging + r.Offset, data.Length));
+                return SubmitStaged(ChannelMessage.KindWrite, obj, offset, data.Length, r, ChannelMessage.FlagWhole, data.Length, failWhenFull);
+            }
+        }
+
+        return SubmitChunked(obj, offset, data, failWhenFull);
+    }
+
+    /// <summary>Zero copy: submits a write from a rented buffer; the buffer belongs to the operation afterwards.</summary>
+    public AsyncOperation SubmitWrite(SharedObject obj, long offset, SharedBuffer buffer, int length, bool failWhenFull)
+    {
+        lock (_submit)
+        {
+            StagingRange r = buffer.TakeRange(this);
+            if (!ClaimSlot(failWhenFull, out _))
+            {
+                buffer.Restore(r);
+                return Rejected();
+            }
+
+            r.State = StagingRange.Submitted;
+            return SubmitStaged(ChannelMessage.KindWrite, obj, offset, length, r, ChannelMessage.FlagWhole, length, failWhenFull);
+        }
+    }
+
+    /// <summary>The broker-copy read path: the broker fills a staging range that the returned operation copies out.</summary>
+    public AsyncOperation SubmitBrokerRead(SharedObject obj, long offset, Memory<byte> buffer, bool failWhenFull)
+    {
+        if (buffer.Length > MaxChunk)
+        {
+            throw new ArgumentOutOfRangeException(nameof(buffer), buffer.Length, $"the broker read path reads at most {MaxChunk} bytes per call");
+        }
+
+        lock (_submit)
+        {
+            StagingRange? r = AllocateStaging(buffer.Length, failWhenFull);
+            if (r is null)
+            {
+                return Rejected();
+            }
+
+            r.State = StagingRange.Held; // freed by the reaper after it copied the data out
+            AsyncOperation ring = SubmitStaged(ChannelMessage.KindRead, obj, offset, buffer.Length, r, ChannelMessage.FlagWhole, buffer.Length, failWhenFull);
+            var op = new BrokerReadOperation(this, ring.Id, r, buffer);
+            Register(op);
+            return new AsyncOperation(op, 0, ring.Id);
+        }
+    }
+
+    /// <summary>Rents <paramref name="length"/> bytes of staging for a zero-copy write.</summary>
+    public SharedBuffer Rent(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
+        if (length > MaxChunk)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), length, $"a rented buffer holds at most {MaxChunk} bytes (a quarter of the staging area)");
+        }
+
+        lock (_submit)
+        {
+            StagingRange r = AllocateStaging(length, failWhenFull: false)!;
+            r.State = StagingRange.Held;
+            return new SharedBuffer(this, r, _staging + r.Offset, length);
+        }
+    }
+
+    private AsyncOperation SubmitStaged(byte kind, SharedObject obj, long offset, int length, StagingRange r, byte flags, long total, bool failWhenFull)
+    {
+        if (!ClaimSlot(failWhenFull, out Span<byte> slot))
+        {
+            Volatile.Write(ref r.State, StagingRange.Free);
+            return Rejected();
+        }
+
+        ref ChannelMessage m = ref MemoryMarshal.AsRef<ChannelMessage>(slot);
+        m.Kind = kind;
+        m.Flags = (byte)(flags | ChannelMessage.FlagStaged);
+        m.ContainerId = obj.Container.Id;
+        m.ObjectId = obj.Id;
+        m.Length = length;
+        m.Offset = offset;
+        m.StagingOffset = r.Offset;
+        m.TotalLength = total;
+        r.OpPosition = _ring.Position; // a Submitted range is freed once this operation is terminal
+
+        return Publish(ChannelMessage.HeaderSize);
+    }
+
+    private AsyncOperation SubmitChunked(SharedObject obj, long offset, ReadOnlySpan<byte> data, bool failWhenFull)
+    {
+        // The broker holds the write locks of the whole range from the first chunk to the last, so a chunked write
+        // is applied as a whole; it waits for readers there, and this call waits for staging that the broker frees
+        // chunk by chunk. A lease of this process on the range would therefore wait on itself.
+        obj.ThrowIfHolds(offset, data.Length);
+        lock (_submit)
+        {
+            long first = -1, last = -1;
+            long done = 0;
+            while (done < data.Length)
+            {
+                int n = (int)Math.Min(MaxChunk, data.Length - done);
+                // Only the first chunk may be refused: once it is in the ring the broker holds the locks for the rest.
+                StagingRange? r = AllocateStaging(n, failWhenFull && first < 0);
+                if (r is null)
+                {
+                    return Rejected();
+                }
+
+                data.Slice((int)done, n).CopyTo(new Span<byte>(_staging + r.Offset, n));
+                byte flags = (byte)((first < 0 ? ChannelMessage.FlagFirst : 0) | (done + n == data.Length ? ChannelMessage.FlagLast : 0));
+                AsyncOperation part = SubmitStaged(ChannelMessage.KindWrite, obj, offset + done, n, r, flags, data.Length, failWhenFull && first < 0);
+                if (first < 0 && part.Status == AsyncStatus.Failed)
+                {
+                    return part; // refused (full): nothing was submitted
+                }
+
+                if (first < 0)
+                {
+                    first = part.Id;
+                }
+
+                last = part.Id;
+                done += n;
+            }
+
+            return new AsyncOperation(this, first, last);
+        }
+    }
+
+    private bool ClaimSlot(bool failWhenFull, out Span<byte> slot)
+    {
+        if (_ring.TryClaim(out slot))
+        {
+            return true;
+        }
+
+        ThrowIfUnusable();
+        if (failWhenFull)
+        {
+            return false;
+        }
+
+        var deadline = Deadline(Options.AsyncSubmitTimeout);
+        while (!_ring.TryClaim(out slot))
+        {
+            ThrowIfUnusable();
+            TimeSpan left = Left(deadline);
+            if (left <= TimeSpan.Zero)
+            {
+                ThrowHelper.Timeout("asynchronous submission (the ring stayed full)");
+            }
+
+            _ring.WaitForSpace(left < TimeSpan.FromMilliseconds(50) ? left : TimeSpan.FromMilliseconds(50), default);
+        }
+
+        return true;
+    }
+
+    private AsyncOperation Publish(int length)
+    {
+        long pos = _ring.Position;
+        _ring.Commit(length);
+        _ring.Publish();
+        return new AsyncOperation(this, pos, pos);
+    }
+
+    private AsyncOperation Rejected() => new(new RejectedOperation(), 0, -1);
+
+    // ---- Staging ----------------------------------------------------------------------------------------
+
+    private StagingRange? AllocateStaging(int length, bool failWhenFull)
+    {
+        long need = (length + 63) & ~63L;
+        var deadline = Deadline(Options.AsyncSubmitTimeout);
+        while (true)
+        {
+            long off = _allocPos % _stagingSize;
+            long waste = off + need > _stagingSize ? _stagingSize - off : 0;
+            if (_allocPos + waste + need - _freePos <= _stagingSize)
+            {
+                if (waste > 0)
+                {
+                    _ranges.Enqueue(new StagingRange(_allocPos, waste) { State = StagingRange.Free });
+                    _allocPos += waste;
+                }
+
+                var r = new StagingRange(_allocPos, need) { Offset = _allocPos % _stagingSize };
+                _allocPos += need;
+                _ranges.Enqueue(r);
+                return r;
+            }
+
+            if (ReclaimStaging())
+            {
+                continue;
+            }
+
+            ThrowIfUnusable();
+            if (failWhenFull)
+            {
+                return null;
+            }
+
+            if (!WaitUntil(static c => c.CanReclaim(), this, Left(deadline), default))
+            {
+                ThrowHelper.Timeout("asynchronous submission (the staging area stayed full)");
+            }
+        }
+    }
+
+    private bool CanReclaim() =>
+        _ranges.TryPeek(out var r) && r.IsReclaimable(Volatile.Read(ref _h->CompletedThrough)) || _client.IsBrokerLost || _disposed;
+
+    private bool ReclaimStaging()
+    {
+        long completed = Volatile.Read(ref _h->CompletedThrough);
+        bool any = false;
+        while (_ranges.TryPeek(out var r) && r.IsReclaimable(completed))
+        {
+            _ranges.Dequeue();
+            _freePos = r.Start + r.Length;
+            any = true;
+        }
+
+        return any;
+    }
+
+    // ---- Status, cancel, waits ---------------------------------------------------------------------------
+
+    internal (AsyncStatus Status, long Result) StatusOf(long first, long last)
+    {
+        OpStatusEntry* e = _status + (last & _slotMask);
+        ulong w = Volatile.Read(ref e->Word); // acquire: Result was written before a terminal word
+        if (!OpStatusEntry.IsPendingFor(w, last))
+        {
+            if (OpStatusEntry.PositionOf(w) != last)
+            {
+                ThrowExpired(last);
+            }
+
+            switch (OpStatusEntry.StateOf(w))
+            {
+                case OpState.Done: return (AsyncStatus.Completed, Volatile.Read(ref e->Result));
+                case OpState.Failed: return (AsyncStatus.Failed, Volatile.Read(ref e->Result));
+                case OpState.Canceled:
+                case OpState.CancelRequested: return (AsyncStatus.Canceled, -(long)ErrorCode.Canceled);
+                default: break; // applying
+            }
+        }
+        else if (first != last)
+        {
+            ulong w1 = Volatile.Read(ref _status[first & _slotMask].Word);
+            if (OpStatusEntry.PositionOf(w1) == first && OpStatusEntry.StateOf(w1) is OpState.CancelRequested or OpState.Canceled)
+            {
+                return (AsyncStatus.Canceled, -(long)ErrorCode.Canceled);
+            }
+        }
+
+        if (_client.IsBrokerLost)
+        {
+            return (AsyncStatus.Failed, -(long)ErrorCode.BrokerUnavailable);
+        }
+
+        return (AsyncStatus.InProgress, 0);
+    }
+
+    internal bool Cancel(long first, long last)
+    {
+        _ = last;
+        OpStatusEntry* e = _status + (first & _slotMask);
+        while (true)
+        {
+            ulong w = Volatile.Read(ref e->Word);
+            if (OpStatusEntry.IsPendingFor(w, first))
+            {
+                // Races only with the applier's CAS from the same word to Applying: exactly one of the two wins.
+                if (Interlocked.CompareExchange(ref e->Word, OpStatusEntry.Make(first, OpState.CancelRequested), w) == w)
+                {
+                    return true;
+                }
+
+                continue;
+            }
+
+            if (OpStatusEntry.PositionOf(w) != first)
+            {
+                ThrowExpired(first);
+            }
+
+            return OpStatusEntry.StateOf(w) is OpState.CancelRequested or OpState.Canceled;
+        }
+    }
+
+    internal bool WaitFor(long first, long last, TimeSpan timeout, CancellationToken token) =>
+        WaitUntil(static s => s.Channel.StatusOf(s.First, s.Last).Status != AsyncStatus.InProgress, (Channel: this, First: first, Last: last), timeout, token);
+
+    /// <summary>Waits until every operation submitted so far is terminal (before a leave or destroy).</summary>
+    internal bool Drain(TimeSpan timeout)
+    {
+        long target;
+        lock (_submit)
+        {
+            target = _ring.Position;
+        }
+
+        return WaitUntil(static s => Volatile.Read(ref s.Channel._h->CompletedThrough) >= s.Target || s.Channel._client.IsBrokerLost, (Channel: this, Target: target), timeout, default);
+    }
+
+    /// <summary>Spins for the client's spin budget, then sleeps on the completion word in slices (the broker clears its
+    /// bit and wakes after it publishes completions). The CAS that announces the sleep is a full fence before the
+    /// condition is re-checked; the broker's locked store of CompletedThrough precedes its read of the word.</summary>
+    internal bool WaitUntil<TState>(Func<TState, bool> condition, TState state, TimeSpan timeout, CancellationToken token)
+    {
+        if (condition(state))
+        {
+            return true;
+        }
+
+        long start = Stopwatch.GetTimestamp();
+        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : start + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        var spinner = default(SpinWait);
+        while (Stopwatch.GetTimestamp() - start < _spinTicks)
+        {
+            if (condition(state))
+            {
+                return true;
+            }
+
+            spinner.SpinOnce(sleep1Threshold: -1);
+        }
+
+        while (true)
+        {
+            int w = Volatile.Read(ref _h->CompletionWord);
+            if ((w & 1) == 0 && Interlocked.CompareExchange(ref _h->CompletionWord, w | 1, w) != w)
+            {
+                continue;
+            }
+
+            w |= 1;
+            if (condition(state))
+            {
+                return true;
+            }
+
+            token.ThrowIfCancellationRequested();
+            long now = Stopwatch.GetTimestamp();
+            if (now >= deadline || _disposed)
+            {
+                return condition(state);
+            }
+
+            long leftNs = deadline == long.MaxValue ? SleepSliceNs : Math.Min(SleepSliceNs, (long)((deadline - now) * (1e9 / Stopwatch.Frequency)));
+            Interop.Libc.FutexWait(&_h->CompletionWord, w, Math.Max(leftNs, 1000));
+        }
+    }
+
+    /// <summary>Wakes this process's completion sleepers (a new awaiter was registered): moves the word so a sleeper
+    /// about to FUTEX_WAIT on the old value returns at once.</summary>
+    private void Nudge()
+    {
+        Interlocked.Add(ref _h->CompletionWord, 2);
+        Interop.Libc.FutexWake(&_h->CompletionWord, int.MaxValue);
+    }
+
+    // ---- Awaiting ---------------------------------------------------------------------------------------
+
+    internal ValueTask<long> Await(long first, long last, CancellationToken token)
+    {
+        var waiter = new RingWaiter(this, first, last);
+        Register(waiter);
+        if (token.CanBeCanceled)
+        {
+            waiter.Registration = token.UnsafeRegister(static s => { var w = (RingWaiter)s!; w.Channel.Cancel(w.First, w.Last); }, waiter);
+        }
+
+        return new ValueTask<long>(waiter.Tcs.Task);
+    }
+
+    private void Register(IWaiter waiter)
+    {
+        lock (_waiters)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _waiters.Add(waiter);
+            if (_reaper is null)
+            {
+                _reaper = new Thread(Reap) { IsBackground = true, Name = "sharedstore-completions" };
+                _reaper.Start();
+            }
+        }
+
+        Nudge();
+    }
+
+    private void Reap()
+    {
+        while (!_disposed)
+        {
+            lock (_waiters)
+            {
+                for (int i = _waiters.Count - 1; i >= 0; i--)
+                {
+                    if (_waiters[i].TryComplete())
+                    {
+                        _waiters.RemoveAt(i);
+                    }
+                }
+
+                if (_waiters.Count == 0)
+                {
+                    Monitor.Wait(_waiters, 200);
+                    continue;
+                }
+            }
+
+            int seen = Volatile.Read(ref _h->CompletionWord);
+            WaitUntil(static s => s.Channel.AnyWaiterDone() || Volatile.Read(ref s.Channel._h->CompletionWord) >> 1 != s.Seen >> 1 || s.Channel._disposed, (Channel: this, Seen: seen), TimeSpan.FromMilliseconds(50), default);
+        }
+
+        lock (_waiters)
+        {
+            foreach (var w in _waiters)
+            {
+                w.Abandon();
+            }
+
+            _waiters.Clear();
+        }
+
+    }
+
+    private bool AnyWaiterDone()
+    {
+        lock (_waiters)
+        {
+            foreach (var w in _waiters)
+            {
+                if (w.IsDone)
+                {
+                    return true;
+                }
+            }
+        }
+
+        return false;
+    }
+
+    // ---- Misc ----------------------------------------------------------------------------------------------
+
+    internal void FreeRange(StagingRange r) => Volatile.Write(ref r.State, StagingRange.Free);
+
+    internal byte* StagingPointer(StagingRange r) => _staging + r.Offset;
+
+    private void ThrowIfUnusable()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_client.IsBrokerLost)
+        {
+            ThrowHelper.BrokerLost();
+        }
+    }
+
+    private static void ThrowExpired(long id) =>
+        throw new InvalidOperationException($"the status of operation {id} is gone: a full ring of later submissions reused its entry");
+
+    private static long Deadline(TimeSpan timeout) =>
+        timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+
+    private static TimeSpan Left(long deadline) =>
+        deadline == long.MaxValue ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(Math.Max(0, deadline - Stopwatch.GetTimestamp()) / (double)Stopwatch.Frequency);
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        Nudge();
+        lock (_waiters)
+        {
+            Monitor.PulseAll(_waiters);
+        }
+
+        if (_reaper is { } t && t != Thread.CurrentThread)
+        {
+            t.Join(TimeSpan.FromSeconds(5));
+        }
+
+        lock (_waiters)
+        {
+            foreach (var w in _waiters)
+            {
+                w.Abandon();
+            }
+
+            _waiters.Clear();
+        }
+
+        // The mapping stays until the process exits if rented buffers or broker reads may still point into it.
+        if (_ranges.Count == 0)
+        {
+            _map.Dispose();
+        }
+    }
+
+    private interface IWaiter
+    {
+        bool IsDone { get; }
+
+        bool TryComplete();
+
+        void Abandon();
+    }
+
+    private sealed class RingWaiter(AsyncChannel channel, long first, long last) : IWaiter
+    {
+        public AsyncChannel Channel { get; } = channel;
+
+        public long First { get; } = first;
+
+        public long Last { get; } = last;
+
+        public TaskCompletionSource<long> Tcs { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public CancellationTokenRegistration Registration { get; set; }
+
+        public bool IsDone => Channel.StatusOf(First, Last).Status != AsyncStatus.InProgress;
+
+        public bool TryComplete()
+        {
+            var (status, result) = Channel.StatusOf(First, Last);
+            if (status == AsyncStatus.InProgress)
+            {
+                return false;
+            }
+
+            Registration.Dispose();
+            ClientOperation.Complete(Tcs, status, result, Last);
+            return true;
+        }
+
+        public void Abandon()
+        {
+            Registration.Dispose();
+            Tcs.TrySetException(new ObjectDisposedException("the client was disposed before the operation finished"));
+        }
+    }
+
+    /// <summary>A broker-path read: done once the broker filled staging and the reaper copied it out.</summary>
+    private sealed class BrokerReadOperation(AsyncChannel channel, long position, StagingRange range, Memory<byte> buffer) : ClientOperation, IWaiter
+    {
+        public override long Id => position;
+
+        public bool IsDone => channel.StatusOf(position, position).Status != AsyncStatus.InProgress;
+
+        public override bool Cancel()
+        {
+            bool canceled = channel.Cancel(position, position);
+            if (canceled)
+            {
+                channel.Nudge();
+            }
+
+            return canceled;
+        }
+
+        public bool TryComplete()
+        {
+            var (status, result) = channel.StatusOf(position, position);
+            if (status == AsyncStatus.InProgress)
+            {
+                return false;
+            }
+
+            if (status == AsyncStatus.Completed)
+            {
+                new ReadOnlySpan<byte>(channel.StagingPointer(range), (int)result).CopyTo(buffer.Span);
+            }
+
+            channel.FreeRange(range);
+            Finish(status, result);
+            return true;
+        }
+
+        public void Abandon() => Finish(AsyncStatus.Failed, -(long)ErrorCode.BrokerUnavailable);
+    }
+}
+
+/// <summary>A staging range in allocation order (positions are monotonic; Offset is the byte offset in staging).</summary>
+internal sealed class StagingRange(long start, long length)
+{
+    public const int Held = 0;        // rented, or a broker read not yet copied out
+    public const int Submitted = 1;   // in the ring; free once its operation is terminal
+    public const int Free = 2;
+
+    public long Start { get; } = start;
+
+    public long Length { get; } = length;
+
+    public long Offset { get; init; }
+
+    public long OpPosition;
+    public int State = Submitted;
+
+    public bool IsReclaimable(long completedThrough) => Volatile.Read(ref State) switch
+    {
+        Free => true,
+        Submitted => OpPosition < completedThrough,
+        _ => false,
+    };
+}
+
+/// <summary>An operation refused at submission because the ring or staging was full (AsyncFullMode.Fail).</summary>
+internal sealed class RejectedOperation : ClientOperation
+{
+    public RejectedOperation() => Finish(AsyncStatus.Failed, -(long)ErrorCode.Busy);
+
+    public override long Id => -1;
+
+    public override bool Cancel() => false;
+}
