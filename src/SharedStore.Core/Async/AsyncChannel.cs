@@ -252,6 +252,28 @@ internal sealed unsafe class AsyncChannel : IDisposable
         }
     }
 
+    /// <summary>Test hook: claims a slot and writes a whole write message into it, but neither commits nor publishes,
+    /// as a producer killed between claim and commit leaves it. The submission lock stays held (the process is about
+    /// to be killed).</summary>
+    internal void TestClaimWithoutPublish(SharedObject obj, long offset, ReadOnlySpan<byte> data)
+    {
+        _submit.Enter();
+        if (data.Length > InlineMax || !ClaimSlot(false, out Span<byte> slot))
+        {
+            throw new InvalidOperationException("the test hook writes one inline message");
+        }
+
+        ref ChannelMessage m = ref MemoryMarshal.AsRef<ChannelMessage>(slot);
+        m.Kind = ChannelMessage.KindWrite;
+        m.Flags = ChannelMessage.FlagWhole;
+        m.ContainerId = obj.Container.Id;
+        m.ObjectId = obj.Id;
+        m.Length = data.Length;
+        m.Offset = offset;
+        m.TotalLength = data.Length;
+        data.CopyTo(slot[ChannelMessage.HeaderSize..]);
+    }
+
     private bool ClaimSlot(bool failWhenFull, out Span<byte> slot)
     {
         if (_ring.TryClaim(out slot))
