@@ -11,12 +11,14 @@ internal static partial class ScenarioRegistry
     [
         new GetPut1Block(),
         new Write64MiB(),
+        new Write1MiB(),
         new Get64MiBCrossProcess(),
         new HandoffCrossProcess("handoff-xproc", holdMicros: 10),
         new HandoffCrossProcess("handoff-xproc-asleep", holdMicros: 5000),
         new RecoveryKill9(),
         new CreateCost("create-16mib", 16L << 20),
         new CreateCost("create-1gib", 1L << 30),
+        new SpscBaseline(),
     ];
 }
 
@@ -353,6 +355,9 @@ internal static unsafe class ChildRoles
 
                 return 0;
             }
+
+            case "spsc-consumer":
+                return SpscBaseline.RunConsumerChild(args[1..]);
 
             default:
                 Console.Error.WriteLine($"unknown child role {args[0]}");
