@@ -491,7 +491,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         OpBinding binding = Binding(pos, src, length);
         RandomAccessRequest r = Extends(offset) ? _group[^1] : NewGroupRequest(target, offset);
         r.Add(binding);
-        r.State = (long)r.State! + length;
+        Covered(r) += length;
     }
 
     private RandomAccessRequest NewGroupRequest(AsyncTarget target, long offset)
@@ -506,7 +506,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
     {
         foreach (var r in _group)
         {
-            if (offset < r.Offset + (long)r.State! && r.Offset < offset + length)
+            if (offset < r.Offset + Covered(r) && r.Offset < offset + length)
             {
                 return true;
             }
@@ -517,7 +517,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
 
     /// <summary>Whether a write at <paramref name="offset"/> continues the group's last request back to back.</summary>
     private bool Extends(long offset) =>
-        _group.Count > 0 && _group[^1].Offset + (long)_group[^1].State! == offset;
+        _group.Count > 0 && _group[^1].Offset + Covered(_group[^1]) == offset;
 
     private void FlushGroup()
     {
@@ -573,7 +573,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
             bool whole = false;
             foreach (var r in written)
             {
-                if (r.Offset <= start && r.Offset + (long)r.State! >= end)
+                if (r.Offset <= start && r.Offset + Covered(r) >= end)
                 {
                     whole = true;
                     break;
@@ -629,9 +629,21 @@ internal sealed unsafe class AsyncApplier : IDisposable
             r = new RandomAccessRequest(device, op, offset);
         }
 
-        r.State = 0L; // bytes covered (kept beside the bindings for the overlap and whole-block checks)
+        // Bytes covered, kept beside the bindings for the overlap and whole-block checks (a box per pooled request,
+        // not per message).
+        if (r.State is StrongBox<long> covered)
+        {
+            covered.Value = 0;
+        }
+        else
+        {
+            r.State = new StrongBox<long>(0);
+        }
+
         return r;
     }
+
+    private static ref long Covered(RandomAccessRequest r) => ref ((StrongBox<long>)r.State!).Value;
 
     private void ReturnRequests(List<RandomAccessRequest> requests)
     {
@@ -697,7 +709,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         }
 
         var req = Request(t.Device, RandomAccessOperation.Read, m.Offset).Add(Binding(pos, dst, m.Length));
-        req.State = (long)m.Length;
+        Covered(req) = m.Length;
         _group.Add(req);
         RunRequests(_group);
         ReturnRequests(_group);
@@ -747,7 +759,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         {
             long first = _multiOffset >> t.BlockShift, last = (_multiOffset + _multiLength - 1) >> t.BlockShift;
             var whole = Request(t.Device, RandomAccessOperation.Write, _multiOffset);
-            whole.State = _multiLength; // the range written, for the whole-block check of the release
+            Covered(whole) = _multiLength; // the range written, for the whole-block check of the release
             _group.Add(whole);
             UnlockRange(t, first, last, _group);
             ReturnRequests(_group);
@@ -767,7 +779,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         OpBinding b = Binding(pos, src, length);
         b.ResultOverride = last ? _multiLength : -1;
         var req = Request(t.Device, RandomAccessOperation.Write, offset).Add(b);
-        req.State = (long)length;
+        Covered(req) = length;
         _group.Add(req);
         RunRequests(_group);
         ReturnRequests(_group);

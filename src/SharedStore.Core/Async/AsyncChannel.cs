@@ -292,12 +292,13 @@ internal sealed unsafe class AsyncChannel : IDisposable
         {
             ThrowIfUnusable();
             TimeSpan left = Left(deadline);
-            if (left <= TimeSpan.Zero)
+            if (left != Timeout.InfiniteTimeSpan && left <= TimeSpan.Zero)
             {
                 ThrowHelper.Timeout("asynchronous submission (the ring stayed full)");
             }
 
-            _ring.WaitForSpace(left < TimeSpan.FromMilliseconds(50) ? left : TimeSpan.FromMilliseconds(50), default);
+            // In slices, so a broker that died meanwhile is noticed.
+            _ring.WaitForSpace(left != Timeout.InfiniteTimeSpan && left < TimeSpan.FromMilliseconds(50) ? left : TimeSpan.FromMilliseconds(50), default);
         }
 
         return true;

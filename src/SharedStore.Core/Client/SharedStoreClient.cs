@@ -77,6 +77,9 @@ public sealed class SharedStoreClient : IDisposable
     /// <exception cref="ArgumentOutOfRangeException">Zero, negative, or more than a quarter of the staging area.</exception>
     public SharedBuffer RentBuffer(int length) => Channel.Rent(length);
 
+    /// <summary>Slots of this client's submission ring (opens the channel).</summary>
+    public int AsyncRingSlots => Channel.SlotCount;
+
     /// <summary>Waits until every asynchronous operation this client submitted so far has finished; false on timeout.</summary>
     public bool WaitForAsyncOperations(TimeSpan timeout) => Volatile.Read(ref _channel)?.Drain(timeout) ?? true;
 
