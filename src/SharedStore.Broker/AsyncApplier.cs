@@ -68,6 +68,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
     public const int MaxGroupBlocks = 64;
     private const int MaxBatch = 4096;
     private const int MaxGroupRequests = 64;
+    private const int LargeBinding = 64 * 1024;
     private static readonly long SpinTicks = Stopwatch.Frequency * 50 / 1_000_000; // 50 µs: more than a futex wake here
 
     private readonly ClientSession _session;
@@ -227,6 +228,16 @@ internal sealed unsafe class AsyncApplier : IDisposable
         _fd.Dispose();
     }
 
+    /// <summary>Call after a full fence that follows the status stores the client may be waiting for.</summary>
+    private void WakeClientIfWaiting()
+    {
+        int w = Volatile.Read(ref _h->CompletionWord);
+        if ((w & 1) != 0 && Interlocked.CompareExchange(ref _h->CompletionWord, (w + 2) & ~1, w) == w)
+        {
+            Interop.Libc.FutexWake(&_h->CompletionWord, int.MaxValue);
+        }
+    }
+
     private void WakeConsumer()
     {
         Interlocked.Add(ref _h->Doorbell.Seq, 2);
@@ -290,12 +301,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
 
         // Completions first (locked store, then the sleeper check), then the slots.
         Interlocked.Exchange(ref _h->CompletedThrough, start + n);
-        int w = Volatile.Read(ref _h->CompletionWord);
-        if ((w & 1) != 0 && Interlocked.CompareExchange(ref _h->CompletionWord, (w + 2) & ~1, w) == w)
-        {
-            Interop.Libc.FutexWake(&_h->CompletionWord, int.MaxValue);
-        }
-
+        WakeClientIfWaiting();
         _ring.Release(n);
         Volatile.Write(ref _processedThrough, start + n);
     }
@@ -674,6 +680,14 @@ internal sealed unsafe class AsyncApplier : IDisposable
         else
         {
             Finish(b.Position, OpState.Failed, -(long)(r.Status == TransferStatus.OutOfRange ? ErrorCode.InvalidArgument : ErrorCode.Internal));
+        }
+
+        if (b.Length >= LargeBinding)
+        {
+            // A large staged write frees its staging when its own copy is done, not at the end of the batch: the
+            // client may be waiting for exactly that space. Fence (status store before the sleeper check), then wake.
+            Interlocked.MemoryBarrier();
+            WakeClientIfWaiting();
         }
 
         if (Interlocked.Decrement(ref _groupPending) == 0)

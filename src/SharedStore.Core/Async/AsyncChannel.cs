@@ -357,13 +357,32 @@ internal sealed unsafe class AsyncChannel : IDisposable
     }
 
     private bool CanReclaim() =>
-        _ranges.TryPeek(out var r) && r.IsReclaimable(Volatile.Read(ref _h->CompletedThrough)) || _client.IsBrokerLost || _disposed;
+        _ranges.TryPeek(out var r) && IsReclaimable(r) || _client.IsBrokerLost || _disposed;
+
+    /// <summary>Free, or submitted and its operation is terminal: by the batch watermark, or by its own status word
+    /// (the broker writes it when that binding's copy finished, before the batch ends, so large staged writes free
+    /// their staging one by one).</summary>
+    private bool IsReclaimable(StagingRange r)
+    {
+        int state = Volatile.Read(ref r.State);
+        if (state != StagingRange.Submitted)
+        {
+            return state == StagingRange.Free;
+        }
+
+        if (r.OpPosition < Volatile.Read(ref _h->CompletedThrough))
+        {
+            return true;
+        }
+
+        ulong w = Volatile.Read(ref _status[r.OpPosition & _slotMask].Word);
+        return OpStatusEntry.PositionOf(w) == r.OpPosition && OpStatusEntry.StateOf(w) is OpState.Done or OpState.Failed or OpState.Canceled;
+    }
 
     private bool ReclaimStaging()
     {
-        long completed = Volatile.Read(ref _h->CompletedThrough);
         bool any = false;
-        while (_ranges.TryPeek(out var r) && r.IsReclaimable(completed))
+        while (_ranges.TryPeek(out var r) && IsReclaimable(r))
         {
             _ranges.Dequeue();
             _freePos = r.Start + r.Length;
@@ -536,6 +555,8 @@ internal sealed unsafe class AsyncChannel : IDisposable
                 _reaper = new Thread(Reap) { IsBackground = true, Name = "sharedstore-completions" };
                 _reaper.Start();
             }
+
+            Monitor.Pulse(_waiters); // a reaper idle without waiters waits on this monitor
         }
 
         Nudge();
@@ -753,12 +774,6 @@ internal sealed class StagingRange(long start, long length)
     public long OpPosition;
     public int State = Submitted;
 
-    public bool IsReclaimable(long completedThrough) => Volatile.Read(ref State) switch
-    {
-        Free => true,
-        Submitted => OpPosition < completedThrough,
-        _ => false,
-    };
 }
 
 /// <summary>An operation refused at submission because the ring or staging was full (AsyncFullMode.Fail).</summary>

@@ -44,7 +44,7 @@ public sealed class SharedStoreClientOptions
     /// <summary>Submission ring slots (a power of two, 64 to 1 Mi; 0 = 16 Ki). Each slot is 128 bytes.</summary>
     public int AsyncRingSlots { get; set; }
 
-    /// <summary>Staging bytes for writes larger than a slot and for rented buffers (1 MiB to 1 GiB; 0 = 32 MiB).</summary>
+    /// <summary>Staging bytes for writes larger than a slot and for rented buffers (1 MiB to 1 GiB; 0 = 8 MiB). Writes above a quarter of it are chunked.</summary>
     public long AsyncStagingBytes { get; set; }
 }
 

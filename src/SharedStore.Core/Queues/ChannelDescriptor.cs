@@ -51,8 +51,10 @@ internal static class ChannelDescriptor
     public const int DefaultSlotCount = 16 * 1024;
     public const int DefaultSlotSize = 128;
 
-    /// <summary>Default staging: 32 MiB per client.</summary>
-    public const long DefaultStagingSize = 32L << 20;
+    /// <summary>Default staging: 8 MiB per client. Small on purpose: staging is written by the client and read by the
+    /// broker in a ring, and a ring that fits the cache makes 1 MiB awrites 1.5× faster here than a 32 MiB one
+    /// (awrite-1mib: 10.8 against 6.7 GB/s); larger writes are chunked.</summary>
+    public const long DefaultStagingSize = 8L << 20;
 
     public const int ConsumerRunning = 1;
     public const int ConsumerStopped = 2;

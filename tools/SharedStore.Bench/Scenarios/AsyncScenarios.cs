@@ -25,6 +25,11 @@ internal static class AsyncBench
     public static SharedStoreClient Connect(BenchBroker broker, Action<SharedStoreClientOptions>? configure = null)
     {
         var o = new SharedStoreClientOptions { SocketPath = broker.SocketPath };
+        if (Environment.GetEnvironmentVariable("SHAREDSTORE_BENCH_STAGING") is { Length: > 0 } st)
+        {
+            o.AsyncStagingBytes = long.Parse(st, CultureInfo.InvariantCulture);
+        }
+
         configure?.Invoke(o);
         return SharedStoreClient.Connect(o);
     }
