@@ -461,6 +461,9 @@ internal sealed unsafe class AsyncChannel : IDisposable
     internal bool WaitFor(long first, long last, TimeSpan timeout, CancellationToken token) =>
         WaitUntil(static s => s.Channel.StatusOf(s.First, s.Last).Status != AsyncStatus.InProgress, (Channel: this, First: first, Last: last), timeout, token);
 
+    /// <summary>Whether operations submitted so far are not all terminal yet (a racy but monotonic hint).</summary>
+    internal bool HasPending => Volatile.Read(ref _h->CompletedThrough) < _ring.Position;
+
     /// <summary>Waits until every operation submitted so far is terminal (before a leave or destroy).</summary>
     internal bool Drain(TimeSpan timeout)
     {

@@ -161,6 +161,8 @@ public sealed unsafe class SharedObject : IDisposable
     /// <exception cref="ArgumentOutOfRangeException">The range is outside the object (nothing is touched).</exception>
     /// <exception cref="SharedStoreException">PermissionDenied (read-only member); WouldDeadlock (this process holds a
     /// lease on one of the blocks); Timeout; BrokerUnavailable. Nothing is held and nothing was written.</exception>
+    /// <remarks>Program order with this process's asynchronous writes: a write first waits for the ones it
+    /// submitted earlier that are still pending, so overlapping ranges end with this write's bytes.</remarks>
     /// <exception cref="OperationCanceledException">The token fired while waiting; nothing was written.</exception>
     public void Write(long offset, ReadOnlySpan<byte> data, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
@@ -174,6 +176,7 @@ public sealed unsafe class SharedObject : IDisposable
         long first = offset >> _blockShift;
         long last = (offset + data.Length - 1) >> _blockShift;
         ThrowIfHolds(offset, data.Length);
+        _container.Client.OrderAfterAsyncWrites(timeout);
 
         var wait = new LockWait(_container.Client.WaitPolicy, timeout, cancellationToken);
         for (long b = first; b <= last; b++)

@@ -83,6 +83,16 @@ public sealed class SharedStoreClient : IDisposable
     /// <summary>Waits until every asynchronous operation this client submitted so far has finished; false on timeout.</summary>
     public bool WaitForAsyncOperations(TimeSpan timeout) => Volatile.Read(ref _channel)?.Drain(timeout) ?? true;
 
+    /// <summary>A synchronous write keeps program order with this process's earlier asynchronous ones: it first
+    /// waits for those still pending (nothing to do, one load, when there are none).</summary>
+    internal void OrderAfterAsyncWrites(TimeSpan timeout)
+    {
+        if (Volatile.Read(ref _channel) is { HasPending: true } c && !c.Drain(timeout))
+        {
+            ThrowHelper.Timeout("write (waiting for this process's earlier asynchronous writes)");
+        }
+    }
+
     private AsyncChannel OpenChannel()
     {
         lock (_asyncGate)
