@@ -72,6 +72,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
     private static readonly long SpinTicks = Stopwatch.Frequency * 50 / 1_000_000; // 50 µs: more than a futex wake here
 
     private readonly ClientSession _session;
+    private readonly BrokerMetrics? _metrics;
     private readonly BrokerState _state;
     private readonly IDeviceAccessScheduler _scheduler;
     private readonly SafeFd _fd;
@@ -112,8 +113,9 @@ internal sealed unsafe class AsyncApplier : IDisposable
     private bool _disposed;
     private long _processedThrough;
 
-    public AsyncApplier(ClientSession session, BrokerState state, IDeviceAccessScheduler scheduler, int slotCount, long stagingSize, int brokerPid)
+    public AsyncApplier(ClientSession session, BrokerState state, IDeviceAccessScheduler scheduler, int slotCount, long stagingSize, int brokerPid, BrokerMetrics? metrics = null)
     {
+        _metrics = metrics;
         _session = session;
         _state = state;
         _scheduler = scheduler;
@@ -156,6 +158,9 @@ internal sealed unsafe class AsyncApplier : IDisposable
     public int SlotCount { get; }
 
     public long StagingSize { get; }
+
+    /// <summary>Messages published and not processed yet.</summary>
+    public long Depth => Math.Max(0, Volatile.Read(ref ((RingHeader*)(_map.Pointer + ChannelDescriptor.RingOffset))->Tail) - Volatile.Read(ref _processedThrough));
 
     /// <summary>Messages applied (or failed, or canceled) so far.</summary>
     public long Processed => Volatile.Read(ref _processedThrough);
@@ -304,6 +309,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         WakeClientIfWaiting();
         _ring.Release(n);
         Volatile.Write(ref _processedThrough, start + n);
+        _metrics?.AsyncProcessed(n);
     }
 
     private void Process(long pos, ReadOnlySpan<byte> msg)

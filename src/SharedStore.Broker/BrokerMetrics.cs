@@ -8,9 +8,9 @@ namespace SharedStore.Broker;
 /// The broker's instruments, on one meter named <see cref="MeterName"/> made by <see cref="IMeterFactory"/> (see
 /// docs/OPERATIONS.md, "Metrics", for the list with units). Counters are also totalled here so that the
 /// <c>status</c> request (<c>sharedstore stats</c>) can answer with the same figures a metrics listener sees.
-/// Reserved names, registered once their subsystems exist: <c>sharedstore.broker.ring.depth</c> and
-/// <c>sharedstore.broker.writeback.lag</c> (issue 5), <c>sharedstore.broker.lock.waits</c> (lock waits happen in
-/// clients; the broker only sees them through the Waiting bits).
+/// Reserved names, registered once their subsystems exist: <c>sharedstore.broker.writeback.lag</c> (durable
+/// containers), <c>sharedstore.broker.lock.waits</c> (lock waits happen in clients; the broker only sees them through
+/// the Waiting bits).
 /// </summary>
 internal sealed class BrokerMetrics
 {
@@ -25,6 +25,8 @@ internal sealed class BrokerMetrics
     public const string SessionsName = "sharedstore.broker.sessions";
     public const string RecoveredSessionsName = "sharedstore.broker.recovery.sessions";
     public const string RecoveredRecordsName = "sharedstore.broker.recovery.lock_records";
+    public const string RingDepthName = "sharedstore.broker.ring.depth";
+    public const string AsyncAppliedName = "sharedstore.broker.async.messages";
 
     private readonly Counter<long> _operations;
     private readonly Counter<long> _recoveredSessions;
@@ -45,12 +47,22 @@ internal sealed class BrokerMetrics
         Meter.CreateObservableUpDownCounter(ContainersName, () => (long)Snapshot().Containers, "{container}", "Containers that exist.");
         Meter.CreateObservableUpDownCounter(ObjectsName, () => (long)Snapshot().Objects, "{object}", "Objects that exist.");
         Meter.CreateObservableUpDownCounter(SessionsName, () => (long)Snapshot().Sessions, "{session}", "Connected client sessions.");
+        Meter.CreateObservableUpDownCounter(RingDepthName, () => _ringDepth?.Invoke() ?? 0, "{message}", "Asynchronous messages published in client rings and not yet processed by the appliers.");
+        Meter.CreateObservableCounter(AsyncAppliedName, () => Interlocked.Read(ref _asyncTotal), "{message}", "Asynchronous messages the appliers processed (applied, failed or canceled).");
     }
 
     public Meter Meter { get; }
 
     /// <summary>Where the observable instruments read the broker's state; set once by the server.</summary>
     public void Observe(Func<BrokerSnapshot> snapshot) => _snapshot = snapshot;
+
+    public void ObserveRingDepth(Func<long> depth) => _ringDepth = depth;
+
+    /// <summary>An applier processed <paramref name="messages"/> ring messages (once per batch).</summary>
+    public void AsyncProcessed(long messages) => Interlocked.Add(ref _asyncTotal, messages);
+
+    private Func<long>? _ringDepth;
+    private long _asyncTotal;
 
     public void Operation(string kind)
     {
@@ -88,6 +100,8 @@ internal sealed class BrokerMetrics
         yield return (SessionsName, "{session}", "", s.Sessions);
         yield return (RecoveredSessionsName, "{session}", "", Interlocked.Read(ref _recoveredSessionsTotal));
         yield return (RecoveredRecordsName, "{record}", "", Interlocked.Read(ref _recoveredRecordsTotal));
+        yield return (RingDepthName, "{message}", "", _ringDepth?.Invoke() ?? 0);
+        yield return (AsyncAppliedName, "{message}", "", Interlocked.Read(ref _asyncTotal));
     }
 
     private BrokerSnapshot Snapshot() => _snapshot?.Invoke() ?? default;

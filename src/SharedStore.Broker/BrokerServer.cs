@@ -36,6 +36,7 @@ internal sealed class BrokerServer : IDisposable
         var identity = new BrokerIdentity(Environment.ProcessId, _startTimestamp);
         State = new BrokerState(options, identity, Logger, metrics);
         metrics?.Observe(() => State.Snapshot(SessionCount));
+        metrics?.ObserveRingDepth(RingDepth);
         _applyScheduler = new Lazy<SharedStore.Devices.IDeviceAccessScheduler>(
             () => SharedStore.Devices.DeviceSchedulers.Create(options.AsyncScheduler, SharedStore.Devices.DeviceMode.None, threadCount: 1));
     }
@@ -48,6 +49,21 @@ internal sealed class BrokerServer : IDisposable
     public SharedStore.Devices.IDeviceAccessScheduler ApplyScheduler => _applyScheduler.Value;
 
     public bool Stopping => _stopping;
+
+    /// <summary>Messages published in all client rings and not processed yet.</summary>
+    private long RingDepth()
+    {
+        long depth = 0;
+        lock (_sessions)
+        {
+            foreach (var s in _sessions)
+            {
+                depth += s.Applier?.Depth ?? 0;
+            }
+        }
+
+        return depth;
+    }
 
     public ILogger Logger { get; }
 

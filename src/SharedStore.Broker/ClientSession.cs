@@ -320,7 +320,7 @@ internal sealed class ClientSession
                 throw new BrokerError(ErrorCode.BrokerUnavailable, "the broker is stopping");
             }
 
-            applier = new AsyncApplier(this, _state, _server.ApplyScheduler, slots, staging, _state.Identity.Pid);
+            applier = new AsyncApplier(this, _state, _server.ApplyScheduler, slots, staging, _state.Identity.Pid, _server.Metrics);
             Applier = applier;
         }
 
