@@ -24,7 +24,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
     private readonly long _stagingSize;
     private readonly long _slotMask;
     private readonly long _spinTicks;
-    private readonly Lock _submit = new();
+    private SubmitLock _submit;
 
     // Staging allocation, under _submit: ranges in allocation order; the oldest is freed once its operation is
     // terminal (or its rented buffer was returned), which moves _freePos.
@@ -92,7 +92,8 @@ internal sealed unsafe class AsyncChannel : IDisposable
     {
         if (data.Length <= InlineMax)
         {
-            lock (_submit)
+            _submit.Enter();
+            try
             {
                 if (!ClaimSlot(failWhenFull, out Span<byte> slot))
                 {
@@ -111,11 +112,16 @@ internal sealed unsafe class AsyncChannel : IDisposable
                 data.CopyTo(slot[ChannelMessage.HeaderSize..]);
                 return Publish(ChannelMessage.HeaderSize + data.Length);
             }
+            finally
+            {
+                _submit.Exit();
+            }
         }
 
         if (data.Length <= MaxChunk)
         {
-            lock (_submit)
+            _submit.Enter();
+            try
             {
                 StagingRange? r = AllocateStaging(data.Length, failWhenFull);
                 if (r is null)
@@ -126,6 +132,10 @@ internal sealed unsafe class AsyncChannel : IDisposable
                 data.CopyTo(new Span<byte>(_staging + r.Offset, data.Length));
                 return SubmitStaged(ChannelMessage.KindWrite, obj, offset, data.Length, r, ChannelMessage.FlagWhole, data.Length, failWhenFull);
             }
+            finally
+            {
+                _submit.Exit();
+            }
         }
 
         return SubmitChunked(obj, offset, data, failWhenFull);
@@ -134,7 +144,8 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// <summary>Zero copy: submits a write from a rented buffer; the buffer belongs to the operation afterwards.</summary>
     public AsyncOperation SubmitWrite(SharedObject obj, long offset, SharedBuffer buffer, int length, bool failWhenFull)
     {
-        lock (_submit)
+        _submit.Enter();
+        try
         {
             StagingRange r = buffer.TakeRange(this);
             if (!ClaimSlot(failWhenFull, out _))
@@ -146,6 +157,10 @@ internal sealed unsafe class AsyncChannel : IDisposable
             r.State = StagingRange.Submitted;
             return SubmitStaged(ChannelMessage.KindWrite, obj, offset, length, r, ChannelMessage.FlagWhole, length, failWhenFull);
         }
+        finally
+        {
+            _submit.Exit();
+        }
     }
 
     /// <summary>The broker-copy read path: the broker fills a staging range that the returned operation copies out.</summary>
@@ -156,7 +171,8 @@ internal sealed unsafe class AsyncChannel : IDisposable
             throw new ArgumentOutOfRangeException(nameof(buffer), buffer.Length, $"the broker read path reads at most {MaxChunk} bytes per call");
         }
 
-        lock (_submit)
+        _submit.Enter();
+        try
         {
             StagingRange? r = AllocateStaging(buffer.Length, failWhenFull);
             if (r is null)
@@ -170,6 +186,10 @@ internal sealed unsafe class AsyncChannel : IDisposable
             Register(op);
             return new AsyncOperation(op, 0, ring.Id);
         }
+        finally
+        {
+            _submit.Exit();
+        }
     }
 
     /// <summary>Rents <paramref name="length"/> bytes of staging for a zero-copy write.</summary>
@@ -181,11 +201,16 @@ internal sealed unsafe class AsyncChannel : IDisposable
             throw new ArgumentOutOfRangeException(nameof(length), length, $"a rented buffer holds at most {MaxChunk} bytes (a quarter of the staging area)");
         }
 
-        lock (_submit)
+        _submit.Enter();
+        try
         {
             StagingRange r = AllocateStaging(length, failWhenFull: false)!;
             r.State = StagingRange.Held;
             return new SharedBuffer(this, r, _staging + r.Offset, length);
+        }
+        finally
+        {
+            _submit.Exit();
         }
     }
 
@@ -217,7 +242,8 @@ internal sealed unsafe class AsyncChannel : IDisposable
         // is applied as a whole; it waits for readers there, and this call waits for staging that the broker frees
         // chunk by chunk. A lease of this process on the range would therefore wait on itself.
         obj.ThrowIfHolds(offset, data.Length);
-        lock (_submit)
+        _submit.Enter();
+        try
         {
             long first = -1, last = -1;
             long done = 0;
@@ -250,6 +276,10 @@ internal sealed unsafe class AsyncChannel : IDisposable
 
             return new AsyncOperation(this, first, last);
         }
+        finally
+        {
+            _submit.Exit();
+        }
     }
 
     /// <summary>Test hook: claims a slot and writes a whole write message into it, but neither commits nor publishes,
@@ -257,7 +287,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// to be killed).</summary>
     internal void TestClaimWithoutPublish(SharedObject obj, long offset, ReadOnlySpan<byte> data)
     {
-        _submit.Enter();
+        _submit.Enter(); // never exited: the process is about to be killed
         if (data.Length > InlineMax || !ClaimSlot(false, out Span<byte> slot))
         {
             throw new InvalidOperationException("the test hook writes one inline message");
@@ -468,9 +498,14 @@ internal sealed unsafe class AsyncChannel : IDisposable
     internal bool Drain(TimeSpan timeout)
     {
         long target;
-        lock (_submit)
+        _submit.Enter();
+        try
         {
             target = _ring.Position;
+        }
+        finally
+        {
+            _submit.Exit();
         }
 
         return WaitUntil(static s => Volatile.Read(ref s.Channel._h->CompletedThrough) >= s.Target || s.Channel._client.IsBrokerLost, (Channel: this, Target: target), timeout, default);
@@ -758,6 +793,37 @@ internal sealed unsafe class AsyncChannel : IDisposable
         }
 
         public void Abandon() => Finish(AsyncStatus.Failed, -(long)ErrorCode.BrokerUnavailable);
+    }
+}
+
+/// <summary>
+/// The submission lock: one CAS to enter and a release store to exit when uncontended (System.Threading.Lock pays a
+/// locked instruction on both). Holders may wait inside (for ring or staging space), so a contender spins briefly and
+/// then yields and sleeps instead of burning its core.
+/// </summary>
+internal struct SubmitLock
+{
+    private int _held;
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public void Enter()
+    {
+        if (Interlocked.CompareExchange(ref _held, 1, 0) != 0)
+        {
+            EnterSlow();
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public void Exit() => Volatile.Write(ref _held, 0);
+
+    private void EnterSlow()
+    {
+        var spinner = default(SpinWait);
+        while (Volatile.Read(ref _held) != 0 || Interlocked.CompareExchange(ref _held, 1, 0) != 0)
+        {
+            spinner.SpinOnce(); // spins, then yields, then sleeps 1 ms now and then
+        }
     }
 }
 
