@@ -85,6 +85,8 @@ internal sealed unsafe class AsyncApplier : IDisposable
     private readonly long _slotMask;
     private readonly Dictionary<ulong, (AsyncTarget? Target, ErrorCode Error, bool CanWrite)> _targets = [];
     private readonly Lock _applyLock = new();
+    private ulong _lastKey;
+    private (AsyncTarget? Target, ErrorCode Error, bool CanWrite) _lastTarget;
     private readonly LockWaitPolicy _waitPolicy = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _thread;
@@ -186,6 +188,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         lock (_applyLock)
         {
             _targets.Clear();
+            _lastTarget = default;
         }
 
         return true;
@@ -432,6 +435,11 @@ internal sealed unsafe class AsyncApplier : IDisposable
     private (AsyncTarget? Target, ErrorCode Error, bool CanWrite) Resolve(uint containerId, uint objectId)
     {
         ulong key = ((ulong)containerId << 32) | objectId;
+        if (key == _lastKey && _lastTarget.Target is not null)
+        {
+            return _lastTarget; // runs of messages on one object skip the lookup
+        }
+
         if (!_targets.TryGetValue(key, out var t))
         {
             ErrorCode e = _state.ResolveAsync(_session, containerId, objectId, out var target, out bool canWrite);
@@ -442,6 +450,8 @@ internal sealed unsafe class AsyncApplier : IDisposable
             }
         }
 
+        _lastKey = key;
+        _lastTarget = t;
         return t;
     }
 

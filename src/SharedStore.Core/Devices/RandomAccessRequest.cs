@@ -100,6 +100,7 @@ public class RandomAccessRequestBinding
     internal TransferStatus PreStatus;
     internal ulong UserData;
     internal bool IsNop;
+    internal RandomAccessRequestBinding? NextInChain; // ThreadPoolScheduler: the next binding of a chained request
     internal bool HoldsFdRef;
 
     /// <summary>Binds raw memory the caller keeps valid (for example inside a mapped region).</summary>

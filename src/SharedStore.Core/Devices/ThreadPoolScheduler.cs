@@ -113,6 +113,10 @@ public sealed class ThreadPoolScheduler : IDeviceAccessScheduler
             int count = SchedulerCommon.BeginBindings(request, device);
             Interlocked.Add(ref _inFlight, count);
             bool cancel = Volatile.Read(ref _shutdown) != 0;
+            // A memory-region device's transfers are CPU copies: spreading one request's bindings over threads gains
+            // nothing, so they travel as one chain (one queue operation per request, not per binding), worked in
+            // order by one thread. File bindings are queued one by one so several threads overlap their I/O.
+            bool chain = device is MemoryRegionDevice && !cancel;
             for (int i = 0; i < bindings.Count; i++)
             {
                 RandomAccessRequestBinding b = bindings[i];
@@ -120,6 +124,15 @@ public sealed class ThreadPoolScheduler : IDeviceAccessScheduler
                 {
                     // A handler rescheduling during shutdown: accepted, but reported as cancelled.
                     b.TryRequestCancel();
+                }
+
+                if (chain)
+                {
+                    b.NextInChain = i + 1 < bindings.Count ? bindings[i + 1] : null;
+                    if (i > 0)
+                    {
+                        continue;
+                    }
                 }
 
                 _queue.Enqueue(b);
@@ -243,27 +256,39 @@ public sealed class ThreadPoolScheduler : IDeviceAccessScheduler
                 }
             }
 
-            TransferResult result;
-            if (!b.TryStart())
+            while (b is not null)
             {
-                result = TransferResult.Fail(TransferStatus.Cancelled);
-            }
-            else if (b.PreStatus != TransferStatus.Success)
-            {
-                result = TransferResult.Fail(b.PreStatus);
-            }
-            else
-            {
-                RandomAccessRequest request = b.Request!;
-                var device = (RandomAccessDevice)request.Device;
-                result = device.IsDisposed
-                    ? TransferResult.Fail(TransferStatus.DeviceClosed)
-                    : device.Transfer(request.Operation, b.DeviceOffset, (byte*)b.Address, b.Length);
-            }
+                // Read the link before notifying: the handler may reschedule (and relink) this binding.
+                RandomAccessRequestBinding? next = b.NextInChain;
+                b.NextInChain = null;
+                if (next is not null && Volatile.Read(ref _shutdown) != 0)
+                {
+                    next.TryRequestCancel(); // shutting down: the rest of the chain counts as queued, so cancelled
+                }
 
-            // Decrement before notifying: a handler that waits for InFlight to drop must see its own binding gone.
-            Interlocked.Decrement(ref _inFlight);
-            b.Complete(result, ref _faults);
+                TransferResult result;
+                if (!b.TryStart())
+                {
+                    result = TransferResult.Fail(TransferStatus.Cancelled);
+                }
+                else if (b.PreStatus != TransferStatus.Success)
+                {
+                    result = TransferResult.Fail(b.PreStatus);
+                }
+                else
+                {
+                    RandomAccessRequest request = b.Request!;
+                    var device = (RandomAccessDevice)request.Device;
+                    result = device.IsDisposed
+                        ? TransferResult.Fail(TransferStatus.DeviceClosed)
+                        : device.Transfer(request.Operation, b.DeviceOffset, (byte*)b.Address, b.Length);
+                }
+
+                // Decrement before notifying: a handler that waits for InFlight to drop must see its own binding gone.
+                Interlocked.Decrement(ref _inFlight);
+                b.Complete(result, ref _faults);
+                b = next;
+            }
         }
     }
 }
