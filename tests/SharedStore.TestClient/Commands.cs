@@ -14,13 +14,15 @@ internal sealed unsafe class Commands
     private SharedStoreClient? _client;
     private Container? _container;
     private int _nextLease;
+    private readonly AsyncCommands _async;
 
     public Commands(Stream stdout)
     {
         _out = new StreamWriter(stdout) { AutoFlush = true, NewLine = "\n" };
+        _async = new AsyncCommands(this);
     }
 
-    private SharedStoreClient Client => _client ?? throw new InvalidOperationException("not connected");
+    internal SharedStoreClient Client => _client ?? throw new InvalidOperationException("not connected");
 
     private Container Container => _container ?? throw new InvalidOperationException("no current container");
 
@@ -77,13 +79,13 @@ internal sealed unsafe class Commands
         Answer(seq, answer);
     }
 
-    private static long L(string s) => long.Parse(s, CultureInfo.InvariantCulture);
+    internal static long L(string s) => long.Parse(s, CultureInfo.InvariantCulture);
 
-    private static int I(string s) => int.Parse(s, CultureInfo.InvariantCulture);
+    internal static int I(string s) => int.Parse(s, CultureInfo.InvariantCulture);
 
-    private static TimeSpan Ms(string s) => TimeSpan.FromMilliseconds(L(s));
+    internal static TimeSpan Ms(string s) => TimeSpan.FromMilliseconds(L(s));
 
-    private SharedObject Obj(string name) => _objects.TryGetValue(name, out var o) ? o : throw new KeyNotFoundException($"object '{name}' is not joined by this client");
+    internal SharedObject Obj(string name) => _objects.TryGetValue(name, out var o) ? o : throw new KeyNotFoundException($"object '{name}' is not joined by this client");
 
     private string Execute(string[] a)
     {
@@ -101,8 +103,25 @@ internal sealed unsafe class Commands
                 return $"ok {Environment.ProcessId}";
 
             case "connect":
-                _client = SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = a[1], ClientName = $"testclient-{Environment.ProcessId}" });
+            {
+                // connect SOCKET [slots=N] [staging=BYTES] [full=wait|fail] [submit-timeout=MS]: the async options.
+                var opts = new SharedStoreClientOptions { SocketPath = a[1], ClientName = $"testclient-{Environment.ProcessId}" };
+                foreach (string kv in a.Skip(2))
+                {
+                    string[] p = kv.Split('=', 2);
+                    switch (p[0])
+                    {
+                        case "slots": opts.AsyncRingSlots = I(p[1]); break;
+                        case "staging": opts.AsyncStagingBytes = L(p[1]); break;
+                        case "full": opts.AsyncFullMode = p[1] == "fail" ? AsyncFullMode.Fail : AsyncFullMode.Wait; break;
+                        case "submit-timeout": opts.AsyncSubmitTimeout = Ms(p[1]); break;
+                        default: throw new NotSupportedException($"unknown connect option '{kv}'");
+                    }
+                }
+
+                _client = SharedStoreClient.Connect(opts);
                 return $"ok {_client.BrokerPid}";
+            }
 
             case "create-container":
             {
@@ -302,7 +321,7 @@ internal sealed unsafe class Commands
                 return "ok";
 
             default:
-                throw new NotSupportedException($"unknown command '{a[0]}'");
+                return _async.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
         }
     }
 }

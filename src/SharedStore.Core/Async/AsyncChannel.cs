@@ -90,6 +90,10 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// <summary>Submits a write of <paramref name="data"/>; returns once the payload is in shared memory.</summary>
     public AsyncOperation SubmitWrite(SharedObject obj, long offset, ReadOnlySpan<byte> data, bool failWhenFull)
     {
+        // A lost broker must be reported as documented (BrokerUnavailable, nothing submitted), not by an operation
+        // published into a ring nobody consumes: while the ring had space, submissions used to succeed after the
+        // broker died and only their status said Failed.
+        ThrowIfUnusable();
         if (data.Length <= InlineMax)
         {
             _submit.Enter();
@@ -144,11 +148,26 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// <summary>Zero copy: submits a write from a rented buffer; the buffer belongs to the operation afterwards.</summary>
     public AsyncOperation SubmitWrite(SharedObject obj, long offset, SharedBuffer buffer, int length, bool failWhenFull)
     {
+        ThrowIfUnusable();
         _submit.Enter();
         try
         {
             StagingRange r = buffer.TakeRange(this);
-            if (!ClaimSlot(failWhenFull, out _))
+            bool claimed;
+            try
+            {
+                claimed = ClaimSlot(failWhenFull, out _);
+            }
+            catch
+            {
+                // Timeout, or the broker lost: nothing was submitted, so the buffer stays the caller's. Taking it
+                // for good here leaked its range, Held forever, and with it every later staging allocation (they
+                // are freed in order).
+                buffer.Restore(r);
+                throw;
+            }
+
+            if (!claimed)
             {
                 buffer.Restore(r);
                 return Rejected();
@@ -166,6 +185,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// <summary>The broker-copy read path: the broker fills a staging range that the returned operation copies out.</summary>
     public AsyncOperation SubmitBrokerRead(SharedObject obj, long offset, Memory<byte> buffer, bool failWhenFull)
     {
+        ThrowIfUnusable();
         if (buffer.Length > MaxChunk)
         {
             throw new ArgumentOutOfRangeException(nameof(buffer), buffer.Length, $"the broker read path reads at most {MaxChunk} bytes per call");
@@ -214,9 +234,9 @@ internal sealed unsafe class AsyncChannel : IDisposable
         }
     }
 
-    private AsyncOperation SubmitStaged(byte kind, SharedObject obj, long offset, int length, StagingRange r, byte flags, long total, bool failWhenFull)
+    private AsyncOperation SubmitStaged(byte kind, SharedObject obj, long offset, int length, StagingRange r, byte flags, long total, bool failWhenFull, bool committed = false)
     {
-        if (!ClaimSlot(failWhenFull, out Span<byte> slot))
+        if (!ClaimSlot(failWhenFull, out Span<byte> slot, committed))
         {
             Volatile.Write(ref r.State, StagingRange.Free);
             return Rejected();
@@ -250,8 +270,13 @@ internal sealed unsafe class AsyncChannel : IDisposable
             while (done < data.Length)
             {
                 int n = (int)Math.Min(MaxChunk, data.Length - done);
-                // Only the first chunk may be refused: once it is in the ring the broker holds the locks for the rest.
-                StagingRange? r = AllocateStaging(n, failWhenFull && first < 0);
+                // Only the first chunk may be refused or time out: once it is in the ring the broker holds the
+                // range's locks (and may have applied it) until the last chunk, so the write is accepted and the rest
+                // must follow however long staging takes to free. Giving up here left the broker waiting for chunks
+                // that never came: the next message was taken for a broken continuation and failed, and the range
+                // was left half written and torn, although the call had thrown "nothing submitted".
+                bool committed = first >= 0;
+                StagingRange? r = AllocateStaging(n, failWhenFull && !committed, committed);
                 if (r is null)
                 {
                     return Rejected();
@@ -259,7 +284,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
 
                 data.Slice((int)done, n).CopyTo(new Span<byte>(_staging + r.Offset, n));
                 byte flags = (byte)((first < 0 ? ChannelMessage.FlagFirst : 0) | (done + n == data.Length ? ChannelMessage.FlagLast : 0));
-                AsyncOperation part = SubmitStaged(ChannelMessage.KindWrite, obj, offset + done, n, r, flags, data.Length, failWhenFull && first < 0);
+                AsyncOperation part = SubmitStaged(ChannelMessage.KindWrite, obj, offset + done, n, r, flags, data.Length, failWhenFull && !committed, committed);
                 if (first < 0 && part.Status == AsyncStatus.Failed)
                 {
                     return part; // refused (full): nothing was submitted
@@ -304,7 +329,9 @@ internal sealed unsafe class AsyncChannel : IDisposable
         data.CopyTo(slot[ChannelMessage.HeaderSize..]);
     }
 
-    private bool ClaimSlot(bool failWhenFull, out Span<byte> slot)
+    /// <summary>Claims a ring slot, waiting up to AsyncSubmitTimeout when full (without a deadline when
+    /// <paramref name="committed"/>: a continuation chunk of an accepted write).</summary>
+    private bool ClaimSlot(bool failWhenFull, out Span<byte> slot, bool committed = false)
     {
         if (_ring.TryClaim(out slot))
         {
@@ -317,10 +344,13 @@ internal sealed unsafe class AsyncChannel : IDisposable
             return false;
         }
 
-        var deadline = Deadline(Options.AsyncSubmitTimeout);
+        var deadline = Deadline(committed ? Timeout.InfiniteTimeSpan : Options.AsyncSubmitTimeout);
+        var slice = TimeSpan.FromMilliseconds(50);
         while (!_ring.TryClaim(out slot))
         {
             ThrowIfUnusable();
+            // Left() is InfiniteTimeSpan (-1 ms) without a deadline: compare only a finite one, else the default
+            // infinite AsyncSubmitTimeout threw Timeout at the first full ring instead of waiting.
             TimeSpan left = Left(deadline);
             if (left != Timeout.InfiniteTimeSpan && left <= TimeSpan.Zero)
             {
@@ -328,7 +358,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
             }
 
             // In slices, so a broker that died meanwhile is noticed.
-            _ring.WaitForSpace(left != Timeout.InfiniteTimeSpan && left < TimeSpan.FromMilliseconds(50) ? left : TimeSpan.FromMilliseconds(50), default);
+            _ring.WaitForSpace(left == Timeout.InfiniteTimeSpan || left > slice ? slice : left, default);
         }
 
         return true;
@@ -346,10 +376,10 @@ internal sealed unsafe class AsyncChannel : IDisposable
 
     // ---- Staging ----------------------------------------------------------------------------------------
 
-    private StagingRange? AllocateStaging(int length, bool failWhenFull)
+    private StagingRange? AllocateStaging(int length, bool failWhenFull, bool committed = false)
     {
         long need = (length + 63) & ~63L;
-        var deadline = Deadline(Options.AsyncSubmitTimeout);
+        var deadline = Deadline(committed ? Timeout.InfiniteTimeSpan : Options.AsyncSubmitTimeout);
         while (true)
         {
             long off = _allocPos % _stagingSize;
@@ -588,13 +618,15 @@ internal sealed unsafe class AsyncChannel : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             _waiters.Add(waiter);
+            // An idle reaper waits on this monitor (not on the completion word that Nudge moves): without the pulse a
+            // new awaiter waited up to its 200 ms idle slice even when its operation had long finished.
+            Monitor.Pulse(_waiters);
             if (_reaper is null)
             {
                 _reaper = new Thread(Reap) { IsBackground = true, Name = "sharedstore-completions" };
                 _reaper.Start();
             }
 
-            Monitor.Pulse(_waiters); // a reaper idle without waiters waits on this monitor
         }
 
         Nudge();

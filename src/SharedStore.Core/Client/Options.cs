@@ -35,7 +35,9 @@ public sealed class SharedStoreClientOptions
     public AsyncFullMode AsyncFullMode { get; set; } = AsyncFullMode.Wait;
 
     /// <summary>How long a submission waits for space in <see cref="AsyncFullMode.Wait"/> mode before it throws
-    /// <see cref="ErrorCode.Timeout"/> (nothing submitted). Default: infinite.</summary>
+    /// <see cref="ErrorCode.Timeout"/> (nothing submitted). Default: infinite. A chunked write (larger than a quarter
+    /// of the staging area) is bound by it only until its first chunk is in the ring: from then on the broker holds the
+    /// range's locks for the rest, so the call waits for staging as long as the broker takes.</summary>
     public TimeSpan AsyncSubmitTimeout { get; set; } = Timeout.InfiniteTimeSpan;
 
     /// <summary>Where <see cref="SharedObject.ARead(long, Memory{byte})"/> copies. Default: this process.</summary>
