@@ -108,16 +108,16 @@ public sealed class ErrorCaseTests : CrossProcessTest
     }
 
     [Test]
-    public void ContainerJoin_64MembersAlready_FailsWithNoResources()
+    public void ContainerJoin_63MembersAlready_FailsWithNoResources()
     {
-        // Contract: a container has 64 member slots (the creator's included); the 65th join gets NoResources, and a
-        // slot freed by a leave is joinable again.
+        // Contract: a container has 63 member slots (the creator's included; lock slot 64 is the broker's, for
+        // asynchronous writes); the 64th join gets NoResources, and a slot freed by a leave is joinable again.
         using var broker = StartBroker();
         var a = Connect(broker, "a");
         var b = Connect(broker, "b");
         var c = Connect(broker, "c");
         a.Ok($"create-container c {Gid}");
-        b.Ok("extra-joins c 63", TimeSpan.FromSeconds(60));
+        b.Ok("extra-joins c 62", TimeSpan.FromSeconds(60));
         c.Err("join-container c", "NoResources");
         b.Ok("drop-extra");
         c.Ok("join-container c");
