@@ -13,8 +13,9 @@ internal sealed unsafe class AsyncTarget
 {
     private int[]? _waiters;
 
-    public AsyncTarget(byte* data, BlockLockRecord* locks, long size, int blockShift, MappedRegion owner)
+    public AsyncTarget(byte* data, BlockLockRecord* locks, long size, int blockShift, MappedRegion owner, bool durable)
     {
+        Durable = durable;
         Data = data;
         Locks = locks;
         Size = size;
@@ -34,6 +35,9 @@ internal sealed unsafe class AsyncTarget
     public long BlockCount { get; }
 
     public MemoryRegionDevice Device { get; }
+
+    /// <summary>The object's container is durable: writes mark blocks dirty for write-back.</summary>
+    public bool Durable { get; }
 
     /// <summary>Serializes the broker slot's process-local waiter counts (BlockLock.AcquireWrite's waitGate).</summary>
     public object Gate { get; } = new();
@@ -602,7 +606,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
                 }
             }
 
-            BlockLock.ReleaseWrite(t.Locks + b, whole);
+            BlockLock.ReleaseWrite(t.Locks + b, whole, t.Durable);
         }
     }
 
@@ -828,7 +832,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         for (long b = first; b <= last; b++)
         {
             BlockLock.MarkTorn(t.Locks + b);
-            BlockLock.ReleaseWrite(t.Locks + b, wroteWholeBlock: false);
+            BlockLock.ReleaseWrite(t.Locks + b, wroteWholeBlock: false, t.Durable);
         }
 
         _multiTarget = null;

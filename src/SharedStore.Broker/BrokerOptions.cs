@@ -34,6 +34,10 @@ internal sealed class BrokerOptions
     /// <see cref="SharedStore.Devices.DeviceSchedulers"/> decides). docs/ARCHITECTURE.md §9 has the measurements.</summary>
     public SharedStore.Devices.DeviceSchedulerKind AsyncScheduler { get; set; } = SharedStore.Devices.DeviceSchedulerKind.ThreadPool;
 
+    /// <summary>Where the broker keeps its own state: the list of durable containers to restore at start. Default:
+    /// <c>state/</c> beside the socket.</summary>
+    public string? StateDirectory { get; set; }
+
     /// <summary>Optional log file (the broker also logs to stderr).</summary>
     public string? LogPath { get; set; }
 

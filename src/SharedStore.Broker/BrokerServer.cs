@@ -133,6 +133,9 @@ internal sealed class BrokerServer : IDisposable
             return false;
         }
 
+        // Durable containers come back before anyone can connect (so a client never sees them half restored).
+        State.RestoreDurable();
+
         // We own the path: whatever socket file is there belongs to a dead broker.
         _ = Interop.Libc.unlink(_options.SocketPath);
         _listener = SeqPacketSocket.Listen(_options.SocketPath, _options.SystemWide ? Convert.ToInt32("666", 8) : Convert.ToInt32("600", 8));

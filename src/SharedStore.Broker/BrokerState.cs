@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -56,6 +57,9 @@ internal sealed class ContainerState
     public List<Segment> Segments { get; } = [];
     public long Bytes { get; set; }
 
+    /// <summary>The container's files when it is durable, else null.</summary>
+    public DurableContainer? Durable { get; set; }
+
     public IEnumerable<Membership> Members => Slots.Where(m => m is not null)!;
 
     public int MemberCount => Slots.Count(m => m is not null);
@@ -80,6 +84,9 @@ internal sealed class ObjectState
 
     /// <summary>The broker's view for asynchronous writes (created on first use, under the state lock).</summary>
     public AsyncTarget? AsyncTarget { get; set; }
+
+    /// <summary>The object's file when its container is durable, else null.</summary>
+    public DurableObject? Durable { get; set; }
 }
 
 /// <summary>One client process's membership of one container: its lock slot and its object joins.</summary>
@@ -113,9 +120,11 @@ internal sealed class BrokerState : IDisposable
     private bool _disposed; // under _gate: segments are unmapped, nothing may touch lock records any more
     private readonly ILogger _logger;
     private readonly BrokerMetrics? _metrics;
+    private readonly DurableStore? _durable;
 
     public BrokerState(BrokerOptions options, BrokerIdentity identity, ILogger? logger = null, BrokerMetrics? metrics = null)
     {
+        _durable = new DurableStore(options.StateDirectory ?? Path.Combine(Path.GetDirectoryName(options.SocketPath)!, "state"), logger ?? NullLogger.Instance);
         _options = options;
         Identity = identity;
         _logger = logger ?? NullLogger.Instance;
@@ -178,6 +187,11 @@ internal sealed class BrokerState : IDisposable
                 WritePolicy = req.WritePolicy,
                 BlockSize = blockSize,
             };
+            if (req.DurablePath.Length > 0)
+            {
+                c.Durable = _durable!.CreateContainer(c, req.DurablePath, who);
+            }
+
             _containers.Add(c.Name, c);
             _containersById.Add(c.Id, c);
             var m = AddMember(session, c);
@@ -339,6 +353,11 @@ internal sealed class BrokerState : IDisposable
             FreeObject(c, o);
         }
 
+        if (c.Durable is { } dc)
+        {
+            _durable!.RemoveContainer(dc); // destroy of a durable container deletes its files
+        }
+
         foreach (var s in c.Segments)
         {
             _bytesInUse -= s.LockLength;
@@ -382,86 +401,22 @@ internal sealed class BrokerState : IDisposable
                 throw new BrokerError(ErrorCode.AlreadyExists, $"object '{req.Name}' already exists in container '{c.Name}'");
             }
 
-            long blocks = (size + c.BlockSize - 1) / c.BlockSize;
-            long pageBytes = LockSegmentDescriptor.RoundUpToPage(size);
-            Segment? seg = null;
-            long dataOffset = -1, record = -1;
-            if (size < _options.DedicatedThreshold)
-            {
-                foreach (var s in c.Segments)
-                {
-                    if (!s.Dedicated && s.TryAllocate(size, blocks, out dataOffset, out record))
-                    {
-                        seg = s;
-                        break;
-                    }
-                }
-            }
-
-            long newSegmentBytes = 0;
-            bool dedicated = size >= _options.DedicatedThreshold;
-            if (seg is null)
-            {
-                newSegmentBytes = LockSegmentDescriptor.LengthFor(dedicated ? blocks : _options.LockRecordsPerSegment);
-            }
-
-            if (_bytesInUse + pageBytes + newSegmentBytes > _options.MemoryLimit)
-            {
-                throw new BrokerError(ErrorCode.NoResources, $"object of {size} bytes exceeds the broker's memory limit ({_bytesInUse} of {_options.MemoryLimit} bytes in use)");
-            }
-
-            bool freshSegment = seg is null;
-            if (seg is null)
+            o = AllocateObject(c, req.Name, size);
+            o.UseCount = 1;
+            if (c.Durable is { } dc)
             {
                 try
                 {
-                    seg = dedicated
-                        ? new Segment(_nextSegmentId++, c.Id, pageBytes, blocks, c.BlockSize, dedicated: true, Identity)
-                        : new Segment(_nextSegmentId++, c.Id, _options.SegmentCapacity, _options.LockRecordsPerSegment, c.BlockSize, dedicated: false, Identity);
+                    _durable!.AddObject(dc, o); // the file, preallocated: a full disk is this call's NoResources
                 }
-                catch (SharedStoreException e)
+                catch (BrokerError)
                 {
-                    throw new BrokerError(e.Code, e.Message);
-                }
-
-                c.Segments.Add(seg);
-                _bytesInUse += seg.LockLength;
-                if (!seg.TryAllocate(size, blocks, out dataOffset, out record))
-                {
-                    throw new BrokerError(ErrorCode.Internal, "a fresh segment could not hold the object");
+                    o.UseCount = 0;
+                    FreeObject(c, o);
+                    throw;
                 }
             }
 
-            // Reserve the memory now: running out is a clean error here, never a SIGBUS in a client later.
-            if (!Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
-            {
-                seg.Free(dataOffset, size, record, blocks);
-                if (freshSegment)
-                {
-                    c.Segments.Remove(seg); // made for this object alone: do not keep it (or its accounting) around
-                    _bytesInUse -= seg.LockLength;
-                    seg.Dispose();
-                }
-
-                throw new BrokerError(ErrorCode.NoResources, $"cannot reserve {size} bytes of shared memory: {Interop.Libc.StrError(errno)}");
-            }
-
-            o = new ObjectState
-            {
-                Id = _nextObjectId++,
-                Name = req.Name,
-                Size = size,
-                Segment = seg,
-                DataOffset = dataOffset,
-                RecordIndex = record,
-                BlockCount = blocks,
-                UseCount = 1,
-            };
-            seg.ObjectCount++;
-            c.Objects.Add(o.Name, o);
-            c.ObjectsById.Add(o.Id, o);
-            c.Bytes += size;
-            _bytesInUse += pageBytes;
             m.ObjectUses[o.Id] = 1;
         }
 
@@ -482,6 +437,92 @@ internal sealed class BrokerState : IDisposable
         {
             return (Describe(o), Grant(m, o));
         }
+    }
+
+    /// <summary>Allocates and reserves an object's memory and lock records in <paramref name="c"/> (no uses yet).
+    /// Under the state lock.</summary>
+    private ObjectState AllocateObject(ContainerState c, string name, long size)
+    {
+        long blocks = (size + c.BlockSize - 1) / c.BlockSize;
+        long pageBytes = LockSegmentDescriptor.RoundUpToPage(size);
+        Segment? seg = null;
+        long dataOffset = -1, record = -1;
+        if (size < _options.DedicatedThreshold)
+        {
+            foreach (var s in c.Segments)
+            {
+                if (!s.Dedicated && s.TryAllocate(size, blocks, out dataOffset, out record))
+                {
+                    seg = s;
+                    break;
+                }
+            }
+        }
+
+        long newSegmentBytes = 0;
+        bool dedicated = size >= _options.DedicatedThreshold;
+        if (seg is null)
+        {
+            newSegmentBytes = LockSegmentDescriptor.LengthFor(dedicated ? blocks : _options.LockRecordsPerSegment);
+        }
+
+        if (_bytesInUse + pageBytes + newSegmentBytes > _options.MemoryLimit)
+        {
+            throw new BrokerError(ErrorCode.NoResources, $"object of {size} bytes exceeds the broker's memory limit ({_bytesInUse} of {_options.MemoryLimit} bytes in use)");
+        }
+
+        bool freshSegment = seg is null;
+        if (seg is null)
+        {
+            try
+            {
+                seg = dedicated
+                    ? new Segment(_nextSegmentId++, c.Id, pageBytes, blocks, c.BlockSize, dedicated: true, Identity)
+                    : new Segment(_nextSegmentId++, c.Id, _options.SegmentCapacity, _options.LockRecordsPerSegment, c.BlockSize, dedicated: false, Identity);
+            }
+            catch (SharedStoreException e)
+            {
+                throw new BrokerError(e.Code, e.Message);
+            }
+
+            c.Segments.Add(seg);
+            _bytesInUse += seg.LockLength;
+            if (!seg.TryAllocate(size, blocks, out dataOffset, out record))
+            {
+                throw new BrokerError(ErrorCode.Internal, "a fresh segment could not hold the object");
+            }
+        }
+
+        // Reserve the memory now: running out is a clean error here, never a SIGBUS in a client later.
+        if (!Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
+        {
+            seg.Free(dataOffset, size, record, blocks);
+            if (freshSegment)
+            {
+                c.Segments.Remove(seg); // made for this object alone: do not keep it (or its accounting) around
+                _bytesInUse -= seg.LockLength;
+                seg.Dispose();
+            }
+
+            throw new BrokerError(ErrorCode.NoResources, $"cannot reserve {size} bytes of shared memory: {Interop.Libc.StrError(errno)}");
+        }
+
+        var o = new ObjectState
+        {
+            Id = _nextObjectId++,
+            Name = name,
+            Size = size,
+            Segment = seg,
+            DataOffset = dataOffset,
+            RecordIndex = record,
+            BlockCount = blocks,
+        };
+        seg.ObjectCount++;
+        c.Objects.Add(o.Name, o);
+        c.ObjectsById.Add(o.Id, o);
+        c.Bytes += size;
+        _bytesInUse += pageBytes;
+        return o;
     }
 
     public (ObjectInfo Info, SegmentGrant Grant) JoinObject(ClientSession session, ObjectJoin req)
@@ -586,6 +627,11 @@ internal sealed class BrokerState : IDisposable
             return;
         }
 
+        if (c.Durable is { } dc)
+        {
+            _durable!.RemoveObject(dc, o); // write-back stops touching the memory before it is freed
+        }
+
         c.Objects.Remove(o.Name);
         c.Bytes -= o.Size;
         _bytesInUse -= LockSegmentDescriptor.RoundUpToPage(o.Size);
@@ -603,6 +649,81 @@ internal sealed class BrokerState : IDisposable
             o.Segment.Dispose();
         }
     }
+
+    // ---- Durable containers ---------------------------------------------------------------------------------
+
+    /// <summary>container_flush: every write that completed before it is on disk when it returns.</summary>
+    public void Flush(ClientSession session, uint containerId, TimeSpan timeout, CancellationToken token)
+    {
+        DurableContainer? dc;
+        lock (_gate)
+        {
+            dc = Member(session, containerId).Container.Durable;
+        }
+
+        if (dc is not null)
+        {
+            _durable!.Flush(dc, timeout, token);
+        }
+    }
+
+    /// <summary>Broker start: brings back every registered durable container with its objects (memory allocated as
+    /// for a create, blocks loaded from their files). A container that cannot be read is logged and skipped.</summary>
+    public List<RestoreReport> RestoreDurable()
+    {
+        var reports = new List<RestoreReport>();
+        foreach (string dir in _durable!.RegisteredDirectories())
+        {
+            try
+            {
+                var meta = DurableStore.ReadMeta(dir);
+                ContainerState c;
+                DurableContainer dc;
+                var objects = new List<(ObjectState O, string File)>();
+                lock (_gate)
+                {
+                    if (_containers.ContainsKey(meta.Name))
+                    {
+                        throw new InvalidDataException($"a container named '{meta.Name}' exists already");
+                    }
+
+                    c = new ContainerState
+                    {
+                        Id = _nextContainerId++,
+                        Name = meta.Name,
+                        GroupId = meta.GroupId,
+                        CreatorUid = meta.CreatorUid,
+                        WritePolicy = meta.WritePolicy,
+                        BlockSize = (int)meta.BlockSize,
+                    };
+                    dc = _durable.AdoptContainer(dir, meta);
+                    c.Durable = dc;
+                    _containers.Add(c.Name, c);
+                    _containersById.Add(c.Id, c);
+                    foreach (var om in meta.Objects)
+                    {
+                        objects.Add((AllocateObject(c, om.Name, (long)om.Size), om.File));
+                    }
+                }
+
+                foreach (var (o, file) in objects)
+                {
+                    var report = _durable.RestoreObject(dc, o, file);
+                    Log.DurableRestored(_logger, report.Container, report.Object, report.Blocks, report.TornSlots, report.CorruptBlocks);
+                    reports.Add(report);
+                }
+            }
+            catch (Exception e) when (e is IOException or InvalidDataException or InvalidProtocolBufferException or BrokerError or UnauthorizedAccessException or Devices.DeviceException)
+            {
+                Log.DurableRestoreFailed(_logger, dir, e.Message);
+            }
+        }
+
+        return reports;
+    }
+
+    /// <summary>Durable figures, for metrics and benches.</summary>
+    public DurableStore? Durable => _durable;
 
     // ---- Asynchronous path ---------------------------------------------------------------------------------
 
@@ -632,7 +753,8 @@ internal sealed class BrokerState : IDisposable
                 o.Segment.Record(o.RecordIndex),
                 o.Size,
                 System.Numerics.BitOperations.Log2((uint)m.Container.BlockSize),
-                o.Segment.DataMap);
+                o.Segment.DataMap,
+                durable: m.Container.Durable is not null);
             return ErrorCode.Ok;
         }
     }
@@ -894,6 +1016,7 @@ internal sealed class BrokerState : IDisposable
 
     public void Dispose()
     {
+        _durable?.Dispose(); // write-back stops (files stay) before the memory it reads goes
         lock (_gate)
         {
             _disposed = true;
@@ -1002,6 +1125,7 @@ internal sealed class BrokerState : IDisposable
         MemberSlot = m is null ? 0u : (uint)m.Slot,
         CanWrite = m?.CanWrite ?? false,
         CreatorUid = (int)c.CreatorUid,
+        DurablePath = c.Durable?.Directory ?? "",
     };
 
     private static ObjectInfo Describe(ObjectState o) => new()

@@ -164,6 +164,7 @@ internal sealed class ClientSession
         {
             case Request.BodyOneofCase.ContainerDestroy:
             case Request.BodyOneofCase.ObjectDestroy:
+            case Request.BodyOneofCase.Flush:
                 RunBlocking(req);
                 return true;
             case Request.BodyOneofCase.Cancel:
@@ -267,6 +268,9 @@ internal sealed class ClientSession
                     break;
                 case Request.BodyOneofCase.Status:
                     resp.Status = _server.Status();
+                    break;
+                case Request.BodyOneofCase.Flush:
+                    _state.Flush(this, req.Flush.ContainerId, timeout, token);
                     break;
                 case Request.BodyOneofCase.AsyncOpen:
                     (resp.AsyncChannel, grant) = OpenAsync(req.AsyncOpen);

@@ -40,4 +40,16 @@ internal static partial class Log
     [LoggerMessage(EventId = 10, EventName = "ConfigurationLoaded", Level = LogLevel.Debug,
         Message = "socket {SocketPath}, system-wide {SystemWide}, memory limit {MemoryLimit} bytes, log file {LogPath}")]
     public static partial void ConfigurationLoaded(ILogger logger, string socketPath, bool systemWide, long memoryLimit, string logPath);
+
+    [LoggerMessage(EventId = 11, EventName = "WriteBackFailed", Level = LogLevel.Error,
+        Message = "write-back of durable container '{Container}' failed: {Error}; the blocks stay dirty in memory")]
+    public static partial void WriteBackFailed(ILogger logger, string container, string error);
+
+    [LoggerMessage(EventId = 12, EventName = "DurableRestored", Level = LogLevel.Information,
+        Message = "restored durable object '{Container}/{Object}': {Blocks} block(s), {TornSlots} torn slot(s) skipped, {CorruptBlocks} corrupt block(s) marked torn")]
+    public static partial void DurableRestored(ILogger logger, string container, string @object, long blocks, long tornSlots, long corruptBlocks);
+
+    [LoggerMessage(EventId = 13, EventName = "DurableRestoreFailed", Level = LogLevel.Error,
+        Message = "cannot restore durable container in '{Directory}': {Error}")]
+    public static partial void DurableRestoreFailed(ILogger logger, string directory, string error);
 }

@@ -100,7 +100,7 @@ return 0;
 /// and the configuration bound to <see cref="BrokerOptions"/>.</summary>
 internal static class BrokerCommandLine
 {
-    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--async-scheduler auto|threadpool|iouring] [--config FILE]";
+    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--async-scheduler auto|threadpool|iouring] [--state-dir DIR] [--config FILE]";
 
     /// <summary>Where a per-user sharedstore.json is read from: $XDG_CONFIG_HOME/sharedstore, else ~/.config/sharedstore.</summary>
     public static string UserConfigDirectory
@@ -130,6 +130,7 @@ internal static class BrokerCommandLine
                 case "--log": values["Log"] = Next(); break;
                 case "--log-level": values["LogLevel"] = Next(); break;
                 case "--async-scheduler": values["AsyncScheduler"] = Next(); break;
+                case "--state-dir": values["StateDirectory"] = Next(); break;
                 case "--config": configFile = Next(); break;
                 case "-h":
                 case "--help":
@@ -172,6 +173,7 @@ internal static class BrokerCommandLine
             };
         }
 
+        options.StateDirectory = config["StateDirectory"] is { Length: > 0 } stateDir ? stateDir : null;
         options.LogPath = config["Log"] is { Length: > 0 } log ? log : null;
         var level = LogLevel.Information;
         if (config["LogLevel"] is { Length: > 0 } l && !Enum.TryParse(l, ignoreCase: true, out level))

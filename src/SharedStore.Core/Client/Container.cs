@@ -27,7 +27,38 @@ public sealed class Container : IDisposable
         BlockSize = (int)info.BlockSize;
         Slot = (int)info.MemberSlot;
         CanWrite = info.CanWrite;
+        DurablePath = info.DurablePath.Length == 0 ? null : info.DurablePath;
     }
+
+    /// <summary>The directory the broker keeps this container's objects in, or null for a memory-only container.</summary>
+    public string? DurablePath { get; }
+
+    /// <summary>Whether the container is durable (<see cref="ContainerOptions.DurablePath"/>).</summary>
+    public bool IsDurable => DurablePath is not null;
+
+    /// <summary>
+    /// The seed-style <c>container_flush(container_id)</c>: returns once every write to the container's objects that
+    /// completed before this call (synchronous writes, and asynchronous ones whose status was Completed) is durable on
+    /// disk. A memory-only container returns at once. Waits for this process's own pending asynchronous writes
+    /// first, so "submitted before" is enough for them.
+    /// </summary>
+    /// <exception cref="SharedStoreException">NoResources (the disk refused a write: full or failing; the memory copy
+    /// is intact and stays dirty); Timeout; BrokerUnavailable.</exception>
+    /// <exception cref="OperationCanceledException">The token fired; the writes stay queued for write-back.</exception>
+    public void Flush(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ThrowIfClosed();
+        if (!IsDurable)
+        {
+            return;
+        }
+
+        _client.WaitForAsyncOperations(timeout);
+        _client.Call(new Request { Flush = new Flush { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
+    }
+
+    /// <summary><see cref="Flush(TimeSpan, CancellationToken)"/> without a timeout.</summary>
+    public void Flush() => Flush(Timeout.InfiniteTimeSpan);
 
     /// <summary>The container's name.</summary>
     public string Name { get; }

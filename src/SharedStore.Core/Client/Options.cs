@@ -69,4 +69,10 @@ public sealed class ContainerOptions
 
     /// <summary>Lock granularity: a power of two from 4 KiB to 1 GiB. Default 0: the broker's default (1 MiB).</summary>
     public int BlockSize { get; set; }
+
+    /// <summary>Null (the default): memory only. Otherwise the container is <b>durable</b>: an existing, empty
+    /// directory on the broker's machine that the calling user may write; the broker keeps the objects' blocks there
+    /// (written back in the background; <see cref="Container.Flush(TimeSpan, CancellationToken)"/> makes them durable)
+    /// and restores the container when it restarts. Disk space: twice the objects' size (shadow slots).</summary>
+    public string? DurablePath { get; set; }
 }

@@ -29,6 +29,7 @@ public sealed unsafe class SharedObject : IDisposable
     private readonly object _waitGate = new();
     private volatile bool _closed;
     private Devices.MemoryRegionDevice? _readDevice;
+    private readonly bool _durable;
 
     internal SharedObject(Container container, ObjectInfo info, ClientSegment segment)
     {
@@ -39,6 +40,7 @@ public sealed unsafe class SharedObject : IDisposable
         Size = (long)info.Size;
         BlockCount = (int)info.BlockCount;
         _slot = container.Slot;
+        _durable = container.IsDurable;
         _blockShift = BitOperations.Log2((uint)container.BlockSize);
         if ((long)info.DataOffset + Size > segment.Data.Length || (long)info.LockOffset + ((long)BlockCount * BlockLockDescriptor.Size) > segment.Locks.Length)
         {
@@ -201,7 +203,7 @@ public sealed unsafe class SharedObject : IDisposable
         {
             long bs = b << _blockShift;
             bool whole = offset <= bs && end >= Math.Min(bs + blockSize, Size);
-            BlockLock.ReleaseWrite(_locks + b, whole);
+            BlockLock.ReleaseWrite(_locks + b, whole, _durable);
         }
     }
 

@@ -183,6 +183,7 @@ public sealed class SharedStoreClient : IDisposable
                 GroupId = groupId,
                 WritePolicy = (Protocol.WritePolicy)options.WritePolicy,
                 BlockSize = (uint)options.BlockSize,
+                DurablePath = options.DurablePath ?? "",
             },
         }, _options.RequestTimeout, cancellationToken);
         return Track(new Container(this, r.Response.Container));
@@ -190,7 +191,7 @@ public sealed class SharedStoreClient : IDisposable
 
     /// <summary>The seed's <c>container_join</c>.</summary>
     /// <exception cref="SharedStoreException">NotFound; Destroyed (destroy is in progress); PermissionDenied;
-    /// NoResources (64 member processes already); AlreadyExists (this client is already a member); BrokerUnavailable.</exception>
+    /// NoResources (63 member processes already); AlreadyExists (this client is already a member); BrokerUnavailable.</exception>
     public Container JoinContainer(string name, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);

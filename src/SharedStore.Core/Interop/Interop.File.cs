@@ -22,6 +22,8 @@ internal static partial class Interop
 
         internal const uint STATX_TYPE = 0x0001;
         internal const uint STATX_MODE = 0x0002;
+        internal const uint STATX_UID = 0x0008;
+        internal const uint STATX_GID = 0x0010;
         internal const uint STATX_SIZE = 0x0200;
         internal const uint STATX_DIOALIGN = 0x2000;
 
@@ -38,6 +40,8 @@ internal static partial class Interop
         {
             [FieldOffset(0)] public uint stx_mask;
             [FieldOffset(4)] public uint stx_blksize;
+            [FieldOffset(20)] public uint stx_uid;
+            [FieldOffset(24)] public uint stx_gid;
             [FieldOffset(28)] public ushort stx_mode;
             [FieldOffset(40)] public ulong stx_size;
             [FieldOffset(152)] public uint stx_dio_mem_align;

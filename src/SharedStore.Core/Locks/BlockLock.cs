@@ -286,9 +286,16 @@ internal static unsafe class BlockLock
         }
     }
 
-    /// <summary>Releases a write. <paramref name="wroteWholeBlock"/> clears the torn mark first.</summary>
-    public static void ReleaseWrite(BlockLockRecord* rec, bool wroteWholeBlock)
+    /// <summary>Releases a write. <paramref name="wroteWholeBlock"/> clears the torn mark first;
+    /// <paramref name="markDirty"/> (durable containers) records the change for write-back while the write is still
+    /// held, so a write-back that read-locks the block afterwards sees it.</summary>
+    public static void ReleaseWrite(BlockLockRecord* rec, bool wroteWholeBlock, bool markDirty = false)
     {
+        if (markDirty)
+        {
+            Interlocked.Or(ref rec->Flags, BlockLockDescriptor.FlagDirty);
+        }
+
         if (wroteWholeBlock && (Volatile.Read(ref rec->Flags) & BlockLockDescriptor.FlagTorn) != 0)
         {
             Interlocked.And(ref rec->Flags, ~BlockLockDescriptor.FlagTorn);
@@ -301,7 +308,14 @@ internal static unsafe class BlockLock
 
     /// <summary>Marks the block torn (its writer stopped mid-write); only a whole-block write clears it. Call while
     /// holding the write.</summary>
-    public static void MarkTorn(BlockLockRecord* rec) => Interlocked.Or(ref rec->Flags, BlockLockDescriptor.FlagTorn);
+    public static void MarkTorn(BlockLockRecord* rec) => Interlocked.Or(ref rec->Flags, BlockLockDescriptor.FlagTorn | BlockLockDescriptor.FlagDirty);
+
+    /// <summary>Write-back, under a read hold: true (and the mark cleared) when the block changed since the last one.</summary>
+    public static bool TakeDirty(BlockLockRecord* rec) =>
+        (Volatile.Read(ref rec->Flags) & BlockLockDescriptor.FlagDirty) != 0
+        && (Interlocked.And(ref rec->Flags, ~BlockLockDescriptor.FlagDirty) & BlockLockDescriptor.FlagDirty) != 0;
+
+    public static bool IsDirty(BlockLockRecord* rec) => (Volatile.Read(ref rec->Flags) & BlockLockDescriptor.FlagDirty) != 0;
 
     public static bool IsTorn(BlockLockRecord* rec) => (Volatile.Read(ref rec->Flags) & BlockLockDescriptor.FlagTorn) != 0;
 
@@ -373,7 +387,7 @@ internal static unsafe class BlockLock
             if ((owner & BlockLockDescriptor.OwnerActiveBit) != 0)
             {
                 // The writer may have stopped half way through its copy: the block is partly old, partly new.
-                Interlocked.Or(ref rec->Flags, BlockLockDescriptor.FlagTorn);
+                Interlocked.Or(ref rec->Flags, BlockLockDescriptor.FlagTorn | BlockLockDescriptor.FlagDirty);
                 result.Torn = true;
             }
 

@@ -58,6 +58,10 @@ internal static class BlockLockDescriptor
 
     public const uint FlagTorn = 0x1;
 
+    /// <summary>The block changed since the broker last wrote it back (durable containers; set by writers before
+    /// they release, and with every torn mark; cleared by write-back under a read hold).</summary>
+    public const uint FlagDirty = 0x2;
+
     public const int SeqSleepersBit = 0x1;
 }
 

@@ -1,0 +1,926 @@
+using System.Runtime.InteropServices;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using SharedStore.Devices;
+using SharedStore.Locks;
+using SharedStore.Protocol;
+using SharedStore.Regions;
+
+namespace SharedStore.Broker;
+
+/// <summary>A durable container's files: its directory, its metadata, its objects.</summary>
+internal sealed class DurableContainer(string directory, DurableContainerMeta meta)
+{
+    public string Directory { get; } = directory;
+
+    public DurableContainerMeta Meta { get; } = meta;
+
+    public List<DurableObject> Objects { get; } = [];
+
+    /// <summary>One flush at a time per container.</summary>
+    public object FlushGate { get; } = new();
+
+    public string MetaPath => Path.Combine(Directory, DurableStore.MetaFileName);
+}
+
+/// <summary>One durable object: the file device behind its shared memory, and per block which shadow slot holds the
+/// newest valid copy (and its generation). Write-back and removal serialize on <see cref="Gate"/>.</summary>
+internal sealed unsafe class DurableObject(ObjectState state, string fileName, string path, RandomAccessFileDevice device, byte* data, BlockLockRecord* locks, int blockSize)
+{
+    public const byte NoSlot = 255;
+
+    public ObjectState State { get; } = state;
+
+    public string FileName { get; } = fileName;
+
+    public string FilePath { get; } = path;
+
+    public RandomAccessFileDevice Device { get; } = device;
+
+    public byte* Data { get; } = data;
+
+    public BlockLockRecord* Locks { get; } = locks;
+
+    public int BlockSize { get; } = blockSize;
+
+    public long Size => State.Size;
+
+    public long BlockCount => State.BlockCount;
+
+    public long[] Generation { get; } = new long[state.BlockCount];
+
+    public byte[] Slot { get; } = Enumerable.Repeat(NoSlot, (int)state.BlockCount).ToArray();
+
+    public object Gate { get; } = new();
+
+    public bool Closed { get; set; }
+
+    public int BlockLength(long b) => (int)Math.Min(BlockSize, Size - (b * BlockSize));
+}
+
+/// <summary>What a restore found, per object (logged, counted, and pinned by the crash tests).</summary>
+internal readonly record struct RestoreReport(string Container, string Object, long Blocks, long TornSlots, long CorruptBlocks);
+
+/// <summary>
+/// Durable containers (docs/ARCHITECTURE.md §11): the objects' shared memory is the cache, a file per object is the
+/// store. Writers mark blocks dirty in their lock records; a background thread (and <see cref="Flush"/>) writes dirty
+/// blocks back through the device scheduler (io_uring where available), each into the block's other shadow slot with
+/// a checksum and a generation, and fdatasyncs every file it wrote before a later pass may overwrite the older slot.
+/// Restore at broker start takes, per block, the valid slot with the highest generation.
+/// <para><b>Invariant</b> (the argument for "never half old, half new"): for every block, the slot that write-back is
+/// not writing holds a complete copy that is durable (fdatasynced) and at least as new as the last successful flush.
+/// A write goes only to the other slot; it becomes the newest copy only once its checksums are on disk; the next pass
+/// may overwrite the older slot only after this pass's fdatasync. A crash therefore tears at most the slot being
+/// written, which restore detects by its checksums and skips (reporting it), falling back to the durable one.</para>
+/// </summary>
+internal sealed unsafe class DurableStore : IDisposable
+{
+    public const string MetaFileName = "container.ssmeta";
+    public const string RegistryFileName = "durable-containers";
+    private const int MaxWriteBufferBytes = 64 << 20;
+    private static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(50);
+
+    private readonly string _stateDirectory;
+    private readonly ILogger _logger;
+    private readonly Lock _gate = new(); // containers list and registry
+    private readonly List<DurableContainer> _containers = [];
+    private readonly IDeviceAccessScheduler _scheduler;
+    private readonly Thread _thread;
+    private readonly ManualResetEventSlim _stop = new();
+    private long _writtenBytes;
+    private long _writeErrors;
+    private long _tornSlots;
+    private long _corruptBlocks;
+
+    public DurableStore(string stateDirectory, ILogger logger)
+    {
+        _stateDirectory = stateDirectory;
+        _logger = logger;
+        _scheduler = DeviceSchedulers.Create(DeviceSchedulerKind.Auto, DeviceMode.None);
+        _thread = new Thread(WriteBackLoop) { IsBackground = true, Name = "sharedstore-writeback" };
+        _thread.Start();
+    }
+
+    /// <summary>Bytes of blocks written back so far (data only).</summary>
+    public long WrittenBytes => Interlocked.Read(ref _writtenBytes);
+
+    public long WriteErrors => Interlocked.Read(ref _writeErrors);
+
+    public long TornSlots => Interlocked.Read(ref _tornSlots);
+
+    public long CorruptBlocks => Interlocked.Read(ref _corruptBlocks);
+
+    public string SchedulerDescription => _scheduler.SelectionReason;
+
+    // ---- Containers and objects (called under the broker state lock) --------------------------------------
+
+    /// <summary>Makes <paramref name="c"/> durable in <paramref name="directory"/>: checks the caller may write
+    /// there, writes the metadata and registers the directory for restore.</summary>
+    public DurableContainer CreateContainer(ContainerState c, string directory, PeerCredentials who)
+    {
+        if (!Path.IsPathFullyQualified(directory))
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"durable path '{directory}' must be absolute");
+        }
+
+        directory = Path.GetFullPath(directory);
+        CheckWritableBy(directory, who);
+        if (File.Exists(Path.Combine(directory, MetaFileName)))
+        {
+            throw new BrokerError(ErrorCode.AlreadyExists, $"'{directory}' already holds a durable container");
+        }
+
+        lock (_gate)
+        {
+            if (_containers.Any(d => d.Directory == directory))
+            {
+                throw new BrokerError(ErrorCode.AlreadyExists, $"'{directory}' already holds a durable container");
+            }
+        }
+
+        var meta = new DurableContainerMeta
+        {
+            FormatVersion = 1,
+            Name = c.Name,
+            GroupId = c.GroupId,
+            WritePolicy = c.WritePolicy,
+            BlockSize = (uint)c.BlockSize,
+            CreatorUid = c.CreatorUid,
+            NextFile = 1,
+        };
+        var dc = new DurableContainer(directory, meta);
+        try
+        {
+            WriteMeta(dc);
+        }
+        catch (IOException e)
+        {
+            throw new BrokerError(ErrorCode.NoResources, $"cannot write the durable container's metadata in '{directory}': {e.Message}");
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new BrokerError(ErrorCode.PermissionDenied, $"the broker cannot write '{directory}': {e.Message}");
+        }
+
+        lock (_gate)
+        {
+            _containers.Add(dc);
+            SaveRegistry();
+        }
+
+        return dc;
+    }
+
+    /// <summary>Creates the object's file, preallocated (a full disk is NoResources here, not a write-back failure
+    /// later), and records it in the metadata.</summary>
+    public void AddObject(DurableContainer dc, ObjectState o)
+    {
+        string file = $"o-{dc.Meta.NextFile}.ssdata";
+        string path = Path.Combine(dc.Directory, file);
+        RandomAccessFileDevice? device = null;
+        try
+        {
+            device = new RandomAccessFileDevice(path, DeviceMode.Create | DeviceMode.Truncate);
+            long length = DurableFileDescriptor.FileLength(o.BlockCount, (int)dc.Meta.BlockSize);
+            int r = WithFd(device, fd => Interop.Libc.fallocate(fd, 0, 0, length) == 0 ? 0 : Interop.Libc.LastErrno);
+            if (r != 0)
+            {
+                throw new BrokerError(ErrorCode.NoResources, $"cannot allocate {length} bytes for object '{o.Name}' in '{dc.Directory}': {Interop.Libc.StrError(r)}");
+            }
+
+            WriteFileHeader(device, o, (int)dc.Meta.BlockSize);
+            device.Flush(metadata: true);
+            dc.Meta.NextFile++;
+            dc.Meta.Objects.Add(new DurableObjectMeta { Name = o.Name, Size = (ulong)o.Size, File = file });
+            WriteMeta(dc);
+        }
+        catch (Exception e) when (e is DeviceException or IOException or UnauthorizedAccessException or BrokerError)
+        {
+            device?.Dispose();
+            TryDelete(path);
+            dc.Meta.Objects.Remove(dc.Meta.Objects.FirstOrDefault(m => m.File == file));
+            if (e is BrokerError)
+            {
+                throw;
+            }
+
+            throw new BrokerError(ErrorCode.NoResources, $"cannot create the file of object '{o.Name}' in '{dc.Directory}': {e.Message}");
+        }
+
+        Attach(dc, o, file, path, device);
+    }
+
+    /// <summary>Closes and deletes the object's file and drops it from the metadata.</summary>
+    public void RemoveObject(DurableContainer dc, ObjectState o)
+    {
+        var d = o.Durable;
+        if (d is null)
+        {
+            return;
+        }
+
+        lock (d.Gate)
+        {
+            d.Closed = true; // a write-back pass holding the gate finished; no later one touches the object
+        }
+
+        lock (_gate)
+        {
+            dc.Objects.Remove(d);
+        }
+
+        d.Device.Dispose();
+        TryDelete(d.FilePath);
+        dc.Meta.Objects.Remove(dc.Meta.Objects.FirstOrDefault(m => m.File == d.FileName));
+        o.Durable = null;
+        TryWriteMeta(dc);
+    }
+
+    /// <summary>Destroy: deletes the container's files and forgets it (its directory stays).</summary>
+    public void RemoveContainer(DurableContainer dc)
+    {
+        foreach (var d in dc.Objects.ToList())
+        {
+            RemoveObject(dc, d.State);
+        }
+
+        TryDelete(dc.MetaPath);
+        lock (_gate)
+        {
+            _containers.Remove(dc);
+            SaveRegistry();
+        }
+    }
+
+    /// <summary>Broker shutdown or restart of the state: closes the files without deleting anything.</summary>
+    public void Dispose()
+    {
+        _stop.Set();
+        _thread.Join(TimeSpan.FromSeconds(30));
+        lock (_gate)
+        {
+            foreach (var dc in _containers)
+            {
+                foreach (var d in dc.Objects)
+                {
+                    lock (d.Gate)
+                    {
+                        d.Closed = true;
+                    }
+
+                    d.Device.Dispose();
+                }
+            }
+        }
+
+        _scheduler.Dispose();
+    }
+
+    // ---- Flush and write-back ----------------------------------------------------------------------------
+
+    /// <summary>Returns once every block that was dirty when it was called has been written back and fdatasynced.
+    /// Busy blocks (a writer holds them) are retried until the timeout.</summary>
+    public void Flush(DurableContainer dc, TimeSpan timeout, CancellationToken token)
+    {
+        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        lock (dc.FlushGate)
+        {
+            while (true)
+            {
+                var (clean, error) = WriteBack(dc);
+                if (error is not null)
+                {
+                    throw new BrokerError(ErrorCode.NoResources, $"flush of '{dc.Meta.Name}' failed: {error} (the memory copy is intact and stays dirty)");
+                }
+
+                if (clean)
+                {
+                    return;
+                }
+
+                if (token.IsCancellationRequested)
+                {
+                    throw new BrokerError(ErrorCode.Canceled, "flush canceled");
+                }
+
+                if (Environment.TickCount64 >= deadline)
+                {
+                    throw new BrokerError(ErrorCode.Timeout, $"flush of '{dc.Meta.Name}': blocks stayed write-locked by clients");
+                }
+
+                Thread.Sleep(1);
+            }
+        }
+    }
+
+    private void WriteBackLoop()
+    {
+        while (!_stop.Wait(Interval))
+        {
+            List<DurableContainer> all;
+            lock (_gate)
+            {
+                all = [.. _containers];
+            }
+
+            foreach (var dc in all)
+            {
+                if (Monitor.TryEnter(dc.FlushGate))
+                {
+                    try
+                    {
+                        var (_, error) = WriteBack(dc);
+                        if (error is not null)
+                        {
+                            Log.WriteBackFailed(_logger, dc.Meta.Name, error);
+                        }
+                    }
+                    finally
+                    {
+                        Monitor.Exit(dc.FlushGate);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>One pass over a container: every dirty block that is not write-locked is copied under a read hold,
+    /// written to its other shadow slot, and each file written is fdatasynced. Returns whether no dirty block was
+    /// skipped, and the first error (failed blocks are marked dirty again).</summary>
+    private (bool Clean, string? Error) WriteBack(DurableContainer dc)
+    {
+        List<DurableObject> objects;
+        lock (_gate)
+        {
+            objects = [.. dc.Objects];
+        }
+
+        bool clean = true;
+        string? error = null;
+        foreach (var d in objects)
+        {
+            lock (d.Gate)
+            {
+                if (d.Closed)
+                {
+                    continue;
+                }
+
+                var (objClean, objError) = WriteBack(d);
+                clean &= objClean;
+                error ??= objError;
+            }
+        }
+
+        return (clean, error);
+    }
+
+    private (bool Clean, string? Error) WriteBack(DurableObject d)
+    {
+        bool clean = true;
+        long stride = DurableFileDescriptor.SlotStride(d.BlockSize);
+        int capacity = (int)Math.Clamp(MaxWriteBufferBytes / stride, 1, 32);
+        var batch = new List<PendingWrite>(capacity);
+        string? error = null;
+        bool wrote = false;
+        try
+        {
+            for (long b = 0; b < d.BlockCount; b++)
+            {
+                BlockLockRecord* rec = d.Locks + b;
+                if (!BlockLock.IsDirty(rec))
+                {
+                    continue;
+                }
+
+                if (!BlockLock.TryAcquireReadFast(rec, BlockLockDescriptor.BrokerSlot))
+                {
+                    clean = false; // a writer holds or waits for it: next pass (never block here: see class comment)
+                    continue;
+                }
+
+                PendingWrite w;
+                try
+                {
+                    if (!BlockLock.TakeDirty(rec))
+                    {
+                        continue;
+                    }
+
+                    w = PendingWrite.Rent(stride);
+                    int len = d.BlockLength(b);
+                    Buffer.MemoryCopy(d.Data + (b * d.BlockSize), w.Buffer + DurableFileDescriptor.SlotHeaderSize, len, len);
+                    w.Block = b;
+                    w.Length = len;
+                    w.Torn = BlockLock.IsTorn(rec);
+                }
+                finally
+                {
+                    BlockLock.ReleaseRead(rec, BlockLockDescriptor.BrokerSlot);
+                }
+
+                batch.Add(w);
+                if (batch.Count == capacity)
+                {
+                    error ??= Submit(d, batch);
+                    wrote = true;
+                }
+            }
+
+            if (batch.Count > 0)
+            {
+                error ??= Submit(d, batch);
+                wrote = true;
+            }
+
+            if (wrote)
+            {
+                // Before the next pass may overwrite the older slot of any block written now (see the invariant).
+                d.Device.Flush();
+            }
+        }
+        catch (DeviceException e)
+        {
+            error ??= e.Message;
+        }
+
+        return (clean, error);
+    }
+
+    /// <summary>Writes a batch (one scatter/gather request per block: slot header + data), waits, records the new
+    /// slots; blocks whose write failed are marked dirty again. Returns the first error.</summary>
+    private string? Submit(DurableObject d, List<PendingWrite> batch)
+    {
+        using var done = new CountdownEvent(batch.Count * 2);
+        string? error = null;
+        foreach (var w in batch)
+        {
+            long b = w.Block;
+            int target = d.Slot[b] == 0 ? 1 : 0;
+            long gen = d.Generation[b] + 1;
+            var h = (DurableSlotHeader*)w.Buffer;
+            *h = default;
+            h->Magic = DurableFileDescriptor.SlotMagic;
+            h->Version = DurableFileDescriptor.SlotVersion;
+            h->Flags = w.Torn ? DurableFileDescriptor.SlotFlagTorn : (ushort)0;
+            h->Block = b;
+            h->Generation = gen;
+            h->Length = w.Length;
+            h->DataCrc = DurableFileDescriptor.Crc32C(w.Buffer + DurableFileDescriptor.SlotHeaderSize, w.Length);
+            DurableSlotHeader.Seal(h);
+            w.Target = target;
+            w.Generation = gen;
+            w.Failed = null;
+            var request = new RandomAccessRequest(d.Device, RandomAccessOperation.Write, DurableFileDescriptor.SlotOffset(b, target, d.BlockSize));
+            request.Add(new RandomAccessRequestBinding((nint)w.Buffer, DurableFileDescriptor.SlotHeaderSize, Completed) { State = w });
+            request.Add(new RandomAccessRequestBinding((nint)(w.Buffer + DurableFileDescriptor.SlotHeaderSize), w.Length, Completed) { State = w });
+            _scheduler.Schedule(request);
+        }
+
+        void Completed(RandomAccessRequestBinding binding, TransferResult r)
+        {
+            if (!r.Succeeded)
+            {
+                ((PendingWrite)binding.State!).Failed = r.Errno != 0 ? Interop.Libc.StrError(r.Errno) : r.Status.ToString();
+            }
+
+            done.Signal();
+        }
+
+        done.Wait();
+        foreach (var w in batch)
+        {
+            if (w.Failed is null)
+            {
+                d.Slot[w.Block] = (byte)w.Target;
+                d.Generation[w.Block] = w.Generation;
+                Interlocked.Add(ref _writtenBytes, w.Length);
+            }
+            else
+            {
+                error ??= $"block {w.Block} of '{d.State.Name}': {w.Failed}";
+                Interlocked.Increment(ref _writeErrors);
+                Interlocked.Or(ref d.Locks[w.Block].Flags, BlockLockDescriptor.FlagDirty);
+            }
+
+            w.Return();
+        }
+
+        batch.Clear();
+        return error;
+    }
+
+    /// <summary>An aligned bounce buffer: slot header page then the block's data.</summary>
+    private sealed class PendingWrite
+    {
+        [ThreadStatic]
+        private static Stack<PendingWrite>? t_pool;
+
+        private PendingWrite(long stride)
+        {
+            Stride = stride;
+            Buffer = (byte*)NativeMemory.AlignedAlloc((nuint)stride, 4096);
+        }
+
+        public long Stride { get; }
+
+        public byte* Buffer { get; }
+
+        public long Block;
+        public int Length;
+        public bool Torn;
+        public int Target;
+        public long Generation;
+        public string? Failed;
+
+        public static PendingWrite Rent(long stride)
+        {
+            var pool = t_pool ??= new Stack<PendingWrite>();
+            while (pool.TryPop(out var w))
+            {
+                if (w.Stride == stride)
+                {
+                    return w;
+                }
+
+                NativeMemory.AlignedFree(w.Buffer);
+            }
+
+            return new PendingWrite(stride);
+        }
+
+        public void Return()
+        {
+            var pool = t_pool ??= new Stack<PendingWrite>();
+            if (pool.Count < 32)
+            {
+                pool.Push(this);
+            }
+            else
+            {
+                NativeMemory.AlignedFree(Buffer);
+            }
+        }
+    }
+
+    // ---- Restore -----------------------------------------------------------------------------------------
+
+    /// <summary>The durable containers registered for this broker (directories), for restore at start.</summary>
+    public List<string> RegisteredDirectories()
+    {
+        string path = Path.Combine(_stateDirectory, RegistryFileName);
+        return File.Exists(path) ? [.. File.ReadAllLines(path).Where(l => l.Length > 0)] : [];
+    }
+
+    /// <summary>Reads a registered container's metadata.</summary>
+    public static DurableContainerMeta ReadMeta(string directory)
+    {
+        var meta = DurableContainerMeta.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(directory, MetaFileName)));
+        if (meta.FormatVersion != 1)
+        {
+            throw new InvalidDataException($"'{directory}': durable format version {meta.FormatVersion}, this broker reads 1");
+        }
+
+        return meta;
+    }
+
+    /// <summary>Adopts a restored container (its objects are added with <see cref="RestoreObject"/>).</summary>
+    public DurableContainer AdoptContainer(string directory, DurableContainerMeta meta)
+    {
+        var dc = new DurableContainer(directory, meta);
+        lock (_gate)
+        {
+            _containers.Add(dc);
+        }
+
+        return dc;
+    }
+
+    /// <summary>Loads an object's blocks from its file into its (fresh, zeroed) shared memory: per block the valid
+    /// slot with the highest generation; torn slots are skipped and counted; a block whose written slots are all
+    /// invalid is marked torn in memory (leases report it) and counted as corrupt.</summary>
+    public RestoreReport RestoreObject(DurableContainer dc, ObjectState o, string file)
+    {
+        string path = Path.Combine(dc.Directory, file);
+        var device = new RandomAccessFileDevice(path, DeviceMode.None);
+        int bs = (int)dc.Meta.BlockSize;
+        var d = Attach(dc, o, file, path, device);
+        long torn = 0, corrupt = 0;
+        CheckFileHeader(device, o, bs);
+
+        // 1. Every slot header (2 per block), batched.
+        long n = o.BlockCount;
+        byte* headers = (byte*)NativeMemory.AlignedAlloc((nuint)(2 * n * DurableFileDescriptor.SlotHeaderSize), 4096);
+        try
+        {
+            RunBatched(2 * n, i => (DurableFileDescriptor.SlotOffset(i / 2, (int)(i % 2), bs), (nint)(headers + (i * DurableFileDescriptor.SlotHeaderSize)), DurableFileDescriptor.SlotHeaderSize), device, RandomAccessOperation.Read);
+
+            // 2. Choose per block; read the chosen slot's data straight into the object's memory, batched.
+            var choice = new int[n];
+            for (long b = 0; b < n; b++)
+            {
+                choice[b] = Choose(headers, b, exclude: -1, d.BlockLength(b), ref torn);
+            }
+
+            RunBatched(n, b => choice[b] < 0 ? (-1, 0, 0) : (DurableFileDescriptor.SlotOffset(b, choice[b], bs) + DurableFileDescriptor.SlotHeaderSize, (nint)(d.Data + (b * bs)), d.BlockLength(b)), device, RandomAccessOperation.Read);
+
+            // 3. Verify; fall back to the other slot when the data does not match its checksum.
+            for (long b = 0; b < n; b++)
+            {
+                int len = d.BlockLength(b);
+                byte* mem = d.Data + (b * bs);
+                int s = choice[b];
+                while (s >= 0)
+                {
+                    var h = (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
+                    if (DurableFileDescriptor.Crc32C(mem, len) == h->DataCrc)
+                    {
+                        d.Slot[b] = (byte)s;
+                        d.Generation[b] = h->Generation;
+                        if ((h->Flags & DurableFileDescriptor.SlotFlagTorn) != 0)
+                        {
+                            BlockLock.MarkTorn(o.Segment.Record(o.RecordIndex + b));
+                        }
+
+                        break;
+                    }
+
+                    torn++; // data torn under an intact header: the write of the data did not finish
+                    int other = Choose(headers, b, exclude: s, len, ref torn);
+                    if (other >= 0)
+                    {
+                        RunBatched(1, _ => (DurableFileDescriptor.SlotOffset(b, other, bs) + DurableFileDescriptor.SlotHeaderSize, (nint)mem, len), device, RandomAccessOperation.Read);
+                    }
+
+                    s = other;
+                }
+
+                if (s < 0 && (!IsEmpty(headers, b, 0) || !IsEmpty(headers, b, 1)))
+                {
+                    // Written once, no valid copy left: never serve it silently.
+                    new Span<byte>(mem, len).Clear();
+                    BlockLock.MarkTorn(o.Segment.Record(o.RecordIndex + b));
+                    corrupt++;
+                    d.Generation[b] = Math.Max(Gen(headers, b, 0), Gen(headers, b, 1));
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(headers);
+        }
+
+        // Restored blocks are clean: what is on disk is what is in memory (torn marks set above keep their dirty
+        // bit, so a corrupt block is rewritten, flagged torn, at the next pass).
+        for (long b = 0; b < n; b++)
+        {
+            BlockLockRecord* rec = o.Segment.Record(o.RecordIndex + b);
+            if (!BlockLock.IsTorn(rec))
+            {
+                Interlocked.And(ref rec->Flags, ~BlockLockDescriptor.FlagDirty);
+            }
+        }
+
+        Interlocked.Add(ref _tornSlots, torn);
+        Interlocked.Add(ref _corruptBlocks, corrupt);
+        return new RestoreReport(dc.Meta.Name, o.Name, n, torn, corrupt);
+    }
+
+    private static int Choose(byte* headers, long b, int exclude, int length, ref long torn)
+    {
+        int best = -1;
+        long bestGen = -1;
+        for (int s = 0; s < 2; s++)
+        {
+            if (s == exclude)
+            {
+                continue;
+            }
+
+            var h = (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
+            if (DurableSlotHeader.IsEmpty(h))
+            {
+                continue;
+            }
+
+            if (!DurableSlotHeader.IsIntact(h, b) || h->Length != length)
+            {
+                if (exclude < 0)
+                {
+                    torn++; // a header torn or damaged: counted once, on the first look
+                }
+
+                continue;
+            }
+
+            if (h->Generation > bestGen)
+            {
+                best = s;
+                bestGen = h->Generation;
+            }
+        }
+
+        return best;
+    }
+
+    private static bool IsEmpty(byte* headers, long b, int s) =>
+        DurableSlotHeader.IsEmpty((DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize)));
+
+    private static long Gen(byte* headers, long b, int s)
+    {
+        var h = (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
+        return DurableSlotHeader.IsIntact(h, b) ? h->Generation : 0;
+    }
+
+    /// <summary>Runs <paramref name="count"/> transfers, 32 in flight, through the scheduler; throws on any failure.</summary>
+    private void RunBatched(long count, Func<long, (long Offset, nint Memory, int Length)> item, RandomAccessFileDevice device, RandomAccessOperation op)
+    {
+        const int Depth = 32;
+        for (long start = 0; start < count; start += Depth)
+        {
+            int k = (int)Math.Min(Depth, count - start);
+            var items = new List<(long Offset, nint Memory, int Length)>(k);
+            for (long i = start; i < start + k; i++)
+            {
+                var (off, mem, len) = item(i);
+                if (off >= 0 && len > 0)
+                {
+                    items.Add((off, mem, len));
+                }
+            }
+
+            if (items.Count == 0)
+            {
+                continue;
+            }
+
+            using var done = new CountdownEvent(items.Count);
+            string? failed = null;
+            foreach (var (off, mem, len) in items)
+            {
+                var r = new RandomAccessRequest(device, op, off);
+                r.Add(new RandomAccessRequestBinding(mem, len, (b, res) =>
+                {
+                    if (!res.Succeeded || (op == RandomAccessOperation.Read && res.BytesTransferred != b.Length))
+                    {
+                        failed ??= $"{op} of {b.Length} bytes at {b.DeviceOffset} of {device.Path}: {res.Status} {res.BytesTransferred}";
+                    }
+
+                    done.Signal();
+                }));
+                _scheduler.Schedule(r);
+            }
+
+            done.Wait();
+            if (failed is not null)
+            {
+                throw new IOException(failed);
+            }
+        }
+    }
+
+    // ---- Files --------------------------------------------------------------------------------------------
+
+    private DurableObject Attach(DurableContainer dc, ObjectState o, string file, string path, RandomAccessFileDevice device)
+    {
+        var d = new DurableObject(o, file, path, device, o.Segment.DataMap.Pointer + o.DataOffset, o.Segment.Record(o.RecordIndex), (int)dc.Meta.BlockSize);
+        o.Durable = d;
+        lock (_gate)
+        {
+            dc.Objects.Add(d);
+        }
+
+        return d;
+    }
+
+    private static void WriteFileHeader(RandomAccessFileDevice device, ObjectState o, int blockSize)
+    {
+        byte* page = (byte*)NativeMemory.AlignedAlloc(DurableFileDescriptor.HeaderSize, 4096);
+        try
+        {
+            new Span<byte>(page, DurableFileDescriptor.HeaderSize).Clear();
+            var h = (DurableFileHeader*)page;
+            h->Magic = DurableFileDescriptor.Magic;
+            h->Version = DurableFileDescriptor.LayoutVersion;
+            h->BlockSize = blockSize;
+            h->ObjectSize = o.Size;
+            h->BlockCount = o.BlockCount;
+            int r = WithFd(device, fd => Interop.Libc.pwrite(fd, page, DurableFileDescriptor.HeaderSize, 0) == DurableFileDescriptor.HeaderSize ? 0 : Interop.Libc.LastErrno);
+            if (r != 0)
+            {
+                throw new BrokerError(ErrorCode.NoResources, $"cannot write the header of '{device.Path}': {Interop.Libc.StrError(r)}");
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(page);
+        }
+    }
+
+    private static void CheckFileHeader(RandomAccessFileDevice device, ObjectState o, int blockSize)
+    {
+        var hp = (DurableFileHeader*)NativeMemory.AllocZeroed((nuint)sizeof(DurableFileHeader));
+        int r = WithFd(device, fd => Interop.Libc.pread(fd, hp, (nuint)sizeof(DurableFileHeader), 0) == sizeof(DurableFileHeader) ? 0 : Interop.Libc.EIO);
+        DurableFileHeader h = *hp;
+        NativeMemory.Free(hp);
+        if (r != 0 || h.Magic != DurableFileDescriptor.Magic || h.Version != DurableFileDescriptor.LayoutVersion
+            || h.BlockSize != blockSize || h.ObjectSize != o.Size || h.BlockCount != o.BlockCount)
+        {
+            throw new InvalidDataException($"'{device.Path}' is not the file of object '{o.Name}' (header: magic {h.Magic:X}, version {h.Version}, size {h.ObjectSize})");
+        }
+    }
+
+    private static int WithFd(RandomAccessFileDevice device, Func<int, int> f)
+    {
+        var fd = device.FileHandle!;
+        bool added = false;
+        try
+        {
+            fd.DangerousAddRef(ref added);
+            return f(fd.Fd);
+        }
+        finally
+        {
+            if (added)
+            {
+                fd.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Atomic replace: temporary file, fsync, rename, fsync of the directory.</summary>
+    private static void WriteMeta(DurableContainer dc) => WriteAtomically(dc.MetaPath, dc.Meta.ToByteArray());
+
+    private void TryWriteMeta(DurableContainer dc)
+    {
+        try
+        {
+            WriteMeta(dc);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Log.WriteBackFailed(_logger, dc.Meta.Name, $"metadata: {e.Message}");
+        }
+    }
+
+    private void SaveRegistry()
+    {
+        Directory.CreateDirectory(_stateDirectory);
+        WriteAtomically(Path.Combine(_stateDirectory, RegistryFileName), System.Text.Encoding.UTF8.GetBytes(string.Join('\n', _containers.Select(c => c.Directory)) + "\n"));
+    }
+
+    private static void WriteAtomically(string path, byte[] bytes)
+    {
+        string tmp = path + ".tmp";
+        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            fs.Write(bytes);
+            fs.Flush(flushToDisk: true);
+        }
+
+        File.Move(tmp, path, overwrite: true);
+        int dfd = Interop.Libc.open(Path.GetDirectoryName(path)!, Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
+        if (dfd >= 0)
+        {
+            _ = Interop.Libc.fsync(dfd);
+            _ = Interop.Libc.close(dfd);
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    /// <summary>The caller must be able to write the directory by its mode bits (root always may).</summary>
+    private static void CheckWritableBy(string directory, PeerCredentials who)
+    {
+        Interop.Libc.Statx stx = default;
+        const uint Mask = Interop.Libc.STATX_TYPE | Interop.Libc.STATX_MODE | Interop.Libc.STATX_UID | Interop.Libc.STATX_GID;
+        if (Interop.Libc.statx(Interop.Libc.AT_FDCWD, directory, 0, Mask, &stx) != 0)
+        {
+            throw new BrokerError(ErrorCode.NotFound, $"durable path '{directory}': {Interop.Libc.StrError(Interop.Libc.LastErrno)}");
+        }
+
+        if ((stx.stx_mode & Interop.Libc.S_IFMT) != 0x4000)
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"durable path '{directory}' is not a directory");
+        }
+
+        int mode = stx.stx_mode & 0x1FF;
+        bool may = who.IsRoot
+            || (who.Uid == stx.stx_uid && (mode & 0x80) != 0)
+            || (who.InGroup(stx.stx_gid) && (mode & 0x10) != 0)
+            || (mode & 0x2) != 0;
+        if (!may)
+        {
+            throw new BrokerError(ErrorCode.PermissionDenied, $"uid {who.Uid} may not write durable path '{directory}'");
+        }
+    }
+}
