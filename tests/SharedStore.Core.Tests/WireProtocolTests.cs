@@ -14,7 +14,7 @@ public class WireProtocolTests
         var bodies = new Request[]
         {
             new() { Hello = new Hello { ProtocolVersion = ProtocolConstants.ProtocolVersion, ClientName = "t" } },
-            new() { ContainerCreate = new ContainerCreate { Name = "c", GroupId = 1000, WritePolicy = Protocol.WritePolicy.CreatorOnly, BlockSize = 4096 } },
+            new() { ContainerCreate = new ContainerCreate { Name = "c", GroupId = 1000, WritePolicy = Protocol.WritePolicy.CreatorOnly, BlockSize = 4096, DurablePath = "/var/lib/x" } },
             new() { ContainerJoin = new ContainerJoin { Name = "c" } },
             new() { ContainerLeave = new ContainerLeave { ContainerId = 3 } },
             new() { ContainerDestroy = new ContainerDestroy { ContainerId = 3 } },
@@ -27,6 +27,7 @@ public class WireProtocolTests
             new() { Holders = new HoldersRequest { ContainerName = "c", ObjectName = "o" } },
             new() { Status = new StatusRequest() },
             new() { AsyncOpen = new AsyncOpen { SlotCount = 1024, StagingBytes = 1UL << 23 } },
+            new() { Flush = new Flush { ContainerId = 3 } },
         };
         Assert.That(bodies.Select(b => b.BodyCase).Distinct().Count(), Is.EqualTo(Enum.GetValues<Request.BodyOneofCase>().Length - 1), "every body kind is covered");
         foreach (var b in bodies)
