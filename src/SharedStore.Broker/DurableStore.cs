@@ -252,11 +252,30 @@ internal sealed unsafe class DurableStore : IDisposable
         }
     }
 
-    /// <summary>Broker shutdown or restart of the state: closes the files without deleting anything.</summary>
+    /// <summary>Broker shutdown: one last write-back pass (what clients do not hold write-locked goes to disk), then
+    /// the files are closed; nothing is deleted.</summary>
     public void Dispose()
     {
         _stop.Set();
         _thread.Join(TimeSpan.FromSeconds(30));
+        List<DurableContainer> all;
+        lock (_gate)
+        {
+            all = [.. _containers];
+        }
+
+        foreach (var dc in all)
+        {
+            lock (dc.FlushGate)
+            {
+                var (_, error) = WriteBack(dc);
+                if (error is not null)
+                {
+                    Log.WriteBackFailed(_logger, dc.Meta.Name, error);
+                }
+            }
+        }
+
         lock (_gate)
         {
             foreach (var dc in _containers)
@@ -474,7 +493,15 @@ internal sealed unsafe class DurableStore : IDisposable
             var request = new RandomAccessRequest(d.Device, RandomAccessOperation.Write, DurableFileDescriptor.SlotOffset(b, target, d.BlockSize));
             request.Add(new RandomAccessRequestBinding((nint)w.Buffer, DurableFileDescriptor.SlotHeaderSize, Completed) { State = w });
             request.Add(new RandomAccessRequestBinding((nint)(w.Buffer + DurableFileDescriptor.SlotHeaderSize), w.Length, Completed) { State = w });
-            _scheduler.Schedule(request);
+            try
+            {
+                _scheduler.Schedule(request);
+            }
+            catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException)
+            {
+                w.Failed = e.Message; // the scheduler is shutting down: count this write's two bindings as done
+                done.Signal(2);
+            }
         }
 
         void Completed(RandomAccessRequestBinding binding, TransferResult r)
@@ -510,11 +537,11 @@ internal sealed unsafe class DurableStore : IDisposable
         return error;
     }
 
-    /// <summary>An aligned bounce buffer: slot header page then the block's data.</summary>
+    /// <summary>An aligned bounce buffer: slot header page then the block's data. Pooled process-wide (at most 32
+    /// kept), so flushes on pool threads do not each keep their own buffers.</summary>
     private sealed class PendingWrite
     {
-        [ThreadStatic]
-        private static Stack<PendingWrite>? t_pool;
+        private static readonly Stack<PendingWrite> s_pool = new();
 
         private PendingWrite(long stride)
         {
@@ -535,15 +562,17 @@ internal sealed unsafe class DurableStore : IDisposable
 
         public static PendingWrite Rent(long stride)
         {
-            var pool = t_pool ??= new Stack<PendingWrite>();
-            while (pool.TryPop(out var w))
+            lock (s_pool)
             {
-                if (w.Stride == stride)
+                while (s_pool.TryPop(out var w))
                 {
-                    return w;
-                }
+                    if (w.Stride == stride)
+                    {
+                        return w;
+                    }
 
-                NativeMemory.AlignedFree(w.Buffer);
+                    NativeMemory.AlignedFree(w.Buffer);
+                }
             }
 
             return new PendingWrite(stride);
@@ -551,15 +580,16 @@ internal sealed unsafe class DurableStore : IDisposable
 
         public void Return()
         {
-            var pool = t_pool ??= new Stack<PendingWrite>();
-            if (pool.Count < 32)
+            lock (s_pool)
             {
-                pool.Push(this);
+                if (s_pool.Count < 32)
+                {
+                    s_pool.Push(this);
+                    return;
+                }
             }
-            else
-            {
-                NativeMemory.AlignedFree(Buffer);
-            }
+
+            NativeMemory.AlignedFree(Buffer);
         }
     }
 
