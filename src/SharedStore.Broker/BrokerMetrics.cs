@@ -8,8 +8,8 @@ namespace SharedStore.Broker;
 /// The broker's instruments, on one meter named <see cref="MeterName"/> made by <see cref="IMeterFactory"/> (see
 /// docs/OPERATIONS.md, "Metrics", for the list with units). Counters are also totalled here so that the
 /// <c>status</c> request (<c>sharedstore stats</c>) can answer with the same figures a metrics listener sees.
-/// Reserved names, registered once their subsystems exist: <c>sharedstore.broker.writeback.lag</c> (durable
-/// containers), <c>sharedstore.broker.lock.waits</c> (lock waits happen in clients; the broker only sees them through
+/// Reserved names: <c>sharedstore.broker.writeback.lag</c> (not measured yet: write-back runs every 50 ms),
+/// <c>sharedstore.broker.lock.waits</c> (lock waits happen in clients; the broker only sees them through
 /// the Waiting bits).
 /// </summary>
 internal sealed class BrokerMetrics
@@ -27,6 +27,10 @@ internal sealed class BrokerMetrics
     public const string RecoveredRecordsName = "sharedstore.broker.recovery.lock_records";
     public const string RingDepthName = "sharedstore.broker.ring.depth";
     public const string AsyncAppliedName = "sharedstore.broker.async.messages";
+    public const string DurableWrittenName = "sharedstore.broker.durable.written";
+    public const string DurableErrorsName = "sharedstore.broker.durable.write_errors";
+    public const string DurableTornName = "sharedstore.broker.durable.torn_slots";
+    public const string DurableCorruptName = "sharedstore.broker.durable.corrupt_blocks";
 
     private readonly Counter<long> _operations;
     private readonly Counter<long> _recoveredSessions;
@@ -48,6 +52,10 @@ internal sealed class BrokerMetrics
         Meter.CreateObservableUpDownCounter(ObjectsName, () => (long)Snapshot().Objects, "{object}", "Objects that exist.");
         Meter.CreateObservableUpDownCounter(SessionsName, () => (long)Snapshot().Sessions, "{session}", "Connected client sessions.");
         Meter.CreateObservableUpDownCounter(RingDepthName, () => _ringDepth?.Invoke() ?? 0, "{message}", "Asynchronous messages published in client rings and not yet processed by the appliers.");
+        Meter.CreateObservableCounter(DurableWrittenName, () => _durable?.WrittenBytes ?? 0, "By", "Bytes of blocks written back to durable containers' files.");
+        Meter.CreateObservableCounter(DurableErrorsName, () => _durable?.WriteErrors ?? 0, "{block}", "Block write-backs the disk refused (the blocks stay dirty in memory).");
+        Meter.CreateObservableCounter(DurableTornName, () => _durable?.TornSlots ?? 0, "{slot}", "Shadow slots found torn or damaged at restore (skipped for the other slot).");
+        Meter.CreateObservableCounter(DurableCorruptName, () => _durable?.CorruptBlocks ?? 0, "{block}", "Blocks with no valid copy on disk at restore (marked torn).");
         Meter.CreateObservableCounter(AsyncAppliedName, () => Interlocked.Read(ref _asyncTotal), "{message}", "Asynchronous messages the appliers processed (applied, failed or canceled).");
     }
 
@@ -57,6 +65,10 @@ internal sealed class BrokerMetrics
     public void Observe(Func<BrokerSnapshot> snapshot) => _snapshot = snapshot;
 
     public void ObserveRingDepth(Func<long> depth) => _ringDepth = depth;
+
+    public void ObserveDurable(DurableStore? durable) => _durable = durable;
+
+    private DurableStore? _durable;
 
     /// <summary>An applier processed <paramref name="messages"/> ring messages (once per batch).</summary>
     public void AsyncProcessed(long messages) => Interlocked.Add(ref _asyncTotal, messages);
@@ -102,6 +114,10 @@ internal sealed class BrokerMetrics
         yield return (RecoveredRecordsName, "{record}", "", Interlocked.Read(ref _recoveredRecordsTotal));
         yield return (RingDepthName, "{message}", "", _ringDepth?.Invoke() ?? 0);
         yield return (AsyncAppliedName, "{message}", "", Interlocked.Read(ref _asyncTotal));
+        yield return (DurableWrittenName, "By", "", _durable?.WrittenBytes ?? 0);
+        yield return (DurableErrorsName, "{block}", "", _durable?.WriteErrors ?? 0);
+        yield return (DurableTornName, "{slot}", "", _durable?.TornSlots ?? 0);
+        yield return (DurableCorruptName, "{block}", "", _durable?.CorruptBlocks ?? 0);
     }
 
     private BrokerSnapshot Snapshot() => _snapshot?.Invoke() ?? default;

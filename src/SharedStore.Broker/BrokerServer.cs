@@ -37,6 +37,7 @@ internal sealed class BrokerServer : IDisposable
         State = new BrokerState(options, identity, Logger, metrics);
         metrics?.Observe(() => State.Snapshot(SessionCount));
         metrics?.ObserveRingDepth(RingDepth);
+        metrics?.ObserveDurable(State.Durable);
         _applyScheduler = new Lazy<SharedStore.Devices.IDeviceAccessScheduler>(
             () => SharedStore.Devices.DeviceSchedulers.Create(options.AsyncScheduler, SharedStore.Devices.DeviceMode.None, threadCount: 1));
     }
