@@ -73,7 +73,7 @@ internal readonly record struct RestoreReport(string Container, string Object, l
 /// may overwrite the older slot only after this pass's fdatasync. A crash therefore tears at most the slot being
 /// written, which restore detects by its checksums and skips (reporting it), falling back to the durable one.</para>
 /// </summary>
-internal sealed unsafe class DurableStore : IDisposable
+internal sealed unsafe partial class DurableStore : IDisposable
 {
     public const string MetaFileName = "container.ssmeta";
     public const string RegistryFileName = "durable-containers";
@@ -465,6 +465,7 @@ internal sealed unsafe class DurableStore : IDisposable
     {
         using var done = new CountdownEvent(batch.Count * 2);
         string? error = null;
+        List<(long Offset, RandomAccessRequestBinding Header, RandomAccessRequestBinding Data)>? split = null;
         foreach (var w in batch)
         {
             long b = w.Block;
@@ -483,10 +484,24 @@ internal sealed unsafe class DurableStore : IDisposable
             w.Target = target;
             w.Generation = gen;
             w.Failed = null;
-            var request = new RandomAccessRequest(d.Device, RandomAccessOperation.Write, DurableFileDescriptor.SlotOffset(b, target, d.BlockSize));
-            request.Add(new RandomAccessRequestBinding((nint)w.Buffer, DurableFileDescriptor.SlotHeaderSize, Completed) { State = w });
-            request.Add(new RandomAccessRequestBinding((nint)(w.Buffer + DurableFileDescriptor.SlotHeaderSize), w.Length, Completed) { State = w });
+            var header = new RandomAccessRequestBinding((nint)w.Buffer, DurableFileDescriptor.SlotHeaderSize, Completed) { State = w };
+            var data = new RandomAccessRequestBinding((nint)(w.Buffer + DurableFileDescriptor.SlotHeaderSize), w.Length, Completed) { State = w };
+            long offset = DurableFileDescriptor.SlotOffset(b, target, d.BlockSize);
+            if (s_tearWindowMs > 0)
+            {
+                (split ??= []).Add((offset, header, data));
+                continue;
+            }
+
+            var request = new RandomAccessRequest(d.Device, RandomAccessOperation.Write, offset);
+            request.Add(header);
+            request.Add(data);
             _scheduler.Schedule(request);
+        }
+
+        if (split is not null)
+        {
+            ScheduleWithTearWindow(d, split);
         }
 
         void Completed(RandomAccessRequestBinding binding, TransferResult r)
