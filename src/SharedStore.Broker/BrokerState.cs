@@ -674,11 +674,11 @@ internal sealed class BrokerState : IDisposable
         var reports = new List<RestoreReport>();
         foreach (string dir in _durable!.RegisteredDirectories())
         {
+            ContainerState? c = null;
+            DurableContainer? dc = null;
             try
             {
                 var meta = DurableStore.ReadMeta(dir);
-                ContainerState c;
-                DurableContainer dc;
                 var objects = new List<(ObjectState O, string File)>();
                 lock (_gate)
                 {
@@ -716,6 +716,19 @@ internal sealed class BrokerState : IDisposable
             catch (Exception e) when (e is IOException or InvalidDataException or InvalidProtocolBufferException or BrokerError or UnauthorizedAccessException or Devices.DeviceException)
             {
                 Log.DurableRestoreFailed(_logger, dir, e.Message);
+
+                // All or nothing: a container whose object file failed (a damaged header) was already listed with
+                // its objects allocated, and clients would have been served the failed object (and every later one)
+                // as zeros, unmarked. Take it out again; its files stay untouched and registered.
+                _durable.AbandonRestore(dir, dc);
+                if (c is not null)
+                {
+                    lock (_gate)
+                    {
+                        c.Durable = null; // FreeContainer must not delete the files
+                        FreeContainer(c);
+                    }
+                }
             }
         }
 

@@ -73,7 +73,7 @@ internal readonly record struct RestoreReport(string Container, string Object, l
 /// may overwrite the older slot only after this pass's fdatasync. A crash therefore tears at most the slot being
 /// written, which restore detects by its checksums and skips (reporting it), falling back to the durable one.</para>
 /// </summary>
-internal sealed unsafe class DurableStore : IDisposable
+internal sealed unsafe partial class DurableStore : IDisposable
 {
     public const string MetaFileName = "container.ssmeta";
     public const string RegistryFileName = "durable-containers";
@@ -84,6 +84,11 @@ internal sealed unsafe class DurableStore : IDisposable
     private readonly ILogger _logger;
     private readonly Lock _gate = new(); // containers list and registry
     private readonly List<DurableContainer> _containers = [];
+
+    // Registered directories whose container could not be restored at start (damaged metadata or object file):
+    // they stay registered, so a repaired container comes back at the next start instead of being dropped from the
+    // registry the next time another container is created or destroyed.
+    private readonly List<string> _unrestored = [];
     private readonly IDeviceAccessScheduler _scheduler;
     private readonly Thread _thread;
     private readonly ManualResetEventSlim _stop = new();
@@ -164,6 +169,7 @@ internal sealed unsafe class DurableStore : IDisposable
 
         lock (_gate)
         {
+            _unrestored.Remove(directory); // emptied by its owner and reused: registered once
             _containers.Add(dc);
             SaveRegistry();
         }
@@ -198,7 +204,13 @@ internal sealed unsafe class DurableStore : IDisposable
         {
             device?.Dispose();
             TryDelete(path);
-            dc.Meta.Objects.Remove(dc.Meta.Objects.FirstOrDefault(m => m.File == file));
+            // Only when the metadata got that far: a full disk fails the fallocate before the entry is added, and
+            // RepeatedField.Remove(null) throws (which turned NoResources into Internal and left the object behind).
+            if (dc.Meta.Objects.FirstOrDefault(m => m.File == file) is { } added)
+            {
+                dc.Meta.Objects.Remove(added);
+            }
+
             if (e is BrokerError)
             {
                 throw;
@@ -472,6 +484,7 @@ internal sealed unsafe class DurableStore : IDisposable
     {
         using var done = new CountdownEvent(batch.Count * 2);
         string? error = null;
+        List<(long Offset, RandomAccessRequestBinding Header, RandomAccessRequestBinding Data)>? split = null;
         foreach (var w in batch)
         {
             long b = w.Block;
@@ -490,9 +503,18 @@ internal sealed unsafe class DurableStore : IDisposable
             w.Target = target;
             w.Generation = gen;
             w.Failed = null;
-            var request = new RandomAccessRequest(d.Device, RandomAccessOperation.Write, DurableFileDescriptor.SlotOffset(b, target, d.BlockSize));
-            request.Add(new RandomAccessRequestBinding((nint)w.Buffer, DurableFileDescriptor.SlotHeaderSize, Completed) { State = w });
-            request.Add(new RandomAccessRequestBinding((nint)(w.Buffer + DurableFileDescriptor.SlotHeaderSize), w.Length, Completed) { State = w });
+            var header = new RandomAccessRequestBinding((nint)w.Buffer, DurableFileDescriptor.SlotHeaderSize, Completed) { State = w };
+            var data = new RandomAccessRequestBinding((nint)(w.Buffer + DurableFileDescriptor.SlotHeaderSize), w.Length, Completed) { State = w };
+            long offset = DurableFileDescriptor.SlotOffset(b, target, d.BlockSize);
+            if (s_tearWindowMs > 0)
+            {
+                (split ??= []).Add((offset, header, data));
+                continue;
+            }
+
+            var request = new RandomAccessRequest(d.Device, RandomAccessOperation.Write, offset);
+            request.Add(header);
+            request.Add(data);
             try
             {
                 _scheduler.Schedule(request);
@@ -502,6 +524,11 @@ internal sealed unsafe class DurableStore : IDisposable
                 w.Failed = e.Message; // the scheduler is shutting down: count this write's two bindings as done
                 done.Signal(2);
             }
+        }
+
+        if (split is not null)
+        {
+            ScheduleWithTearWindow(d, split);
         }
 
         void Completed(RandomAccessRequestBinding binding, TransferResult r)
@@ -626,6 +653,32 @@ internal sealed unsafe class DurableStore : IDisposable
         return dc;
     }
 
+    /// <summary>A registered container that cannot be restored: closes the files opened so far (deleting nothing),
+    /// forgets the container, and keeps its directory registered for the next start.</summary>
+    public void AbandonRestore(string directory, DurableContainer? dc)
+    {
+        lock (_gate)
+        {
+            if (dc is not null)
+            {
+                _containers.Remove(dc);
+            }
+
+            _unrestored.Add(directory);
+        }
+
+        foreach (var d in dc?.Objects.ToList() ?? [])
+        {
+            lock (d.Gate)
+            {
+                d.Closed = true; // as in RemoveObject: no write-back pass touches the object after this
+            }
+
+            d.Device.Dispose();
+            d.State.Durable = null;
+        }
+    }
+
     /// <summary>Loads an object's blocks from its file into its (fresh, zeroed) shared memory: per block the valid
     /// slot with the highest generation; torn slots are skipped and counted; a block whose written slots are all
     /// invalid is marked torn in memory (leases report it) and counted as corrupt.</summary>
@@ -660,6 +713,8 @@ internal sealed unsafe class DurableStore : IDisposable
                 int len = d.BlockLength(b);
                 byte* mem = d.Data + (b * bs);
                 int s = choice[b];
+                int tried = 0; // slots whose data failed: with both headers intact and both data damaged, the
+                               // fallback would otherwise alternate between the two forever (the broker never started)
                 while (s >= 0)
                 {
                     var h = (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
@@ -676,7 +731,13 @@ internal sealed unsafe class DurableStore : IDisposable
                     }
 
                     torn++; // data torn under an intact header: the write of the data did not finish
+                    tried |= 1 << s;
                     int other = Choose(headers, b, exclude: s, len, ref torn);
+                    if (other >= 0 && (tried & (1 << other)) != 0)
+                    {
+                        other = -1;
+                    }
+
                     if (other >= 0)
                     {
                         RunBatched(1, _ => (DurableFileDescriptor.SlotOffset(b, other, bs) + DurableFileDescriptor.SlotHeaderSize, (nint)mem, len), device, RandomAccessOperation.Read);
@@ -896,16 +957,23 @@ internal sealed unsafe class DurableStore : IDisposable
     private void SaveRegistry()
     {
         Directory.CreateDirectory(_stateDirectory);
-        WriteAtomically(Path.Combine(_stateDirectory, RegistryFileName), System.Text.Encoding.UTF8.GetBytes(string.Join('\n', _containers.Select(c => c.Directory)) + "\n"));
+        var dirs = _containers.Select(c => c.Directory).Concat(_unrestored);
+        WriteAtomically(Path.Combine(_stateDirectory, RegistryFileName), System.Text.Encoding.UTF8.GetBytes(string.Join('\n', dirs) + "\n"));
     }
 
     private static void WriteAtomically(string path, byte[] bytes)
     {
         string tmp = path + ".tmp";
-        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        try
         {
+            using var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None);
             fs.Write(bytes);
             fs.Flush(flushToDisk: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            TryDelete(tmp); // a full disk must not leave a half-written temporary behind (the old file is intact)
+            throw;
         }
 
         File.Move(tmp, path, overwrite: true);

@@ -125,12 +125,17 @@ internal sealed unsafe class Commands
 
             case "create-container":
             {
+                // create-container NAME GROUP [creator-only] [durable=PATH] [BLOCKSIZE]
                 var opts = new ContainerOptions();
                 foreach (string extra in a.Skip(3))
                 {
                     if (extra == "creator-only")
                     {
                         opts.WritePolicy = WritePolicy.CreatorOnly;
+                    }
+                    else if (extra.StartsWith("durable=", StringComparison.Ordinal))
+                    {
+                        opts.DurablePath = extra["durable=".Length..];
                     }
                     else
                     {
@@ -141,6 +146,11 @@ internal sealed unsafe class Commands
                 _container = Client.CreateContainer(a[1], L(a[2]), opts);
                 return $"ok {_container.Id}";
             }
+
+            case "flush":
+                // flush TIMEOUTMS: container_flush of the current container.
+                Container.Flush(Ms(a[1]));
+                return "ok";
 
             case "join-container":
                 _container = Client.JoinContainer(a[1]);
