@@ -16,6 +16,7 @@ internal static partial class Interop
         internal const int POSIX_FADV_NORMAL = 0;
         internal const int POSIX_FADV_RANDOM = 1;
         internal const int POSIX_FADV_SEQUENTIAL = 2;
+        internal const int POSIX_FADV_DONTNEED = 4;
 
         internal const int AT_FDCWD = -100;
         internal const int AT_EMPTY_PATH = 0x1000;

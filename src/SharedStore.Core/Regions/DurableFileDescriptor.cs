@@ -36,9 +36,40 @@ internal static class DurableFileDescriptor
     public static long FileLength(long blockCount, int blockSize) => HeaderSize + (2 * blockCount * SlotStride(blockSize));
 
     /// <summary>CRC-32C (Castagnoli), hardware-accelerated through <see cref="BitOperations.Crc32C(uint, ulong)"/>.</summary>
+    /// <remarks>The crc32 instruction takes 3 cycles and a new one can start every cycle, so one chain over the data
+    /// runs at a third of what the core can do (about 8 GB/s here). From 4 KiB up the data is cut into four equal
+    /// lanes that run as four independent chains, joined with <see cref="Shift"/>: the same value, 2-2.5x faster
+    /// (1 GiB written back spent 120-140 ms in CRC with one chain, 45-65 ms with four; durable-writeback in
+    /// tools/SharedStore.Bench/README.md).</remarks>
     public static unsafe uint Crc32C(byte* data, long length)
     {
-        uint crc = 0xFFFF_FFFF;
+        long lane = length / 32 * 8; // a multiple of 8 bytes; the rest (< 32 bytes) follows the last lane
+        if (lane < 1 << 10)
+        {
+            return ~Crc32CUpdate(0xFFFF_FFFF, data, length);
+        }
+
+        uint c0 = 0xFFFF_FFFF, c1 = 0, c2 = 0, c3 = 0;
+        byte* p1 = data + lane, p2 = p1 + lane, p3 = p2 + lane;
+        for (long i = 0; i < lane; i += 8)
+        {
+            c0 = BitOperations.Crc32C(c0, *(ulong*)(data + i));
+            c1 = BitOperations.Crc32C(c1, *(ulong*)(p1 + i));
+            c2 = BitOperations.Crc32C(c2, *(ulong*)(p2 + i));
+            c3 = BitOperations.Crc32C(c3, *(ulong*)(p3 + i));
+        }
+
+        // The register after lane k+1 is the register after lane k run over `lane` more bytes (a multiplication by
+        // x^(8·lane) modulo the polynomial) xor lane k+1's own register from zero: CRC is linear.
+        uint shift = XPow8N(lane);
+        uint c = Shift(c0, shift) ^ c1;
+        c = Shift(c, shift) ^ c2;
+        c = Shift(c, shift) ^ c3;
+        return ~Crc32CUpdate(c, p3 + lane, length - (4 * lane));
+    }
+
+    private static unsafe uint Crc32CUpdate(uint crc, byte* data, long length)
+    {
         long i = 0;
         for (; i + 8 <= length; i += 8)
         {
@@ -50,7 +81,45 @@ internal static class DurableFileDescriptor
             crc = BitOperations.Crc32C(crc, data[i]);
         }
 
-        return ~crc;
+        return crc;
+    }
+
+    /// <summary>a·b modulo the CRC-32C polynomial, both in the reflected bit order of the crc32 instruction.</summary>
+    private static uint Shift(uint a, uint b)
+    {
+        const uint Polynomial = 0x82F6_3B78; // reflected 0x1EDC6F41
+        uint product = 0;
+        for (int k = 0; k < 32; k++)
+        {
+            if ((a & 0x8000_0000u) != 0)
+            {
+                product ^= b;
+            }
+
+            a <<= 1;
+            b = (b & 1) != 0 ? (b >> 1) ^ Polynomial : b >> 1;
+        }
+
+        return product;
+    }
+
+    /// <summary>x^(8·n) modulo the polynomial (reflected), by squaring: the factor that moves a register n bytes on.</summary>
+    private static uint XPow8N(long n)
+    {
+        uint result = 0x8000_0000u; // x^0
+        uint square = 0x0080_0000u; // x^8
+        while (n != 0)
+        {
+            if ((n & 1) != 0)
+            {
+                result = Shift(result, square);
+            }
+
+            square = Shift(square, square);
+            n >>= 1;
+        }
+
+        return result;
     }
 }
 

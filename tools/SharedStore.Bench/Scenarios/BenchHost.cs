@@ -3,14 +3,23 @@ using SharedStore.Protocol;
 
 namespace SharedStore.Bench;
 
-/// <summary>A real broker process for a scenario, on a socket in the bench work directory.</summary>
+/// <summary>A real broker process for a scenario, on a socket in the bench work directory. Its stderr (the console
+/// log) is kept, each line with the bench's clock at arrival, so a scenario can read what the broker reported.</summary>
 internal sealed class BenchBroker : IDisposable
 {
     private readonly Process _process;
+    private readonly string[] _extraArgs;
+    private readonly List<string> _log = [];
 
     public BenchBroker(BenchContext context, params string[] extraArgs)
+        : this(Path.Combine(context.WorkDirectory, $"broker-{Guid.NewGuid():N}.sock"[..20] + ".sock"), extraArgs)
     {
-        SocketPath = Path.Combine(context.WorkDirectory, $"broker-{Guid.NewGuid():N}.sock"[..20] + ".sock");
+    }
+
+    private BenchBroker(string socketPath, string[] extraArgs)
+    {
+        SocketPath = socketPath;
+        _extraArgs = extraArgs;
         string dll = Path.Combine(AppContext.BaseDirectory, "SharedStore.Broker.dll");
         var psi = new ProcessStartInfo(ChildProcess.DotnetHost()) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
         psi.ArgumentList.Add(dll);
@@ -21,8 +30,18 @@ internal sealed class BenchBroker : IDisposable
             psi.ArgumentList.Add(a);
         }
 
+        long t0 = Stopwatch.GetTimestamp();
         _process = Process.Start(psi)!;
-        _process.ErrorDataReceived += (_, _) => { };
+        _process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                lock (_log)
+                {
+                    _log.Add(e.Data);
+                }
+            }
+        };
         _process.OutputDataReceived += (_, _) => { };
         _process.BeginErrorReadLine();
         _process.BeginOutputReadLine();
@@ -35,14 +54,19 @@ internal sealed class BenchBroker : IDisposable
                 break;
             }
 
-            if (sw.Elapsed > TimeSpan.FromSeconds(20) || _process.HasExited)
+            if (sw.Elapsed > TimeSpan.FromSeconds(60) || _process.HasExited)
             {
-                throw new InvalidOperationException("the bench broker did not start");
+                throw new InvalidOperationException($"the bench broker did not start:\n{string.Join('\n', LogLines())}");
             }
 
-            Thread.Sleep(20);
+            Thread.Sleep(5);
         }
+
+        StartTime = Stopwatch.GetElapsedTime(t0);
     }
+
+    /// <summary>From the process start to the first accepted connection (polled every 5 ms).</summary>
+    public TimeSpan StartTime { get; }
 
     public string SocketPath { get; }
 
@@ -54,6 +78,19 @@ internal sealed class BenchBroker : IDisposable
     {
         _process.Kill();
         _process.WaitForExit(10_000);
+    }
+
+    /// <summary>A new broker on this one's socket with its arguments, and so on the same state directory: a restart
+    /// (durable containers come back). Kill this one first; a live broker on the socket makes the new one exit.</summary>
+    public BenchBroker StartAgain() => new(SocketPath, _extraArgs);
+
+    /// <summary>The broker's stderr lines so far.</summary>
+    public string[] LogLines()
+    {
+        lock (_log)
+        {
+            return [.. _log];
+        }
     }
 
     public void Dispose() => ChildProcess.KillAndDispose(_process);
