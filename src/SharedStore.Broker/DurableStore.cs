@@ -37,16 +37,6 @@ internal sealed unsafe class DurableObject(ObjectState state, string fileName, s
 
     public RandomAccessFileDevice Device { get; } = device;
 
-    /// <summary>The file opened again with O_DIRECT for write-back (null where the file system refuses it): aligned
-    /// slots go to the disk without a second copy through the page cache.</summary>
-    public RandomAccessFileDevice? DirectDevice { get; set; }
-
-    public void CloseDevices()
-    {
-        Device.Dispose();
-        DirectDevice?.Dispose();
-    }
-
     public byte* Data { get; } = data;
 
     public BlockLockRecord* Locks { get; } = locks;
@@ -251,7 +241,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             dc.Objects.Remove(d);
         }
 
-        d.CloseDevices();
+        d.Device.Dispose();
         TryDelete(d.FilePath);
         dc.Meta.Objects.Remove(dc.Meta.Objects.FirstOrDefault(m => m.File == d.FileName));
         o.Durable = null;
@@ -309,7 +299,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                         d.Closed = true;
                     }
 
-                    d.CloseDevices();
+                    d.Device.Dispose();
                 }
             }
         }
@@ -535,10 +525,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 return;
             }
 
-            // O_DIRECT for whole, aligned slots (the bounce buffer is page-aligned, the header a page): the write-back's
-            // bytes reach the disk without the kernel copying them into the page cache first.
-            RandomAccessFileDevice device = d.DirectDevice is { } direct && w.Length % direct.OffsetAlignment == 0 ? direct : d.Device;
-            var request = new RandomAccessRequest(device, RandomAccessOperation.Write, offset);
+            var request = new RandomAccessRequest(d.Device, RandomAccessOperation.Write, offset);
             request.Add(header);
             request.Add(data);
             _scheduler.Schedule(request);
@@ -716,7 +703,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 d.Closed = true; // as in RemoveObject: no write-back pass touches the object after this
             }
 
-            d.CloseDevices();
+            d.Device.Dispose();
             d.State.Durable = null;
         }
     }
@@ -967,11 +954,11 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
     /// <summary>The file opened again for direct reads, or null where the file system refuses O_DIRECT (tmpfs
     /// before 6.6, some FUSE file systems).</summary>
-    private static RandomAccessFileDevice? TryOpenDirect(string path, bool writable = false)
+    private static RandomAccessFileDevice? TryOpenDirect(string path)
     {
         try
         {
-            return new RandomAccessFileDevice(path, (writable ? DeviceMode.None : DeviceMode.ReadOnly) | DeviceMode.Direct);
+            return new RandomAccessFileDevice(path, DeviceMode.ReadOnly | DeviceMode.Direct);
         }
         catch (DeviceException)
         {
@@ -984,7 +971,6 @@ internal sealed unsafe partial class DurableStore : IDisposable
     private DurableObject Attach(DurableContainer dc, ObjectState o, string file, string path, RandomAccessFileDevice device)
     {
         var d = new DurableObject(o, file, path, device, o.Segment.DataMap.Pointer + o.DataOffset, o.Segment.Record(o.RecordIndex), (int)dc.Meta.BlockSize);
-        d.DirectDevice = TryOpenDirect(path, writable: true);
         o.Durable = d;
         lock (_gate)
         {
