@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using SharedStore.Queues;
 
 namespace SharedStore.Core.Tests;
@@ -89,6 +88,5 @@ public unsafe class ChannelLayoutTests
         ulong w = OpStatusEntry.Make(123_456_789_012, OpState.Canceled);
         Assert.That(OpStatusEntry.PositionOf(w), Is.EqualTo(123_456_789_012));
         Assert.That(OpStatusEntry.StateOf(w), Is.EqualTo(OpState.Canceled));
-        _ = Marshal.SizeOf<long>();
     }
 }

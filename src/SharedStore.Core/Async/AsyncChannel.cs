@@ -491,9 +491,10 @@ internal sealed unsafe class AsyncChannel : IDisposable
         return (AsyncStatus.InProgress, 0);
     }
 
-    internal bool Cancel(long first, long last)
+    /// <summary>Cancels the operation whose first message is at <paramref name="first"/> (its word decides for every
+    /// chunk).</summary>
+    internal bool Cancel(long first)
     {
-        _ = last;
         OpStatusEntry* e = _status + (first & _slotMask);
         while (true)
         {
@@ -606,7 +607,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
         Register(waiter);
         if (token.CanBeCanceled)
         {
-            waiter.Registration = token.UnsafeRegister(static s => { var w = (RingWaiter)s!; w.Channel.Cancel(w.First, w.Last); }, waiter);
+            waiter.Registration = token.UnsafeRegister(static s => { var w = (RingWaiter)s!; w.Channel.Cancel(w.First); }, waiter);
         }
 
         return new ValueTask<long>(waiter.Tcs.Task);
@@ -797,7 +798,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
 
         public override bool Cancel()
         {
-            bool canceled = channel.Cancel(position, position);
+            bool canceled = channel.Cancel(position);
             if (canceled)
             {
                 channel.Nudge();

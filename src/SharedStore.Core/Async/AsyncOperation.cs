@@ -118,7 +118,7 @@ public readonly struct AsyncOperation : IEquatable<AsyncOperation>
     /// false when it is already being applied or done, in which case it completes as a whole. Never applies half.</summary>
     public bool Cancel() => _source switch
     {
-        AsyncChannel c => c.Cancel(_first, _last),
+        AsyncChannel c => c.Cancel(_first),
         ClientOperation o => o.Cancel(),
         _ => throw new InvalidOperationException("a default AsyncOperation names no operation"),
     };

@@ -35,11 +35,13 @@ internal static class AsyncBench
     }
 
     /// <summary>(utime + stime) of a process in clock ticks, from /proc/PID/stat.</summary>
-    public static long CpuTicks(int pid)
+    public static long CpuTicks(int pid) => StatTicks(File.ReadAllText($"/proc/{pid}/stat"));
+
+    /// <summary>utime + stime (fields 14 and 15) of a /proc stat line, for a process or one of its threads.</summary>
+    public static long StatTicks(string stat)
     {
-        string stat = File.ReadAllText($"/proc/{pid}/stat");
         string[] f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return long.Parse(f[11], CultureInfo.InvariantCulture) + long.Parse(f[12], CultureInfo.InvariantCulture); // fields 14, 15
+        return long.Parse(f[11], CultureInfo.InvariantCulture) + long.Parse(f[12], CultureInfo.InvariantCulture);
     }
 }
 
@@ -327,8 +329,7 @@ internal sealed class BrokerIdleCpu : IScenario
             {
                 string stat = File.ReadAllText(Path.Combine(dir, "stat"));
                 string name = stat[(stat.IndexOf('(') + 1)..stat.LastIndexOf(')')] + "/" + Path.GetFileName(dir);
-                string[] f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-                d[name] = long.Parse(f[11], CultureInfo.InvariantCulture) + long.Parse(f[12], CultureInfo.InvariantCulture);
+                d[name] = AsyncBench.StatTicks(stat);
             }
             catch (IOException)
             {
