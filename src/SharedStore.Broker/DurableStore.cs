@@ -37,6 +37,16 @@ internal sealed unsafe class DurableObject(ObjectState state, string fileName, s
 
     public RandomAccessFileDevice Device { get; } = device;
 
+    /// <summary>The file opened again with O_DIRECT for write-back (null where the file system refuses it): aligned
+    /// slots go to the disk without a second copy through the page cache.</summary>
+    public RandomAccessFileDevice? DirectDevice { get; set; }
+
+    public void CloseDevices()
+    {
+        Device.Dispose();
+        DirectDevice?.Dispose();
+    }
+
     public byte* Data { get; } = data;
 
     public BlockLockRecord* Locks { get; } = locks;
@@ -241,7 +251,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             dc.Objects.Remove(d);
         }
 
-        d.Device.Dispose();
+        d.CloseDevices();
         TryDelete(d.FilePath);
         dc.Meta.Objects.Remove(dc.Meta.Objects.FirstOrDefault(m => m.File == d.FileName));
         o.Durable = null;
@@ -299,7 +309,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                         d.Closed = true;
                     }
 
-                    d.Device.Dispose();
+                    d.CloseDevices();
                 }
             }
         }
@@ -525,7 +535,10 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 return;
             }
 
-            var request = new RandomAccessRequest(d.Device, RandomAccessOperation.Write, offset);
+            // O_DIRECT for whole, aligned slots (the bounce buffer is page-aligned, the header a page): the write-back's
+            // bytes reach the disk without the kernel copying them into the page cache first.
+            RandomAccessFileDevice device = d.DirectDevice is { } direct && w.Length % direct.OffsetAlignment == 0 ? direct : d.Device;
+            var request = new RandomAccessRequest(device, RandomAccessOperation.Write, offset);
             request.Add(header);
             request.Add(data);
             _scheduler.Schedule(request);
@@ -703,7 +716,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 d.Closed = true; // as in RemoveObject: no write-back pass touches the object after this
             }
 
-            d.Device.Dispose();
+            d.CloseDevices();
             d.State.Durable = null;
         }
     }
@@ -954,11 +967,11 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
     /// <summary>The file opened again for direct reads, or null where the file system refuses O_DIRECT (tmpfs
     /// before 6.6, some FUSE file systems).</summary>
-    private static RandomAccessFileDevice? TryOpenDirect(string path)
+    private static RandomAccessFileDevice? TryOpenDirect(string path, bool writable = false)
     {
         try
         {
-            return new RandomAccessFileDevice(path, DeviceMode.ReadOnly | DeviceMode.Direct);
+            return new RandomAccessFileDevice(path, (writable ? DeviceMode.None : DeviceMode.ReadOnly) | DeviceMode.Direct);
         }
         catch (DeviceException)
         {
@@ -971,6 +984,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
     private DurableObject Attach(DurableContainer dc, ObjectState o, string file, string path, RandomAccessFileDevice device)
     {
         var d = new DurableObject(o, file, path, device, o.Segment.DataMap.Pointer + o.DataOffset, o.Segment.Record(o.RecordIndex), (int)dc.Meta.BlockSize);
+        d.DirectDevice = TryOpenDirect(path, writable: true);
         o.Durable = d;
         lock (_gate)
         {
