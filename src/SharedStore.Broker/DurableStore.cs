@@ -816,13 +816,25 @@ internal sealed unsafe partial class DurableStore : IDisposable
                     s = other;
                 }
 
-                if (s < 0 && (!IsEmpty(headers, b, 0) || !IsEmpty(headers, b, 1)))
+                if (s < 0 && (IsEmpty(headers, b, 0) != IsEmpty(headers, b, 1)))
+                {
+                    // One slot never written, the other invalid: that slot was the block's first write-back, torn by
+                    // the crash (a second write-back goes to the other slot, so it would not be empty). The empty
+                    // slot is the block's durable copy by the invariant: the object's initial zeros, generation 0.
+                    // The next write-back goes to the invalid slot (Slot names the empty one), above its generation.
+                    int empty = IsEmpty(headers, b, 0) ? 0 : 1;
+                    new Span<byte>(mem, len).Clear();
+                    d.Slot[b] = (byte)empty;
+                    d.Generation[b] = Gen(headers, b, 1 - empty);
+                }
+                else if (s < 0 && !IsEmpty(headers, b, 0))
                 {
                     // Written once, no valid copy left: never serve it silently.
                     new Span<byte>(mem, len).Clear();
                     BlockLock.MarkTorn(o.Segment.Record(o.RecordIndex + b));
                     corrupt++;
                     d.Generation[b] = Math.Max(Gen(headers, b, 0), Gen(headers, b, 1));
+                    Log.DurableBlockCorrupt(_logger, dc.Meta.Name, o.Name, b, Describe(headers, b, 0, len), Describe(headers, b, 1, len));
                 }
             }
         }
@@ -882,6 +894,15 @@ internal sealed unsafe partial class DurableStore : IDisposable
         }
 
         return best;
+    }
+
+    private static string Describe(byte* headers, long b, int s, int length)
+    {
+        var h = (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
+        return DurableSlotHeader.IsEmpty(h) ? "never written"
+            : !DurableSlotHeader.IsIntact(h, b) ? "header damaged"
+            : h->Length != length ? $"header for {h->Length} bytes"
+            : $"generation {h->Generation}, data does not match its checksum";
     }
 
     private static bool IsEmpty(byte* headers, long b, int s) =>

@@ -52,4 +52,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 13, EventName = "DurableRestoreFailed", Level = LogLevel.Error,
         Message = "cannot restore durable container in '{Directory}': {Error}")]
     public static partial void DurableRestoreFailed(ILogger logger, string directory, string error);
+
+    [LoggerMessage(EventId = 14, EventName = "DurableBlockCorrupt", Level = LogLevel.Warning,
+        Message = "durable object '{Container}/{Object}': block {Block} has no valid copy on disk (slot 0: {Slot0}; slot 1: {Slot1}); it is zeroed and marked torn")]
+    public static partial void DurableBlockCorrupt(ILogger logger, string container, string @object, long block, string slot0, string slot1);
 }

@@ -183,6 +183,67 @@ public sealed unsafe class DurableTests : CrossProcessTest
         }
     }
 
+    [Test]
+    public void FirstWriteBackTornByACrash_Restart_BlockFallsBackToItsInitialZeros_NotReportedTorn()
+    {
+        // Contract (issue 6: "a block torn on disk by the crash is detected by its checksum and reported, never
+        // silently served"; and no flushed copy is lost): a block's first write-back goes to slot 0 while slot 1 was
+        // never written. A crash that tears that write leaves an invalid slot 0 beside an empty slot 1. The empty slot
+        // is the block's durable copy (the object's initial zeros): restore skips the torn slot (counted, logged),
+        // serves zeros and does not mark the block torn; the next write-back rewrites slot 0 above its generation.
+        // (Seen with O_DIRECT write-back: a kill -9 cut a first write short, and restore called the block corrupt.)
+        // The tear is made by damaging slot 0's data after a flush, which leaves the file exactly as such a tear would.
+        const int Blocks = 3;
+        var broker = StartBroker();
+        string store = Path.Combine(broker.Directory, "store");
+        Directory.CreateDirectory(store);
+        string file;
+        using (var client = Connect(broker))
+        {
+            var con = client.CreateContainer("dur", SharedStoreClient.ProcessGroupId, new ContainerOptions { BlockSize = BlockSize, DurablePath = store });
+            var o = con.CreateObject("o", Blocks * BlockSize);
+            o.Write(0, Version(0, 1), s_bound);
+            o.Write(1 * BlockSize, Version(1, 1), s_bound);
+            con.Flush(s_bound);
+            file = Path.Combine(store, Files(store).Single(f => f.EndsWith(".ssdata", StringComparison.Ordinal)));
+        }
+
+        broker.Kill();
+        Assert.That(IsSlotEmpty(file, 0, 1), Is.True, "block 0 was written back once: its slot 1 was never written");
+        byte[] damaged = CorruptData(file, 0, 0);
+
+        var again = Track(BrokerProcess.StartOn(broker.Directory, waitReady: true));
+        using (var client = Connect(again))
+        {
+            var con = client.JoinContainer("dur");
+            var o = con.JoinObject("o");
+            using (var lease = o.Get(0, BlockSize, s_bound))
+            {
+                Assert.That(lease.Torn, Is.False, "a torn first write-back is not a lost flushed copy: the block is not reported torn");
+                Assert.That(lease.ReadOnlySpan.IndexOfAnyExcept((byte)0), Is.EqualTo(-1), "block 0 came back as its initial zeros");
+                Assert.That(lease.ReadOnlySpan.SequenceEqual(damaged), Is.False);
+            }
+
+            AssertBlock(o, 1, 1);
+            WaitFor(() => again.Stderr.Contains("1 torn slot(s) skipped, 0 corrupt block(s)", StringComparison.Ordinal), "the restore to count the torn slot and no corrupt block", again);
+
+            o.Write(0, Version(0, 2), s_bound);
+            con.Flush(s_bound);
+        }
+
+        again.Kill();
+        var (newest, _) = SlotsByGeneration(file, 0, bothWritten: false);
+        Assert.That(newest.Slot, Is.EqualTo(0), "the rewrite went to the torn slot, not over the empty one");
+        Assert.That(newest.Generation, Is.GreaterThan(1), "above the torn slot's generation");
+        var third = Track(BrokerProcess.StartOn(broker.Directory, waitReady: true));
+        using (var client = Connect(third))
+        {
+            var o = client.JoinContainer("dur").JoinObject("o");
+            AssertBlock(o, 0, 2, "rewritten after the restore, block 0 is durable again");
+            AssertBlock(o, 1, 1);
+        }
+    }
+
     [TestCase("object file header", TestName = "CorruptObjectFileHeader_Restart_ContainerRefusedAndLogged_NotServedSilently")]
     [TestCase("container metadata", TestName = "CorruptContainerMetadata_Restart_ContainerRefusedAndLogged_NotServedSilently")]
     public void CorruptFile_Restart_ContainerRefusedAndLogged_NotServedSilently(string what)
@@ -474,7 +535,7 @@ public sealed unsafe class DurableTests : CrossProcessTest
 
     /// <summary>Block <paramref name="b"/>'s two slots, the one with the higher generation first (headers read and
     /// checked the way restore does).</summary>
-    private static (SlotInfo Newest, SlotInfo Older) SlotsByGeneration(string file, int b)
+    private static (SlotInfo Newest, SlotInfo Older) SlotsByGeneration(string file, int b, bool bothWritten = true)
     {
         using var f = File.OpenHandle(file, FileMode.Open, FileAccess.Read);
         var slots = new SlotInfo[2];
@@ -483,11 +544,23 @@ public sealed unsafe class DurableTests : CrossProcessTest
             DurableSlotHeader h = default;
             int n = RandomAccess.Read(f, new Span<byte>(&h, sizeof(DurableSlotHeader)), DurableFileDescriptor.SlotOffset(b, s, BlockSize));
             Assert.That(n, Is.EqualTo(sizeof(DurableSlotHeader)));
-            Assert.That(DurableSlotHeader.IsIntact(&h, b), Is.True, $"block {b} slot {s} has an intact header before the damage");
+            if (bothWritten || !DurableSlotHeader.IsEmpty(&h))
+            {
+                Assert.That(DurableSlotHeader.IsIntact(&h, b), Is.True, $"block {b} slot {s} has an intact header before the damage");
+            }
+
             slots[s] = new SlotInfo(s, h.Generation);
         }
 
         return slots[0].Generation > slots[1].Generation ? (slots[0], slots[1]) : (slots[1], slots[0]);
+    }
+
+    private static bool IsSlotEmpty(string file, int b, int slot)
+    {
+        using var f = File.OpenHandle(file, FileMode.Open, FileAccess.Read);
+        DurableSlotHeader h = default;
+        Assert.That(RandomAccess.Read(f, new Span<byte>(&h, sizeof(DurableSlotHeader)), DurableFileDescriptor.SlotOffset(b, slot, BlockSize)), Is.EqualTo(sizeof(DurableSlotHeader)));
+        return DurableSlotHeader.IsEmpty(&h);
     }
 
     /// <summary>Flips 16 bytes in the middle of a slot's data; returns the damaged data as it is now on disk.</summary>
