@@ -37,16 +37,6 @@ internal sealed unsafe class DurableObject(ObjectState state, string fileName, s
 
     public RandomAccessFileDevice Device { get; } = device;
 
-    /// <summary>The file opened again with O_DIRECT for write-back (null where the file system refuses it): aligned
-    /// slots go to the disk without a second copy through the page cache.</summary>
-    public RandomAccessFileDevice? DirectDevice { get; set; }
-
-    public void CloseDevices()
-    {
-        Device.Dispose();
-        DirectDevice?.Dispose();
-    }
-
     public byte* Data { get; } = data;
 
     public BlockLockRecord* Locks { get; } = locks;
@@ -87,7 +77,9 @@ internal sealed unsafe partial class DurableStore : IDisposable
 {
     public const string MetaFileName = "container.ssmeta";
     public const string RegistryFileName = "durable-containers";
-    private const int MaxWriteBufferBytes = 64 << 20;
+    // Blocks in flight per batch: each holds a read lock on its block until the kernel has copied it into the page
+    // cache, so a writer of a block being written back waits at most for the batch's copies (8 MiB at 1 MiB blocks).
+    private const int BatchBlocks = 8;
     private static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(50);
 
     private readonly string _stateDirectory;
@@ -251,7 +243,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             dc.Objects.Remove(d);
         }
 
-        d.CloseDevices();
+        d.Device.Dispose();
         TryDelete(d.FilePath);
         dc.Meta.Objects.Remove(dc.Meta.Objects.FirstOrDefault(m => m.File == d.FileName));
         o.Durable = null;
@@ -309,7 +301,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                         d.Closed = true;
                     }
 
-                    d.CloseDevices();
+                    d.Device.Dispose();
                 }
             }
         }
@@ -419,9 +411,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
     private (bool Clean, string? Error) WriteBack(DurableObject d)
     {
         bool clean = true;
-        long stride = DurableFileDescriptor.SlotStride(d.BlockSize);
-        int capacity = (int)Math.Clamp(MaxWriteBufferBytes / stride, 1, 32);
-        var batch = new List<PendingWrite>(capacity);
+        var batch = new List<PendingWrite>(BatchBlocks);
         using var inflight = new CountdownEvent(1); // this thread's own count, signalled in Finish
         string? error = null;
         bool wrote = false;
@@ -441,7 +431,11 @@ internal sealed unsafe partial class DurableStore : IDisposable
                     continue;
                 }
 
+                // The read hold is kept until the block's write has completed (Start's completion drops it): the
+                // kernel copies the block from the shared memory into the page cache, so the bytes it copies are the
+                // bytes checksummed here. No bounce buffer: one copy per block instead of two.
                 PendingWrite w;
+                bool started = false;
                 try
                 {
                     if (!BlockLock.TakeDirty(rec))
@@ -449,27 +443,25 @@ internal sealed unsafe partial class DurableStore : IDisposable
                         continue;
                     }
 
-                    w = PendingWrite.Rent(stride);
-                    int len = d.BlockLength(b);
-                    Buffer.MemoryCopy(d.Data + (b * d.BlockSize), w.Buffer + DurableFileDescriptor.SlotHeaderSize, len, len);
+                    w = PendingWrite.Rent();
                     w.Block = b;
-                    w.Length = len;
+                    w.Length = d.BlockLength(b);
                     w.Torn = BlockLock.IsTorn(rec);
+                    w.Record = rec;
+                    w.DataCrc = DurableFileDescriptor.Crc32C(d.Data + (b * d.BlockSize), w.Length);
+                    batch.Add(w);
+                    Start(d, w, inflight);
+                    started = true;
                 }
                 finally
                 {
-                    BlockLock.ReleaseRead(rec, BlockLockDescriptor.BrokerSlot);
+                    if (!started)
+                    {
+                        BlockLock.ReleaseRead(rec, BlockLockDescriptor.BrokerSlot);
+                    }
                 }
 
-                // Checksum and write right after the copy, block by block: the CRC reads the block while it is still
-                // in the cache (outside the hold: writers wait only for the copy), and the block's write runs while
-                // the next one is copied. When a batch was first copied whole (32 MiB) and then checksummed and
-                // submitted, the CRC re-read every block from memory and no write overlapped a copy: 1 GiB written
-                // back spent 110-135 ms copying and 225-295 ms in CRC + submit (durable-writeback in the bench README).
-                w.DataCrc = DurableFileDescriptor.Crc32C(w.Buffer + DurableFileDescriptor.SlotHeaderSize, w.Length);
-                batch.Add(w);
-                Start(d, w, inflight);
-                if (batch.Count == capacity)
+                if (batch.Count == BatchBlocks)
                 {
                     error ??= Finish(d, batch, inflight);
                     wrote = true;
@@ -496,21 +488,23 @@ internal sealed unsafe partial class DurableStore : IDisposable
         {
             if (batch.Count > 0)
             {
-                _ = Finish(d, batch, inflight); // thrown past started writes: they still own their buffers and signal
+                _ = Finish(d, batch, inflight); // thrown past started writes: they still own their holds and signal
             }
         }
 
         return (clean, error);
     }
 
-    /// <summary>Starts the write of one block: one scatter/gather request (slot header + data) into its other slot,
-    /// counted in <paramref name="inflight"/>.</summary>
+    /// <summary>Starts the write of one block, read-held by the broker's slot: one scatter/gather request (slot header
+    /// page + the block's data straight from the shared memory) into its other slot, counted in
+    /// <paramref name="inflight"/>. The read hold is dropped once both bindings have completed, or here if nothing
+    /// was queued.</summary>
     private void Start(DurableObject d, PendingWrite w, CountdownEvent inflight)
     {
         long b = w.Block;
         int target = d.Slot[b] == 0 ? 1 : 0;
         long gen = d.Generation[b] + 1;
-        var h = (DurableSlotHeader*)w.Buffer;
+        var h = (DurableSlotHeader*)w.Header;
         *h = default;
         h->Magic = DurableFileDescriptor.SlotMagic;
         h->Version = DurableFileDescriptor.SlotVersion;
@@ -523,9 +517,10 @@ internal sealed unsafe partial class DurableStore : IDisposable
         w.Target = target;
         w.Generation = gen;
         w.Failed = null;
+        w.Bindings = 2;
         inflight.AddCount(2);
-        var header = new RandomAccessRequestBinding((nint)w.Buffer, DurableFileDescriptor.SlotHeaderSize, Completed) { State = w };
-        var data = new RandomAccessRequestBinding((nint)(w.Buffer + DurableFileDescriptor.SlotHeaderSize), w.Length, Completed) { State = w };
+        var header = new RandomAccessRequestBinding((nint)w.Header, DurableFileDescriptor.SlotHeaderSize, Completed) { State = w };
+        var data = new RandomAccessRequestBinding((nint)(d.Data + (b * d.BlockSize)), w.Length, Completed) { State = w };
         long offset = DurableFileDescriptor.SlotOffset(b, target, d.BlockSize);
         try
         {
@@ -535,10 +530,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 return;
             }
 
-            // O_DIRECT for whole, aligned slots (the bounce buffer is page-aligned, the header a page): the write-back's
-            // bytes reach the disk without the kernel copying them into the page cache first.
-            RandomAccessFileDevice device = d.DirectDevice is { } direct && w.Length % direct.OffsetAlignment == 0 ? direct : d.Device;
-            var request = new RandomAccessRequest(device, RandomAccessOperation.Write, offset);
+            var request = new RandomAccessRequest(d.Device, RandomAccessOperation.Write, offset);
             request.Add(header);
             request.Add(data);
             _scheduler.Schedule(request);
@@ -546,15 +538,22 @@ internal sealed unsafe partial class DurableStore : IDisposable
         catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException)
         {
             w.Failed = "the broker is stopping"; // no binding was queued: nothing will signal for this block
+            BlockLock.ReleaseRead(w.Record, BlockLockDescriptor.BrokerSlot);
             inflight.Signal(2);
             throw;
         }
 
         void Completed(RandomAccessRequestBinding binding, TransferResult r)
         {
+            var pending = (PendingWrite)binding.State!;
             if (!r.Succeeded)
             {
-                ((PendingWrite)binding.State!).Failed = r.Errno != 0 ? Interop.Libc.StrError(r.Errno) : r.Status.ToString();
+                pending.Failed = r.Errno != 0 ? Interop.Libc.StrError(r.Errno) : r.Status.ToString();
+            }
+
+            if (Interlocked.Decrement(ref pending.Bindings) == 0)
+            {
+                BlockLock.ReleaseRead(pending.Record, BlockLockDescriptor.BrokerSlot);
             }
 
             inflight.Signal();
@@ -595,8 +594,9 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
         // Start writing the batch out now (POSIX_FADV_DONTNEED starts writeback of the range's dirty pages without
         // waiting, and drops only pages that are already clean), so that the disk works while the next batches are
-        // copied and the pass's fdatasync finds little left to write. With the whole pass left to that fdatasync,
-        // it took 200-250 ms of a 1 GiB flush that spent 450-600 ms in all (durable-writeback, bench README).
+        // checksummed and copied and the pass's fdatasync finds little left to write. With the whole pass left to
+        // that fdatasync, it took 200-250 ms of a 1 GiB flush that spent 450-600 ms in all (durable-writeback, bench
+        // README).
         if (end > start)
         {
             _ = WithFd(d.Device, fd => Interop.Libc.posix_fadvise(fd, start, end - start, Interop.Libc.POSIX_FADV_DONTNEED));
@@ -605,21 +605,15 @@ internal sealed unsafe partial class DurableStore : IDisposable
         return error;
     }
 
-    /// <summary>An aligned bounce buffer: slot header page then the block's data. Pooled process-wide (at most 32
-    /// kept), so flushes on pool threads do not each keep their own buffers.</summary>
+    /// <summary>One block's write in flight: its slot header page (aligned) and what Finish records. Pooled
+    /// process-wide (at most 64 kept), so flushes on pool threads do not each keep their own.</summary>
     private sealed class PendingWrite
     {
         private static readonly Stack<PendingWrite> s_pool = new();
 
-        private PendingWrite(long stride)
-        {
-            Stride = stride;
-            Buffer = (byte*)NativeMemory.AlignedAlloc((nuint)stride, 4096);
-        }
+        private PendingWrite() => Header = (byte*)NativeMemory.AlignedAlloc(DurableFileDescriptor.SlotHeaderSize, 4096);
 
-        public long Stride { get; }
-
-        public byte* Buffer { get; }
+        public byte* Header { get; }
 
         public long Block;
         public int Length;
@@ -628,37 +622,35 @@ internal sealed unsafe partial class DurableStore : IDisposable
         public int Target;
         public long Generation;
         public string? Failed;
+        public int Bindings;
+        public BlockLockRecord* Record;
 
-        public static PendingWrite Rent(long stride)
+        public static PendingWrite Rent()
         {
             lock (s_pool)
             {
-                while (s_pool.TryPop(out var w))
+                if (s_pool.TryPop(out var w))
                 {
-                    if (w.Stride == stride)
-                    {
-                        return w;
-                    }
-
-                    NativeMemory.AlignedFree(w.Buffer);
+                    return w;
                 }
             }
 
-            return new PendingWrite(stride);
+            return new PendingWrite();
         }
 
         public void Return()
         {
+            Record = null;
             lock (s_pool)
             {
-                if (s_pool.Count < 32)
+                if (s_pool.Count < 64)
                 {
                     s_pool.Push(this);
                     return;
                 }
             }
 
-            NativeMemory.AlignedFree(Buffer);
+            NativeMemory.AlignedFree(Header);
         }
     }
 
@@ -716,7 +708,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 d.Closed = true; // as in RemoveObject: no write-back pass touches the object after this
             }
 
-            d.CloseDevices();
+            d.Device.Dispose();
             d.State.Durable = null;
         }
     }
@@ -988,11 +980,11 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
     /// <summary>The file opened again for direct reads, or null where the file system refuses O_DIRECT (tmpfs
     /// before 6.6, some FUSE file systems).</summary>
-    private static RandomAccessFileDevice? TryOpenDirect(string path, bool writable = false)
+    private static RandomAccessFileDevice? TryOpenDirect(string path)
     {
         try
         {
-            return new RandomAccessFileDevice(path, (writable ? DeviceMode.None : DeviceMode.ReadOnly) | DeviceMode.Direct);
+            return new RandomAccessFileDevice(path, DeviceMode.ReadOnly | DeviceMode.Direct);
         }
         catch (DeviceException)
         {
@@ -1005,7 +997,6 @@ internal sealed unsafe partial class DurableStore : IDisposable
     private DurableObject Attach(DurableContainer dc, ObjectState o, string file, string path, RandomAccessFileDevice device)
     {
         var d = new DurableObject(o, file, path, device, o.Segment.DataMap.Pointer + o.DataOffset, o.Segment.Record(o.RecordIndex), (int)dc.Meta.BlockSize);
-        d.DirectDevice = TryOpenDirect(path, writable: true);
         o.Durable = d;
         lock (_gate)
         {

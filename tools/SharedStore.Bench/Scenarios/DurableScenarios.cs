@@ -118,11 +118,13 @@ internal static unsafe class DurableBench
     /// the timed part, as a flush ends with one. Scheduler, device and buffers are set up before the clock starts.
     /// <paramref name="writeOut"/>: after every <see cref="Depth"/> completed writes, start writing the last
     /// <see cref="Depth"/> MiB out (posix_fadvise DONTNEED), as DurableStore's write-back does after each batch.
+    /// <paramref name="direct"/>: the device opened with O_DIRECT (no page cache), as the write-back writes whole slots.
     /// </summary>
-    public static double SequentialTransfer(string path, RandomAccessOperation op, long bytes, bool writeOut = false)
+    public static double SequentialTransfer(string path, RandomAccessOperation op, long bytes, bool writeOut = false, bool direct = false)
     {
-        using var scheduler = DeviceSchedulers.Create(DeviceSchedulerKind.Auto, DeviceMode.None);
-        using var device = new RandomAccessFileDevice(path, DeviceMode.None);
+        DeviceMode mode = direct ? DeviceMode.Direct : DeviceMode.None;
+        using var scheduler = DeviceSchedulers.Create(DeviceSchedulerKind.Auto, mode);
+        using var device = new RandomAccessFileDevice(path, mode);
         var buffers = new nint[Depth];
         try
         {
@@ -316,6 +318,7 @@ internal sealed unsafe class DurableWriteBack : IScenario
             var durable = new List<double>();
             var baseline = new List<double>();
             var writeOut = new List<double>();
+            var direct = new List<double>();
             for (int round = -2; round < rounds; round++)
             {
                 // Sides alternate (baselines first in even rounds, last in odd ones): what a burst of writes leaves to
@@ -356,7 +359,7 @@ internal sealed unsafe class DurableWriteBack : IScenario
 
                 durable.Add(gbps);
                 context.Log.WriteLine($"  round {round + 1}: write-back {gbps:F2} GB/s ({seconds * 1e3:F0} ms, {dirty}/{blocks} blocks dirty before the flush), " +
-                    $"baseline {baseline[^1]:F2} GB/s, baseline with early write-out {writeOut[^1]:F2} GB/s");
+                    $"baseline {baseline[^1]:F2} GB/s, baseline with early write-out {writeOut[^1]:F2} GB/s, baseline with O_DIRECT {direct[^1]:F2} GB/s");
             }
 
             void Baselines()
@@ -365,13 +368,17 @@ internal sealed unsafe class DurableWriteBack : IScenario
                 baseline.Add(size / DurableBench.SequentialTransfer(baselinePath, RandomAccessOperation.Write, size) / 1e9);
                 DurableBench.BackFreeMemory();
                 writeOut.Add(size / DurableBench.SequentialTransfer(baselinePath, RandomAccessOperation.Write, size, writeOut: true) / 1e9);
+                DurableBench.BackFreeMemory();
+                direct.Add(size / DurableBench.SequentialTransfer(baselinePath, RandomAccessOperation.Write, size, direct: true) / 1e9);
             }
 
-            // The second row is for reference: the same baseline given the early write-out the write-back uses.
+            // The other rows are for reference: the same baseline given the early write-out the buffered write-back
+            // used, and with O_DIRECT, which the write-back uses for whole slots.
             return
             [
                 new BenchResult(Name, "median", "GB/s", Stats.Median(durable), "seqwrite-1m-qd32-fdatasync", Stats.Median(baseline)),
                 new BenchResult(Name, "median", "GB/s", Stats.Median(durable), "seqwrite-1m-qd32-writeout", Stats.Median(writeOut)),
+                new BenchResult(Name, "median", "GB/s", Stats.Median(durable), "seqwrite-1m-qd32-direct", Stats.Median(direct)),
             ];
         }
         finally
