@@ -440,8 +440,9 @@ internal sealed class BrokerState : IDisposable
     }
 
     /// <summary>Allocates and reserves an object's memory and lock records in <paramref name="c"/> (no uses yet).
-    /// Under the state lock.</summary>
-    private ObjectState AllocateObject(ContainerState c, string name, long size)
+    /// Under the state lock. <paramref name="reserve"/> false: the caller reserves the memory before anyone may use
+    /// the object (restore does it beside its reads, <see cref="DurableStore.RestoreObject"/>).</summary>
+    private ObjectState AllocateObject(ContainerState c, string name, long size, bool reserve = true)
     {
         long blocks = (size + c.BlockSize - 1) / c.BlockSize;
         long pageBytes = LockSegmentDescriptor.RoundUpToPage(size);
@@ -494,7 +495,7 @@ internal sealed class BrokerState : IDisposable
         }
 
         // Reserve the memory now: running out is a clean error here, never a SIGBUS in a client later.
-        if (!Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
+        if (reserve && !Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
         {
             seg.Free(dataOffset, size, record, blocks);
             if (freshSegment)
@@ -702,7 +703,7 @@ internal sealed class BrokerState : IDisposable
                     _containersById.Add(c.Id, c);
                     foreach (var om in meta.Objects)
                     {
-                        objects.Add((AllocateObject(c, om.Name, (long)om.Size), om.File));
+                        objects.Add((AllocateObject(c, om.Name, (long)om.Size, reserve: false), om.File)); // RestoreObject reserves
                     }
                 }
 

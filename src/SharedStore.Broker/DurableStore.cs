@@ -725,6 +725,12 @@ internal sealed unsafe partial class DurableStore : IDisposable
         long torn = 0, corrupt = 0;
         CheckFileHeader(device, o, bs);
 
+        // The object's memory is reserved and mapped on another thread, in order, ahead of the reads below: the
+        // reservation (a fallocate that zeroes 1 GiB in 250-350 ms here) and the page-table work then run beside the
+        // disk instead of before it (MACHINE-FACTS: a never-touched page costs about 2 µs). A read that overtakes it
+        // faults its pages itself. The object is served only after the reservation has covered all of it.
+        using var reserve = new RestoreReservation(o);
+
         // 1. Every slot header (2 per block), batched.
         long n = o.BlockCount;
         byte* headers = (byte*)NativeMemory.AlignedAlloc((nuint)(2 * n * DurableFileDescriptor.SlotHeaderSize), 4096);
@@ -835,6 +841,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
             NativeMemory.AlignedFree(headers);
         }
 
+        reserve.Wait(); // before anyone can use the object: running out of memory is a failed restore, not a SIGBUS
+
         // Restored blocks are clean: what is on disk is what is in memory (torn marks set above keep their dirty
         // bit, so a corrupt block is rewritten, flagged torn, at the next pass).
         for (long b = 0; b < n; b++)
@@ -849,6 +857,53 @@ internal sealed unsafe partial class DurableStore : IDisposable
         Interlocked.Add(ref _tornSlots, torn);
         Interlocked.Add(ref _corruptBlocks, corrupt);
         return new RestoreReport(dc.Meta.Name, o.Name, n, torn, corrupt);
+    }
+
+    /// <summary>Reserves (fallocate) and maps (MADV_POPULATE_WRITE) an object's memory on its own thread, 8 MiB at a
+    /// time from the start. <see cref="Wait"/> throws NoResources if the memory could not be reserved; disposing
+    /// stops it early (a failed restore) and waits for it.</summary>
+    private sealed class RestoreReservation : IDisposable
+    {
+        private const long Chunk = 8 << 20;
+        private readonly Thread _thread;
+        private volatile bool _stop;
+        private string? _error;
+
+        public RestoreReservation(ObjectState o)
+        {
+            _thread = new Thread(() => Run(o)) { IsBackground = true, Name = "sharedstore-restore-reserve" };
+            _thread.Start();
+        }
+
+        public void Wait()
+        {
+            _thread.Join();
+            if (_error is not null)
+            {
+                throw new BrokerError(ErrorCode.NoResources, _error);
+            }
+        }
+
+        public void Dispose()
+        {
+            _stop = true;
+            _thread.Join();
+        }
+
+        private void Run(ObjectState o)
+        {
+            for (long at = 0; at < o.Size && !_stop; at += Chunk)
+            {
+                long len = Math.Min(Chunk, o.Size - at);
+                if (!Memfd.Reserve(o.Segment.DataFd, o.DataOffset + at, len, out int errno))
+                {
+                    _error = $"cannot reserve {o.Size} bytes of shared memory for object '{o.Name}': {Interop.Libc.StrError(errno)}";
+                    return;
+                }
+
+                o.Segment.DataMap.Populate(o.DataOffset + at, len);
+            }
+        }
     }
 
     private static int Choose(byte* headers, long b, int exclude, int length, ref long torn)
