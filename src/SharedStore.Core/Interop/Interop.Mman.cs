@@ -21,6 +21,7 @@ internal static partial class Interop
 
         internal const int MADV_DONTNEED = 4;
         internal const int MADV_REMOVE = 9;
+        internal const int MADV_HUGEPAGE = 14;
         internal const int MADV_POPULATE_READ = 22;
         internal const int MADV_POPULATE_WRITE = 23;
 
