@@ -77,9 +77,9 @@ internal sealed unsafe partial class DurableStore : IDisposable
 {
     public const string MetaFileName = "container.ssmeta";
     public const string RegistryFileName = "durable-containers";
-    // Blocks in flight per batch: each holds a read lock on its block until the kernel has copied it into the page
-    // cache, so a writer of a block being written back waits at most for the batch's copies (8 MiB at 1 MiB blocks).
-    private const int BatchBlocks = 8;
+    // Bytes in flight per batch (at most 32 blocks, at least one): each block holds a read lock until the kernel has
+    // copied it into the page cache, so a writer of a block being written back waits at most for a batch's copies.
+    private const long BatchBytes = 8 << 20;
     private static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(50);
 
     private readonly string _stateDirectory;
@@ -411,7 +411,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
     private (bool Clean, string? Error) WriteBack(DurableObject d)
     {
         bool clean = true;
-        var batch = new List<PendingWrite>(BatchBlocks);
+        int batchBlocks = (int)Math.Clamp(BatchBytes / d.BlockSize, 1, 32);
+        var batch = new List<PendingWrite>(batchBlocks);
         using var inflight = new CountdownEvent(1); // this thread's own count, signalled in Finish
         string? error = null;
         bool wrote = false;
@@ -461,7 +462,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                     }
                 }
 
-                if (batch.Count == BatchBlocks)
+                if (batch.Count == batchBlocks)
                 {
                     error ??= Finish(d, batch, inflight);
                     wrote = true;
@@ -497,8 +498,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
     /// <summary>Starts the write of one block, read-held by the broker's slot: one scatter/gather request (slot header
     /// page + the block's data straight from the shared memory) into its other slot, counted in
-    /// <paramref name="inflight"/>. The read hold is dropped once both bindings have completed, or here if nothing
-    /// was queued.</summary>
+    /// <paramref name="inflight"/>. The read hold is dropped once both bindings have completed; if this throws,
+    /// nothing was queued and the caller drops it.</summary>
     private void Start(DurableObject d, PendingWrite w, CountdownEvent inflight)
     {
         long b = w.Block;
@@ -537,9 +538,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
         }
         catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException)
         {
-            w.Failed = "the broker is stopping"; // no binding was queued: nothing will signal for this block
-            BlockLock.ReleaseRead(w.Record, BlockLockDescriptor.BrokerSlot);
-            inflight.Signal(2);
+            w.Failed = "the broker is stopping"; // no binding was queued: nothing will signal for this block, and
+            inflight.Signal(2);                   // the caller drops the read hold
             throw;
         }
 
