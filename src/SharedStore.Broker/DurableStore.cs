@@ -1019,6 +1019,10 @@ internal sealed unsafe partial class DurableStore : IDisposable
             if (!res.Succeeded || (op == RandomAccessOperation.Read && res.BytesTransferred != b.Length))
             {
                 Interlocked.CompareExchange(ref failed, $"{op} of {b.Length} bytes at {b.DeviceOffset} of {device.Path}: {res.Status} {res.BytesTransferred}", null);
+                if (b.State is Bounced failedVia)
+                {
+                    bounce!.Return(failedVia.Buffer);
+                }
             }
             else if (b.State is Bounced via)
             {
@@ -1031,11 +1035,6 @@ internal sealed unsafe partial class DurableStore : IDisposable
             {
                 StartNext();
                 completed?.Invoke((long)b.State!);
-            }
-
-            if (b.State is Bounced failedVia && !res.Succeeded)
-            {
-                bounce!.Return(failedVia.Buffer);
             }
 
             if (Interlocked.Decrement(ref pending) == 0)
