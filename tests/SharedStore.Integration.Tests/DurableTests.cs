@@ -244,6 +244,76 @@ public sealed unsafe class DurableTests : CrossProcessTest
         }
     }
 
+    [Test]
+    public void WriteBack_HoldsTheBlockUntilTheKernelHasCopiedIt_AWriteMeanwhileWaits_TheSlotMatchesItsChecksum()
+    {
+        // Contract (issue 6, "never half old, half new without detection", and what makes the detection mean
+        // something): write-back writes a block straight from the shared memory, so it keeps writers out with a read
+        // hold until its write has completed. The broker runs with the test hook that splits a slot's header and data
+        // writes 300 ms apart (DurableStore.TestHooks.cs). Per round, on a fresh object: write version 1, flush on a
+        // thread, and once a write-back pass has taken the block write version 2 to it. That write must wait;
+        // then slot 0 (the block's first write-back) holds version 1 exactly, matching its checksum. A hold dropped
+        // when the write is submitted lets version 2 into slot 0 under version 1's checksum whenever the header goes
+        // first (half the rounds). Seen failing that way; the kill -9 test does not see it (restore checks the newest
+        // slot only, and falls back quietly).
+        const int Rounds = 6;
+        var first = StartBroker();
+        first.Kill();
+        var broker = Track(BrokerProcess.StartOn(first.Directory, waitReady: true, new Dictionary<string, string> { ["SHAREDSTORE_TEST_TEAR_WINDOW_MS"] = "300" }));
+        string store = Path.Combine(broker.Directory, "store");
+        Directory.CreateDirectory(store);
+        using var client = Connect(broker);
+        var con = client.CreateContainer("dur", SharedStoreClient.ProcessGroupId, new ContainerOptions { BlockSize = BlockSize, DurablePath = store });
+        byte[] data = new byte[BlockSize];
+        for (int round = 0; round < Rounds; round++)
+        {
+            string[] before = Files(store);
+            var o = con.CreateObject($"o{round}", BlockSize);
+            string file = Path.Combine(store, Files(store).Except(before).Single());
+            o.Write(0, Version(0, 1), s_bound);
+            Exception? failure = null;
+            var flusher = new Thread(() =>
+            {
+                try
+                {
+                    con.Flush(s_bound);
+                }
+                catch (Exception e)
+                {
+                    failure = e;
+                }
+            }) { IsBackground = true };
+            flusher.Start();
+
+            // Once a pass has taken version 1 (it clears the dirty bit under its read hold), write version 2: the
+            // pass is then inside its 300 ms window, between the slot's header and data writes.
+            var wait = Stopwatch.StartNew();
+            while ((Volatile.Read(ref o.LockRecords[0].Flags) & BlockLockDescriptor.FlagDirty) != 0)
+            {
+                Assert.That(wait.Elapsed, Is.LessThan(s_bound), $"round {round}: no write-back pass took the block");
+                Thread.Sleep(1);
+            }
+
+            o.Write(0, Version(0, 2), s_bound);
+            Assert.That(flusher.Join(s_bound), Is.True, "the flush returned");
+            Assert.That(failure, Is.Null, $"the flush failed: {failure}");
+
+            using var f = File.OpenHandle(file, FileMode.Open, FileAccess.Read);
+            DurableSlotHeader h = default;
+            long at = DurableFileDescriptor.SlotOffset(0, 0, BlockSize);
+            Assert.That(RandomAccess.Read(f, new Span<byte>(&h, sizeof(DurableSlotHeader)), at), Is.EqualTo(sizeof(DurableSlotHeader)));
+            Assert.That(DurableSlotHeader.IsIntact(&h, 0) && h.Generation == 1, Is.True, $"round {round}: slot 0 holds the block's first write-back");
+            Assert.That(RandomAccess.Read(f, data, at + DurableFileDescriptor.SlotHeaderSize), Is.EqualTo(BlockSize));
+            fixed (byte* p = data)
+            {
+                Assert.That(DurableFileDescriptor.Crc32C(p, h.Length), Is.EqualTo(h.DataCrc), $"round {round}: slot 0's data is not what its checksum covers: the block changed while the kernel copied it");
+            }
+
+            Assert.That(data.AsSpan().SequenceEqual(Version(0, 1)), Is.True, $"round {round}: slot 0 holds version 1, the block as the write-back found it");
+            con.Flush(s_bound); // version 2 too: no pass of this object is left to delay the next round's
+        }
+    }
+
     [TestCase("object file header", TestName = "CorruptObjectFileHeader_Restart_ContainerRefusedAndLogged_NotServedSilently")]
     [TestCase("container metadata", TestName = "CorruptContainerMetadata_Restart_ContainerRefusedAndLogged_NotServedSilently")]
     public void CorruptFile_Restart_ContainerRefusedAndLogged_NotServedSilently(string what)
