@@ -53,7 +53,19 @@ internal sealed unsafe class DurableObject(ObjectState state, string fileName, s
 
     public object Gate { get; } = new();
 
-    public bool Closed { get; set; }
+    public bool Closed { get; private set; }
+
+    /// <summary>Waits for a write-back pass that holds the object (its <see cref="Gate"/>) to finish, marks it closed so
+    /// no later pass touches it, and closes its file.</summary>
+    public void Close()
+    {
+        lock (Gate)
+        {
+            Closed = true;
+        }
+
+        Device.Dispose();
+    }
 
     public int BlockLength(long b) => (int)Math.Min(BlockSize, Size - (b * BlockSize));
 }
@@ -233,17 +245,12 @@ internal sealed unsafe partial class DurableStore : IDisposable
             return;
         }
 
-        lock (d.Gate)
-        {
-            d.Closed = true; // a write-back pass holding the gate finished; no later one touches the object
-        }
-
+        d.Close();
         lock (_gate)
         {
             dc.Objects.Remove(d);
         }
 
-        d.Device.Dispose();
         TryDelete(d.FilePath);
         dc.Meta.Objects.Remove(dc.Meta.Objects.FirstOrDefault(m => m.File == d.FileName));
         o.Durable = null;
@@ -296,12 +303,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             {
                 foreach (var d in dc.Objects)
                 {
-                    lock (d.Gate)
-                    {
-                        d.Closed = true;
-                    }
-
-                    d.Device.Dispose();
+                    d.Close();
                 }
             }
         }
@@ -377,8 +379,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
         }
     }
 
-    /// <summary>One pass over a container: every dirty block that is not write-locked is copied under a read hold,
-    /// written to its other shadow slot, and each file written is fdatasynced. Returns whether no dirty block was
+    /// <summary>One pass over a container: every dirty block that is not write-locked is checksummed and written to
+    /// its other shadow slot under a read hold, and each file written is fdatasynced. Returns whether no dirty block was
     /// skipped, and the first error (failed blocks are marked dirty again).</summary>
     private (bool Clean, string? Error) WriteBack(DurableContainer dc)
     {
@@ -435,7 +437,6 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 // The read hold is kept until the block's write has completed (Start's completion drops it): the
                 // kernel copies the block from the shared memory into the page cache, so the bytes it copies are the
                 // bytes checksummed here. No bounce buffer: one copy per block instead of two.
-                PendingWrite w;
                 bool started = false;
                 try
                 {
@@ -444,7 +445,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                         continue;
                     }
 
-                    w = PendingWrite.Rent();
+                    var w = PendingWrite.Rent();
                     w.Block = b;
                     w.Length = d.BlockLength(b);
                     w.Torn = BlockLock.IsTorn(rec);
@@ -703,12 +704,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
         foreach (var d in dc?.Objects.ToList() ?? [])
         {
-            lock (d.Gate)
-            {
-                d.Closed = true; // as in RemoveObject: no write-back pass touches the object after this
-            }
-
-            d.Device.Dispose();
+            d.Close();
             d.State.Durable = null;
         }
     }
@@ -788,7 +784,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                                // fallback would otherwise alternate between the two forever (the broker never started)
                 while (s >= 0)
                 {
-                    var h = (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
+                    var h = SlotHeader(headers, b, s);
                     if ((s == choice[b] ? crc[b] : DurableFileDescriptor.Crc32C(mem, len)) == h->DataCrc)
                     {
                         d.Slot[b] = (byte)s;
@@ -920,7 +916,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 continue;
             }
 
-            var h = (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
+            var h = SlotHeader(headers, b, s);
             if (DurableSlotHeader.IsEmpty(h))
             {
                 continue;
@@ -948,19 +944,23 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
     private static string Describe(byte* headers, long b, int s, int length)
     {
-        var h = (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
+        var h = SlotHeader(headers, b, s);
         return DurableSlotHeader.IsEmpty(h) ? "never written"
             : !DurableSlotHeader.IsIntact(h, b) ? "header damaged"
             : h->Length != length ? $"header for {h->Length} bytes"
             : $"generation {h->Generation}, data does not match its checksum";
     }
 
+    /// <summary>Block <paramref name="b"/>'s slot <paramref name="s"/> header in the headers restore read (2 per block).</summary>
+    private static DurableSlotHeader* SlotHeader(byte* headers, long b, int s) =>
+        (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
+
     private static bool IsEmpty(byte* headers, long b, int s) =>
-        DurableSlotHeader.IsEmpty((DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize)));
+        DurableSlotHeader.IsEmpty(SlotHeader(headers, b, s));
 
     private static long Gen(byte* headers, long b, int s)
     {
-        var h = (DurableSlotHeader*)(headers + (((2 * b) + s) * DurableFileDescriptor.SlotHeaderSize));
+        var h = SlotHeader(headers, b, s);
         return DurableSlotHeader.IsIntact(h, b) ? h->Generation : 0;
     }
 

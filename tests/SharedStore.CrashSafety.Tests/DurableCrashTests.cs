@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 
 namespace SharedStore.CrashSafety.Tests;
@@ -321,29 +320,12 @@ public class DurableCrashTests
     }
 }
 
-/// <summary>A block's content that names the block and a version: [magic u32][block u32][version u64], bytes
-/// generated from (block, version), [checksum u64]. Any valid version is recognised by regenerating it.</summary>
+/// <summary>A block's content that names the block and a version: the torture tests' self-checking pattern
+/// (<see cref="TortureWorker.BlockPattern"/>) with the block as its writer and the version as its sequence number.
+/// Any valid version is recognised by regenerating it.</summary>
 internal static class VersionedBlock
 {
-    private const uint Magic = 0x5645_4253; // "SBEV"
-
-    public static void Fill(Span<byte> block, long b, long version)
-    {
-        BinaryPrimitives.WriteUInt32LittleEndian(block, Magic);
-        BinaryPrimitives.WriteUInt32LittleEndian(block[4..], (uint)b);
-        BinaryPrimitives.WriteInt64LittleEndian(block[8..], version);
-        ulong x = ((ulong)b << 40) ^ (ulong)version ^ 0x9E37_79B9_7F4A_7C15;
-        var words = MemoryMarshal.Cast<byte, ulong>(block[16..^8]);
-        for (int i = 0; i < words.Length; i++)
-        {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            words[i] = x;
-        }
-
-        BinaryPrimitives.WriteUInt64LittleEndian(block[^8..], TortureWorker.BlockPattern.Checksum(block[..^8]));
-    }
+    public static void Fill(Span<byte> block, long b, long version) => TortureWorker.BlockPattern.Fill(block, checked((uint)b), checked((uint)version));
 
     /// <summary>The version the block holds: 0 when never written (all zero), -1 when it is not exactly one version
     /// of block <paramref name="b"/>.</summary>
@@ -354,8 +336,8 @@ internal static class VersionedBlock
             return 0;
         }
 
-        long version = BinaryPrimitives.ReadInt64LittleEndian(block[8..]);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(block) != Magic || BinaryPrimitives.ReadUInt32LittleEndian(block[4..]) != (uint)b || version <= 0)
+        uint version = BinaryPrimitives.ReadUInt32LittleEndian(block[4..]);
+        if (BinaryPrimitives.ReadUInt32LittleEndian(block) != (uint)b || version == 0)
         {
             return -1;
         }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using SharedStore.Regions;
 
 namespace SharedStore.Integration.Tests;
@@ -100,8 +101,7 @@ public sealed unsafe class DurableTests : CrossProcessTest
         // reported torn across a later restart until a client rewrites it whole.
         const int Blocks = 6;
         var broker = StartBroker();
-        string store = Path.Combine(broker.Directory, "store");
-        Directory.CreateDirectory(store);
+        string store = NewStore(broker);
         string file;
         using (var client = Connect(broker))
         {
@@ -195,8 +195,7 @@ public sealed unsafe class DurableTests : CrossProcessTest
         // The tear is made by damaging slot 0's data after a flush, which leaves the file exactly as such a tear would.
         const int Blocks = 3;
         var broker = StartBroker();
-        string store = Path.Combine(broker.Directory, "store");
-        Directory.CreateDirectory(store);
+        string store = NewStore(broker);
         string file;
         using (var client = Connect(broker))
         {
@@ -260,8 +259,7 @@ public sealed unsafe class DurableTests : CrossProcessTest
         var first = StartBroker();
         first.Kill();
         var broker = Track(BrokerProcess.StartOn(first.Directory, waitReady: true, new Dictionary<string, string> { ["SHAREDSTORE_TEST_TEAR_WINDOW_MS"] = "300" }));
-        string store = Path.Combine(broker.Directory, "store");
-        Directory.CreateDirectory(store);
+        string store = NewStore(broker);
         using var client = Connect(broker);
         var con = client.CreateContainer("dur", SharedStoreClient.ProcessGroupId, new ContainerOptions { BlockSize = BlockSize, DurablePath = store });
         byte[] data = new byte[BlockSize];
@@ -299,9 +297,8 @@ public sealed unsafe class DurableTests : CrossProcessTest
             Assert.That(failure, Is.Null, $"the flush failed: {failure}");
 
             using var f = File.OpenHandle(file, FileMode.Open, FileAccess.Read);
-            DurableSlotHeader h = default;
+            DurableSlotHeader h = ReadSlotHeader(f, 0, 0);
             long at = DurableFileDescriptor.SlotOffset(0, 0, BlockSize);
-            Assert.That(RandomAccess.Read(f, new Span<byte>(&h, sizeof(DurableSlotHeader)), at), Is.EqualTo(sizeof(DurableSlotHeader)));
             Assert.That(DurableSlotHeader.IsIntact(&h, 0) && h.Generation == 1, Is.True, $"round {round}: slot 0 holds the block's first write-back");
             Assert.That(RandomAccess.Read(f, data, at + DurableFileDescriptor.SlotHeaderSize), Is.EqualTo(BlockSize));
             fixed (byte* p = data)
@@ -441,8 +438,7 @@ public sealed unsafe class DurableTests : CrossProcessTest
         // files (the directory itself stays); neither comes back after a restart, and the directory can hold a new
         // durable container.
         var broker = StartBroker();
-        string store = Path.Combine(broker.Directory, "store");
-        Directory.CreateDirectory(store);
+        string store = NewStore(broker);
         using (var client = Connect(broker))
         {
             var con = client.CreateContainer("dur", SharedStoreClient.ProcessGroupId, new ContainerOptions { BlockSize = BlockSize, DurablePath = store });
@@ -489,8 +485,7 @@ public sealed unsafe class DurableTests : CrossProcessTest
         // kill -9 and a restart all of them are there.
         const int Blocks = 16;
         var broker = StartBroker();
-        string store = Path.Combine(broker.Directory, "store");
-        Directory.CreateDirectory(store);
+        string store = NewStore(broker);
         byte[] mine = Pattern(Blocks * BlockSize, 21);
         var other = Connect(broker, "other");
         using (var client = Connect(broker))
@@ -611,9 +606,7 @@ public sealed unsafe class DurableTests : CrossProcessTest
         var slots = new SlotInfo[2];
         for (int s = 0; s < 2; s++)
         {
-            DurableSlotHeader h = default;
-            int n = RandomAccess.Read(f, new Span<byte>(&h, sizeof(DurableSlotHeader)), DurableFileDescriptor.SlotOffset(b, s, BlockSize));
-            Assert.That(n, Is.EqualTo(sizeof(DurableSlotHeader)));
+            DurableSlotHeader h = ReadSlotHeader(f, b, s);
             if (bothWritten || !DurableSlotHeader.IsEmpty(&h))
             {
                 Assert.That(DurableSlotHeader.IsIntact(&h, b), Is.True, $"block {b} slot {s} has an intact header before the damage");
@@ -628,9 +621,24 @@ public sealed unsafe class DurableTests : CrossProcessTest
     private static bool IsSlotEmpty(string file, int b, int slot)
     {
         using var f = File.OpenHandle(file, FileMode.Open, FileAccess.Read);
+        DurableSlotHeader h = ReadSlotHeader(f, b, slot);
+        return DurableSlotHeader.IsEmpty(&h);
+    }
+
+    /// <summary>Block <paramref name="b"/>'s slot <paramref name="slot"/> header as it is in the file.</summary>
+    private static DurableSlotHeader ReadSlotHeader(SafeFileHandle f, int b, int slot)
+    {
         DurableSlotHeader h = default;
         Assert.That(RandomAccess.Read(f, new Span<byte>(&h, sizeof(DurableSlotHeader)), DurableFileDescriptor.SlotOffset(b, slot, BlockSize)), Is.EqualTo(sizeof(DurableSlotHeader)));
-        return DurableSlotHeader.IsEmpty(&h);
+        return h;
+    }
+
+    /// <summary>A fresh directory for a durable container, inside the broker's test directory.</summary>
+    private static string NewStore(BrokerProcess broker)
+    {
+        string store = Path.Combine(broker.Directory, "store");
+        Directory.CreateDirectory(store);
+        return store;
     }
 
     /// <summary>Flips 16 bytes in the middle of a slot's data; returns the damaged data as it is now on disk.</summary>
