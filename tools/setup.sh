@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v useradd >/dev/null || need+=(passwd)
+command -v runuser >/dev/null || need+=(util-linux)
+command -v gdb >/dev/null || need+=(gdb)         # native stacks in the watchdog's reports
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
