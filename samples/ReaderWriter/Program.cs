@@ -3,25 +3,35 @@ using System.Runtime.InteropServices;
 using SharedStore;
 
 // The seed's reader/writer example as two real processes.
-//   ReaderWriter                 launcher: ensures a broker runs, starts a writer and a reader, exits 0 iff the data verified
-//   ReaderWriter writer NAME MiB create container NAME, object "A", write a checksummed payload, destroy both
-//   ReaderWriter reader NAME     wait for container NAME, get+put object "A", verify the checksum, leave
-return args.Length == 0 ? Launcher.Run() : args[0] switch
+//   ReaderWriter [--keep]             launcher: ensures a broker runs, starts a writer and a reader, exits 0 iff the data
+//                                     verified; --keep leaves the container and its object for `sharedstore ls`/`get`
+//   ReaderWriter writer NAME MiB [keep] create container NAME, object "A", write a checksummed payload, destroy both
+//   ReaderWriter reader NAME          wait for container NAME, get+put object "A", verify the checksum, leave
+try
 {
-    "writer" => Roles.Writer(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture)),
-    "reader" => Roles.Reader(args[1]),
-    _ => Usage(),
-};
+    return args.Length == 0 || args[0] == "--keep" ? Launcher.Run(keep: args.Length > 0) : args[0] switch
+    {
+        "writer" => Roles.Writer(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture), keep: args.Length > 3 && args[3] == "keep"),
+        "reader" => Roles.Reader(args[1]),
+        _ => Usage(),
+    };
+}
+catch (SharedStoreException e)
+{
+    // A clean report of what went wrong (a broker that could not start says why in the message), not a stack trace.
+    Console.Error.WriteLine($"ReaderWriter: {e.Code}: {e.Message}");
+    return 1;
+}
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: ReaderWriter [writer NAME MIB | reader NAME]");
+    Console.Error.WriteLine("usage: ReaderWriter [--keep | writer NAME MIB [keep] | reader NAME]");
     return 2;
 }
 
 internal static class Launcher
 {
-    public static int Run()
+    public static int Run(bool keep)
     {
         const int PayloadMiB = 64;
         string name = $"readerwriter-{Environment.ProcessId}";
@@ -33,7 +43,7 @@ internal static class Launcher
         }
 
         using var reader = Child("reader", name);
-        using var writer = Child("writer", name, PayloadMiB.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        using var writer = Child("writer", name, PayloadMiB.ToString(System.Globalization.CultureInfo.InvariantCulture), keep ? "keep" : "destroy");
         var both = Task.WhenAll(Pump(writer, "writer"), Pump(reader, "reader"));
         if (!writer.WaitForExit(120_000) || !reader.WaitForExit(120_000))
         {
@@ -47,6 +57,11 @@ internal static class Launcher
         Console.WriteLine(ok
             ? $"[launcher] OK: the reader verified {PayloadMiB} MiB written by another process"
             : $"[launcher] FAILED: writer exit {writer.ExitCode}, reader exit {reader.ExitCode}");
+        if (ok && keep)
+        {
+            Console.WriteLine($"[launcher] kept container \"{name}\" with object \"A\" (sharedstore ls shows it)");
+        }
+
         return ok ? 0 : 1;
     }
 
@@ -82,7 +97,7 @@ internal static class Roles
 {
     private static readonly TimeSpan s_wait = TimeSpan.FromSeconds(60);
 
-    public static int Writer(string name, int mib)
+    public static int Writer(string name, int mib, bool keep)
     {
         using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { StartBrokerIfMissing = true });
         long gid = SharedStoreClient.ProcessGroupId;
@@ -96,6 +111,14 @@ internal static class Roles
         var sw = Stopwatch.StartNew();
         obj.Write(0, payload, s_wait);
         Say("writer", $"object_write(0, {payload.Length} bytes) in {sw.Elapsed.TotalMilliseconds:F1} ms, checksum {Payload.Checksum(payload.AsSpan(Payload.HeaderBytes)):X16}");
+
+        if (keep)
+        {
+            // The seed's writer destroys; kept, the container outlives us (a container lives until it is destroyed),
+            // and the reader still finds the payload after we are gone.
+            Say("writer", "leaves the container and its object in place (--keep)");
+            return 0;
+        }
 
         sw.Restart();
         obj.Destroy(s_wait); // blocks while the reader still uses "A"

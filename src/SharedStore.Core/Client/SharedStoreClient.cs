@@ -130,8 +130,9 @@ public sealed class SharedStoreClient : IDisposable
     internal SharedStoreClientOptions Options => _options;
 
     /// <summary>Connects to the broker (starting one first if <see cref="SharedStoreClientOptions.StartBrokerIfMissing"/>).</summary>
-    /// <exception cref="SharedStoreException"><see cref="ErrorCode.BrokerUnavailable"/> when no broker answers;
-    /// <see cref="ErrorCode.VersionMismatch"/> when it speaks another protocol version.</exception>
+    /// <exception cref="SharedStoreException"><see cref="ErrorCode.BrokerUnavailable"/> when no broker answers (when
+    /// this call started one, the message carries the broker's exit code and its last words); <see
+    /// cref="ErrorCode.VersionMismatch"/> when it speaks another protocol version.</exception>
     public static SharedStoreClient Connect(SharedStoreClientOptions? options = null)
     {
         options ??= new SharedStoreClientOptions();
@@ -139,13 +140,9 @@ public sealed class SharedStoreClient : IDisposable
         var socket = SeqPacketSocket.TryConnect(path, out int errno);
         if (socket is null && options.StartBrokerIfMissing)
         {
-            BrokerLauncher.Start(path, options);
-            var deadline = Stopwatch.StartNew();
-            while (socket is null && deadline.Elapsed < options.StartTimeout)
-            {
-                Thread.Sleep(20);
-                socket = SeqPacketSocket.TryConnect(path, out errno);
-            }
+            // Returns once the broker accepts, or throws BrokerUnavailable with the broker's own reason.
+            BrokerLauncher.Start(path, options, options.StartTimeout);
+            socket = SeqPacketSocket.TryConnect(path, out errno);
         }
 
         if (socket is null)
