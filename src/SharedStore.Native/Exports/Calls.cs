@@ -49,6 +49,23 @@ internal static unsafe class Calls
         return true;
     }
 
+    /// <summary>Gives back the uses of <paramref name="objects"/>' asynchronous reads that have finished but whose
+    /// completion continuation has not run yet (see <see cref="ReadUse"/>); true if there was any.</summary>
+    public static bool ReleaseFinishedReads(ObjectHandle[] objects)
+    {
+        bool any = false;
+        foreach (var (_, op, use) in OperationTable.LiveOperationsOf(new HashSet<ObjectHandle>(objects)))
+        {
+            if (use is not null && op.Status != AsyncStatus.InProgress)
+            {
+                use.Release();
+                any = true;
+            }
+        }
+
+        return any;
+    }
+
     public static void Reopen(ObjectHandle[] objects)
     {
         foreach (var o in objects)

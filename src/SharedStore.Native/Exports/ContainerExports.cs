@@ -136,7 +136,7 @@ internal static unsafe class ContainerExports
             }
 
             var objects = h.Objects();
-            if (!Calls.TryCloseObjects(objects))
+            if (!Calls.TryCloseObjects(objects) && !(Calls.ReleaseFinishedReads(objects) && Calls.TryCloseObjects(objects)))
             {
                 h.Reopen();
                 return Errors.Fail(ErrorCode.Busy, $"an object of container {containerId} is in use by this process (a lease not put, an asynchronous read, or a call in progress)");

@@ -227,7 +227,7 @@ internal static unsafe class ObjectExports
                 return Calls.NotFound("object", objectId);
             }
 
-            if (!h.TryClose())
+            if (!h.TryClose() && !(Calls.ReleaseFinishedReads([h]) && h.TryClose()))
             {
                 return Errors.Fail(ErrorCode.Busy, $"object {objectId} is in use by this process (a lease not put, an asynchronous read, or a call in progress)");
             }

@@ -121,11 +121,13 @@ internal static unsafe class OperationExports
                 throw;
             }
 
+            var use = new ReadUse(h);
             slot.Kind = OperationKind.Async;
             slot.Operation = op;
             slot.Owner = h;
+            slot.Use = use;
             int id = OperationTable.Publish(slot);
-            ExitWhenDone(op, h);
+            ReleaseWhenDone(op, use);
             useHandedOver = true;
             return id;
         }
@@ -147,12 +149,12 @@ internal static unsafe class OperationExports
     {
         try
         {
-            if (!OperationTable.TryRead(operationId, out var kind, out var op, out _))
+            if (!OperationTable.TryRead(operationId, out var kind, out var op, out _, out var use))
             {
                 return UnknownOperation(operationId);
             }
 
-            return kind == OperationKind.Lease ? 0 : StatusValue(op);
+            return kind == OperationKind.Lease ? 0 : StatusValue(op, use);
         }
         catch (Exception e)
         {
@@ -165,7 +167,7 @@ internal static unsafe class OperationExports
     {
         try
         {
-            if (!OperationTable.TryRead(operationId, out var kind, out var op, out _))
+            if (!OperationTable.TryRead(operationId, out var kind, out var op, out _, out var use))
             {
                 return UnknownOperation(operationId);
             }
@@ -176,7 +178,7 @@ internal static unsafe class OperationExports
             }
 
             return op.Wait(Calls.Timeout(timeoutMs))
-                ? StatusValue(op)
+                ? StatusValue(op, use)
                 : Errors.Fail(ErrorCode.Timeout, $"operation {operationId} did not finish within {timeoutMs} ms");
         }
         catch (Exception e)
@@ -190,7 +192,7 @@ internal static unsafe class OperationExports
     {
         try
         {
-            if (!OperationTable.TryRead(operationId, out var kind, out var op, out _))
+            if (!OperationTable.TryRead(operationId, out var kind, out var op, out _, out var use))
             {
                 return UnknownOperation(operationId);
             }
@@ -215,7 +217,7 @@ internal static unsafe class OperationExports
     {
         try
         {
-            if (!OperationTable.TryRead(operationId, out var kind, out var op, out _))
+            if (!OperationTable.TryRead(operationId, out var kind, out var op, out _, out var use))
             {
                 return UnknownOperation(operationId);
             }
@@ -234,6 +236,7 @@ internal static unsafe class OperationExports
                 }
 
                 result = op.Result;
+                use?.Release();
             }
             catch (InvalidOperationException e)
             {
@@ -254,18 +257,27 @@ internal static unsafe class OperationExports
         }
     }
 
-    private static int StatusValue(AsyncOperation op) => op.Status switch
+    private static int StatusValue(AsyncOperation op, ReadUse? use)
     {
-        AsyncStatus.Completed => 0,
-        AsyncStatus.InProgress => InProgress,
-        AsyncStatus.Canceled => Canceled,
-        _ => -(int)op.Error,
-    };
+        var status = op.Status;
+        if (status != AsyncStatus.InProgress)
+        {
+            use?.Release(); // seen finished: the object may be left right after this call returns
+        }
+
+        return status switch
+        {
+            AsyncStatus.Completed => 0,
+            AsyncStatus.InProgress => InProgress,
+            AsyncStatus.Canceled => Canceled,
+            _ => -(int)op.Error,
+        };
+    }
 
     private static int UnknownOperation(int operationId) =>
         Errors.Fail(ErrorCode.NotFound, $"{operationId} is not an operation of this process (never started, returned, or its object was left)");
 
-    private static void ExitWhenDone(AsyncOperation op, ObjectHandle h)
+    private static void ReleaseWhenDone(AsyncOperation op, ReadUse use)
     {
         var task = op.AsValueTask();
         if (task.IsCompleted)
@@ -275,7 +287,7 @@ internal static unsafe class OperationExports
                 _ = task.AsTask().Exception; // observed: the C caller reads the error through opstatus
             }
 
-            h.Exit();
+            use.Release();
             return;
         }
 
@@ -283,9 +295,9 @@ internal static unsafe class OperationExports
             static (t, state) =>
             {
                 _ = t.Exception; // observed, as above
-                ((ObjectHandle)state!).Exit();
+                ((ReadUse)state!).Release();
             },
-            h,
+            use,
             CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default);

@@ -33,12 +33,36 @@ internal sealed class OperationSlot(int index)
     public ObjectLease Lease;
     public AsyncOperation Operation;
     public ObjectHandle? Owner;
+    public ReadUse? Use;
 
     public void Clear()
     {
         Lease = default;
         Operation = default;
         Owner = null;
+        Use = null;
+    }
+}
+
+/// <summary>
+/// The use of its object that an <c>object_aread</c> keeps while it runs (the copy reads the object's mapping, so the
+/// object must not be left under it). It is given back exactly once (<see cref="Release"/> is idempotent), by whoever
+/// first sees the operation finished: the completion continuation, or synchronously by object_opstatus, object_opwait,
+/// object_return, or a leave that finds it finished. The synchronous paths matter: the continuation runs on the thread
+/// pool a moment after the operation turned terminal, and a caller that saw "completed" must be able to leave at once.
+/// A finished read touches nothing any more: the client library releases the blocks' locks before it marks the
+/// operation finished.
+/// </summary>
+internal sealed class ReadUse(ObjectHandle owner)
+{
+    private int _released;
+
+    public void Release()
+    {
+        if (Interlocked.Exchange(ref _released, 1) == 0)
+        {
+            owner.Exit();
+        }
     }
 }
 
@@ -119,11 +143,12 @@ internal static class OperationTable
     }
 
     /// <summary>A consistent copy of a live operation's fields without ending it (see <see cref="OperationSlot"/>).</summary>
-    public static bool TryRead(int id, out OperationKind kind, out AsyncOperation operation, out ObjectHandle? owner)
+    public static bool TryRead(int id, out OperationKind kind, out AsyncOperation operation, out ObjectHandle? owner, out ReadUse? use)
     {
         kind = default;
         operation = default;
         owner = null;
+        use = null;
         var slot = Find(id);
         if (slot is null || Volatile.Read(ref slot.State) != id)
         {
@@ -133,15 +158,16 @@ internal static class OperationTable
         kind = slot.Kind;
         operation = slot.Operation;
         owner = slot.Owner;
+        use = slot.Use;
         // The copies above must complete before State is read again: a full fence (loads may not pass it).
         Interlocked.MemoryBarrier();
         return Volatile.Read(ref slot.State) == id;
     }
 
     /// <summary>Every slot that currently holds an operation of one of <paramref name="owners"/> (for leave).</summary>
-    public static List<(int Id, OperationKind Kind, AsyncOperation Operation)> LiveOperationsOf(HashSet<ObjectHandle> owners)
+    public static List<(int Id, AsyncOperation Operation, ReadUse? Use)> LiveOperationsOf(HashSet<ObjectHandle> owners)
     {
-        var found = new List<(int, OperationKind, AsyncOperation)>();
+        var found = new List<(int, AsyncOperation, ReadUse?)>();
         int high = Volatile.Read(ref s_highWater);
         for (int i = 0; i < high; i++)
         {
@@ -153,9 +179,10 @@ internal static class OperationTable
             }
 
             int id = Volatile.Read(ref slot.State);
-            if (id != OperationSlot.Free && TryRead(id, out var kind, out var op, out var owner) && owner is not null && owners.Contains(owner))
+            if (id != OperationSlot.Free && TryRead(id, out var kind, out var op, out var owner, out var use)
+                && kind == OperationKind.Async && owner is not null && owners.Contains(owner))
             {
-                found.Add((id, kind, op));
+                found.Add((id, op, use));
             }
         }
 
