@@ -71,17 +71,24 @@ static int peer(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     while (fgets(line, sizeof line, stdin)) {
         int rc = 0;
-        if (sscanf(line, "join %255s", arg) == 1)
-            rc = con = container_join(arg);
-        else if (sscanf(line, "create %255s %ld", arg, &a) == 2)
-            rc = con = container_create(arg, (int)a);
-        else if (sscanf(line, "obj %255s", arg) == 1)
-            rc = obj = object_join(con, arg);
+        /* A failed join or create keeps the ids held before (the caller goes on using them). */
+        if (sscanf(line, "join %255s", arg) == 1) {
+            if ((rc = container_join(arg)) >= 0)
+                con = rc;
+        } else if (sscanf(line, "create %255s %ld", arg, &a) == 2) {
+            if ((rc = container_create(arg, (int)a)) >= 0)
+                con = rc;
+        } else if (sscanf(line, "obj %255s", arg) == 1) {
+            if ((rc = object_join(con, arg)) >= 0)
+                obj = rc;
+        }
         else if (sscanf(line, "newobj %255s %ld", arg, &a) == 2)
             rc = object_create(con, arg, (size_t)a);
         else if (sscanf(line, "get %ld %ld", &a, &b) == 2) {
             char *p;
-            rc = lease = object_get(obj, (size_t)a, (size_t)b, &p);
+            rc = object_get(obj, (size_t)a, (size_t)b, &p);
+            if (rc >= 0)
+                lease = rc; /* a failed get keeps the lease held before */
         } else if (strncmp(line, "put", 3) == 0)
             rc = object_put(lease);
         else if (sscanf(line, "write %ld %ld", &a, &b) == 2) {
