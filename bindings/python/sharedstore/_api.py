@@ -22,6 +22,17 @@ _memview.restype = ctypes.py_object
 
 INFINITE = -1
 
+# Buffers of asynchronous reads whose Operation was dropped while the read may still run: the library writes into
+# them until the read ends, so they stay referenced here until object_opstatus says it ended (pruned on each new
+# asynchronous call).
+_orphans = []
+_orphans_gate = threading.Lock()
+
+
+def _prune_orphans():
+    with _orphans_gate:
+        _orphans[:] = [(op, keep) for op, keep in _orphans if library().object_opstatus(op) == 1]
+
 
 def library():
     """The loaded libsharedstore.so (loaded on first use)."""
@@ -226,6 +237,7 @@ class Object:
     def aread(self, offset, buffer):
         """object_aread into ``buffer`` (writable bytes-like: bytearray, numpy array, ...), which the operation keeps
         alive until it ended."""
+        _prune_orphans()
         addr, n, keep = _buffer_address(buffer, writable=True)
         op = _check(library().object_aread(self.id, offset, addr, n), "object_aread")
         return Operation(op, keep)
@@ -275,7 +287,7 @@ class Lease:
         if not getattr(self, "_put", True):
             try:
                 self.put()
-            except SharedStoreError:
+            except Exception:  # noqa: BLE001 - nothing can be reported from a finalizer (e.g. at interpreter exit)
                 pass
 
 
@@ -290,6 +302,12 @@ class Operation:
 
     def __repr__(self):
         return "<sharedstore.Operation %d %s>" % (self.id, self.status.name)
+
+    def __del__(self):
+        keep = getattr(self, "_keep", None)
+        if keep is not None and getattr(self, "_final", None) is None:
+            with _orphans_gate:
+                _orphans.append((self.id, keep))
 
     @property
     def status(self):
