@@ -75,7 +75,9 @@ enum sharedstore_error {
 #define SHAREDSTORE_WRITE_CREATOR_ONLY 1
 
 /* The seed's object_attr. size is a size_t: the seed's int cannot hold the size of an object of 2 GiB or more.
-   data is where byte 0 of the object is mapped in this process; read it under object_get. */
+   data is where byte 0 of the object is mapped in this process; read it under object_get. (A program that declares
+   the seed's struct itself, with an int size, still works for objects below 2 GiB on x86-64: data is at offset 8 in
+   both, and the int receives the low half of the size_t.) */
 struct object_attr {
     size_t size;
     void *data;

@@ -44,6 +44,17 @@ public sealed class SeedCallTests
     }
 
     [Test]
+    public void SeedOnlyProgram_OwnPrototypesAndTheSeedsStruct_LinksAndWorks()
+    {
+        // Contract: a C program that declares the seed's prototypes itself (with the seed's int-sized object_attr)
+        // links against libsharedstore.so and every call works: ids >= 0, errors < 0, data round-trips.
+        using var broker = BrokerProcess.Start();
+        var r = NativeLibrary.Run([NativeLibrary.Program("seed_only"), "seed-only"], Env(broker), s_limit);
+        Assert.That(r.ExitCode, Is.Zero, r.ToString());
+        Assert.That(r.Stdout, Does.Contain("every call worked"), r.ToString());
+    }
+
+    [Test]
     public void Threads_GetPutConcurrentlyOnOneObject_NoTornReadsAndOnePutPerLease()
     {
         // Contract: four C threads get/put one object while a fifth submits whole-block awrites: no get sees half a
