@@ -30,6 +30,24 @@ internal static unsafe class Calls
         return value <= long.MaxValue;
     }
 
+    /// <summary>The checks object_write, object_awrite and object_aread share, in their order: offset and size fit
+    /// (one call moves less than 2 GiB: the client library takes spans), buf is not NULL, the broker is alive.
+    /// Returns 0, or the call's negative error.</summary>
+    public static int CheckTransfer(string call, ObjectHandle h, nuint offset, byte* buf, nuint size, out long off)
+    {
+        if (!ToLong(offset, out off) || size > int.MaxValue)
+        {
+            return Invalid($"{call}: offset {offset} or size {size} too large (one call moves less than 2 GiB)");
+        }
+
+        if (buf is null && size != 0)
+        {
+            return Invalid($"{call}: buf is NULL");
+        }
+
+        return h.BrokerLost ? BrokerLost() : 0;
+    }
+
     /// <summary>Closes the ids of a container's objects for a leave or destroy: all or none.</summary>
     public static bool TryCloseObjects(ObjectHandle[] objects)
     {

@@ -274,19 +274,10 @@ internal static unsafe class ObjectExports
 
         try
         {
-            if (!Calls.ToLong(offset, out long off) || size > int.MaxValue)
+            int rc = Calls.CheckTransfer("object_write", h, offset, buf, size, out long off);
+            if (rc != 0)
             {
-                return Calls.Invalid($"object_write: offset {offset} or size {size} too large (one call writes less than 2 GiB)");
-            }
-
-            if (buf is null && size != 0)
-            {
-                return Calls.Invalid("object_write: buf is NULL");
-            }
-
-            if (h.BrokerLost)
-            {
-                return Calls.BrokerLost();
+                return rc;
             }
 
             h.Object.Write(off, new ReadOnlySpan<byte>(buf, (int)size), timeout);

@@ -28,19 +28,10 @@ internal static unsafe class OperationExports
 
         try
         {
-            if (!Calls.ToLong(offset, out long off) || size > int.MaxValue)
+            int rc = Calls.CheckTransfer("object_awrite", h, offset, buf, size, out long off);
+            if (rc != 0)
             {
-                return Calls.Invalid($"object_awrite: offset {offset} or size {size} too large (one call writes less than 2 GiB)");
-            }
-
-            if (buf is null && size != 0)
-            {
-                return Calls.Invalid("object_awrite: buf is NULL");
-            }
-
-            if (h.BrokerLost)
-            {
-                return Calls.BrokerLost();
+                return rc;
             }
 
             var slot = OperationTable.Rent();
@@ -89,19 +80,10 @@ internal static unsafe class OperationExports
         bool useHandedOver = false;
         try
         {
-            if (!Calls.ToLong(offset, out long off) || size > int.MaxValue)
+            int rc = Calls.CheckTransfer("object_aread", h, offset, buf, size, out long off);
+            if (rc != 0)
             {
-                return Calls.Invalid($"object_aread: offset {offset} or size {size} too large (one call reads less than 2 GiB)");
-            }
-
-            if (buf is null && size != 0)
-            {
-                return Calls.Invalid("object_aread: buf is NULL");
-            }
-
-            if (h.BrokerLost)
-            {
-                return Calls.BrokerLost();
+                return rc;
             }
 
             var slot = OperationTable.Rent();
