@@ -177,7 +177,8 @@ int object_join(int container_id, SHAREDSTORE_NAME object);
 int object_leave(int object_id);
 
 /* Fills `obj` with the object's size and the address of its data in this process (valid until the object or its
- * container is left; read it under object_get). Returns 0. Errors: NOT_FOUND; INVALID_ARGUMENT (obj is NULL). */
+ * container is left; read it under object_get). Returns 0. Errors: NOT_FOUND; INVALID_ARGUMENT (obj is NULL);
+ * BROKER_UNAVAILABLE (the broker died: the id serves no new call). */
 int object_getattr(int object_id, struct object_attr *obj);
 
 /* Not in the seed: object_getattr plus block size and whether this member may write. Errors: as object_getattr. */

@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v useradd >/dev/null || need+=(passwd)
+command -v runuser >/dev/null || need+=(util-linux)
+command -v gdb >/dev/null || need+=(gdb)         # native stacks in the watchdog's reports
 # libsharedstore.so (NativeAOT links with gcc and zlib), the C samples and tests, their valgrind run, and the Python
 # package's tests (Debian's python3 with pytest and numpy; venv for the offline `pip install` test).
 command -v gcc >/dev/null || need+=(gcc)

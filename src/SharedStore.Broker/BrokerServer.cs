@@ -115,7 +115,6 @@ internal sealed class BrokerServer : IDisposable
     public bool Start(out string? refusal)
     {
         refusal = null;
-        EnsureSocketDirectory(_options);
 
         string lockPath = _options.SocketPath + ".lock";
         int fd = Interop.Libc.open(lockPath, Interop.Libc.O_RDWR | Interop.Libc.O_CREAT | Interop.Libc.O_CLOEXEC, Convert.ToInt32("600", 8));
@@ -145,17 +144,6 @@ internal sealed class BrokerServer : IDisposable
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "sharedstore-accept" };
         _acceptThread.Start();
         return true;
-    }
-
-    /// <summary>Creates the socket's directory if missing: 0700 for a per-user broker, 0755 system-wide.</summary>
-    public static void EnsureSocketDirectory(BrokerOptions options)
-    {
-        string dir = Path.GetDirectoryName(options.SocketPath)!;
-        if (!Directory.Exists(dir))
-        {
-            Directory.CreateDirectory(dir);
-            _ = Interop.Libc.chmod(dir, options.SystemWide ? Convert.ToInt32("755", 8) : Convert.ToInt32("700", 8));
-        }
     }
 
     private void AcceptLoop()

@@ -124,7 +124,7 @@ internal sealed class BrokerState : IDisposable
 
     public BrokerState(BrokerOptions options, BrokerIdentity identity, ILogger? logger = null, BrokerMetrics? metrics = null)
     {
-        _durable = new DurableStore(options.StateDirectory ?? Path.Combine(Path.GetDirectoryName(options.SocketPath)!, "state"), logger ?? NullLogger.Instance);
+        _durable = new DurableStore(BrokerFolders.StateDirectory(options), logger ?? NullLogger.Instance);
         _options = options;
         Identity = identity;
         _logger = logger ?? NullLogger.Instance;

@@ -62,6 +62,128 @@ public class BrokerDeathTests
     }
 
     [Test]
+    public void BrokerKilled_EveryNewCallOnOldHandlesFails_HeldLeasesStayReadable()
+    {
+        // Contract (issue 13, finding 8): after the broker is lost, every new call on a handle opened before fails with
+        // BrokerUnavailable — also get and write on uncontended blocks, which need no broker — while a lease already
+        // held stays readable and can still be put. Leaving such handles is a no-op.
+        using var broker = BrokerProcess.Start();
+        using var client = broker.Connect();
+        var con = client.CreateContainer("dead-handles", SharedStoreClient.ProcessGroupId);
+        var obj = con.CreateObject("o", 4 << 20);
+        obj.Write(0, "hello"u8);
+        var lease = obj.Get(0, 5);
+
+        broker.Kill();
+        WaitUntilLost(client);
+
+        byte[] buffer = new byte[16];
+        var calls = new (string Name, Action Call)[]
+        {
+            ("Get of an uncontended block", () => obj.Get(1 << 20, 16).Dispose()),
+            ("Write of an uncontended block", () => obj.Write(2 << 20, "x"u8)),
+            ("AWrite", () => obj.AWrite(3 << 20, "x"u8)),
+            ("ARead", () => obj.ARead(3 << 20, buffer)),
+            ("GetAttributes", () => obj.GetAttributes()),
+            ("CreateObject", () => con.CreateObject("p", 4096)),
+            ("JoinObject", () => con.JoinObject("o")),
+            ("Flush", () => con.Flush(TimeSpan.FromSeconds(5))),
+        };
+        foreach (var (name, call) in calls)
+        {
+            var e = Assert.Throws<SharedStoreException>(() => call(), name);
+            Assert.That(e!.Code, Is.EqualTo(ErrorCode.BrokerUnavailable), name);
+        }
+
+        Assert.That(lease.ReadOnlySpan.ToArray(), Is.EqualTo("hello"u8.ToArray()), "a lease held before stays readable");
+        lease.Dispose();
+        Assert.DoesNotThrow(obj.Dispose);
+        Assert.DoesNotThrow(con.Dispose);
+    }
+
+    [Test]
+    public void BrokerRestarted_SameClientReconnectsOnItsNextCall_OldHandlesStayLost()
+    {
+        // Contract: a SharedStoreClient outlives its broker: its next call connects to the restarted broker (a new
+        // connection generation), while handles opened on the old broker keep reporting BrokerUnavailable.
+        using var broker = BrokerProcess.Start();
+        using var client = broker.Connect();
+        int firstPid = client.BrokerPid;
+        var oldCon = client.CreateContainer("before", SharedStoreClient.ProcessGroupId);
+        var oldObj = oldCon.CreateObject("o", 4096);
+
+        broker.Kill();
+        WaitUntilLost(client);
+        var down = Assert.Throws<SharedStoreException>(() => client.CreateContainer("during", SharedStoreClient.ProcessGroupId));
+        Assert.That(down!.Code, Is.EqualTo(ErrorCode.BrokerUnavailable), "no broker serves the socket yet");
+
+        using var again = BrokerProcess.StartOn(broker.Directory, waitReady: true);
+        using var con = client.CreateContainer("after", SharedStoreClient.ProcessGroupId);
+        Assert.That(client.BrokerPid, Is.EqualTo(again.Pid).And.Not.EqualTo(firstPid));
+        Assert.That(client.ConnectionGeneration, Is.EqualTo(2));
+        Assert.That(client.IsBrokerLost, Is.False);
+        using var obj = con.CreateObject("o", 4096);
+        obj.Write(0, "new broker"u8);
+        Assert.That(obj.AWrite(16, "async too"u8).Wait(TimeSpan.FromSeconds(30)), Is.True, "a new channel on the new broker");
+        using (var lease = obj.Get(0, 25))
+        {
+            Assert.That(lease.ReadOnlySpan[..10].ToArray(), Is.EqualTo("new broker"u8.ToArray()));
+            Assert.That(lease.ReadOnlySpan[16..25].ToArray(), Is.EqualTo("async too"u8.ToArray()));
+        }
+
+        var old = Assert.Throws<SharedStoreException>(() => oldObj.Get(0, 1).Dispose());
+        Assert.That(old!.Code, Is.EqualTo(ErrorCode.BrokerUnavailable), "an old handle stays lost after the reconnection");
+        var oldJoin = Assert.Throws<SharedStoreException>(() => oldCon.JoinObject("o"));
+        Assert.That(oldJoin!.Code, Is.EqualTo(ErrorCode.BrokerUnavailable));
+    }
+
+    [Test]
+    public void BrokerRestarted_DurableContainerComesBack_SameClientJoinsItByName()
+    {
+        // Contract: a durable container comes back with a restarted broker, and the same client joins it again by name
+        // and reads what was flushed before the broker died.
+        string store = Path.Combine("/var/tmp", $"sharedstore-restart-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(store);
+        try
+        {
+            using var broker = BrokerProcess.Start();
+            using var client = broker.Connect();
+            byte[] data = new byte[3 << 20];
+            new Random(13).NextBytes(data);
+            using (var con = client.CreateContainer("durable-restart", SharedStoreClient.ProcessGroupId, new ContainerOptions { DurablePath = store }))
+            using (var obj = con.CreateObject("o", data.Length))
+            {
+                obj.Write(0, data);
+                con.Flush(TimeSpan.FromSeconds(60));
+                broker.Kill();
+                WaitUntilLost(client);
+            }
+
+            using var again = BrokerProcess.StartOn(broker.Directory, waitReady: true);
+            using var con2 = client.JoinContainer("durable-restart");
+            using var obj2 = con2.JoinObject("o");
+            using var lease = obj2.Get(0, data.Length);
+            Assert.That(lease.ReadOnlySpan.SequenceEqual(data), Is.True, "the flushed bytes came back");
+            Assert.That(client.ConnectionGeneration, Is.EqualTo(2));
+        }
+        finally
+        {
+            Directory.Delete(store, recursive: true);
+        }
+    }
+
+    /// <summary>The client notices the broker's death when its socket reads EOF (microseconds after the kill).</summary>
+    private static void WaitUntilLost(SharedStoreClient client)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!client.IsBrokerLost)
+        {
+            Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)), "the client did not notice the broker's death");
+            Thread.Sleep(5);
+        }
+    }
+
+    [Test]
     public void SecondBroker_OnALiveBrokersSocket_Refuses()
     {
         using var broker = BrokerProcess.Start();

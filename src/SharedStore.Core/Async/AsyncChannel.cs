@@ -15,7 +15,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
 {
     private const long SleepSliceNs = 50_000_000;
 
-    private readonly SharedStoreClient _client;
+    private readonly BrokerConnection _conn;
     private readonly MappedRegion _map;
     private readonly ChannelHeader* _h;
     private readonly SpscRingProducer _ring;
@@ -37,9 +37,9 @@ internal sealed unsafe class AsyncChannel : IDisposable
     private Thread? _reaper;
     private volatile bool _disposed;
 
-    public AsyncChannel(SharedStoreClient client, SafeFd fd, long length)
+    public AsyncChannel(BrokerConnection connection, SafeFd fd, long length)
     {
-        _client = client;
+        _conn = connection;
         _map = MappedRegion.Map(fd, length, writable: true);
         _h = (ChannelHeader*)_map.Pointer;
         if (_h->Magic != ChannelDescriptor.Magic || _h->Version != ChannelDescriptor.LayoutVersion)
@@ -64,7 +64,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
         _staging = _map.Pointer + _h->StagingOffset;
         _stagingSize = _h->StagingSize;
         _slotMask = _h->SlotCount - 1;
-        _spinTicks = client.WaitPolicy.SpinTicks;
+        _spinTicks = connection.WaitPolicy.SpinTicks;
         SlotCount = _h->SlotCount;
         InlineMax = _ring.MaxPayload - ChannelMessage.HeaderSize;
         MaxChunk = Math.Max(4096, (_stagingSize / 4) & ~63L);
@@ -83,7 +83,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// <summary>Staging bytes.</summary>
     public long StagingSize => _stagingSize;
 
-    private SharedStoreClientOptions Options => _client.Options;
+    private SharedStoreClientOptions Options => _conn.Options;
 
     // ---- Submission ------------------------------------------------------------------------------------
 
@@ -417,7 +417,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
     }
 
     private bool CanReclaim() =>
-        _ranges.TryPeek(out var r) && IsReclaimable(r) || _client.IsBrokerLost || _disposed;
+        _ranges.TryPeek(out var r) && IsReclaimable(r) || _conn.Lost || _disposed;
 
     /// <summary>Free, or submitted and its operation is terminal: by the batch watermark, or by its own status word
     /// (the broker writes it when that binding's copy finished, before the batch ends, so large staged writes free
@@ -483,7 +483,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
             }
         }
 
-        if (_client.IsBrokerLost)
+        if (_conn.Lost)
         {
             return (AsyncStatus.Failed, -(long)ErrorCode.BrokerUnavailable);
         }
@@ -539,7 +539,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
             _submit.Exit();
         }
 
-        return WaitUntil(static s => Volatile.Read(ref s.Channel._h->CompletedThrough) >= s.Target || s.Channel._client.IsBrokerLost, (Channel: this, Target: target), timeout, default);
+        return WaitUntil(static s => Volatile.Read(ref s.Channel._h->CompletedThrough) >= s.Target || s.Channel._conn.Lost, (Channel: this, Target: target), timeout, default);
     }
 
     /// <summary>Spins for the client's spin budget, then sleeps on the completion word in slices (the broker clears its
@@ -695,7 +695,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
     private void ThrowIfUnusable()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_client.IsBrokerLost)
+        if (_conn.Lost)
         {
             ThrowHelper.BrokerLost();
         }
