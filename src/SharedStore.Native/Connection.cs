@@ -10,6 +10,11 @@ namespace SharedStore.Native;
 /// BrokerUnavailable, and the next create or join connects again (to a broker that was restarted meanwhile, if any).
 /// A lost connection is disposed once its last container id is closed (never earlier: disposing unmaps the memory that
 /// calls on those ids may still be reading).
+/// <para>Why a new <see cref="SharedStoreClient"/> instead of letting the lost one reconnect (it can): reconnecting
+/// disposes the lost connection's asynchronous channel and unmaps it, and operation ids of that connection may still
+/// be in this library's table; object_opstatus on one would then read unmapped memory. A lost client is therefore
+/// never called again here: its handles fail on their own (BrokerUnavailable), and it is disposed with its last
+/// container id, when no operation of it can be left.</para>
 /// </summary>
 internal sealed class Connection
 {
