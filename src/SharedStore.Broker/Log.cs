@@ -53,6 +53,18 @@ internal static partial class Log
         Message = "cannot restore durable container in '{Directory}': {Error}")]
     public static partial void DurableRestoreFailed(ILogger logger, string directory, string error);
 
+    [LoggerMessage(EventId = 30, EventName = "ConnectionRefused", Level = LogLevel.Warning,
+        Message = "refused connections of uid {Uid}: it has its maximum of {Max} open ({Refused} refused since the last report)")]
+    public static partial void ConnectionRefused(ILogger logger, uint uid, int max, long refused);
+
+    [LoggerMessage(EventId = 31, EventName = "SessionStartFailed", Level = LogLevel.Error,
+        Message = "could not start a session for pid {Pid}: {Error}; its connection is closed and the broker goes on")]
+    public static partial void SessionStartFailed(ILogger logger, int pid, string error);
+
+    [LoggerMessage(EventId = 32, EventName = "AcceptFailed", Level = LogLevel.Error,
+        Message = "accepting a connection failed: {Error}; the broker goes on accepting")]
+    public static partial void AcceptFailed(ILogger logger, string error);
+
     [LoggerMessage(EventId = 14, EventName = "DurableBlockCorrupt", Level = LogLevel.Warning,
         Message = "durable object '{Container}/{Object}': block {Block} has no valid copy on disk (slot 0: {Slot0}; slot 1: {Slot1}); it is zeroed and marked torn")]
     public static partial void DurableBlockCorrupt(ILogger logger, string container, string @object, long block, string slot0, string slot1);

@@ -29,13 +29,15 @@ public class BrokerDeathTests
         broker.Kill();
         var ex = Assert.Throws<AggregateException>(() => blocked.Wait(TimeSpan.FromSeconds(5)));
         Assert.That(ex!.InnerException, Is.TypeOf<SharedStoreException>().With.Property(nameof(SharedStoreException.Code)).EqualTo(ErrorCode.BrokerUnavailable));
-        Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(1)), "the lock waiter gave up within 1 s");
+        // One 50 ms sleep slice on an idle machine; the bound only tells "gave up" from "waited out its 60 s" on a
+        // machine shared with builds (1.07 s was seen at load 38).
+        Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)), "the lock waiter gave up instead of waiting out its timeout");
 
         // Calls that need the broker fail at once.
         sw.Restart();
         var e2 = Assert.Throws<SharedStoreException>(() => con.JoinObject("o"));
         Assert.That(e2!.Code, Is.EqualTo(ErrorCode.BrokerUnavailable));
-        Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(1)));
+        Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)), "at once, not after a request timeout");
 
         // Memory already mapped stays readable.
         Assert.That(lease.ReadOnlySpan.ToArray(), Is.EqualTo("hello"u8.ToArray()));
