@@ -174,6 +174,43 @@ public class BrokerDeathTests
         }
     }
 
+    [Test]
+    public void BrokerRestarted_OperationsOfTheOldBroker_KeepReportingTheirState()
+    {
+        // Contract: an asynchronous operation submitted to a broker that died keeps a readable status after the client
+        // connected to the next broker: one that completed says Completed, one that never will says Failed with
+        // BrokerUnavailable. (Found by the C library's author: the reconnection unmapped the old channel, and reading
+        // such an operation's status then crashed the process.) Once the client is disposed, they read Failed.
+        using var broker = BrokerProcess.Start();
+        var client = broker.Connect();
+        var con = client.CreateContainer("ops", SharedStoreClient.ProcessGroupId);
+        var obj = con.CreateObject("o", 1 << 20);
+        var done = obj.AWrite(0, "done"u8);
+        Assert.That(done.Wait(TimeSpan.FromSeconds(30)), Is.True);
+        var lease = obj.Get(4096, 16); // the next awrite waits for this lease: it cannot complete before the kill
+        var pending = obj.AWrite(4096, "never"u8);
+        Assert.That(pending.Status, Is.EqualTo(AsyncStatus.InProgress));
+
+        broker.Kill();
+        WaitUntilLost(client);
+        using var again = BrokerProcess.StartOn(broker.Directory, waitReady: true);
+        using (var con2 = client.CreateContainer("ops2", SharedStoreClient.ProcessGroupId))
+        {
+            Assert.That(client.ConnectionGeneration, Is.EqualTo(2));
+        }
+
+        Assert.That(done.Status, Is.EqualTo(AsyncStatus.Completed));
+        Assert.That(done.Result, Is.EqualTo(4));
+        Assert.That(pending.Status, Is.EqualTo(AsyncStatus.Failed));
+        Assert.That(pending.Error, Is.EqualTo(ErrorCode.BrokerUnavailable));
+        Assert.That(pending.Cancel(), Is.False);
+        lease.Dispose();
+
+        client.Dispose(); // unmaps the old channel too: its operations answer without it, never from unmapped memory
+        Assert.That(done.Status, Is.EqualTo(AsyncStatus.Failed));
+        Assert.That(done.Error, Is.EqualTo(ErrorCode.BrokerUnavailable));
+    }
+
     /// <summary>The client notices the broker's death when its socket reads EOF (microseconds after the kill).</summary>
     private static void WaitUntilLost(SharedStoreClient client)
     {

@@ -293,26 +293,39 @@ internal sealed class BrokerConnection : IDisposable
     }
 
     /// <summary>Closes the connection: lost from now on. The broker releases every membership, lock and use of it when
-    /// the socket closes.</summary>
-    public void Dispose()
+    /// the socket closes. The channel is unmapped.</summary>
+    public void Dispose() => Close(retire: false);
+
+    /// <summary>Closes a connection whose broker was lost, when the client connects again: like <see cref="Dispose"/>,
+    /// but its channel stays mapped (retired) so operations submitted on it keep reporting what they reached; the
+    /// client disposes it with itself.</summary>
+    public void Retire() => Close(retire: true);
+
+    private void Close(bool retire)
     {
-        if (_disposed)
+        if (!_disposed)
         {
-            return;
+            _disposed = true;
+            WaitPolicy.BrokerLost = true;
+            _socket.Shutdown();
+            if (Thread.CurrentThread != _receiver)
+            {
+                _receiver.Join(TimeSpan.FromSeconds(5));
+            }
+
+            _socket.Dispose();
         }
 
-        _disposed = true;
-        WaitPolicy.BrokerLost = true;
-        _socket.Shutdown();
-        if (Thread.CurrentThread != _receiver)
-        {
-            _receiver.Join(TimeSpan.FromSeconds(5));
-        }
-
-        _socket.Dispose();
         lock (_asyncGate)
         {
-            _channel?.Dispose();
+            if (retire)
+            {
+                _channel?.Retire();
+            }
+            else
+            {
+                _channel?.Dispose();
+            }
         }
     }
 

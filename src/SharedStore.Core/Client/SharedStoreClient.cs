@@ -24,6 +24,7 @@ public sealed class SharedStoreClient : IDisposable
     private readonly Lock _connectGate = new();
     private readonly List<Container> _containers = [];
     private BrokerConnection _connection;
+    private readonly List<BrokerConnection> _retired = []; // connections of lost brokers, disposed with the client
     private Devices.IDeviceAccessScheduler? _scheduler;
     private volatile bool _disposed;
 
@@ -117,7 +118,8 @@ public sealed class SharedStoreClient : IDisposable
             {
                 var next = BrokerConnection.Open(_path, _options, c.Generation + 1);
                 Volatile.Write(ref _connection, next);
-                c.Dispose(); // its socket is dead; its channel goes (a mapping still used by rented buffers stays)
+                c.Retire(); // its socket is dead; its channel stays mapped so its operations still report their state
+                _retired.Add(c);
                 c = next;
             }
 
@@ -224,6 +226,12 @@ public sealed class SharedStoreClient : IDisposable
         {
             _disposed = true;
             _connection.Dispose();
+            foreach (var r in _retired)
+            {
+                r.Dispose();
+            }
+
+            _retired.Clear();
             _scheduler?.Dispose();
         }
     }
