@@ -678,7 +678,8 @@ internal sealed class BrokerState : IDisposable
             DurableContainer? dc = null;
             try
             {
-                var meta = DurableStore.ReadMeta(dir);
+                dc = _durable.OpenRegistered(dir); // the folder opened O_NOFOLLOW and checked again
+                var meta = dc.Meta;
                 var objects = new List<(ObjectState O, string File)>();
                 lock (_gate)
                 {
@@ -696,7 +697,7 @@ internal sealed class BrokerState : IDisposable
                         WritePolicy = meta.WritePolicy,
                         BlockSize = (int)meta.BlockSize,
                     };
-                    dc = _durable.AdoptContainer(dir, meta);
+                    _durable.AdoptContainer(dc);
                     c.Durable = dc;
                     _containers.Add(c.Name, c);
                     _containersById.Add(c.Id, c);

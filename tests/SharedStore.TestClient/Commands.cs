@@ -15,6 +15,7 @@ internal sealed unsafe class Commands
     private Container? _container;
     private int _nextLease;
     private readonly AsyncCommands _async;
+    private readonly FileCommands _files = new();
     private readonly List<Protocol.SeqPacketSocket> _flood = [];
 
     public Commands(Stream stdout)
@@ -380,7 +381,7 @@ internal sealed unsafe class Commands
                 return "ok";
 
             default:
-                return _async.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
+                return _async.Execute(a) ?? _files.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
         }
     }
 }
