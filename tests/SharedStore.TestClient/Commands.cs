@@ -15,11 +15,13 @@ internal sealed unsafe class Commands
     private Container? _container;
     private int _nextLease;
     private readonly AsyncCommands _async;
+    private readonly LockCommands _locks;
 
     public Commands(Stream stdout)
     {
         _out = new StreamWriter(stdout) { AutoFlush = true, NewLine = "\n" };
         _async = new AsyncCommands(this);
+        _locks = new LockCommands(this);
     }
 
     internal SharedStoreClient Client => _client ?? throw new InvalidOperationException("not connected");
@@ -331,7 +333,7 @@ internal sealed unsafe class Commands
                 return "ok";
 
             default:
-                return _async.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
+                return _async.Execute(a) ?? _locks.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
         }
     }
 }

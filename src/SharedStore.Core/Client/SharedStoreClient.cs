@@ -226,6 +226,32 @@ public sealed class SharedStoreClient : IDisposable
         }
     }
 
+    /// <summary>Asks the broker to check one block's lock record (a lock wait on it has lasted
+    /// <see cref="LockWaitPolicy.RepairAfterTicks"/>). Sent without waiting for the answer: the broker wakes the
+    /// record's sleepers if it clears anything, and the waiter looks again anyway. Never throws: a lost broker is the
+    /// wait's own BrokerLost.</summary>
+    internal void RequestLockCheck(uint containerId, uint objectId, long block)
+    {
+        if (_disposed || WaitPolicy.BrokerLost)
+        {
+            return;
+        }
+
+        var request = new Request
+        {
+            Id = (ulong)Interlocked.Increment(ref _nextId), // no pending call: the receiver drops the answer
+            LockCheck = new LockCheck { ContainerId = containerId, ObjectId = objectId, Block = (ulong)block },
+        };
+        try
+        {
+            _socket.Send(request.ToByteArray());
+        }
+        catch (ObjectDisposedException)
+        {
+            // disposed meanwhile: the waiter sees BrokerLost
+        }
+    }
+
     /// <summary>The broker's table of containers, objects and members (for tools and tests).</summary>
     internal ListReply ListRaw() => Call(new Request { List = new ListRequest() }, _options.RequestTimeout, default).Response.List;
 
