@@ -10,12 +10,16 @@ namespace SharedStore.Broker;
 /// unlike a member's slot, whose words are trusted while the member lives, the broker knows its own threads, and this
 /// ledger is that knowledge. The asynchronous appliers (writes and broker-path reads) and the durable write-back take
 /// and release every broker-slot lock through it.
-/// <para><b>What is recorded</b>, per block, under <see cref="_gate"/> (which is also the broker slot's
-/// <c>waitGate</c> for <see cref="BlockLock.AcquireWrite(BlockLockRecord*, int, object, ref int, ref LockWait, ref int)"/>):</para>
+/// <para><b>What is recorded</b>, per block (three ints, allocated on first use: a dictionary of the few blocks in use
+/// cost an allocation and two hash operations per lock and measurably slowed small asynchronous writes), changed under
+/// <see cref="_gate"/> (which is also the broker slot's <c>waitGate</c> for
+/// <see cref="BlockLock.AcquireWrite(BlockLockRecord*, int, object, ref int, ref LockWait, ref int)"/>) except where
+/// noted:</para>
 /// <list type="bullet">
-/// <item><b>Reads</b>: broker threads acquiring or holding a read. Raised before the reader's CAS, lowered after its
-/// release (or after it gave up), so at every instant the broker's real contribution to byte 63, tentative
-/// increments included, is at most Reads.</item>
+/// <item><b>Reads</b>: broker threads acquiring or holding a read. Raised under the gate before the reader's CAS,
+/// lowered (atomically, without the gate: a judgement that reads a count about to drop only leaves more) after its
+/// release or after it gave up, so at every instant the broker's real contribution to byte 63, tentative increments
+/// included, is at most Reads.</item>
 /// <item><b>Owned</b>: 1 from the successful Owner CAS to the Owner store of the release. Both happen inside
 /// <see cref="BlockLock"/> under the gate, with the flag set and reset in the same critical sections.</item>
 /// <item><b>Waiters</b>: the slot's process-local waiter count, which BlockLock updates under the gate together with
@@ -28,41 +32,32 @@ namespace SharedStore.Broker;
 /// that coincides with a real hold (byte 63 at most Reads while a forged 1 and a waiting reader are both there): it is
 /// cleared by the next check once the real hold is gone.</para>
 /// </summary>
-internal sealed unsafe class BrokerSlotLedger
+internal sealed unsafe class BrokerSlotLedger(long blockCount)
 {
     private const int Slot = BlockLockDescriptor.BrokerSlot;
     private readonly object _gate = new();
-    private Dictionary<long, Entry>? _entries; // under _gate; only blocks a broker thread uses now (few)
+    private readonly long _blockCount = blockCount;
+    private int[]? _reads;   // per block: broker reads acquiring or held
+    private int[]? _owned;   // per block: 1 from the Owner claim to the release store
+    private int[]? _waiters; // per block: BlockLock's localWaiters of the broker slot
 
-    /// <summary>Takes a write of block <paramref name="block"/> (record <paramref name="rec"/>) with the broker slot.</summary>
-    public LockStatus AcquireWrite(BlockLockRecord* rec, long block, ref LockWait wait)
-    {
-        Entry e = Enter(block, writer: true);
-        LockStatus s = BlockLock.AcquireWrite(rec, Slot, _gate, ref e.Waiters, ref wait, ref e.Owned);
-        if (s != LockStatus.Acquired)
-        {
-            Exit(block, e, writer: true); // BlockLock dropped whatever it had claimed
-        }
-
-        return s;
-    }
+    /// <summary>Takes a write of block <paramref name="block"/> (record <paramref name="rec"/>) with the broker slot.
+    /// On any outcome but Acquired nothing is held (BlockLock dropped what it had claimed, under the gate).</summary>
+    public LockStatus AcquireWrite(BlockLockRecord* rec, long block, ref LockWait wait) =>
+        BlockLock.AcquireWrite(rec, Slot, _gate, ref PerBlock(ref _waiters)[block], ref wait, ref PerBlock(ref _owned)[block]);
 
     /// <summary>Releases a write taken with <see cref="AcquireWrite"/>.</summary>
-    public void ReleaseWrite(BlockLockRecord* rec, long block, bool wroteWholeBlock, bool markDirty)
-    {
-        Entry e = Get(block);
-        BlockLock.ReleaseWrite(rec, wroteWholeBlock, markDirty, _gate, ref e.Owned);
-        Exit(block, e, writer: true);
-    }
+    public void ReleaseWrite(BlockLockRecord* rec, long block, bool wroteWholeBlock, bool markDirty) =>
+        BlockLock.ReleaseWrite(rec, wroteWholeBlock, markDirty, _gate, ref PerBlock(ref _owned)[block]);
 
     /// <summary>Takes a read with the broker slot, waiting as long as <paramref name="wait"/> allows.</summary>
     public LockStatus AcquireRead(BlockLockRecord* rec, long block, ref LockWait wait)
     {
-        Entry e = Enter(block, writer: false);
+        ref int reads = ref EnterRead(block);
         LockStatus s = BlockLock.AcquireRead(rec, Slot, ref wait);
         if (s != LockStatus.Acquired)
         {
-            Exit(block, e, writer: false);
+            Interlocked.Decrement(ref reads);
         }
 
         return s;
@@ -71,10 +66,10 @@ internal sealed unsafe class BrokerSlotLedger
     /// <summary>Takes a read with the broker slot if that needs no wait (the write-back never waits).</summary>
     public bool TryAcquireReadFast(BlockLockRecord* rec, long block)
     {
-        Entry e = Enter(block, writer: false);
+        ref int reads = ref EnterRead(block);
         if (!BlockLock.TryAcquireReadFast(rec, Slot))
         {
-            Exit(block, e, writer: false);
+            Interlocked.Decrement(ref reads);
             return false;
         }
 
@@ -85,7 +80,7 @@ internal sealed unsafe class BrokerSlotLedger
     public void ReleaseRead(BlockLockRecord* rec, long block)
     {
         BlockLock.ReleaseRead(rec, Slot); // the byte first: Reads must never be below the real contribution
-        Exit(block, Get(block), writer: false);
+        Interlocked.Decrement(ref PerBlock(ref _reads)[block]);
     }
 
     /// <summary>
@@ -104,79 +99,27 @@ internal sealed unsafe class BrokerSlotLedger
 
         lock (_gate)
         {
-            Entry? e = null;
-            _entries?.TryGetValue(block, out e);
             return BlockLock.ClearUnowned(rec, new SlotClaims
             {
                 LiveSlots = liveSlots & ~brokerBit,
-                BrokerReads = e?.Reads ?? 0,
-                BrokerOwns = e is { Owned: not 0 },
-                BrokerWaits = e is { Waiters: > 0 },
+                BrokerReads = _reads is { } r ? Volatile.Read(ref r[block]) : 0,
+                BrokerOwns = _owned is { } o && o[block] != 0,
+                BrokerWaits = _waiters is { } w && w[block] > 0,
             });
         }
     }
 
-    private Entry Enter(long block, bool writer)
+    private ref int EnterRead(long block)
     {
+        ref int reads = ref PerBlock(ref _reads)[block];
         lock (_gate)
         {
-            _entries ??= [];
-            if (!_entries.TryGetValue(block, out Entry? e))
-            {
-                e = new Entry();
-                _entries.Add(block, e);
-            }
-
-            if (writer)
-            {
-                e.Writers++;
-            }
-            else
-            {
-                e.Reads++;
-            }
-
-            return e;
+            reads++; // under the gate: a judgement never sees the count rise (see the class comment)
         }
+
+        return ref reads;
     }
 
-    private Entry Get(long block)
-    {
-        lock (_gate)
-        {
-            return _entries is not null && _entries.TryGetValue(block, out Entry? e)
-                ? e
-                : throw new InvalidOperationException($"the broker slot holds nothing on block {block}");
-        }
-    }
-
-    private void Exit(long block, Entry e, bool writer)
-    {
-        lock (_gate)
-        {
-            if (writer)
-            {
-                e.Writers--;
-            }
-            else
-            {
-                e.Reads--;
-            }
-
-            if (e.Writers == 0 && e.Reads == 0)
-            {
-                _entries!.Remove(block);
-            }
-        }
-    }
-
-    /// <summary>One block's record of the broker slot (see the class comment). Fields are passed by reference to
-    /// BlockLock, which updates <see cref="Waiters"/> and <see cref="Owned"/> under the gate.</summary>
-    private sealed class Entry
-    {
-        public int Reads;
-        public int Writers;
-        public int Waiters;
-        public int Owned;
-    }
+    private int[] PerBlock(ref int[]? array) =>
+        Volatile.Read(ref array) ?? LazyInitializer.EnsureInitialized(ref array, () => new int[_blockCount]);
 }

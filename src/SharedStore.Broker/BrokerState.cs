@@ -89,7 +89,9 @@ internal sealed class ObjectState
     public DurableObject? Durable { get; set; }
 
     /// <summary>What the broker's own lock slot holds on the object's blocks (appliers and write-back lock through it).</summary>
-    public BrokerSlotLedger Ledger { get; } = new();
+    public BrokerSlotLedger Ledger => LazyInitializer.EnsureInitialized(ref _ledger, () => new BrokerSlotLedger(BlockCount));
+
+    private BrokerSlotLedger? _ledger;
 }
 
 /// <summary>One client process's membership of one container: its lock slot and its object joins.</summary>
@@ -243,6 +245,9 @@ internal sealed class BrokerState : IDisposable
             throw new BrokerError(ErrorCode.NoResources, $"container '{c.Name}' has its maximum of {BlockLockDescriptor.MaxMembers} member processes");
         }
 
+        // A free slot's words may have been forged while it was free (docs/ARCHITECTURE.md §2): clear them before the
+        // slot is given, so a new member never inherits a forgery as its own (unrepairable) hold.
+        ClearFreeSlot(c, slot, session.Credentials.Pid);
         var m = new Membership { Session = session, Container = c, Slot = slot, CanWrite = c.CanWrite(session.Credentials) };
         c.Slots[slot] = m;
         session.Memberships.Add(c.Id, m);
@@ -366,6 +371,33 @@ internal sealed class BrokerState : IDisposable
         }
 
         return released;
+    }
+
+    /// <summary>Under the state lock, before free slot <paramref name="slot"/> is given to a member: clears its reader
+    /// byte, an Owner naming it (or no slot) and its Waiting bit in every block of the container. Nobody holds anything
+    /// with a free slot, so whatever is there was forged (or left by a process that left mid-call: misuse).</summary>
+    private unsafe void ClearFreeSlot(ContainerState c, int slot, int pid)
+    {
+        long repaired = 0;
+        var what = default(RepairResult);
+        var claims = new SlotClaims { LiveSlots = ~(1UL << slot) }; // every other slot, the broker's too, as it is
+        foreach (var o in c.ObjectsById.Values)
+        {
+            for (long b = 0; b < o.BlockCount; b++)
+            {
+                var r = BlockLock.ClearUnowned(o.Segment.Record(o.RecordIndex + b), claims);
+                if (r.Any)
+                {
+                    repaired++;
+                    what.Add(r);
+                }
+            }
+        }
+
+        if (repaired > 0)
+        {
+            Log.LockStateRepaired(_logger, repaired, c.Name, what.ToString(), $"join of pid {pid} (slot {slot})");
+        }
     }
 
     /// <summary>Bit s set: slot s has a member (under the state lock).</summary>

@@ -103,7 +103,7 @@ public unsafe class LockRepairTests
     {
         // Contract: the broker slot's byte, an Owner of slot 63 and Waiting bit 63 are cleared when no broker thread
         // holds or waits for them, even though the slot "belongs" to the broker.
-        var ledger = new BrokerSlotLedger();
+        var ledger = new BrokerSlotLedger(8);
         SetReader(Broker, 4);
         _rec->Owner = Broker + 1;
         _rec->Waiting = 1UL << Broker;
@@ -119,7 +119,7 @@ public unsafe class LockRepairTests
     {
         // Contract: what a broker thread really holds stays: a read hold keeps byte 63 at one (a forged excess above it
         // goes), a write keeps Owner; a forged owner is cleared once the write is released.
-        var ledger = new BrokerSlotLedger();
+        var ledger = new BrokerSlotLedger(8);
         Assert.That(ledger.TryAcquireReadFast(_rec, 0), Is.True);
         SetReader(Broker, 5); // forged on top of the real hold
         var r = ledger.ClearUnowned(_rec, 0, liveSlots: 0);
@@ -141,7 +141,7 @@ public unsafe class LockRepairTests
     {
         // Contract: a forged Owner naming the broker slot while a broker thread waits to own the block is cleared (the
         // thread has not claimed it), the waiting thread's own Waiting bit 63 stays, and the thread then gets the block.
-        var ledger = new BrokerSlotLedger();
+        var ledger = new BrokerSlotLedger(8);
         _rec->Owner = Broker + 1; // forged
         var t = Task.Run(() =>
         {

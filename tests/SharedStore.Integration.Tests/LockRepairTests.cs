@@ -140,6 +140,26 @@ public sealed class LockRepairTests : CrossProcessTest
     }
 
     [Test]
+    public void ForgedWordsOfAFreeSlot_NewMemberGetsTheSlot_StartsClean()
+    {
+        // Contract: words forged for a free slot are cleared when the slot is given to a new member, so the member
+        // never inherits them as its own (which no later repair could tell from a real hold): here the next member's
+        // slot's Waiting bit and reader byte, and an Owner naming it, forged on three blocks before it joins. Its get
+        // and write (through a writable membership: root) then go in at once.
+        int next = 2; // creator 0, forger 1: the next join takes slot 2
+        _forger.Ok($"forge o 0 waiting {next}");
+        _forger.Ok($"forge o 1 owner {next + 1}");
+        _forger.Ok($"forge o 2 reader {next} 1");
+        var member = Connect(_broker, "member");
+        member.Ok("join-container c");
+        Assert.That(SlotOf(member), Is.EqualTo(next));
+        member.Ok("join-object o");
+        Assert.That(member.Expect(member.Send($"timed-get o 0 10 0")), Does.StartWith("ok"), "its own forged waiting bit");
+        Assert.That(member.Expect(member.Send($"timed-write o {BlockSize} 10 1 0")), Does.StartWith("ok"), "an owner naming its slot");
+        Assert.That(member.Expect(member.Send($"timed-write o {2 * BlockSize} 10 1 0")), Does.StartWith("ok"), "a read of its slot (a write would refuse with WouldDeadlock)");
+    }
+
+    [Test]
     public void LockCheck_WhileTheBrokerReallyOwnsTheBlock_LeavesItsOwnerAlone()
     {
         // Contract: the broker tells its own slot's real holds from forged ones. An asynchronous write of the creator

@@ -57,6 +57,46 @@ internal enum LockStatus
 /// separate bookkeeping, and the broker's recovery (<see cref="ScrubSlot"/>) needs no log: it clears byte s, O if it
 /// names s (marking the block torn if O was active), and bit s of W, then wakes sleepers. A dead sleeper leaves at
 /// most bit 0 of Seq set, which costs one spurious wake.</para>
+/// <para><b>Repair of forged state</b> (<see cref="ClearUnowned"/>). Every member maps the records read-write, so a
+/// member can write any word, e.g. name a slot nobody holds in O: every later writer and reader of the block would
+/// wait forever. The broker therefore clears, from a record, everything attributed to a slot that has no live member:
+/// reader bytes (lowered to 0), an O whose slot field names no member (or no slot at all), W bits. It does so for every
+/// record of a container when a member leaves or dies, and for one record when a waiter that has waited
+/// <see cref="LockWaitPolicy.RepairAfterTicks"/> (250 ms) asks (<see cref="ILockRepairRequester"/>, the wire's
+/// lock_check). The broker's own slot 63 has no member; for it the broker's ledger of what its threads really hold
+/// stands in (the broker's BrokerSlotLedger: reads counted before their CAS, the O claim and release made under the
+/// ledger's gate with an owned flag in the same critical section, W bit 63 set and cleared under that gate with the
+/// process-local waiter count).</para>
+/// <para><i>Why this cannot break mutual exclusion among live members.</i> Exclusion is the two Dekker handshakes
+/// above, and each is between words a live member wrote itself: its own byte, and O holding its own slot. The repair
+/// changes only words attributed to slots outside the live set, with a CAS (or an atomic And of exactly those W bits)
+/// from the value it judged, so no live member's byte, W bit or O is ever altered: a live member's concurrent change of
+/// its own byte in the same word fails the CAS and the word is judged again, and if O changed after it was read (even
+/// back to the same memberless value and then to a live writer's slot) the CAS from the judged value fails unless the
+/// word still holds exactly that memberless value, which no live member writes. Lowering a memberless byte can only let
+/// a writer drain sooner, never past a live reader (those bytes are untouched); clearing a memberless O can only let a
+/// live writer's CAS 0 → s+1 succeed, and no live process believes it holds that O; clearing a memberless W bit only
+/// lets new readers in (writer priority, not exclusion). For slot 63 the same holds because the ledger's gate makes the
+/// judgement and the broker's own claims mutually exclusive: while it is held no broker thread can raise its read
+/// count, claim O or change W bit 63, so what is cleared is held by no broker thread (a broker read's tentative
+/// increment is already counted, so the byte is never lowered below it).</para>
+/// <para><i>Races with a slot being reassigned.</i> Slots are given to members under the broker's state lock, and the
+/// whole judgement runs under it, so the set of live slots cannot change while a record is judged: a member that joins
+/// afterwards starts from a record in which its slot is clean: before a free slot is given to a member, the broker
+/// clears that slot's words in every record of the container (a ClearUnowned with every other slot trusted), so a
+/// forgery made while the slot was free is never inherited as the new member's own, unrepairable, hold. A slot whose
+/// member left is memberless from that moment; a word its former process writes later, through a mapping it kept, is
+/// a forgery like any other. A thread still inside a lock call while its process leaves the container (misuse: leave
+/// must not race with calls on the same handle) may lose its hold to the repair, as it always could to the leave's own
+/// scrub.</para>
+/// <para><i>What it cannot repair.</i> A word naming a live member's slot (the forger's own, or another member's) is
+/// indistinguishable from that member's real hold and stays until the member leaves or dies; an O with junk bits but a
+/// live slot field likewise. A forger that rewrites a word in a loop re-wedges the block after every repair (each
+/// waiter still asks every 250 ms, so it gets in only when it wins a race). A forger that overwrites a live member's
+/// word (lowers its byte, replaces its O) breaks exclusion for that member by itself: writing 0 does it without any
+/// repair, so the repair gives a forger nothing it did not have. Flags and Seq are not repaired: a forged Torn or Dirty
+/// mark misleads readers and write-back but blocks no one, and a forged Seq costs sleepers at most one 50 ms slice
+/// per hand-off.</para>
 /// </summary>
 internal static unsafe class BlockLock
 {
