@@ -77,6 +77,10 @@ internal sealed class ObjectState
     public required long DataOffset { get; init; }
     public required long RecordIndex { get; init; }
     public required long BlockCount { get; init; }
+
+    /// <summary>The uid whose memory quota the object's pages are charged to (its creator).</summary>
+    public required uint ChargedUid { get; init; }
+
     public bool Destroying { get; set; }
 
     /// <summary>Joins by all memberships (a membership may join an object several times).</summary>
@@ -121,7 +125,7 @@ internal sealed class BrokerState : IDisposable
     private uint _nextContainerId = 1;
     private uint _nextObjectId = 1;
     private uint _nextSegmentId = 1;
-    private long _bytesInUse;
+    private readonly MemoryBudget _memory;
     private bool _disposed; // under _gate: segments are unmapped, nothing may touch lock records any more
     private readonly ILogger _logger;
     private readonly BrokerMetrics? _metrics;
@@ -131,6 +135,7 @@ internal sealed class BrokerState : IDisposable
     {
         _durable = new DurableStore(BrokerFolders.StateDirectory(options), logger ?? NullLogger.Instance);
         _options = options;
+        _memory = new MemoryBudget(options.MemoryLimit, options.UidMemoryQuota);
         Identity = identity;
         _logger = logger ?? NullLogger.Instance;
         _metrics = metrics;
@@ -143,16 +148,10 @@ internal sealed class BrokerState : IDisposable
     /// <summary>Most blocks one holders reply lists: keeps the reply well under the 1 MiB datagram limit.</summary>
     public const int MaxHolderBlocks = 2048;
 
-    public long BytesInUse
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _bytesInUse;
-            }
-        }
-    }
+    public long BytesInUse => _memory.InUse;
+
+    /// <summary>Shared memory charged against the memory limit and the per-uid quotas (objects, lock tables, channels).</summary>
+    public MemoryBudget Memory => _memory;
 
     // ---- Containers ---------------------------------------------------------------------------------------
 
@@ -489,7 +488,7 @@ internal sealed class BrokerState : IDisposable
 
         foreach (var s in c.Segments)
         {
-            _bytesInUse -= s.LockLength;
+            _memory.Release(s.ChargedUid, s.LockLength);
             s.Dispose();
         }
 
@@ -530,7 +529,7 @@ internal sealed class BrokerState : IDisposable
                 throw new BrokerError(ErrorCode.AlreadyExists, $"object '{req.Name}' already exists in container '{c.Name}'");
             }
 
-            o = AllocateObject(c, req.Name, size);
+            o = AllocateObject(c, req.Name, size, session.Credentials.Uid);
             o.UseCount = 1;
             if (c.Durable is { } dc)
             {
@@ -571,7 +570,7 @@ internal sealed class BrokerState : IDisposable
     /// <summary>Allocates and reserves an object's memory and lock records in <paramref name="c"/> (no uses yet).
     /// Under the state lock. <paramref name="reserve"/> false: the caller reserves the memory before anyone may use
     /// the object (restore does it beside its reads, <see cref="DurableStore.RestoreObject"/>).</summary>
-    private ObjectState AllocateObject(ContainerState c, string name, long size, bool reserve = true)
+    private ObjectState AllocateObject(ContainerState c, string name, long size, uint chargeUid, bool reserve = true)
     {
         long blocks = (size + c.BlockSize - 1) / c.BlockSize;
         long pageBytes = LockSegmentDescriptor.RoundUpToPage(size);
@@ -596,11 +595,9 @@ internal sealed class BrokerState : IDisposable
             newSegmentBytes = LockSegmentDescriptor.LengthFor(dedicated ? blocks : _options.LockRecordsPerSegment);
         }
 
-        if (_bytesInUse + pageBytes + newSegmentBytes > _options.MemoryLimit)
-        {
-            throw new BrokerError(ErrorCode.NoResources, $"object of {size} bytes exceeds the broker's memory limit ({_bytesInUse} of {_options.MemoryLimit} bytes in use)");
-        }
-
+        // Charged before anything is made: a refusal leaves nothing behind. The object's pages go to its creator's uid,
+        // and so does a segment made for it (its lock table).
+        _memory.Charge(chargeUid, pageBytes + newSegmentBytes, $"object '{name}'");
         bool freshSegment = seg is null;
         if (seg is null)
         {
@@ -612,11 +609,12 @@ internal sealed class BrokerState : IDisposable
             }
             catch (SharedStoreException e)
             {
+                _memory.Release(chargeUid, pageBytes + newSegmentBytes);
                 throw new BrokerError(e.Code, e.Message);
             }
 
+            seg.ChargedUid = chargeUid;
             c.Segments.Add(seg);
-            _bytesInUse += seg.LockLength;
             if (!seg.TryAllocate(size, blocks, out dataOffset, out record))
             {
                 throw new BrokerError(ErrorCode.Internal, "a fresh segment could not hold the object");
@@ -627,10 +625,11 @@ internal sealed class BrokerState : IDisposable
         if (reserve && !Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
         {
             seg.Free(dataOffset, size, record, blocks);
+            _memory.Release(chargeUid, pageBytes);
             if (freshSegment)
             {
                 c.Segments.Remove(seg); // made for this object alone: do not keep it (or its accounting) around
-                _bytesInUse -= seg.LockLength;
+                _memory.Release(seg.ChargedUid, seg.LockLength);
                 seg.Dispose();
             }
 
@@ -646,12 +645,12 @@ internal sealed class BrokerState : IDisposable
             DataOffset = dataOffset,
             RecordIndex = record,
             BlockCount = blocks,
+            ChargedUid = chargeUid,
         };
         seg.ObjectCount++;
         c.Objects.Add(o.Name, o);
         c.ObjectsById.Add(o.Id, o);
         c.Bytes += size;
-        _bytesInUse += pageBytes;
         return o;
     }
 
@@ -764,7 +763,7 @@ internal sealed class BrokerState : IDisposable
 
         c.Objects.Remove(o.Name);
         c.Bytes -= o.Size;
-        _bytesInUse -= LockSegmentDescriptor.RoundUpToPage(o.Size);
+        _memory.Release(o.ChargedUid, LockSegmentDescriptor.RoundUpToPage(o.Size));
         foreach (var member in c.Members)
         {
             member.ObjectUses.Remove(o.Id);
@@ -775,7 +774,7 @@ internal sealed class BrokerState : IDisposable
         {
             // A dedicated segment dies with its object; clients that still map it keep their mapping until they drop it.
             c.Segments.Remove(o.Segment);
-            _bytesInUse -= o.Segment.LockLength;
+            _memory.Release(o.Segment.ChargedUid, o.Segment.LockLength);
             o.Segment.Dispose();
         }
     }
@@ -832,7 +831,7 @@ internal sealed class BrokerState : IDisposable
                     _containersById.Add(c.Id, c);
                     foreach (var om in meta.Objects)
                     {
-                        objects.Add((AllocateObject(c, om.Name, (long)om.Size, reserve: false), om.File)); // RestoreObject reserves
+                        objects.Add((AllocateObject(c, om.Name, (long)om.Size, c.CreatorUid, reserve: false), om.File)); // RestoreObject reserves
                     }
                 }
 
@@ -924,6 +923,15 @@ internal sealed class BrokerState : IDisposable
 
     // ---- Sessions -----------------------------------------------------------------------------------------
 
+    /// <summary>Whether the session is a member of at least one container.</summary>
+    public bool IsMember(ClientSession session)
+    {
+        lock (_gate)
+        {
+            return session.Memberships.Count > 0;
+        }
+    }
+
     /// <summary>The client's socket closed: it exited or was killed. Release everything it held.</summary>
     public void SessionClosed(ClientSession session)
     {
@@ -962,7 +970,7 @@ internal sealed class BrokerState : IDisposable
                 objectBytes += c.Bytes;
             }
 
-            return new BrokerSnapshot(_containers.Count, objects, objectBytes, _bytesInUse, sessions);
+            return new BrokerSnapshot(_containers.Count, objects, objectBytes, _memory.InUse, sessions);
         }
     }
 

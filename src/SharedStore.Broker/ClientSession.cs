@@ -20,12 +20,12 @@ internal sealed class ClientSession
     private bool _helloDone;
     private readonly LockCheckBucket _lockChecks = new(); // session thread only
 
-    public ClientSession(SeqPacketSocket socket, BrokerServer server)
+    public ClientSession(SeqPacketSocket socket, PeerCredentials credentials, BrokerServer server)
     {
         _socket = socket;
         _server = server;
         _state = server.State;
-        Credentials = socket.GetPeerCredentials();
+        Credentials = credentials;
     }
 
     public PeerCredentials Credentials { get; }
@@ -43,6 +43,7 @@ internal sealed class ClientSession
     }
 
     private readonly Lock _applierGate = new();
+    private long _channelCharge; // bytes of the channel charged to this client's uid, under _applierGate
 
     /// <summary>Container id → membership. Guarded by the broker state lock.</summary>
     public Dictionary<uint, Membership> Memberships { get; } = [];
@@ -104,6 +105,8 @@ internal sealed class ClientSession
                 lock (_applierGate)
                 {
                     applier.Dispose();
+                    _state.Memory.Release(Credentials.Uid, _channelCharge);
+                    _channelCharge = 0;
                 }
             }
 
@@ -137,6 +140,7 @@ internal sealed class ClientSession
             }
 
             _helloDone = true;
+            _socket.SetReceiveTimeout(TimeSpan.Zero); // said hello in time: from now on it may be idle for ever
             Reply(new Response
             {
                 Id = req.Id,
@@ -328,16 +332,35 @@ internal sealed class ClientSession
         }
 
         staging = (staging + 4095) & ~4095L;
-        AsyncApplier applier;
-        lock (_applierGate)
+        // A channel is shared memory like any object: a connection that is a member of no container gets none (it
+        // could only hold memory hostage: every asynchronous operation names a joined object), and a member's channel
+        // is charged to its uid against the memory limit and the per-uid quota, before it is made.
+        if (!_state.IsMember(this))
         {
-            if (_server.Stopping)
-            {
-                throw new BrokerError(ErrorCode.BrokerUnavailable, "the broker is stopping");
-            }
+            throw new BrokerError(ErrorCode.NoResources, "an asynchronous channel is for a member of a container: join or create one first");
+        }
 
-            applier = new AsyncApplier(this, _state, _server.ApplyScheduler, slots, staging, _state.Identity.Pid, _server.Metrics);
-            Applier = applier;
+        long length = Queues.ChannelDescriptor.LengthFor(slots, Queues.ChannelDescriptor.DefaultSlotSize, staging);
+        _state.Memory.Charge(Credentials.Uid, length, "asynchronous channel");
+        AsyncApplier applier;
+        try
+        {
+            lock (_applierGate)
+            {
+                if (_server.Stopping)
+                {
+                    throw new BrokerError(ErrorCode.BrokerUnavailable, "the broker is stopping");
+                }
+
+                applier = new AsyncApplier(this, _state, _server.ApplyScheduler, slots, staging, _state.Identity.Pid, _server.Metrics);
+                Applier = applier;
+                _channelCharge = length;
+            }
+        }
+        catch
+        {
+            _state.Memory.Release(Credentials.Uid, length);
+            throw;
         }
 
         var grant = new SegmentGrant();
@@ -359,7 +382,12 @@ internal sealed class ClientSession
     {
         try
         {
-            _socket.Send(r.Response.ToByteArray(), r.Grant?.Fds ?? []);
+            if (!_socket.Send(r.Response.ToByteArray(), r.Grant?.Fds ?? []))
+            {
+                // Gone, or not reading its replies within SendTimeout: the client is dropped (its receive loop then
+                // reads EOF and everything it held is released).
+                _socket.Shutdown();
+            }
         }
         finally
         {
