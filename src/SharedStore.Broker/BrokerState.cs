@@ -91,6 +91,11 @@ internal sealed class ObjectState
 
     /// <summary>The object's file when its container is durable, else null.</summary>
     public DurableObject? Durable { get; set; }
+
+    /// <summary>What the broker's own lock slot holds on the object's blocks (appliers and write-back lock through it).</summary>
+    public BrokerSlotLedger Ledger => LazyInitializer.EnsureInitialized(ref _ledger, () => new BrokerSlotLedger(BlockCount));
+
+    private BrokerSlotLedger? _ledger;
 }
 
 /// <summary>One client process's membership of one container: its lock slot and its object joins.</summary>
@@ -239,6 +244,9 @@ internal sealed class BrokerState : IDisposable
             throw new BrokerError(ErrorCode.NoResources, $"container '{c.Name}' has its maximum of {BlockLockDescriptor.MaxMembers} member processes");
         }
 
+        // A free slot's words may have been forged while it was free (docs/ARCHITECTURE.md §2): clear them before the
+        // slot is given, so a new member never inherits a forgery as its own (unrepairable) hold.
+        ClearFreeSlot(c, slot, session.Credentials.Pid);
         var m = new Membership { Session = session, Container = c, Slot = slot, CanWrite = c.CanWrite(session.Credentials) };
         c.Slots[slot] = m;
         session.Memberships.Add(c.Id, m);
@@ -297,8 +305,9 @@ internal sealed class BrokerState : IDisposable
         var c = m.Container;
         // Release everything the slot may hold in every block of the container. For a live client that left, its
         // library refused to leave with leases or writes outstanding, so this finds nothing; for a dead one it is
-        // the recovery (see docs/ARCHITECTURE.md, "Recovery").
-        long released = ScrubSlot(c, m.Slot);
+        // the recovery (see docs/ARCHITECTURE.md, "Recovery"). The same pass clears whatever names a slot with no
+        // live member (forged, §2): a leave or death is when such words most often lose their last excuse.
+        long released = ScrubSlot(c, m.Slot, died ? "death" : "leave", m.Session.Credentials.Pid);
         foreach (var (oid, uses) in m.ObjectUses)
         {
             if (c.ObjectsById.TryGetValue(oid, out var o))
@@ -328,21 +337,141 @@ internal sealed class BrokerState : IDisposable
         return released;
     }
 
-    private static unsafe long ScrubSlot(ContainerState c, int slot)
+    /// <summary>Under the state lock: releases <paramref name="slot"/> (whose process left or died) in every block of
+    /// the container, and in the same pass clears what names no live member in each record (the slot counts as
+    /// memberless). Returns the records in which the slot itself held something.</summary>
+    private unsafe long ScrubSlot(ContainerState c, int slot, string occasion, int pid)
     {
-        long released = 0;
+        long released = 0, repaired = 0;
+        var what = default(RepairResult);
+        ulong live = LiveSlots(c) & ~(1UL << slot);
         foreach (var o in c.ObjectsById.Values)
         {
             for (long b = 0; b < o.BlockCount; b++)
             {
-                if (BlockLock.ScrubSlot(o.Segment.Record(o.RecordIndex + b), slot).Any)
+                BlockLockRecord* rec = o.Segment.Record(o.RecordIndex + b);
+                if (BlockLock.ScrubSlot(rec, slot).Any)
                 {
                     released++;
+                }
+
+                var r = o.Ledger.ClearUnowned(rec, b, live);
+                if (r.Any)
+                {
+                    repaired++;
+                    what.Add(r);
                 }
             }
         }
 
+        if (repaired > 0)
+        {
+            Log.LockStateRepaired(_logger, repaired, c.Name, what.ToString(), $"{occasion} of pid {pid}");
+        }
+
         return released;
+    }
+
+    /// <summary>Under the state lock, before free slot <paramref name="slot"/> is given to a member: clears its reader
+    /// byte, an Owner naming it (or no slot) and its Waiting bit in every block of the container. Nobody holds anything
+    /// with a free slot, so whatever is there was forged (or left by a process that left mid-call: misuse).</summary>
+    private unsafe void ClearFreeSlot(ContainerState c, int slot, int pid)
+    {
+        long repaired = 0;
+        var what = default(RepairResult);
+        var claims = new SlotClaims { LiveSlots = ~(1UL << slot) }; // every other slot, the broker's too, as it is
+        foreach (var o in c.ObjectsById.Values)
+        {
+            for (long b = 0; b < o.BlockCount; b++)
+            {
+                var r = BlockLock.ClearUnowned(o.Segment.Record(o.RecordIndex + b), claims);
+                if (r.Any)
+                {
+                    repaired++;
+                    what.Add(r);
+                }
+            }
+        }
+
+        if (repaired > 0)
+        {
+            Log.LockStateRepaired(_logger, repaired, c.Name, what.ToString(), $"join of pid {pid} (slot {slot})");
+        }
+    }
+
+    /// <summary>Bit s set: slot s has a member (under the state lock).</summary>
+    private static ulong LiveSlots(ContainerState c)
+    {
+        ulong live = 0;
+        for (int s = 0; s < BlockLockDescriptor.MaxMembers; s++)
+        {
+            if (c.Slots[s] is not null)
+            {
+                live |= 1UL << s;
+            }
+        }
+
+        return live;
+    }
+
+    /// <summary>Under the state lock: clears what names no live member in one record of <paramref name="o"/>.</summary>
+    private unsafe RepairResult RepairRecord(ContainerState c, ObjectState o, long block, string occasion)
+    {
+        var r = o.Ledger.ClearUnowned(o.Segment.Record(o.RecordIndex + block), block, LiveSlots(c));
+        if (r.Any)
+        {
+            Log.LockStateRepaired(_logger, 1, c.Name, r.ToString(), $"{occasion} ('{o.Name}' block {block})");
+        }
+
+        return r;
+    }
+
+    /// <summary>lock_check: a member that has waited long on a block asks for its record to be checked; what names no
+    /// live member is cleared and sleepers are woken (docs/ARCHITECTURE.md §5, "Repair").</summary>
+    public LockCheckReply CheckLock(ClientSession session, LockCheck req)
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                throw new BrokerError(ErrorCode.BrokerUnavailable, "the broker is stopping");
+            }
+
+            var m = Member(session, req.ContainerId);
+            var o = Object(m, req.ObjectId);
+            if (req.Block >= (ulong)o.BlockCount)
+            {
+                throw new BrokerError(ErrorCode.InvalidArgument, $"object '{o.Name}' has {o.BlockCount} block(s), not block {req.Block}");
+            }
+
+            var r = RepairRecord(m.Container, o, (long)req.Block, $"check asked by pid {session.Credentials.Pid}");
+            return new LockCheckReply { ReaderSlots = r.ReaderSlots, Owner = r.Owner, WaitingSlots = r.WaitingSlots };
+        }
+    }
+
+    /// <summary>The same check for the broker's own lock waits (an applier waited long on a block): called by the
+    /// object's <see cref="AsyncTarget.Repair"/>. Does nothing once the object is gone.</summary>
+    private unsafe void CheckLockForBroker(ContainerState c, ObjectState o, BlockLockRecord* rec)
+    {
+        lock (_gate)
+        {
+            if (_disposed || !c.ObjectsById.TryGetValue(o.Id, out var still) || still != o)
+            {
+                return;
+            }
+
+            long block = rec - o.Segment.Record(o.RecordIndex);
+            if (block >= 0 && block < o.BlockCount)
+            {
+                RepairRecord(c, o, block, "check by an applier of the broker");
+            }
+        }
+    }
+
+    /// <summary>The repair requester of the broker's own lock waits on one object.</summary>
+    private sealed unsafe class BrokerCheck(BrokerState state, ContainerState c, ObjectState o) : ILockRepairRequester
+    {
+        public void RequestCheck(BlockLockRecord* rec) => state.CheckLockForBroker(c, o, rec);
     }
 
     private void FreeContainer(ContainerState c)
@@ -768,7 +897,9 @@ internal sealed class BrokerState : IDisposable
                 o.Size,
                 System.Numerics.BitOperations.Log2((uint)m.Container.BlockSize),
                 o.Segment.DataMap,
-                durable: m.Container.Durable is not null);
+                durable: m.Container.Durable is not null,
+                o.Ledger,
+                new BrokerCheck(this, m.Container, o));
             return ErrorCode.Ok;
         }
     }
@@ -786,7 +917,7 @@ internal sealed class BrokerState : IDisposable
 
             foreach (var m in session.Memberships.Values)
             {
-                ScrubSlot(m.Container, m.Slot);
+                ScrubSlot(m.Container, m.Slot, "death", session.Credentials.Pid);
             }
         }
     }

@@ -18,6 +18,7 @@ internal sealed class ClientSession
     private readonly BrokerServer _server;
     private readonly ConcurrentDictionary<ulong, CancellationTokenSource> _blocking = new();
     private bool _helloDone;
+    private readonly LockCheckBucket _lockChecks = new(); // session thread only
 
     public ClientSession(SeqPacketSocket socket, PeerCredentials credentials, BrokerServer server)
     {
@@ -279,6 +280,17 @@ internal sealed class ClientSession
                 case Request.BodyOneofCase.AsyncOpen:
                     (resp.AsyncChannel, grant) = OpenAsync(req.AsyncOpen);
                     break;
+                case Request.BodyOneofCase.LockCheck:
+                    if (!_lockChecks.TryTake())
+                    {
+                        // The wire's BUSY (the library never surfaces this answer: its lock_check is fire-and-forget).
+                        resp.Error = Protocol.ErrorCode.Busy;
+                        resp.Message = $"more than {LockCheckBucket.PerSecond} lock checks a second from this connection";
+                        break;
+                    }
+
+                    resp.LockCheck = _state.CheckLock(this, req.LockCheck);
+                    break;
                 default:
                     resp.Error = Protocol.ErrorCode.InvalidArgument;
                     resp.Message = $"unknown request {req.BodyCase}";
@@ -386,4 +398,31 @@ internal sealed class ClientSession
     /// <summary>The request kind as the wire schema names it (container_create, list…): the metrics' kind tag.</summary>
     private static string Kind(Request.BodyOneofCase c) =>
         s_kinds.GetOrAdd(c, static c => Request.Descriptor.FindFieldByNumber((int)c)?.Name ?? "unknown");
+}
+
+/// <summary>
+/// The rate limit of one connection's <c>lock_check</c> requests: a token bucket of <see cref="PerSecond"/> tokens
+/// refilled at that rate. A waiter asks once per 250 ms of waiting, so 100 a second covers 25 threads waiting on
+/// distinct blocks at once; what it stops is a member looping on lock_check to keep the broker's state lock busy
+/// (each check holds it for about a microsecond). Used by the session thread only.
+/// </summary>
+internal sealed class LockCheckBucket
+{
+    public const int PerSecond = 100;
+    private double _tokens = PerSecond;
+    private long _last = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    public bool TryTake()
+    {
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        _tokens = Math.Min(PerSecond, _tokens + ((now - _last) * (double)PerSecond / System.Diagnostics.Stopwatch.Frequency));
+        _last = now;
+        if (_tokens < 1)
+        {
+            return false;
+        }
+
+        _tokens--;
+        return true;
+    }
 }

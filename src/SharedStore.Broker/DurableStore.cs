@@ -497,7 +497,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                     continue;
                 }
 
-                if (!BlockLock.TryAcquireReadFast(rec, BlockLockDescriptor.BrokerSlot))
+                if (!d.State.Ledger.TryAcquireReadFast(rec, b))
                 {
                     clean = false; // a writer holds or waits for it: next pass (never block here: see class comment)
                     continue;
@@ -519,6 +519,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                     w.Length = d.BlockLength(b);
                     w.Torn = BlockLock.IsTorn(rec);
                     w.Record = rec;
+                    w.Ledger = d.State.Ledger;
                     w.DataCrc = DurableFileDescriptor.Crc32C(d.Data + (b * d.BlockSize), w.Length);
                     batch.Add(w);
                     Start(d, w, inflight);
@@ -528,7 +529,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 {
                     if (!started)
                     {
-                        BlockLock.ReleaseRead(rec, BlockLockDescriptor.BrokerSlot);
+                        d.State.Ledger.ReleaseRead(rec, b);
                     }
                 }
 
@@ -623,7 +624,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
             if (Interlocked.Decrement(ref pending.Bindings) == 0)
             {
-                BlockLock.ReleaseRead(pending.Record, BlockLockDescriptor.BrokerSlot);
+                pending.Ledger!.ReleaseRead(pending.Record, pending.Block);
             }
 
             inflight.Signal();
@@ -694,6 +695,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
         public string? Failed;
         public int Bindings;
         public BlockLockRecord* Record;
+        public BrokerSlotLedger? Ledger; // the broker slot's ledger of the block's object (the read is released through it)
 
         public static PendingWrite Rent()
         {
@@ -711,6 +713,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
         public void Return()
         {
             Record = null;
+            Ledger = null;
             lock (s_pool)
             {
                 if (s_pool.Count < 64)

@@ -5,7 +5,7 @@ namespace SharedStore.Broker;
 /// <summary>
 /// Every log message of the broker, source-generated (no formatting unless the level is enabled). Event ids are
 /// stable: operators filter and alert on them, so an id is never reused for another meaning. Reserved: 8–9
-/// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5).
+/// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5). 40: lock-state repair.
 /// </summary>
 internal static partial class Log
 {
@@ -68,4 +68,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 14, EventName = "DurableBlockCorrupt", Level = LogLevel.Warning,
         Message = "durable object '{Container}/{Object}': block {Block} has no valid copy on disk (slot 0: {Slot0}; slot 1: {Slot1}); it is zeroed and marked torn")]
     public static partial void DurableBlockCorrupt(ILogger logger, string container, string @object, long block, string slot0, string slot1);
+
+    [LoggerMessage(EventId = 40, EventName = "LockStateRepaired", Level = LogLevel.Warning,
+        Message = "cleared lock state naming no live member in {Records} lock record(s) of container '{Container}' ({What}) on {Occasion}")]
+    public static partial void LockStateRepaired(ILogger logger, long records, string container, string what, string occasion);
 }

@@ -16,12 +16,14 @@ internal sealed unsafe class Commands
     private int _nextLease;
     private readonly AsyncCommands _async;
     private readonly FileCommands _files = new();
+    private readonly LockCommands _locks;
     private readonly List<Protocol.SeqPacketSocket> _flood = [];
 
     public Commands(Stream stdout)
     {
         _out = new StreamWriter(stdout) { AutoFlush = true, NewLine = "\n" };
         _async = new AsyncCommands(this);
+        _locks = new LockCommands(this);
     }
 
     internal SharedStoreClient Client => _client ?? throw new InvalidOperationException("not connected");
@@ -381,7 +383,7 @@ internal sealed unsafe class Commands
                 return "ok";
 
             default:
-                return _async.Execute(a) ?? _files.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
+                return _async.Execute(a) ?? _files.Execute(a) ?? _locks.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
         }
     }
 }

@@ -149,6 +149,32 @@ internal sealed class BrokerConnection : IDisposable
 
     // ---- Calls --------------------------------------------------------------------------------------------
 
+    /// <summary>Asks the broker to check one block's lock record (a lock wait on it has lasted
+    /// <see cref="LockWaitPolicy.RepairAfterTicks"/>). Sent without waiting for the answer: the broker wakes the
+    /// record's sleepers if it clears anything, and the waiter looks again anyway. Never throws: a lost broker is the
+    /// wait's own BrokerLost.</summary>
+    public void RequestLockCheck(uint containerId, uint objectId, long block)
+    {
+        if (_disposed || Lost)
+        {
+            return;
+        }
+
+        var request = new Request
+        {
+            Id = (ulong)Interlocked.Increment(ref _nextId), // no pending call: the receiver drops the answer
+            LockCheck = new LockCheck { ContainerId = containerId, ObjectId = objectId, Block = (ulong)block },
+        };
+        try
+        {
+            _socket.Send(request.ToByteArray());
+        }
+        catch (ObjectDisposedException)
+        {
+            // disposed meanwhile: the waiter sees BrokerLost
+        }
+    }
+
     /// <summary>One round trip. Errors come back as <see cref="SharedStoreException"/>; descriptors the broker
     /// attached are returned to the caller, who owns them.</summary>
     public (Response Response, List<SafeFd> Fds) Call(Request request, TimeSpan timeout, CancellationToken cancellationToken, bool brokerWaits = false)

@@ -17,7 +17,7 @@ public readonly record struct ObjectAttributes(long Size, nint DataAddress);
 /// object's block locks; none of them talks to the broker. Thread-safe, except that leave and destroy must not race
 /// with other calls on the same handle. Disposing leaves the object (<c>object_leave</c>).
 /// </summary>
-public sealed unsafe class SharedObject : IDisposable
+public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
 {
     private readonly Container _container;
     private readonly BrokerConnection _conn;
@@ -117,7 +117,7 @@ public sealed unsafe class SharedObject : IDisposable
 
     private bool AcquireReads(long first, long last, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var wait = new LockWait(_conn.WaitPolicy, timeout, cancellationToken);
+        var wait = new LockWait(_conn.WaitPolicy, timeout, cancellationToken, this);
         bool torn = false;
         for (long b = first; b <= last; b++)
         {
@@ -183,7 +183,7 @@ public sealed unsafe class SharedObject : IDisposable
         ThrowIfHolds(offset, data.Length);
         _conn.OrderAfterAsyncWrites(timeout);
 
-        var wait = new LockWait(_conn.WaitPolicy, timeout, cancellationToken);
+        var wait = new LockWait(_conn.WaitPolicy, timeout, cancellationToken, this);
         for (long b = first; b <= last; b++)
         {
             LockStatus s = BlockLock.AcquireWrite(_locks + b, _slot, _waitGate, ref _localWaiters[b], ref wait);
@@ -392,6 +392,11 @@ public sealed unsafe class SharedObject : IDisposable
     /// <summary>A read-only memory-region device over the object's data, for this process's device scheduler.</summary>
     internal Devices.MemoryRegionDevice ReadDevice =>
         LazyInitializer.EnsureInitialized(ref _readDevice, () => new Devices.MemoryRegionDevice((nint)_data, Size, _segment.Data, readOnly: true));
+
+    /// <summary>A lock wait of this process on one of the object's blocks has lasted the repair interval: ask the
+    /// broker to check the block (docs/ARCHITECTURE.md §5, "Repair").</summary>
+    void ILockRepairRequester.RequestCheck(BlockLockRecord* rec) =>
+        _conn.RequestLockCheck(_container.Id, Id, rec - _locks); // over this handle's own connection
 
     internal byte* DataPointer => _data;
 
