@@ -8,42 +8,21 @@ using SharedStore.Regions;
 
 namespace SharedStore.Broker;
 
-/// <summary>The broker's view of one object for asynchronous operations (shared by every session's applier).</summary>
-internal sealed unsafe class AsyncTarget
+/// <summary>The broker's handle on one object for asynchronous operations (shared by every session's applier): its
+/// view with the broker's lock slot (every lock through the object's ledger; long waits ask the broker's own check;
+/// durable containers' writes mark blocks dirty) and a memory-region device over it for the device scheduler.
+/// Disposed when the object is freed, which drops the view's reference on the segment's mappings.</summary>
+internal sealed unsafe class AsyncTarget(ObjectView view) : IDisposable
 {
-    public AsyncTarget(byte* data, BlockLockRecord* locks, long size, int blockShift, MappedRegion owner, bool durable, BrokerSlotLedger ledger, ILockRepairRequester repair)
+    public ObjectView View { get; } = view;
+
+    public MemoryRegionDevice Device { get; } = new((nint)view.Data, view.Size, view);
+
+    public void Dispose()
     {
-        Durable = durable;
-        Data = data;
-        Locks = locks;
-        Size = size;
-        BlockShift = blockShift;
-        BlockCount = (size + (1L << blockShift) - 1) >> blockShift;
-        Device = new MemoryRegionDevice((nint)data, size, owner);
-        Ledger = ledger;
-        Repair = repair;
+        Device.Dispose();
+        View.Dispose();
     }
-
-    public byte* Data { get; }
-
-    public BlockLockRecord* Locks { get; }
-
-    public long Size { get; }
-
-    public int BlockShift { get; }
-
-    public long BlockCount { get; }
-
-    public MemoryRegionDevice Device { get; }
-
-    /// <summary>The object's container is durable: writes mark blocks dirty for write-back.</summary>
-    public bool Durable { get; }
-
-    /// <summary>Every broker-slot lock on the object goes through it (what the broker slot really holds).</summary>
-    public BrokerSlotLedger Ledger { get; }
-
-    /// <summary>Asked to check a block an applier has waited on for the repair interval (the broker's own check).</summary>
-    public ILockRepairRequester Repair { get; }
 }
 
 /// <summary>
@@ -97,6 +76,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
     private readonly OpBinding?[] _bindings;
     private readonly List<RandomAccessRequest> _requestPool = [];
     private readonly ManualResetEventSlim _groupDone = new(false, spinCount: 200);
+    private readonly WrittenSpan[] _written = new WrittenSpan[MaxGroupRequests]; // a group's requests, for its release
 
     // The current group.
     private readonly List<RandomAccessRequest> _group = [];
@@ -385,7 +365,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
             error = ErrorCode.PermissionDenied;
         }
         else if (error == ErrorCode.Ok && (m.Kind is not (ChannelMessage.KindWrite or ChannelMessage.KindRead)
-            || (ulong)m.Offset > (ulong)target!.Size || (ulong)total > (ulong)(target.Size - m.Offset) || m.Length > total))
+            || (ulong)m.Offset > (ulong)target!.View.Size || (ulong)total > (ulong)(target.View.Size - m.Offset) || m.Length > total))
         {
             error = ErrorCode.InvalidArgument;
         }
@@ -491,8 +471,8 @@ internal sealed unsafe class AsyncApplier : IDisposable
             return;
         }
 
-        long first = offset >> target.BlockShift;
-        long last = (offset + length - 1) >> target.BlockShift;
+        BlockRange blocks = target.View.Range(offset, length);
+        long first = blocks.First, last = blocks.Last;
         if (_groupTarget is not null
             && (_groupTarget != target
                 || Math.Max(last, _groupLastBlock) - Math.Min(first, _groupFirstBlock) >= MaxGroupBlocks
@@ -552,11 +532,11 @@ internal sealed unsafe class AsyncApplier : IDisposable
             return;
         }
 
-        AsyncTarget t = _groupTarget;
-        if (LockRange(t, _groupFirstBlock, _groupLastBlock))
+        var range = new BlockRange(_groupTarget.View, _groupFirstBlock, _groupLastBlock);
+        if (LockRange(range))
         {
             RunRequests(_group);
-            UnlockRange(t, _groupFirstBlock, _groupLastBlock, _group);
+            UnlockRange(range, _group);
         }
         else
         {
@@ -569,44 +549,23 @@ internal sealed unsafe class AsyncApplier : IDisposable
         _groupLastBlock = -1;
     }
 
-    private bool LockRange(AsyncTarget t, long first, long last)
+    /// <summary>Write-locks a range with the broker's slot; false (nothing held) only when the applier is stopping.</summary>
+    private bool LockRange(BlockRange range)
     {
-        var wait = new LockWait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token, t.Repair);
-        for (long b = first; b <= last; b++)
-        {
-            LockStatus s = t.Ledger.AcquireWrite(t.Locks + b, b, ref wait);
-            if (s != LockStatus.Acquired)
-            {
-                for (long u = b - 1; u >= first; u--)
-                {
-                    t.Ledger.ReleaseWrite(t.Locks + u, u, wroteWholeBlock: false, markDirty: false);
-                }
-
-                return false;
-            }
-        }
-
-        return true;
+        var wait = range.View.Wait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token);
+        return range.AcquireWrite(ref wait) == LockStatus.Acquired;
     }
 
-    private static void UnlockRange(AsyncTarget t, long first, long last, List<RandomAccessRequest> written)
+    /// <summary>Releases a group's range; a block one of the group's requests rewrote whole loses its torn mark.</summary>
+    private void UnlockRange(BlockRange range, List<RandomAccessRequest> written)
     {
-        long bs = 1L << t.BlockShift;
-        for (long b = first; b <= last; b++)
+        Span<WrittenSpan> spans = _written.AsSpan(0, written.Count);
+        for (int i = 0; i < spans.Length; i++)
         {
-            long start = b * bs, end = Math.Min(start + bs, t.Size);
-            bool whole = false;
-            foreach (var r in written)
-            {
-                if (r.Offset <= start && r.Offset + Covered(r) >= end)
-                {
-                    whole = true;
-                    break;
-                }
-            }
-
-            t.Ledger.ReleaseWrite(t.Locks + b, b, whole, t.Durable);
+            spans[i] = new WrittenSpan(written[i].Offset, Covered(written[i]));
         }
+
+        range.ReleaseWrite(spans);
     }
 
     private void RunRequests(List<RandomAccessRequest> requests)
@@ -725,20 +684,12 @@ internal sealed unsafe class AsyncApplier : IDisposable
             return;
         }
 
-        long first = m.Offset >> t.BlockShift, last = (m.Offset + m.Length - 1) >> t.BlockShift;
-        var wait = new LockWait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token, t.Repair);
-        for (long b = first; b <= last; b++)
+        BlockRange range = t.View.Range(m.Offset, m.Length);
+        var wait = t.View.Wait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token);
+        if (range.AcquireRead(ref wait, out _) != LockStatus.Acquired)
         {
-            if (t.Ledger.AcquireRead(t.Locks + b, b, ref wait) != LockStatus.Acquired)
-            {
-                for (long u = b - 1; u >= first; u--)
-                {
-                    t.Ledger.ReleaseRead(t.Locks + u, u);
-                }
-
-                Finish(pos, OpState.Failed, -(long)ErrorCode.BrokerUnavailable);
-                return;
-            }
+            Finish(pos, OpState.Failed, -(long)ErrorCode.BrokerUnavailable);
+            return;
         }
 
         var req = Request(t.Device, RandomAccessOperation.Read, m.Offset).Add(Binding(pos, dst, m.Length));
@@ -746,18 +697,14 @@ internal sealed unsafe class AsyncApplier : IDisposable
         _group.Add(req);
         RunRequests(_group);
         ReturnRequests(_group);
-        for (long b = first; b <= last; b++)
-        {
-            t.Ledger.ReleaseRead(t.Locks + b, b);
-        }
+        range.ReleaseRead();
     }
 
     // ---- Chunked writes -------------------------------------------------------------------------------------
 
     private void BeginMulti(long pos, AsyncTarget t, in ChannelMessage m, byte* src, long total)
     {
-        long first = m.Offset >> t.BlockShift, last = (m.Offset + total - 1) >> t.BlockShift;
-        if (!LockRange(t, first, last))
+        if (!LockRange(t.View.Range(m.Offset, total)))
         {
             Finish(pos, OpState.Failed, -(long)ErrorCode.BrokerUnavailable); // the broker is stopping
             SkipRestOf(m, OpState.Failed, -(long)ErrorCode.BrokerUnavailable);
@@ -790,12 +737,8 @@ internal sealed unsafe class AsyncApplier : IDisposable
 
         if (isLast)
         {
-            long first = _multiOffset >> t.BlockShift, last = (_multiOffset + _multiLength - 1) >> t.BlockShift;
-            var whole = Request(t.Device, RandomAccessOperation.Write, _multiOffset);
-            Covered(whole) = _multiLength; // the range written, for the whole-block check of the release
-            _group.Add(whole);
-            UnlockRange(t, first, last, _group);
-            ReturnRequests(_group);
+            // The whole range was written: the whole-block check of the release is against all of it.
+            t.View.Range(_multiOffset, _multiLength).ReleaseWrite(_multiOffset, _multiLength);
             _multiTarget = null;
         }
     }
@@ -827,13 +770,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
             return;
         }
 
-        long first = _multiOffset >> t.BlockShift, last = (_multiOffset + _multiLength - 1) >> t.BlockShift;
-        for (long b = first; b <= last; b++)
-        {
-            BlockLock.MarkTorn(t.Locks + b);
-            t.Ledger.ReleaseWrite(t.Locks + b, b, wroteWholeBlock: false, t.Durable);
-        }
-
+        t.View.Range(_multiOffset, _multiLength).ReleaseWriteTorn();
         _multiTarget = null;
     }
 

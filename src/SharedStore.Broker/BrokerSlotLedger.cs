@@ -9,7 +9,8 @@ namespace SharedStore.Broker;
 /// maps the lock records read-write, so any of them can write slot 63's reader byte, an Owner of 64 or Waiting bit 63;
 /// unlike a member's slot, whose words are trusted while the member lives, the broker knows its own threads, and this
 /// ledger is that knowledge. The asynchronous appliers (writes and broker-path reads) and the durable write-back take
-/// and release every broker-slot lock through it.
+/// and release every broker-slot lock through it: their object views carry it (<see cref="ObjectView.Ledger"/>), and
+/// <see cref="BlockRange"/> calls it for every block.
 /// <para><b>What is recorded</b>, per block (three ints, allocated on first use: a dictionary of the few blocks in use
 /// cost an allocation and two hash operations per lock and measurably slowed small asynchronous writes), changed under
 /// <see cref="_gate"/> (which is also the broker slot's <c>waitGate</c> for
@@ -32,7 +33,7 @@ namespace SharedStore.Broker;
 /// that coincides with a real hold (byte 63 at most Reads while a forged 1 and a waiting reader are both there): it is
 /// cleared by the next check once the real hold is gone.</para>
 /// </summary>
-internal sealed unsafe class BrokerSlotLedger(long blockCount)
+internal sealed unsafe class BrokerSlotLedger(long blockCount) : ISlotLedger
 {
     private const int Slot = BlockLockDescriptor.BrokerSlot;
     private readonly object _gate = new();

@@ -761,6 +761,8 @@ internal sealed class BrokerState : IDisposable
             _durable!.RemoveObject(dc, o); // write-back stops touching the memory before it is freed
         }
 
+        o.AsyncTarget?.Dispose(); // its view's reference on the mappings: appliers dropped it before a leave or destroy
+        o.AsyncTarget = null;
         c.Objects.Remove(o.Name);
         c.Bytes -= o.Size;
         _memory.Release(o.ChargedUid, LockSegmentDescriptor.RoundUpToPage(o.Size));
@@ -891,15 +893,8 @@ internal sealed class BrokerState : IDisposable
             }
 
             canWrite = m.CanWrite;
-            target = o.AsyncTarget ??= new AsyncTarget(
-                o.Segment.DataMap.Pointer + o.DataOffset,
-                o.Segment.Record(o.RecordIndex),
-                o.Size,
-                System.Numerics.BitOperations.Log2((uint)m.Container.BlockSize),
-                o.Segment.DataMap,
-                durable: m.Container.Durable is not null,
-                o.Ledger,
-                new BrokerCheck(this, m.Container, o));
+            target = o.AsyncTarget ??= new AsyncTarget(o.Segment.BrokerView(o, m.Container.BlockSize,
+                durable: m.Container.Durable is not null, new BrokerCheck(this, m.Container, o)));
             return ErrorCode.Ok;
         }
     }
@@ -1176,6 +1171,11 @@ internal sealed class BrokerState : IDisposable
             _disposed = true;
             foreach (var c in _containers.Values.ToList())
             {
+                foreach (var o in c.ObjectsById.Values)
+                {
+                    o.AsyncTarget?.Dispose(); // the appliers have stopped (BrokerServer.Stop)
+                }
+
                 foreach (var s in c.Segments)
                 {
                     s.Dispose();

@@ -26,8 +26,9 @@ internal sealed class DurableContainer(DurableFolder folder, DurableContainerMet
 }
 
 /// <summary>One durable object: the file device behind its shared memory, and per block which shadow slot holds the
-/// newest valid copy (and its generation). Write-back and removal serialize on <see cref="Gate"/>.</summary>
-internal sealed unsafe class DurableObject(ObjectState state, string fileName, RandomAccessFileDevice device, byte* data, BlockLockRecord* locks, int blockSize)
+/// newest valid copy (and its generation). Write-back and removal serialize on <see cref="Gate"/>. Its view (the
+/// broker's slot) keeps the memory mapped until <see cref="Close"/>, as write-back's writes read it asynchronously.</summary>
+internal sealed unsafe class DurableObject(ObjectState state, string fileName, RandomAccessFileDevice device, ObjectView view)
 {
     public const byte NoSlot = 255;
 
@@ -38,11 +39,12 @@ internal sealed unsafe class DurableObject(ObjectState state, string fileName, R
 
     public RandomAccessFileDevice Device { get; } = device;
 
-    public byte* Data { get; } = data;
+    /// <summary>The object's memory and lock records, locked with the broker's slot (through its ledger).</summary>
+    public ObjectView View { get; } = view;
 
-    public BlockLockRecord* Locks { get; } = locks;
+    public byte* Data => View.Data;
 
-    public int BlockSize { get; } = blockSize;
+    public int BlockSize { get; } = 1 << view.BlockShift;
 
     public long Size => State.Size;
 
@@ -66,6 +68,7 @@ internal sealed unsafe class DurableObject(ObjectState state, string fileName, R
         }
 
         Device.Dispose();
+        View.Dispose();
     }
 
     public int BlockLength(long b) => (int)Math.Min(BlockSize, Size - (b * BlockSize));
@@ -491,13 +494,13 @@ internal sealed unsafe partial class DurableStore : IDisposable
         {
             for (long b = 0; b < d.BlockCount; b++)
             {
-                BlockLockRecord* rec = d.Locks + b;
-                if (!BlockLock.IsDirty(rec))
+                BlockRange block = d.View.Block(b);
+                if (!block.AnyDirty())
                 {
                     continue;
                 }
 
-                if (!d.State.Ledger.TryAcquireReadFast(rec, b))
+                if (!block.TryAcquireReadFast())
                 {
                     clean = false; // a writer holds or waits for it: next pass (never block here: see class comment)
                     continue;
@@ -509,7 +512,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 bool started = false;
                 try
                 {
-                    if (!BlockLock.TakeDirty(rec))
+                    if (!block.TakeDirty())
                     {
                         continue;
                     }
@@ -517,9 +520,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
                     var w = PendingWrite.Rent();
                     w.Block = b;
                     w.Length = d.BlockLength(b);
-                    w.Torn = BlockLock.IsTorn(rec);
-                    w.Record = rec;
-                    w.Ledger = d.State.Ledger;
+                    w.Torn = block.AnyTorn();
+                    w.Hold = block;
                     w.DataCrc = DurableFileDescriptor.Crc32C(d.Data + (b * d.BlockSize), w.Length);
                     batch.Add(w);
                     Start(d, w, inflight);
@@ -529,7 +531,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 {
                     if (!started)
                     {
-                        d.State.Ledger.ReleaseRead(rec, b);
+                        block.ReleaseRead();
                     }
                 }
 
@@ -624,7 +626,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
             if (Interlocked.Decrement(ref pending.Bindings) == 0)
             {
-                pending.Ledger!.ReleaseRead(pending.Record, pending.Block);
+                pending.Hold.ReleaseRead();
             }
 
             inflight.Signal();
@@ -655,7 +657,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             {
                 error ??= $"block {w.Block} of '{d.State.Name}': {w.Failed}";
                 Interlocked.Increment(ref _writeErrors);
-                Interlocked.Or(ref d.Locks[w.Block].Flags, BlockLockDescriptor.FlagDirty);
+                d.View.Block(w.Block).MarkDirty();
             }
 
             w.Return();
@@ -694,8 +696,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
         public long Generation;
         public string? Failed;
         public int Bindings;
-        public BlockLockRecord* Record;
-        public BrokerSlotLedger? Ledger; // the broker slot's ledger of the block's object (the read is released through it)
+        public BlockRange Hold; // the block's read hold (the broker's slot, through its ledger), released at completion
 
         public static PendingWrite Rent()
         {
@@ -712,8 +713,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
         public void Return()
         {
-            Record = null;
-            Ledger = null;
+            Hold = default;
             lock (s_pool)
             {
                 if (s_pool.Count < 64)
@@ -898,7 +898,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                         d.Generation[b] = h->Generation;
                         if ((h->Flags & DurableFileDescriptor.SlotFlagTorn) != 0)
                         {
-                            BlockLock.MarkTorn(o.Segment.Record(o.RecordIndex + b));
+                            d.View.Block(b).MarkTorn();
                         }
 
                         break;
@@ -935,7 +935,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 {
                     // Written once, no valid copy left: never serve it silently.
                     new Span<byte>(mem, len).Clear();
-                    BlockLock.MarkTorn(o.Segment.Record(o.RecordIndex + b));
+                    d.View.Block(b).MarkTorn();
                     corrupt++;
                     d.Generation[b] = Math.Max(Gen(headers, b, 0), Gen(headers, b, 1));
                     Log.DurableBlockCorrupt(_logger, dc.Meta.Name, o.Name, b, Describe(headers, b, 0, len), Describe(headers, b, 1, len));
@@ -951,14 +951,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
         // Restored blocks are clean: what is on disk is what is in memory (torn marks set above keep their dirty
         // bit, so a corrupt block is rewritten, flagged torn, at the next pass).
-        for (long b = 0; b < n; b++)
-        {
-            BlockLockRecord* rec = o.Segment.Record(o.RecordIndex + b);
-            if (!BlockLock.IsTorn(rec))
-            {
-                Interlocked.And(ref rec->Flags, ~BlockLockDescriptor.FlagDirty);
-            }
-        }
+        d.View.All.MarkCleanUnlessTorn();
 
         Interlocked.Add(ref _tornSlots, torn);
         Interlocked.Add(ref _corruptBlocks, corrupt);
@@ -1279,7 +1272,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
     private DurableObject Attach(DurableContainer dc, ObjectState o, string file, RandomAccessFileDevice device)
     {
-        var d = new DurableObject(o, file, device, o.Segment.DataMap.Pointer + o.DataOffset, o.Segment.Record(o.RecordIndex), (int)dc.Meta.BlockSize);
+        var d = new DurableObject(o, file, device, o.Segment.BrokerView(o, (int)dc.Meta.BlockSize, durable: true, repair: null)); // write-back never waits
         o.Durable = d;
         lock (_gate)
         {

@@ -1,3 +1,5 @@
+using System.Numerics;
+using SharedStore.Locks;
 using SharedStore.Regions;
 
 namespace SharedStore.Broker;
@@ -82,6 +84,12 @@ internal sealed unsafe class Segment : IDisposable
 
     public BlockLockRecord* Record(long index) =>
         (BlockLockRecord*)(LockMap.Pointer + LockSegmentDescriptor.RecordsOffset + (index * BlockLockDescriptor.Size));
+
+    /// <summary>A view of object <paramref name="o"/> (which lives in this segment) for the broker's own lock slot:
+    /// every lock goes through the object's ledger. Dispose it before the object is freed.</summary>
+    public ObjectView BrokerView(ObjectState o, int blockSize, bool durable, ILockRepairRequester? repair) =>
+        new(o.Name, DataMap, o.DataOffset, LockMap, LockSegmentDescriptor.RecordsOffset + (o.RecordIndex * BlockLockDescriptor.Size),
+            o.Size, BitOperations.Log2((uint)blockSize), BlockLockDescriptor.BrokerSlot, durable, repair, o.Ledger);
 
     public bool TryAllocate(long size, long blockCount, out long dataOffset, out long recordIndex)
     {

@@ -8,7 +8,9 @@ namespace SharedStore;
 /// object_aread on the client path: read-locks the blocks (at once when uncontended, else on a pool thread that
 /// waits with writer priority respected), then hands one request to this process's device scheduler on the object's
 /// memory-region device; the binding's notification releases the locks and finishes the operation. One copy, from the
-/// mapping into the caller's buffer, and no broker involvement.
+/// mapping into the caller's buffer, and no broker involvement. The operation holds a reference on the object's view
+/// (taken by the caller) from its start until its last use of the mapping, so leaving the object or the container
+/// meanwhile cannot unmap the memory under the lock wait or the copy.
 /// </summary>
 internal sealed unsafe class ClientReadOperation : ClientOperation
 {
@@ -18,20 +20,25 @@ internal sealed unsafe class ClientReadOperation : ClientOperation
 
     private static long s_nextId;
     private readonly SharedObject _obj;
+    private readonly ObjectView _view;
     private readonly long _offset;
     private readonly Memory<byte> _buffer;
-    private readonly long _firstBlock;
-    private readonly long _lastBlock;
+    private readonly BlockRange _blocks;
     private readonly CancellationTokenSource _cts = new();
     private int _phase;
 
-    public ClientReadOperation(SharedObject obj, long offset, Memory<byte> buffer, long firstBlock, long lastBlock)
+    /// <param name="obj">The object read.</param>
+    /// <param name="view">Its view, with a reference (<see cref="ObjectView.TryAddRef"/>) that this operation
+    /// releases when it no longer uses the mapping.</param>
+    /// <param name="offset">Where the read starts in the object.</param>
+    /// <param name="buffer">Where it goes.</param>
+    public ClientReadOperation(SharedObject obj, ObjectView view, long offset, Memory<byte> buffer)
     {
         _obj = obj;
+        _view = view;
         _offset = offset;
         _buffer = buffer;
-        _firstBlock = firstBlock;
-        _lastBlock = lastBlock;
+        _blocks = view.Range(offset, buffer.Length);
         Id = Interlocked.Increment(ref s_nextId);
     }
 
@@ -41,11 +48,12 @@ internal sealed unsafe class ClientReadOperation : ClientOperation
     {
         if (_buffer.Length == 0)
         {
+            _view.Release();
             Finish(AsyncStatus.Completed, 0);
             return;
         }
 
-        if (TryLockFast())
+        if (_blocks.TryAcquireReadFast())
         {
             Schedule();
             return;
@@ -66,35 +74,16 @@ internal sealed unsafe class ClientReadOperation : ClientOperation
         return Volatile.Read(ref _phase) == CanceledPhase;
     }
 
-    private bool TryLockFast()
-    {
-        BlockLockRecord* locks = _obj.LockRecords;
-        for (long b = _firstBlock; b <= _lastBlock; b++)
-        {
-            if (!BlockLock.TryAcquireReadFast(locks + b, _obj.Slot))
-            {
-                Unlock(b - 1);
-                return false;
-            }
-        }
-
-        return true;
-    }
-
     private void LockSlowThenSchedule()
     {
-        BlockLockRecord* locks = _obj.LockRecords;
-        var wait = new LockWait(_obj.Connection.WaitPolicy, Timeout.InfiniteTimeSpan, _cts.Token, _obj);
-        for (long b = _firstBlock; b <= _lastBlock; b++)
+        var wait = _view.Wait(_obj.Connection.WaitPolicy, Timeout.InfiniteTimeSpan, _cts.Token);
+        LockStatus s = _blocks.AcquireRead(ref wait, out _);
+        if (s != LockStatus.Acquired)
         {
-            LockStatus s = BlockLock.AcquireRead(locks + b, _obj.Slot, ref wait);
-            if (s != LockStatus.Acquired)
-            {
-                Unlock(b - 1);
-                Finish(s == LockStatus.Canceled ? AsyncStatus.Canceled : AsyncStatus.Failed,
-                    s == LockStatus.Canceled ? -(long)ErrorCode.Canceled : -(long)ErrorCode.BrokerUnavailable);
-                return;
-            }
+            _view.Release(); // nothing held: the range released what it had taken
+            Finish(s == LockStatus.Canceled ? AsyncStatus.Canceled : AsyncStatus.Failed,
+                s == LockStatus.Canceled ? -(long)ErrorCode.Canceled : -(long)ErrorCode.BrokerUnavailable);
+            return;
         }
 
         Schedule();
@@ -104,7 +93,7 @@ internal sealed unsafe class ClientReadOperation : ClientOperation
     {
         if (Interlocked.CompareExchange(ref _phase, Started, Queued) != Queued)
         {
-            Unlock(_lastBlock); // canceled while locking: it never read
+            Unlock(); // canceled while locking: it never read
             return;
         }
 
@@ -116,14 +105,14 @@ internal sealed unsafe class ClientReadOperation : ClientOperation
         }
         catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException)
         {
-            Unlock(_lastBlock);
+            Unlock();
             Finish(AsyncStatus.Failed, -(long)ErrorCode.BrokerUnavailable);
         }
     }
 
     private void Completed(TransferResult r)
     {
-        Unlock(_lastBlock);
+        Unlock();
         if (r.Status == TransferStatus.Success)
         {
             Finish(AsyncStatus.Completed, r.BytesTransferred);
@@ -134,16 +123,14 @@ internal sealed unsafe class ClientReadOperation : ClientOperation
         }
     }
 
-    private void Unlock(long through)
+    /// <summary>Releases the read holds and then the view: the operation's last use of the mapping.</summary>
+    private void Unlock()
     {
-        if (_obj.Container.IsClosed)
+        if (!_obj.Container.IsClosed) // else the membership is gone and the broker released what it held
         {
-            return; // the membership is gone and the broker released what it held
+            _blocks.ReleaseRead();
         }
 
-        for (long b = _firstBlock; b <= through; b++)
-        {
-            BlockLock.ReleaseRead(_obj.LockRecords + b, _obj.Slot);
-        }
+        _view.Release();
     }
 }

@@ -267,18 +267,15 @@ public sealed class Container : IDisposable
     }
 
     /// <summary>Whether this process holds a read lock (a lease) on any block of an object joined through this handle.</summary>
-    private unsafe bool AnyLeaseHeld()
+    private bool AnyLeaseHeld()
     {
         lock (_objects)
         {
             foreach (var o in _objects)
             {
-                for (int b = 0; b < o.BlockCount; b++)
+                if (o.HoldsAnyLease())
                 {
-                    if (Locks.BlockLock.ReadHolds(o.LockRecords + b, o.Slot) != 0)
-                    {
-                        return true;
-                    }
+                    return true;
                 }
             }
         }

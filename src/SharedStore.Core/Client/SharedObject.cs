@@ -21,37 +21,20 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
 {
     private readonly Container _container;
     private readonly BrokerConnection _conn;
-    private readonly ClientSegment _segment;
-    private readonly byte* _data;
-    private readonly BlockLockRecord* _locks;
-    private readonly int _slot;
-    private readonly int _blockShift;
-    private readonly int[] _localWaiters;
-    private readonly object _waitGate = new();
+    private readonly ObjectView _view; // data, lock records, blocks, slot; references the segment's mappings
     private volatile bool _closed;
     private Devices.MemoryRegionDevice? _readDevice;
-    private readonly bool _durable;
 
     internal SharedObject(Container container, ObjectInfo info, ClientSegment segment)
     {
         _container = container;
         _conn = container.Connection;
-        _segment = segment;
         Id = info.ObjectId;
         Name = info.Name;
         Size = (long)info.Size;
         BlockCount = (int)info.BlockCount;
-        _slot = container.Slot;
-        _durable = container.IsDurable;
-        _blockShift = BitOperations.Log2((uint)container.BlockSize);
-        if ((long)info.DataOffset + Size > segment.Data.Length || (long)info.LockOffset + ((long)BlockCount * BlockLockDescriptor.Size) > segment.Locks.Length)
-        {
-            throw new SharedStoreException(ErrorCode.Internal, $"object '{Name}' lies outside its segment");
-        }
-
-        _data = segment.Data.Pointer + (long)info.DataOffset;
-        _locks = (BlockLockRecord*)(segment.Locks.Pointer + (long)info.LockOffset);
-        _localWaiters = new int[BlockCount];
+        _view = new ObjectView(Name, segment.Data, (long)info.DataOffset, segment.Locks, (long)info.LockOffset, Size,
+            BitOperations.Log2((uint)container.BlockSize), container.Slot, container.IsDurable, repair: this);
 
         // Build this process's page-table entries for the object now (0.31 µs a page) instead of faulting on first
         // access (about 1 µs a page through a fresh mapping here).
@@ -78,7 +61,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     {
         ThrowIfClosed();
         ThrowIfBrokerLost();
-        return new ObjectAttributes(Size, (nint)_data);
+        return new ObjectAttributes(Size, (nint)_view.Data);
     }
 
     /// <summary>
@@ -93,46 +76,29 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     public ObjectLease Get(long offset, long size, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ValidateRange(offset, size);
-        long first = offset >> _blockShift;
-        long last = size == 0 ? first - 1 : (offset + size - 1) >> _blockShift; // the seed's end index is one too many on a boundary
-        bool torn;
-        if (first == last && BlockLock.TryAcquireReadFast(_locks + first, _slot))
+        BlockRange range = _view.Range(offset, size);
+        if (!range.TryAcquireOneReadFast(out bool torn)) // the uncontended one-block get: one CAS, no clock, no wait state
         {
-            torn = BlockLock.IsTorn(_locks + first); // the uncontended one-block get: one CAS, no clock, no wait state
-        }
-        else
-        {
-            torn = AcquireReads(first, last, timeout, cancellationToken);
+            torn = AcquireReads(range, timeout, cancellationToken);
         }
 
         var rec = LeaseRecord.Rent();
         rec.Object = this;
         rec.Offset = offset;
         rec.Length = size;
-        rec.First = first;
-        rec.Last = last;
+        rec.First = range.First;
+        rec.Last = range.Last;
         rec.Torn = torn;
         return new ObjectLease(rec, rec.Generation);
     }
 
-    private bool AcquireReads(long first, long last, TimeSpan timeout, CancellationToken cancellationToken)
+    private bool AcquireReads(BlockRange range, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var wait = new LockWait(_conn.WaitPolicy, timeout, cancellationToken, this);
-        bool torn = false;
-        for (long b = first; b <= last; b++)
+        var wait = _view.Wait(_conn.WaitPolicy, timeout, cancellationToken);
+        LockStatus s = range.AcquireRead(ref wait, out bool torn);
+        if (s != LockStatus.Acquired)
         {
-            LockStatus s = BlockLock.AcquireRead(_locks + b, _slot, ref wait);
-            if (s != LockStatus.Acquired)
-            {
-                for (long u = b - 1; u >= first; u--)
-                {
-                    BlockLock.ReleaseRead(_locks + u, _slot);
-                }
-
-                ThrowFor(s, "get", cancellationToken);
-            }
-
-            torn |= BlockLock.IsTorn(_locks + b);
+            ThrowFor(s, "get", cancellationToken);
         }
 
         return torn;
@@ -151,11 +117,9 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         }
 
         // This handle may have been left while another handle of the object stays open (holds are per process, so
-        // Leave allowed it): the membership and the hold are alive, and the hold must be released.
-        for (long b = first; b <= last; b++)
-        {
-            BlockLock.ReleaseRead(_locks + b, _slot);
-        }
+        // Leave allowed it): the membership and the hold are alive, and the hold must be released. The records are
+        // still mapped: the open container holds its own reference on the segment.
+        new BlockRange(_view, first, last).ReleaseRead();
     }
 
     /// <summary>
@@ -178,36 +142,19 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
             return;
         }
 
-        long first = offset >> _blockShift;
-        long last = (offset + data.Length - 1) >> _blockShift;
+        BlockRange range = _view.Range(offset, data.Length);
         ThrowIfHolds(offset, data.Length);
         _conn.OrderAfterAsyncWrites(timeout);
 
-        var wait = new LockWait(_conn.WaitPolicy, timeout, cancellationToken, this);
-        for (long b = first; b <= last; b++)
+        var wait = _view.Wait(_conn.WaitPolicy, timeout, cancellationToken);
+        LockStatus s = range.AcquireWrite(ref wait);
+        if (s != LockStatus.Acquired)
         {
-            LockStatus s = BlockLock.AcquireWrite(_locks + b, _slot, _waitGate, ref _localWaiters[b], ref wait);
-            if (s != LockStatus.Acquired)
-            {
-                for (long u = b - 1; u >= first; u--)
-                {
-                    BlockLock.ReleaseWrite(_locks + u, wroteWholeBlock: false);
-                }
-
-                ThrowFor(s, "write", cancellationToken);
-            }
+            ThrowFor(s, "write", cancellationToken);
         }
 
-        data.CopyTo(new Span<byte>(_data + offset, data.Length));
-
-        long blockSize = 1L << _blockShift;
-        long end = offset + data.Length;
-        for (long b = first; b <= last; b++)
-        {
-            long bs = b << _blockShift;
-            bool whole = offset <= bs && end >= Math.Min(bs + blockSize, Size);
-            BlockLock.ReleaseWrite(_locks + b, whole, _durable);
-        }
+        data.CopyTo(new Span<byte>(_view.Data + offset, data.Length));
+        range.ReleaseWrite(offset, data.Length);
     }
 
     /// <summary><see cref="Write(long, ReadOnlySpan{byte}, TimeSpan, CancellationToken)"/> without a timeout.</summary>
@@ -274,9 +221,13 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
             return _conn.Channel.SubmitBrokerRead(this, offset, buffer, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
         }
 
-        long first = offset >> _blockShift;
-        long last = buffer.Length == 0 ? first : (offset + buffer.Length - 1) >> _blockShift;
-        var op = new ClientReadOperation(this, offset, buffer, first, last);
+        // The operation reads the mapping after this call returns: it holds a reference on the view until it is done.
+        if (!_view.TryAddRef())
+        {
+            ThrowHelper.ObjectDisposed($"object '{Name}'"); // left by another thread meanwhile (misuse)
+        }
+
+        var op = new ClientReadOperation(this, _view, offset, buffer);
         op.Start();
         return new AsyncOperation(op, 0, op.Id);
     }
@@ -334,15 +285,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     public bool AnyBlockTorn()
     {
         ThrowIfClosed();
-        for (int b = 0; b < BlockCount; b++)
-        {
-            if (BlockLock.IsTorn(_locks + b))
-            {
-                return true;
-            }
-        }
-
-        return false;
+        return _view.All.AnyTorn();
     }
 
     internal void EnsureNoHolds(bool evenWithOtherHandles = false)
@@ -352,16 +295,23 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
             return;
         }
 
-        for (int b = 0; b < BlockCount; b++)
+        long b = _view.All.FirstReadHeld();
+        if (b >= 0)
         {
-            if (BlockLock.ReadHolds(_locks + b, _slot) != 0)
-            {
-                ThrowHelper.InvalidOperation($"this process still holds a lease on block {b} of '{Name}'; dispose its leases before leaving");
-            }
+            ThrowHelper.InvalidOperation($"this process still holds a lease on block {b} of '{Name}'; dispose its leases before leaving");
         }
     }
 
-    internal void MarkClosed() => _closed = true;
+    /// <summary>Whether this process holds a read (a lease) on any block of the object.</summary>
+    internal bool HoldsAnyLease() => _view.All.FirstReadHeld() >= 0;
+
+    /// <summary>Closes the handle and drops its view's reference on the mappings (the container's own reference
+    /// keeps them until it is left).</summary>
+    internal void MarkClosed()
+    {
+        _closed = true;
+        _view.Dispose();
+    }
 
     private void CheckWritable()
     {
@@ -374,35 +324,25 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     /// <summary>WouldDeadlock when this process holds a lease on a block of the range (a write there waits for it).</summary>
     internal void ThrowIfHolds(long offset, long length)
     {
-        if (length == 0)
+        long b = _view.Range(offset, length).FirstReadHeld();
+        if (b >= 0)
         {
-            return;
-        }
-
-        long last = (offset + length - 1) >> _blockShift;
-        for (long b = offset >> _blockShift; b <= last; b++)
-        {
-            if (BlockLock.ReadHolds(_locks + b, _slot) != 0)
-            {
-                ThrowHelper.Throw(ErrorCode.WouldDeadlock, $"this process holds a lease on block {b} of '{Name}'; a write there would wait for itself");
-            }
+            ThrowHelper.Throw(ErrorCode.WouldDeadlock, $"this process holds a lease on block {b} of '{Name}'; a write there would wait for itself");
         }
     }
 
     /// <summary>A read-only memory-region device over the object's data, for this process's device scheduler.</summary>
     internal Devices.MemoryRegionDevice ReadDevice =>
-        LazyInitializer.EnsureInitialized(ref _readDevice, () => new Devices.MemoryRegionDevice((nint)_data, Size, _segment.Data, readOnly: true));
+        LazyInitializer.EnsureInitialized(ref _readDevice, () => new Devices.MemoryRegionDevice((nint)_view.Data, Size, _view, readOnly: true));
 
     /// <summary>A lock wait of this process on one of the object's blocks has lasted the repair interval: ask the
     /// broker to check the block (docs/ARCHITECTURE.md §5, "Repair").</summary>
     void ILockRepairRequester.RequestCheck(BlockLockRecord* rec) =>
-        _conn.RequestLockCheck(_container.Id, Id, rec - _locks); // over this handle's own connection
+        _conn.RequestLockCheck(_container.Id, Id, _view.BlockOf(rec)); // over this handle's own connection
 
-    internal byte* DataPointer => _data;
+    internal byte* DataPointer => _view.Data;
 
-    internal BlockLockRecord* LockRecords => _locks;
-
-    internal int Slot => _slot;
+    internal BlockLockRecord* LockRecords => _view.Locks;
 
     internal BrokerConnection Connection => _conn;
 

@@ -412,6 +412,19 @@ internal static unsafe class BlockLock
 
     public static bool IsDirty(BlockLockRecord* rec) => (Volatile.Read(ref rec->Flags) & BlockLockDescriptor.FlagDirty) != 0;
 
+    /// <summary>Marks the block changed since its last write-back (a write-back that failed puts the mark back).</summary>
+    public static void MarkDirty(BlockLockRecord* rec) => Interlocked.Or(ref rec->Flags, BlockLockDescriptor.FlagDirty);
+
+    /// <summary>Restore: the block matches its durable copy, so its dirty mark goes, unless it is torn (a torn block
+    /// is written back again, flagged torn). Only while no one else can reach the block.</summary>
+    public static void ClearDirtyUnlessTorn(BlockLockRecord* rec)
+    {
+        if (!IsTorn(rec))
+        {
+            Interlocked.And(ref rec->Flags, ~BlockLockDescriptor.FlagDirty);
+        }
+    }
+
     public static bool IsTorn(BlockLockRecord* rec) => (Volatile.Read(ref rec->Flags) & BlockLockDescriptor.FlagTorn) != 0;
 
     private static bool OwnerFree(BlockLockRecord* rec, int slot) => Volatile.Read(ref rec->Owner) == 0;
