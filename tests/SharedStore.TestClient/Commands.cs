@@ -15,6 +15,7 @@ internal sealed unsafe class Commands
     private Container? _container;
     private int _nextLease;
     private readonly AsyncCommands _async;
+    private readonly HostileCommands _hostile = new();
 
     public Commands(Stream stdout)
     {
@@ -43,6 +44,7 @@ internal sealed unsafe class Commands
         }
 
         _client?.Dispose();
+        _hostile.Dispose();
         DropExtraClients();
     }
 
@@ -331,7 +333,7 @@ internal sealed unsafe class Commands
                 return "ok";
 
             default:
-                return _async.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
+                return _async.Execute(a) ?? _hostile.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
         }
     }
 }
