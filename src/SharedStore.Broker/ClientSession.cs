@@ -76,6 +76,19 @@ internal sealed class ClientSession
                     break; // not our protocol: drop the connection
                 }
 
+                // Names are exact (ARCHITECTURE §6): a string that is not UTF-8 or an enum number the schema does not
+                // name is refused before anything uses it; a refused hello closes, as every refused hello does.
+                if (StrictWire.Check(buffer, n, Request.Descriptor) is { } problem)
+                {
+                    Reply(new Response { Id = req.Id, Error = Protocol.ErrorCode.InvalidArgument, Message = problem });
+                    if (_helloDone)
+                    {
+                        continue;
+                    }
+
+                    break;
+                }
+
                 if (!Handle(req))
                 {
                     break;
