@@ -5,7 +5,8 @@ namespace SharedStore.Broker;
 /// <summary>
 /// Every log message of the broker, source-generated (no formatting unless the level is enabled). Event ids are
 /// stable: operators filter and alert on them, so an id is never reused for another meaning. Reserved: 8–9
-/// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5).
+/// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5), 30–39 (the wire
+/// protocol, issue 13).
 /// </summary>
 internal static partial class Log
 {
@@ -56,4 +57,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 14, EventName = "DurableBlockCorrupt", Level = LogLevel.Warning,
         Message = "durable object '{Container}/{Object}': block {Block} has no valid copy on disk (slot 0: {Slot0}; slot 1: {Slot1}); it is zeroed and marked torn")]
     public static partial void DurableBlockCorrupt(ILogger logger, string container, string @object, long block, string slot0, string slot1);
+
+    [LoggerMessage(EventId = 30, EventName = "ReplyFailed", Level = LogLevel.Warning,
+        Message = "could not send reply {RequestId} ({Body}, {Bytes} bytes) to pid {Pid}: {Error}; {Outcome}")]
+    public static partial void ReplyFailed(ILogger logger, ulong requestId, string body, int bytes, int pid, string error, string outcome);
+
+    [LoggerMessage(EventId = 31, EventName = "ReplyUndeliverable", Level = LogLevel.Debug,
+        Message = "reply {RequestId} ({Body}) not delivered: pid {Pid} is gone ({Error})")]
+    public static partial void ReplyUndeliverable(ILogger logger, ulong requestId, string body, int pid, string error);
 }

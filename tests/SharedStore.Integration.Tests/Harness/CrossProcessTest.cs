@@ -34,6 +34,8 @@ public abstract class CrossProcessTest
 
     internal BrokerProcess StartBroker(params string[] args) => Track(BrokerProcess.Start(args));
 
+    internal BrokerProcess StartBroker(IDictionary<string, string> env, params string[] args) => Track(BrokerProcess.Start(env, args));
+
     internal ClientProcess StartClient(string name, bool asNobody = false) => Track(ClientProcess.Start(name, asNobody));
 
     /// <summary>A client connected to <paramref name="broker"/>.</summary>
