@@ -379,8 +379,9 @@ internal sealed partial class ClientSession
     /// A reply the kernel refused is never dropped in silence (issue 13, finding 4). It is logged, and the client is
     /// told: a reply to a request that changed nothing (an error already, or list, holders, status) becomes an error
     /// reply of the same id; a reply to a request that took effect (a create, a join that granted descriptors…) closes
-    /// the connection instead, so the client sees BrokerUnavailable and the session's close releases what the request
-    /// took — an error reply there would tell the client that something failed which had in fact happened.
+    /// the connection instead, so the client sees BrokerUnavailable and the session's close releases the memberships
+    /// and joins the request made (a container or object it created stays, as after any client's exit) — an error
+    /// reply there would tell the client that something failed which had in fact happened.
     /// </summary>
     private void ReplyFailed(Response failed, int length, int errno)
     {
@@ -414,7 +415,7 @@ internal sealed partial class ClientSession
         else
         {
             Log.ReplyFailed(_server.Logger, failed.Id, body, length, Credentials.Pid, Interop.Libc.StrError(errno),
-                "the request took effect: closing the connection, which releases it");
+                "the request took effect: closing the connection, which releases its memberships and joins");
         }
 
         _socket.Shutdown(); // the receive loop reads EOF and the session ends; the client sees BrokerUnavailable
