@@ -100,10 +100,45 @@ internal static class Roles
     public static int Writer(string name, int mib, bool keep)
     {
         using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { StartBrokerIfMissing = true });
+        return SurviveRestarts("writer", () => WriteOnce(client, name, mib, keep));
+    }
+
+    public static int Reader(string name)
+    {
+        using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { StartBrokerIfMissing = true });
+        return SurviveRestarts("reader", () => ReadOnce(client, name));
+    }
+
+    /// <summary>
+    /// How a long-running program survives a broker restart with one client: a call on a handle of the broker that went
+    /// away fails with BrokerUnavailable (leases already held stay readable); the client connects again on its next
+    /// call — here to a broker it starts, as its options ask — and the program does its work over, joining by name.
+    /// Memory-only containers do not outlive their broker, so the writer makes its container again and the reader
+    /// waits for it again (durable containers come back with the broker and are simply joined again).
+    /// </summary>
+    private static int SurviveRestarts(string role, Func<int> work)
+    {
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                return work();
+            }
+            catch (SharedStoreException e) when (e.Code == ErrorCode.BrokerUnavailable && sw.Elapsed < s_wait)
+            {
+                Say(role, $"the broker went away ({e.Message}); starting over with the same client");
+                Thread.Sleep(100);
+            }
+        }
+    }
+
+    private static int WriteOnce(SharedStoreClient client, string name, int mib, bool keep)
+    {
         long gid = SharedStoreClient.ProcessGroupId;
-        var con = client.CreateContainer(name, gid);
-        Say("writer", $"container_create(\"{name}\", group {gid}) -> container {con.Id}");
-        var obj = con.CreateObject("A", (long)mib << 20);
+        using var con = client.CreateContainer(name, gid);
+        Say("writer", $"container_create(\"{name}\", group {gid}) -> container {con.Id} (broker pid {client.BrokerPid})");
+        using var obj = con.CreateObject("A", (long)mib << 20);
         var attr = obj.GetAttributes();
         Say("writer", $"object_create(\"A\", {attr.Size} bytes) -> object {obj.Id}");
 
@@ -128,12 +163,12 @@ internal static class Roles
         return 0;
     }
 
-    public static int Reader(string name)
+    private static int ReadOnce(SharedStoreClient client, string name)
     {
-        using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { StartBrokerIfMissing = true });
+        Say("reader", $"waiting for container \"{name}\" (broker pid {client.BrokerPid})");
         using var con = client.JoinContainerWhenCreated(name, s_wait); // the seed: while ((con = container_join("con")) < 0);
-        Say("reader", $"container_join(\"{name}\") -> container {con.Id}");
-        SharedObject obj = JoinWhenCreated(con, "A");
+        Say("reader", $"container_join(\"{name}\") -> container {con.Id} (broker pid {client.BrokerPid})");
+        using SharedObject obj = JoinWhenCreated(con, "A");
         var attr = obj.GetAttributes();
         Say("reader", $"object_join(\"A\") -> object {obj.Id}, {attr.Size} bytes");
 
@@ -142,17 +177,19 @@ internal static class Roles
         var sw = Stopwatch.StartNew();
         while (true)
         {
-            using var lease = obj.Get(0, attr.Size, s_wait);
-            if (Payload.IsWritten(lease.ReadOnlySpan))
+            using (var lease = obj.Get(0, attr.Size, s_wait))
             {
-                var (ok, expected, actual) = Payload.Verify(lease.ReadOnlySpan);
-                Say("reader", $"object_get(0, {lease.Length}) -> checksum {actual:X16}, expected {expected:X16}: {(ok ? "verified" : "MISMATCH")}");
-                if (!ok)
+                if (Payload.IsWritten(lease.ReadOnlySpan))
                 {
-                    return 1;
-                }
+                    var (ok, expected, actual) = Payload.Verify(lease.ReadOnlySpan);
+                    Say("reader", $"object_get(0, {lease.Length}) -> checksum {actual:X16}, expected {expected:X16}: {(ok ? "verified" : "MISMATCH")}");
+                    if (!ok)
+                    {
+                        return 1;
+                    }
 
-                break;
+                    break;
+                }
             }
 
             if (sw.Elapsed > s_wait)

@@ -141,7 +141,7 @@ static void DetachStdio()
 /// and the configuration bound to <see cref="BrokerOptions"/>.</summary>
 internal static class BrokerCommandLine
 {
-    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--async-scheduler auto|threadpool|iouring] [--state-dir DIR] [--config FILE] [--detach]";
+    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--async-scheduler auto|threadpool|iouring] [--state-dir DIR] [--uid-memory-quota BYTES] [--max-connections-per-uid N] [--hello-timeout-ms MS] [--config FILE] [--detach]";
 
     /// <summary>Where a per-user sharedstore.json is read from: $XDG_CONFIG_HOME/sharedstore, else ~/.config/sharedstore.</summary>
     public static string UserConfigDirectory
@@ -173,6 +173,9 @@ internal static class BrokerCommandLine
                 case "--log-level": values["LogLevel"] = Next(); break;
                 case "--async-scheduler": values["AsyncScheduler"] = Next(); break;
                 case "--state-dir": values["StateDirectory"] = Next(); break;
+                case "--uid-memory-quota": values["UidMemoryQuota"] = Next(); break;
+                case "--max-connections-per-uid": values["MaxConnectionsPerUid"] = Next(); break;
+                case "--hello-timeout-ms": values["HelloTimeoutMs"] = Next(); break;
                 case "--config": configFile = Next(); break;
                 case "--detach": detach = true; break;
                 case "-h":
@@ -198,6 +201,25 @@ internal static class BrokerCommandLine
         if (config["MemoryLimit"] is { Length: > 0 } limit)
         {
             options.MemoryLimit = long.Parse(limit, CultureInfo.InvariantCulture);
+        }
+
+        if (config["UidMemoryQuota"] is { Length: > 0 } quota)
+        {
+            options.UidMemoryQuota = long.Parse(quota, CultureInfo.InvariantCulture);
+        }
+
+        if (config["MaxConnectionsPerUid"] is { Length: > 0 } maxConnections)
+        {
+            options.MaxConnectionsPerUid = int.Parse(maxConnections, CultureInfo.InvariantCulture);
+            if (options.MaxConnectionsPerUid < 1)
+            {
+                throw new FormatException("MaxConnectionsPerUid must be at least 1");
+            }
+        }
+
+        if (config["HelloTimeoutMs"] is { Length: > 0 } hello)
+        {
+            options.HelloTimeout = TimeSpan.FromMilliseconds(int.Parse(hello, CultureInfo.InvariantCulture));
         }
 
         if (config["DefaultBlockSize"] is { Length: > 0 } block)

@@ -28,6 +28,7 @@ public class WireProtocolTests
             new() { Status = new StatusRequest() },
             new() { AsyncOpen = new AsyncOpen { SlotCount = 1024, StagingBytes = 1UL << 23 } },
             new() { Flush = new Flush { ContainerId = 3 } },
+            new() { LockCheck = new LockCheck { ContainerId = 3, ObjectId = 4, Block = 1UL << 40 } },
         };
         Assert.That(bodies.Select(b => b.BodyCase).Distinct().Count(), Is.EqualTo(Enum.GetValues<Request.BodyOneofCase>().Length - 1), "every body kind is covered");
         foreach (var b in bodies)
@@ -54,6 +55,14 @@ public class WireProtocolTests
         var list = new Response { List = new ListReply() };
         list.List.Containers.Add(new ContainerEntry { Info = new ContainerInfo { ContainerId = 1, Name = "c" }, Bytes = 10 });
         Assert.That(Response.Parser.ParseFrom(list.ToByteArray()), Is.EqualTo(list));
+    }
+
+    [Test]
+    public void LockCheckReply_RoundTrips()
+    {
+        // Contract: the repair report keeps all 64 slot bits and the cleared Owner word.
+        var r = new Response { LockCheck = new LockCheckReply { ReaderSlots = 1UL << 63 | 1, Owner = 0x8000_0040, WaitingSlots = 1UL << 40 } };
+        Assert.That(Response.Parser.ParseFrom(r.ToByteArray()), Is.EqualTo(r));
     }
 
     [Test]

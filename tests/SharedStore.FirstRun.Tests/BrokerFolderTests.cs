@@ -58,7 +58,14 @@ public sealed class BrokerFolderTests
             }
 
             Assert.That(File.Exists(broker.SocketPath + ".pid"), Is.True);
-            Assert.That(new FileInfo(log).Length, Is.GreaterThan(0), "the log file is written");
+
+            // The socket accepts a moment before the broker logs that it does: wait for the line, do not race it.
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            while (!File.ReadAllText(log).Contains("listening on", StringComparison.Ordinal))
+            {
+                Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(30)), "the log file is written");
+                Thread.Sleep(20);
+            }
         }
     }
 

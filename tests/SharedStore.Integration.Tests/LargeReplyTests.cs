@@ -38,7 +38,7 @@ public sealed class LargeReplyTests : CrossProcessTest
     public void Reply_KernelRefusesIt_ClientGetsNoResourcesAndTheBrokerLogsReplyFailed()
     {
         // Contract: a reply the kernel refuses to send is never dropped in silence: the broker logs ReplyFailed (event
-        // 30) and answers the request with an error (NoResources for EMSGSIZE), and the connection keeps working.
+        // 50) and answers the request with an error (NoResources for EMSGSIZE), and the connection keeps working.
         // SHAREDSTORE_TEST_SEND_BUFFER_BYTES=8192 makes every session's send buffer 16 KiB (the kernel doubles it), below
         // the reply of 2000 objects (about 60 KB).
         string logDirectory = BrokerProcess.NewDirectory();

@@ -320,6 +320,28 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
         }
     }
 
+    /// <summary>Whether the peer has closed the connection (a non-blocking peek reads end of file). For tests and tools.</summary>
+    public bool PeerClosed()
+    {
+        byte b;
+        nint r = Interop.Libc.recv(_fd.Fd, &b, 1, Interop.Libc.MSG_PEEK | Interop.Libc.MSG_DONTWAIT);
+        return r == 0 || (r < 0 && Interop.Libc.LastErrno is not (Interop.Libc.EAGAIN or Interop.Libc.EINTR));
+    }
+
+    /// <summary>How long a Receive may block before it fails (-1, as for a broken connection); zero: for ever.</summary>
+    public void SetReceiveTimeout(TimeSpan timeout) => SetTimeout(Interop.Libc.SO_RCVTIMEO, timeout);
+
+    /// <summary>How long a Send may wait for room in the peer's buffer before it fails (false, as for a gone peer);
+    /// zero: for ever.</summary>
+    public void SetSendTimeout(TimeSpan timeout) => SetTimeout(Interop.Libc.SO_SNDTIMEO, timeout);
+
+    private void SetTimeout(int option, TimeSpan timeout)
+    {
+        long us = Math.Max(0, (long)timeout.TotalMicroseconds);
+        var tv = new Interop.Libc.Timeval { tv_sec = us / 1_000_000, tv_usec = us % 1_000_000 };
+        _ = Interop.Libc.setsockopt(_fd.Fd, Interop.Libc.SOL_SOCKET, option, &tv, (uint)sizeof(Interop.Libc.Timeval));
+    }
+
     /// <summary>Wakes a thread blocked in Receive or Accept on this socket (they return EOF / null).</summary>
     public void Shutdown() => _ = Interop.Libc.shutdown(_fd.Fd, Interop.Libc.SHUT_RDWR);
 
