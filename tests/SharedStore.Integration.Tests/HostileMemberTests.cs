@@ -18,17 +18,7 @@ public sealed class HostileMemberTests : CrossProcessTest
     private ClientProcess _nobody = null!;
 
     [SetUp]
-    public void StartProcesses()
-    {
-        if (!ClientProcess.CanRunAsNobody(out string why))
-        {
-            Assert.Ignore($"these tests need a second user: {why}");
-        }
-
-        _broker = StartBroker("--system");
-        _root = Connect(_broker, "root");
-        _nobody = StartClient("nobody", asNobody: true);
-    }
+    public void StartProcesses() => (_broker, _root, _nobody) = StartSystemBrokerWithNobody();
 
     [Test]
     public void ReadOnlyMember_EveryWayToWriteTheData_IsRefusedByTheKernel()
