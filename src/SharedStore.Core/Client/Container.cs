@@ -91,9 +91,11 @@ public sealed class Container : IDisposable
     /// The memory is reserved before this returns, so running out is this call's NoResources, never a fault later.</summary>
     /// <exception cref="SharedStoreException">AlreadyExists; NoResources; PermissionDenied (creator-only container);
     /// Destroyed; InvalidArgument (size 0 or above 1 TiB, bad name); BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
     public SharedObject CreateObject(string name, long size, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(size);
         ThrowIfClosed();
         var r = _conn.Call(new Request { ObjectCreate = new ObjectCreate { ContainerId = Id, Name = name, Size = (ulong)size } }, _conn.Options.RequestTimeout, cancellationToken);
@@ -102,9 +104,11 @@ public sealed class Container : IDisposable
 
     /// <summary>The seed's <c>object_join</c>.</summary>
     /// <exception cref="SharedStoreException">NotFound; Destroyed; BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
     public SharedObject JoinObject(string name, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
         ThrowIfClosed();
         var r = _conn.Call(new Request { ObjectJoin = new ObjectJoin { ContainerId = Id, Name = name } }, _conn.Options.RequestTimeout, cancellationToken);
         return Open(r.Response, r.Fds);
