@@ -927,6 +927,67 @@ public sealed class AsyncTests : CrossProcessTest
     }
 
     [Test]
+    public unsafe void ARead_InFlightWhenItsContainerIsLeft_KeepsTheMemoryMappedUntilItEnds()
+    {
+        // Contract (issue 14, item 4: mapped regions are kept alive through SafeHandle references wherever raw
+        // pointers outlive a call): an aread that waits for its read lock on a pool thread uses the object's lock
+        // records and data after ARead returned. Leaving the object and its container meanwhile must not unmap them
+        // under it: the operation's reference on the object's view keeps both mappings until it ends (here: it is
+        // canceled), and then they go. Before, the leave unmapped them at once and the waiting thread's next look at
+        // the record faulted (the test process died).
+        using var broker = StartBroker();
+        using var a = ConnectInProcess(broker);
+        using var b = ConnectInProcess(broker); // a second connection: a second member, with its own slot
+        var c = a.CreateContainer("c", Gid);
+        var obj = c.CreateObject("o", MiB);
+        using var cb = b.JoinContainer("c");
+        using var ob = cb.JoinObject("o");
+
+        // Block 0 claimed for writing by b's slot, as any member can write the record: a live member's claim, which
+        // neither a's leave nor a repair clears, so a's read waits for as long as the test wants.
+        Interlocked.Exchange(ref obj.LockRecords->Owner, (uint)cb.Slot + 1);
+        var op = obj.ARead(0, new byte[4096]);
+        Assert.That(op.Status, Is.EqualTo(AsyncStatus.InProgress), "the read waits for block 0");
+        nint data = obj.GetAttributes().DataAddress;
+        var mapping = MappingAt(data);
+        Assert.That(mapping, Is.Not.Null, "the object's data is mapped");
+
+        obj.Leave();
+        c.Leave();
+        Assert.That(MappingAt(data), Is.EqualTo(mapping), "the left object's data is still mapped while its aread waits");
+        Assert.That(op.Status, Is.EqualTo(AsyncStatus.InProgress));
+
+        Assert.That(op.Cancel(), Is.True, "a read still waiting for its locks cancels");
+        Assert.That(op.Status, Is.EqualTo(AsyncStatus.Canceled));
+        var sw = Stopwatch.StartNew();
+        while (MappingAt(data) == mapping && sw.Elapsed < Soon)
+        {
+            Thread.Sleep(10); // the waiting thread sees the cancellation within one 50 ms sleep slice
+        }
+
+        Assert.That(MappingAt(data), Is.Not.EqualTo(mapping), "the mapping goes once the canceled read let go of it");
+    }
+
+    /// <summary>The mapping of this process that contains <paramref name="address"/>, as its /proc/self/maps line's
+    /// range, device and inode, or null.</summary>
+    private static string? MappingAt(nint address)
+    {
+        ulong a = (ulong)address;
+        foreach (string line in File.ReadLines("/proc/self/maps"))
+        {
+            string[] f = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+            string[] range = f[0].Split('-');
+            if (a >= ulong.Parse(range[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture)
+                && a < ulong.Parse(range[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture))
+            {
+                return $"{f[0]} {f[3]} {f[4]}";
+            }
+        }
+
+        return null;
+    }
+
+    [Test]
     public void AWrite_RentedBufferSubmittedTwice_ThrowsObjectDisposedAndSubmitsNothing()
     {
         // Contract: a rented buffer belongs to its operation once submitted: a second submission (and Span) throws
