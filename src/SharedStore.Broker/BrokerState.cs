@@ -1030,47 +1030,32 @@ internal sealed class BrokerState : IDisposable
 
     private static unsafe BlockHolders? DescribeBlock(ContainerState c, BlockLockRecord* rec, long block)
     {
-        uint owner = Volatile.Read(ref rec->Owner);
-        ulong waiting = Volatile.Read(ref rec->Waiting);
-        BlockHolders? entry = null;
-        ulong* words = (ulong*)rec;
-        for (int w = 0; w < BlockLockDescriptor.ReaderWords; w++)
+        var s = BlockLockSnapshot.Take(rec);
+        if (s.Unheld)
         {
-            ulong word = Volatile.Read(ref words[w]);
-            for (int i = 0; word != 0 && i < 8; i++, word >>= 8)
-            {
-                uint count = (uint)(word & 0xFF);
-                if (count != 0)
-                {
-                    entry ??= new BlockHolders { Block = (ulong)block };
-                    var h = Holder(c, (w << 3) + i);
-                    h.Count = count;
-                    entry.Readers.Add(h);
-                }
-            }
+            return null;
         }
 
-        if (owner != 0)
+        var entry = new BlockHolders { Block = (ulong)block, Torn = s.Torn };
+        for (ulong readers = s.ReaderSlots; readers != 0; readers &= readers - 1)
         {
-            entry ??= new BlockHolders { Block = (ulong)block };
-            var h = Holder(c, (int)(owner & BlockLockDescriptor.OwnerSlotMask) - 1);
-            h.Active = (owner & BlockLockDescriptor.OwnerActiveBit) != 0;
+            int slot = System.Numerics.BitOperations.TrailingZeroCount(readers);
+            var h = Holder(c, slot);
+            h.Count = (uint)s.ReadHolds(slot);
+            entry.Readers.Add(h);
+        }
+
+        if (s.Owner != 0)
+        {
+            var h = Holder(c, s.OwnerSlot);
+            h.Active = s.OwnerActive;
             h.Count = 1;
             entry.Writer = h;
         }
 
-        for (int s = 0; waiting != 0; s++, waiting >>= 1)
+        for (ulong waiting = s.WaitingSlots; waiting != 0; waiting &= waiting - 1)
         {
-            if ((waiting & 1) != 0)
-            {
-                entry ??= new BlockHolders { Block = (ulong)block };
-                entry.Waiting.Add(Holder(c, s));
-            }
-        }
-
-        if (entry is not null)
-        {
-            entry.Torn = BlockLock.IsTorn(rec);
+            entry.Waiting.Add(Holder(c, System.Numerics.BitOperations.TrailingZeroCount(waiting)));
         }
 
         return entry;
