@@ -55,8 +55,7 @@ public sealed class Container : IDisposable
             return;
         }
 
-        _conn.WaitForAsyncOperations(timeout);
-        _conn.Call(new Request { Flush = new Flush { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        _conn.CallAfterAsyncOperations(new Request { Flush = new Flush { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
     }
 
     /// <summary><see cref="Flush(TimeSpan, CancellationToken)"/> without a timeout.</summary>
@@ -121,8 +120,8 @@ public sealed class Container : IDisposable
     {
         ThrowIfClosed();
         EnsureNoLeases();
-        _conn.WaitForAsyncOperations(timeout); // this process's pending writes land before the memory goes
-        _conn.Call(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        // This process's pending writes land before the memory goes.
+        _conn.CallAfterAsyncOperations(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
         CloseLocally();
     }
 
@@ -143,8 +142,7 @@ public sealed class Container : IDisposable
         {
             if (!_conn.Lost)
             {
-                _conn.WaitForAsyncOperations(_conn.Options.RequestTimeout);
-                _conn.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = Id } }, _conn.Options.RequestTimeout, default);
+                _conn.CallAfterAsyncOperations(new Request { ContainerLeave = new ContainerLeave { ContainerId = Id } }, _conn.Options.RequestTimeout, default);
             }
         }
         catch (SharedStoreException e) when (e.Code is ErrorCode.BrokerUnavailable or ErrorCode.NotFound)

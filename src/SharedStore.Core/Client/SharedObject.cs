@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using SharedStore.Async;
 using SharedStore.Locks;
 using SharedStore.Protocol;
 using SharedStore.Regions;
@@ -231,7 +232,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
-        return _conn.Channel.SubmitWrite(this, offset, data, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
+        return ChannelFor(offset, data.Length).SubmitWrite(ChannelTarget, offset, data, _conn.SubmitWait);
     }
 
     /// <summary><see cref="AWrite(long, ReadOnlySpan{byte})"/> that never waits for space: false (nothing submitted)
@@ -240,7 +241,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
-        operation = _conn.Channel.SubmitWrite(this, offset, data, failWhenFull: true);
+        operation = ChannelFor(offset, data.Length).SubmitWrite(ChannelTarget, offset, data, SpaceWait.FailAtOnce);
         return !(operation.Status == AsyncStatus.Failed && operation.Error == ErrorCode.Busy);
     }
 
@@ -255,7 +256,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         ArgumentOutOfRangeException.ThrowIfGreaterThan(n, buffer.Length, nameof(length));
         ValidateRange(offset, n);
         CheckWritable();
-        return _conn.Channel.SubmitWrite(this, offset, buffer, n, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
+        return _conn.Channel.SubmitWrite(ChannelTarget, offset, buffer, n, _conn.SubmitWait);
     }
 
     /// <summary>
@@ -271,7 +272,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         ValidateRange(offset, buffer.Length);
         if (_conn.Options.AsyncReadPath == AsyncReadPath.Broker)
         {
-            return _conn.Channel.SubmitBrokerRead(this, offset, buffer, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
+            return _conn.Channel.SubmitBrokerRead(ChannelTarget, offset, buffer, _conn.SubmitWait);
         }
 
         long first = offset >> _blockShift;
@@ -291,8 +292,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     {
         ThrowIfClosed();
         EnsureNoHolds(evenWithOtherHandles: true); // destroy frees the object under every handle of this process
-        _conn.WaitForAsyncOperations(timeout);
-        _conn.Call(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = _container.Id, ObjectId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        _conn.CallAfterAsyncOperations(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = _container.Id, ObjectId = Id } }, timeout, cancellationToken, brokerWaits: true);
         _container.CloseHandlesOf(Id);
     }
 
@@ -313,8 +313,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         {
             if (!_conn.Lost)
             {
-                _conn.WaitForAsyncOperations(_conn.Options.RequestTimeout);
-                _conn.Call(new Request { ObjectLeave = new ObjectLeave { ContainerId = _container.Id, ObjectId = Id } }, _conn.Options.RequestTimeout, default);
+                _conn.CallAfterAsyncOperations(new Request { ObjectLeave = new ObjectLeave { ContainerId = _container.Id, ObjectId = Id } }, _conn.Options.RequestTimeout, default);
             }
         }
         catch (SharedStoreException e) when (e.Code is ErrorCode.BrokerUnavailable or ErrorCode.NotFound)
@@ -405,6 +404,25 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     internal int Slot => _slot;
 
     internal BrokerConnection Connection => _conn;
+
+    /// <summary>The ids a channel message names this object by.</summary>
+    internal ChannelTarget ChannelTarget => new(_container.Id, Id);
+
+    /// <summary>The channel a write of <paramref name="length"/> bytes goes to, after refusing a chunked one over a
+    /// range this process holds a lease on: the broker holds the whole range's write locks from the first chunk to the
+    /// last and waits for readers there, while the call waits for staging the broker frees chunk by chunk, so it would
+    /// wait on itself (WouldDeadlock). A lost broker or gone channel is reported first, as the submission would.</summary>
+    private AsyncChannel ChannelFor(long offset, int length)
+    {
+        AsyncChannel channel = _conn.Channel;
+        if (length > channel.MaxChunk)
+        {
+            channel.ThrowIfUnusable();
+            ThrowIfHolds(offset, length);
+        }
+
+        return channel;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ValidateRange(long offset, long size)
