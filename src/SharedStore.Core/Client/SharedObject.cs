@@ -282,10 +282,12 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         return new AsyncOperation(op, 0, op.Id);
     }
 
-    /// <summary>The seed's <c>object_destroy</c>: refuses new joins at once, blocks while other members use the
-    /// object, then frees it. Every handle of the object in this container is closed afterwards. Refused
-    /// (InvalidOperationException) while this process holds leases on the object, through any handle.</summary>
-    /// <exception cref="SharedStoreException">Timeout (the object is put back; joins work again); PermissionDenied;
+    /// <summary>The seed's <c>object_destroy</c>: waits for this process's own pending asynchronous writes, refuses
+    /// new joins, blocks while other members use the object, then frees it; <paramref name="timeout"/> covers all of
+    /// it. Every handle of the object in this container is closed afterwards. Refused (InvalidOperationException)
+    /// while this process holds leases on the object, through any handle.</summary>
+    /// <exception cref="SharedStoreException">Timeout (the object is put back; joins work again; when this process's
+    /// own writes were still pending, the broker was asked nothing); PermissionDenied;
     /// Destroyed (already being destroyed); BrokerUnavailable.</exception>
     /// <exception cref="OperationCanceledException">The token fired; the object is put back as it was.</exception>
     public void Destroy(TimeSpan timeout, CancellationToken cancellationToken = default)
@@ -299,8 +301,11 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     /// <summary><see cref="Destroy(TimeSpan, CancellationToken)"/> without a timeout.</summary>
     public void Destroy() => Destroy(Timeout.InfiniteTimeSpan);
 
-    /// <summary>The seed's <c>object_leave</c>. Refused (InvalidOperationException) while this process holds leases on
-    /// the object through no other handle.</summary>
+    /// <summary>The seed's <c>object_leave</c>, after this process's own pending asynchronous writes landed. Refused
+    /// (InvalidOperationException) while this process holds leases on the object through no other handle.</summary>
+    /// <exception cref="SharedStoreException">Timeout: those writes, or the broker's answer, took longer than
+    /// <see cref="SharedStoreClientOptions.RequestTimeout"/> in all. When the writes were still pending the broker was
+    /// asked nothing: the handle stays open and joined, and a later Leave (or Dispose) leaves.</exception>
     public void Leave()
     {
         if (_closed)
