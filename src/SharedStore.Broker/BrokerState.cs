@@ -145,9 +145,6 @@ internal sealed class BrokerState : IDisposable
 
     public long MemoryLimit => _options.MemoryLimit;
 
-    /// <summary>Most blocks one holders reply lists: keeps the reply well under the 1 MiB datagram limit.</summary>
-    public const int MaxHolderBlocks = 2048;
-
     public long BytesInUse => _memory.InUse;
 
     /// <summary>Shared memory charged against the memory limit and the per-uid quotas (objects, lock tables, channels).</summary>
@@ -976,7 +973,7 @@ internal sealed class BrokerState : IDisposable
     }
 
     /// <summary>Who holds or waits on each block of an object, read from the lock records the broker maps. Lists
-    /// only blocks with a holder or a waiter, at most <see cref="MaxHolderBlocks"/>. The caller must be allowed to join
+    /// every block with a holder or a waiter (a reply of any size is sent in parts). The caller must be allowed to join
     /// the container. The records change under us: each block is a snapshot of its own words, not of the object.</summary>
     public unsafe HoldersReply Holders(ClientSession session, HoldersRequest req)
     {
@@ -1007,18 +1004,10 @@ internal sealed class BrokerState : IDisposable
             {
                 var rec = o.Segment.Record(o.RecordIndex + b);
                 var entry = DescribeBlock(c, rec, b);
-                if (entry is null)
+                if (entry is not null)
                 {
-                    continue;
+                    reply.Blocks.Add(entry);
                 }
-
-                if (reply.Blocks.Count == MaxHolderBlocks)
-                {
-                    reply.Truncated = true;
-                    break;
-                }
-
-                reply.Blocks.Add(entry);
             }
         }
 
@@ -1252,13 +1241,32 @@ internal sealed class BrokerState : IDisposable
         var grant = new SegmentGrant();
         if (m.SentSegments.Add(o.Segment.Id))
         {
-            var seg = o.Segment;
-            grant.Segments.Add(new SegmentInfo { SegmentId = seg.Id, DataLength = (ulong)seg.DataCapacity, LockLength = (ulong)seg.LockLength, ReadOnly = !m.CanWrite });
-            grant.AddRef(m.CanWrite ? seg.DataFd : seg.DataReadOnlyFd);
-            grant.AddRef(seg.LockFd);
+            AddSegment(grant, m, o.Segment);
         }
 
         return grant;
+    }
+
+    private static void AddSegment(SegmentGrant grant, Membership m, Segment seg)
+    {
+        grant.Segments.Add(new SegmentInfo { SegmentId = seg.Id, DataLength = (ulong)seg.DataCapacity, LockLength = (ulong)seg.LockLength, ReadOnly = !m.CanWrite });
+        grant.AddRef(m.CanWrite ? seg.DataFd : seg.DataReadOnlyFd);
+        grant.AddRef(seg.LockFd);
+    }
+
+    /// <summary>A segment's descriptors again, for a member whose client lost the reply that carried them.</summary>
+    public SegmentGrant FetchSegment(ClientSession session, SegmentFetch req)
+    {
+        lock (_gate)
+        {
+            var m = Member(session, req.ContainerId);
+            var seg = m.Container.Segments.Find(s => s.Id == req.SegmentId)
+                ?? throw new BrokerError(ErrorCode.NotFound, $"container '{m.Container.Name}' has no segment {req.SegmentId}");
+            var grant = new SegmentGrant();
+            m.SentSegments.Add(seg.Id);
+            AddSegment(grant, m, seg);
+            return grant;
+        }
     }
 
     private static void ValidateName(string name, string what)

@@ -10,7 +10,7 @@ namespace SharedStore.Broker;
 /// socket reads EOF the process has exited or was killed (the kernel closes a dead process's descriptors at
 /// once), and <see cref="BrokerState.SessionClosed"/> releases everything it held.
 /// </summary>
-internal sealed class ClientSession
+internal sealed partial class ClientSession
 {
     private readonly SeqPacketSocket _socket;
     private static readonly ConcurrentDictionary<Request.BodyOneofCase, string> s_kinds = new();
@@ -26,6 +26,7 @@ internal sealed class ClientSession
         _server = server;
         _state = server.State;
         Credentials = credentials;
+        ApplySendBufferTestHook(socket);
     }
 
     public PeerCredentials Credentials { get; }
@@ -76,6 +77,19 @@ internal sealed class ClientSession
                 catch (InvalidProtocolBufferException)
                 {
                     break; // not our protocol: drop the connection
+                }
+
+                // Names are exact (ARCHITECTURE §6): a string that is not UTF-8 or an enum number the schema does not
+                // name is refused before anything uses it; a refused hello closes, as every refused hello does.
+                if (StrictWire.Check(buffer, n, Request.Descriptor) is { } problem)
+                {
+                    Reply(new Response { Id = req.Id, Error = Protocol.ErrorCode.InvalidArgument, Message = problem });
+                    if (_helloDone)
+                    {
+                        continue;
+                    }
+
+                    break;
                 }
 
                 if (!Handle(req))
@@ -259,6 +273,13 @@ internal sealed class ClientSession
                     break;
                 }
 
+                case Request.BodyOneofCase.SegmentFetch:
+                {
+                    grant = _state.FetchSegment(this, req.SegmentFetch);
+                    resp.Segments.AddRange(grant.Segments);
+                    break;
+                }
+
                 case Request.BodyOneofCase.ObjectLeave:
                     _state.LeaveObject(this, req.ObjectLeave);
                     break;
@@ -377,22 +398,80 @@ internal sealed class ClientSession
     private void Reply(Response resp) => Reply((resp, null));
 
     // Segment descriptors ride on the reply that first needs them (see SegmentGrant); their references are dropped
-    // once the datagram is sent (or the send failed).
+    // once the reply is sent (or the send failed). A reply of any size goes out, in parts if need be (ResponseFraming).
     private void Reply((Response Response, SegmentGrant? Grant) r)
     {
+        int length, errno;
         try
         {
-            if (!_socket.Send(r.Response.ToByteArray(), r.Grant?.Fds ?? []))
+            if (ResponseFraming.TrySend(_socket, r.Response, r.Grant?.Fds ?? [], out length, out errno))
             {
-                // Gone, or not reading its replies within SendTimeout: the client is dropped (its receive loop then
-                // reads EOF and everything it held is released).
-                _socket.Shutdown();
+                return;
             }
         }
         finally
         {
             r.Grant?.Release();
         }
+
+        ReplyFailed(r.Response, length, errno);
+    }
+
+    /// <summary>
+    /// A reply the kernel refused is never dropped in silence (issue 13, finding 4). It is logged, and the client is
+    /// told: a reply to a request that changed nothing (an error already, or list, holders, status) becomes an error
+    /// reply of the same id; a reply to a request that took effect (a create, a join that granted descriptors…) closes
+    /// the connection instead, so the client sees BrokerUnavailable and the session's close releases the memberships
+    /// and joins the request made (a container or object it created stays, as after any client's exit) — an error
+    /// reply there would tell the client that something failed which had in fact happened. A client that is gone, or
+    /// that did not read within <see cref="BrokerOptions.SendTimeout"/> (EAGAIN), is dropped: an error reply would
+    /// find it no more able to read.
+    /// </summary>
+    private void ReplyFailed(Response failed, int length, int errno)
+    {
+        string body = failed.BodyCase.ToString();
+        if (errno is Interop.Libc.EPIPE or Interop.Libc.ECONNRESET or Interop.Libc.ENOTCONN or Interop.Libc.EBADF)
+        {
+            // The client is gone (or its connection was shut down): its socket reads EOF next and the session ends.
+            Log.ReplyUndeliverable(_server.Logger, failed.Id, body, Credentials.Pid, Interop.Libc.StrError(errno));
+            _socket.Shutdown();
+            return;
+        }
+
+        if (errno == Interop.Libc.EAGAIN)
+        {
+            Log.ReplyFailed(_server.Logger, failed.Id, body, length, Credentials.Pid, Interop.Libc.StrError(errno),
+                "the client did not read its replies within the send timeout: closing the connection, which releases what it held");
+            _socket.Shutdown();
+            return;
+        }
+
+        bool changedNothing = failed.Error != Protocol.ErrorCode.Ok
+            || failed.BodyCase is Response.BodyOneofCase.List or Response.BodyOneofCase.Holders or Response.BodyOneofCase.Status;
+        if (changedNothing)
+        {
+            var error = new Response
+            {
+                Id = failed.Id,
+                Error = errno is Interop.Libc.EMSGSIZE or Interop.Libc.ENOBUFS or Interop.Libc.ENOMEM ? Protocol.ErrorCode.NoResources : Protocol.ErrorCode.Internal,
+                Message = $"the broker could not send its reply ({length} bytes): {Interop.Libc.StrError(errno)}",
+            };
+            // Logged before the error goes out: once the client has its answer, the log already says why.
+            Log.ReplyFailed(_server.Logger, failed.Id, body, length, Credentials.Pid, Interop.Libc.StrError(errno), $"answering {error.Error} instead");
+            if (ResponseFraming.TrySend(_socket, error, [], out int errorLength, out int again))
+            {
+                return;
+            }
+
+            Log.ReplyFailed(_server.Logger, failed.Id, "error reply", errorLength, Credentials.Pid, Interop.Libc.StrError(again), "closing the connection");
+        }
+        else
+        {
+            Log.ReplyFailed(_server.Logger, failed.Id, body, length, Credentials.Pid, Interop.Libc.StrError(errno),
+                "the request took effect: closing the connection, which releases its memberships and joins");
+        }
+
+        _socket.Shutdown(); // the receive loop reads EOF and the session ends; the client sees BrokerUnavailable
     }
 
     /// <summary>The request kind as the wire schema names it (container_create, list…): the metrics' kind tag.</summary>

@@ -5,7 +5,8 @@ namespace SharedStore.Broker;
 /// <summary>
 /// Every log message of the broker, source-generated (no formatting unless the level is enabled). Event ids are
 /// stable: operators filter and alert on them, so an id is never reused for another meaning. Reserved: 8–9
-/// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5). 40: lock-state repair.
+/// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5). 30–32: connections.
+/// 40: lock-state repair. 50–59: replies to requests (issue 13, finding 4).
 /// </summary>
 internal static partial class Log
 {
@@ -72,4 +73,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 40, EventName = "LockStateRepaired", Level = LogLevel.Warning,
         Message = "cleared lock state naming no live member in {Records} lock record(s) of container '{Container}' ({What}) on {Occasion}")]
     public static partial void LockStateRepaired(ILogger logger, long records, string container, string what, string occasion);
+
+    [LoggerMessage(EventId = 50, EventName = "ReplyFailed", Level = LogLevel.Warning,
+        Message = "could not send reply {RequestId} ({Body}, {Bytes} bytes) to pid {Pid}: {Error}; {Outcome}")]
+    public static partial void ReplyFailed(ILogger logger, ulong requestId, string body, int bytes, int pid, string error, string outcome);
+
+    [LoggerMessage(EventId = 51, EventName = "ReplyUndeliverable", Level = LogLevel.Debug,
+        Message = "reply {RequestId} ({Body}) not delivered: pid {Pid} is gone ({Error})")]
+    public static partial void ReplyUndeliverable(ILogger logger, ulong requestId, string body, int pid, string error);
 }

@@ -69,7 +69,7 @@ public class WireProtocolTests
     public void HoldersAndStatusReplies_RoundTrip()
     {
         // Contract: the operator replies (sharedstore holders / stats) survive the protoc/runtime pair like the rest.
-        var holders = new Response { Holders = new HoldersReply { BlockSize = 1 << 20, BlockCount = 3, Truncated = true } };
+        var holders = new Response { Holders = new HoldersReply { BlockSize = 1 << 20, BlockCount = 3 } };
         var block = new BlockHolders { Block = 1, Torn = true, Writer = new LockHolder { Slot = 2, Pid = 42, ProcessName = "w", Count = 1, Active = false } };
         block.Readers.Add(new LockHolder { Slot = 0, Pid = 41, ProcessName = "r", Count = 3 });
         block.Waiting.Add(new LockHolder { Slot = 5, Pid = 0 });

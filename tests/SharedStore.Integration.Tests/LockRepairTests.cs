@@ -47,14 +47,7 @@ public sealed class LockRepairTests : CrossProcessTest
     [SetUp]
     public void StartProcesses()
     {
-        if (!ClientProcess.CanRunAsNobody(out string why))
-        {
-            Assert.Ignore($"the forger runs as another user: {why}");
-        }
-
-        _broker = StartBroker("--system");
-        _creator = Connect(_broker, "creator");
-        _forger = Connect(_broker, "forger", asNobody: true);
+        (_broker, _creator, _forger) = StartSystemBrokerWithNobody("creator", "forger");
         _creator.Ok($"create-container c {ClientProcess.NobodyId} creator-only {BlockSize}");
         _creator.Ok($"create-object o {s_forgeries.Length * BlockSize}");
         Assert.That(ClientProcess.Field(_forger.Ok("join-container c"), "canwrite"), Is.EqualTo("0"), "the forger is a read-only member");

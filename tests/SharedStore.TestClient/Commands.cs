@@ -18,6 +18,7 @@ internal sealed unsafe class Commands
     private readonly FileCommands _files = new();
     private readonly LockCommands _locks;
     private readonly List<Protocol.SeqPacketSocket> _flood = [];
+    private readonly HostileCommands _hostile = new();
 
     public Commands(Stream stdout)
     {
@@ -47,6 +48,7 @@ internal sealed unsafe class Commands
         }
 
         _client?.Dispose();
+        _hostile.Dispose();
         DropExtraClients();
     }
 
@@ -383,7 +385,7 @@ internal sealed unsafe class Commands
                 return "ok";
 
             default:
-                return _async.Execute(a) ?? _files.Execute(a) ?? _locks.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
+                return _async.Execute(a) ?? _files.Execute(a) ?? _locks.Execute(a) ?? _hostile.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
         }
     }
 }

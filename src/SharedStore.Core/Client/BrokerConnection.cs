@@ -228,7 +228,15 @@ internal sealed class BrokerConnection : IDisposable
                 ThrowHelper.BrokerLost(); // lost between the check above and our registration: MarkLost missed us
             }
 
-            if (!_socket.Send(request.ToByteArray()))
+            byte[] frame = request.ToByteArray();
+            if (frame.Length > ProtocolConstants.MaxMessageBytes)
+            {
+                // A durable path of megabytes: the broker would read a truncated datagram and drop the connection.
+                // This request's fault, not the connection's, which stays usable.
+                throw new SharedStoreException(ErrorCode.InvalidArgument, $"the {request.BodyCase} request is {frame.Length} bytes, more than the {ProtocolConstants.MaxMessageBytes} one message may carry");
+            }
+
+            if (!_socket.Send(frame))
             {
                 MarkLost();
                 ThrowHelper.BrokerLost();
@@ -302,6 +310,7 @@ internal sealed class BrokerConnection : IDisposable
     {
         byte[] buffer = new byte[ProtocolConstants.MaxMessageBytes];
         var fds = new List<SafeFd>();
+        var assembler = new ResponseFraming.Assembler(); // replies larger than one datagram come in parts
         while (true)
         {
             int n = _socket.Receive(buffer, fds);
@@ -310,31 +319,36 @@ internal sealed class BrokerConnection : IDisposable
                 break;
             }
 
-            Response resp;
+            Response datagram;
             try
             {
-                resp = Response.Parser.ParseFrom(buffer, 0, n);
+                datagram = Response.Parser.ParseFrom(buffer, 0, n);
             }
             catch (InvalidProtocolBufferException)
             {
                 break;
             }
 
+            var resp = assembler.Add(datagram, fds, out var replyFds);
+            fds.Clear();
+            if (resp is null)
+            {
+                continue; // more parts to come
+            }
+
             if (_pending.TryGetValue(resp.Id, out var call))
             {
                 call.Response = resp;
-                call.Fds = [.. fds];
+                call.Fds = replyFds;
                 call.Done.Set();
             }
             else
             {
-                foreach (var fd in fds)
+                foreach (var fd in replyFds)
                 {
                     fd.Dispose();
                 }
             }
-
-            fds.Clear();
         }
 
         MarkLost();

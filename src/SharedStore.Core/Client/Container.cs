@@ -91,9 +91,11 @@ public sealed class Container : IDisposable
     /// The memory is reserved before this returns, so running out is this call's NoResources, never a fault later.</summary>
     /// <exception cref="SharedStoreException">AlreadyExists; NoResources; PermissionDenied (creator-only container);
     /// Destroyed; InvalidArgument (size 0 or above 1 TiB, bad name); BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
     public SharedObject CreateObject(string name, long size, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(size);
         ThrowIfClosed();
         var r = _conn.Call(new Request { ObjectCreate = new ObjectCreate { ContainerId = Id, Name = name, Size = (ulong)size } }, _conn.Options.RequestTimeout, cancellationToken);
@@ -102,9 +104,11 @@ public sealed class Container : IDisposable
 
     /// <summary>The seed's <c>object_join</c>.</summary>
     /// <exception cref="SharedStoreException">NotFound; Destroyed; BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
     public SharedObject JoinObject(string name, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
         ThrowIfClosed();
         var r = _conn.Call(new Request { ObjectJoin = new ObjectJoin { ContainerId = Id, Name = name } }, _conn.Options.RequestTimeout, cancellationToken);
         return Open(r.Response, r.Fds);
@@ -291,6 +295,30 @@ public sealed class Container : IDisposable
         return false;
     }
 
+    /// <summary>Maps a segment whose descriptors this client does not have; under the segments lock.</summary>
+    private ClientSegment FetchSegment(uint segmentId)
+    {
+        var (resp, fds) = _conn.Call(new Request { SegmentFetch = new SegmentFetch { ContainerId = Id, SegmentId = segmentId } }, _conn.Options.RequestTimeout, default);
+        try
+        {
+            if (resp.Segments.Count != 1 || fds.Count != 2 || resp.Segments[0].SegmentId != segmentId)
+            {
+                throw new SharedStoreException(ErrorCode.Internal, $"segment_fetch of segment {segmentId} answered {resp.Segments.Count} segment(s) and {fds.Count} descriptor(s)");
+            }
+
+            var seg = ClientSegment.Map(resp.Segments[0], fds[0], fds[1], _conn.BrokerPid);
+            _segments[segmentId] = seg;
+            return seg;
+        }
+        finally
+        {
+            foreach (var fd in fds)
+            {
+                fd.Dispose();
+            }
+        }
+    }
+
     private unsafe SharedObject Open(Response resp, List<SafeFd> fds)
     {
         try
@@ -314,7 +342,10 @@ public sealed class Container : IDisposable
                 var oi = resp.Object;
                 if (!_segments.TryGetValue(oi.SegmentId, out var seg))
                 {
-                    throw new SharedStoreException(ErrorCode.Internal, $"object '{oi.Name}' lives in segment {oi.SegmentId}, which this client never received");
+                    // The broker sends a segment's descriptors once per member, with the first reply that needs them.
+                    // That reply may be another thread's, not mapped yet (it waits for this lock), or lost (its call
+                    // timed out first): ask for them again rather than fail.
+                    seg = FetchSegment(oi.SegmentId);
                 }
 
                 var obj = new SharedObject(this, oi, seg);

@@ -95,9 +95,12 @@ public sealed class SharedStoreClient : IDisposable
     /// <exception cref="SharedStoreException"><see cref="ErrorCode.BrokerUnavailable"/> when no broker answers (when
     /// this call started one, the message carries the broker's exit code and its last words); <see
     /// cref="ErrorCode.VersionMismatch"/> when it speaks another protocol version.</exception>
+    /// <exception cref="ArgumentException"><see cref="SharedStoreClientOptions.ClientName"/> is not valid UTF-16 (a
+    /// lone surrogate).</exception>
     public static SharedStoreClient Connect(SharedStoreClientOptions? options = null)
     {
         options ??= new SharedStoreClientOptions();
+        WireStrings.ThrowIfNotValidUtf16(options.ClientName, nameof(options));
         string path = BrokerEndpoint.Resolve(options.SocketPath);
         return new SharedStoreClient(BrokerConnection.Open(path, options, generation: 1), path, options);
     }
@@ -135,10 +138,20 @@ public sealed class SharedStoreClient : IDisposable
     /// <paramref name="groupId"/> and joins it.</summary>
     /// <exception cref="SharedStoreException">AlreadyExists; PermissionDenied (not in the group and not root);
     /// InvalidArgument (name, block size); NoResources (memory); BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null or empty, or it or the durable path is not
+    /// valid UTF-16 (a lone surrogate).</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The write policy is not a <see cref="WritePolicy"/> value.</exception>
     public Container CreateContainer(string name, long groupId, ContainerOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
         options ??= new ContainerOptions();
+        WireStrings.ThrowIfNotValidUtf16(options.DurablePath, nameof(options));
+        if (!Enum.IsDefined(options.WritePolicy))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.WritePolicy, "the write policy is not a WritePolicy value");
+        }
+
         var conn = Live();
         var r = conn.Call(new Request
         {
@@ -157,9 +170,11 @@ public sealed class SharedStoreClient : IDisposable
     /// <summary>The seed's <c>container_join</c>.</summary>
     /// <exception cref="SharedStoreException">NotFound; Destroyed (destroy is in progress); PermissionDenied;
     /// NoResources (63 member processes already); AlreadyExists (this client is already a member); BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
     public Container JoinContainer(string name, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
         var conn = Live();
         var r = conn.Call(new Request { ContainerJoin = new ContainerJoin { Name = name } }, _options.RequestTimeout, cancellationToken);
         return Track(new Container(this, conn, r.Response.Container));

@@ -33,6 +33,10 @@ internal static partial class Interop
         internal const int MSG_CTRUNC = 0x08;
         internal const int SHUT_RDWR = 2;
 
+        internal const int EMSGSIZE = 90;
+        internal const int ENOBUFS = 105;
+        internal const int ENOTCONN = 107;
+
         /// <summary>struct sockaddr_un: sun_family then a 108-byte path.</summary>
         [StructLayout(LayoutKind.Sequential)]
         internal struct SockaddrUn

@@ -124,6 +124,10 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
         _ = Interop.Libc.setsockopt(fd, Interop.Libc.SOL_SOCKET, Interop.Libc.SO_SNDBUF, &size, sizeof(int));
     }
 
+    /// <summary>Sets SO_SNDBUF (the kernel doubles the value and caps it at net.core.wmem_max). Test hook of the broker.</summary>
+    public void SetSendBuffer(int bytes) =>
+        _ = Interop.Libc.setsockopt(_fd.Fd, Interop.Libc.SOL_SOCKET, Interop.Libc.SO_SNDBUF, &bytes, sizeof(int));
+
     public PeerCredentials GetPeerCredentials()
     {
         Interop.Libc.Ucred cred;
@@ -161,9 +165,16 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
         return new PeerCredentials(cred.pid, cred.uid, cred.gid, groups);
     }
 
-    /// <summary>Sends one message with optional descriptors. Thread-safe. Returns false when the peer is gone.</summary>
-    public bool Send(ReadOnlySpan<byte> message, ReadOnlySpan<int> fds = default)
+    /// <summary>Sends one message with optional descriptors. Thread-safe. Returns false when the peer is gone (or the
+    /// message could not be sent; <see cref="TrySend"/> says why).</summary>
+    public bool Send(ReadOnlySpan<byte> message, ReadOnlySpan<int> fds = default) => TrySend(message, fds, out _);
+
+    /// <summary>Sends one message with optional descriptors. Thread-safe. False with the errno when the kernel refused
+    /// it: EPIPE/ECONNRESET when the peer is gone, EBADF after shutdown, EMSGSIZE when the message exceeds the send
+    /// buffer, ENOBUFS/ENOMEM when the kernel is short of memory.</summary>
+    public bool TrySend(ReadOnlySpan<byte> message, ReadOnlySpan<int> fds, out int errno)
     {
+        errno = 0;
         int controlLen = fds.Length == 0 ? 0 : CmsgSpace(fds.Length * sizeof(int));
         byte* control = stackalloc byte[Math.Max(controlLen, 1)];
         fixed (byte* data = message)
@@ -202,17 +213,18 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
                             return true;
                         }
 
-                        int errno = Interop.Libc.LastErrno;
+                        errno = Interop.Libc.LastErrno;
                         if (errno == Interop.Libc.EINTR)
                         {
                             continue;
                         }
 
-                        return false; // EPIPE, ECONNRESET, EBADF after shutdown: the peer is gone
+                        return false;
                     }
                 }
                 catch (ObjectDisposedException)
                 {
+                    errno = Interop.Libc.EBADF;
                     return false;
                 }
                 finally

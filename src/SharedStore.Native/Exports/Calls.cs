@@ -13,8 +13,22 @@ internal static unsafe class Calls
     public static TimeSpan Timeout(int milliseconds) =>
         milliseconds < 0 ? System.Threading.Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(milliseconds);
 
-    /// <summary>A C string argument; null when the pointer is null (the caller returns InvalidArgument).</summary>
-    public static string? Name(sbyte* name) => name is null ? null : Marshal.PtrToStringUTF8((nint)name);
+    /// <summary>A C string argument, decoded exactly; null when the pointer is null (the caller returns
+    /// InvalidArgument). Bytes that are not UTF-8 throw ArgumentException (InvalidArgument): decoding them with
+    /// replacement, as Marshal.PtrToStringUTF8 does, would make "Z\xFF" and "Z\xFE" the one name "Z\uFFFD" (issue 13,
+    /// finding 7; docs/ARCHITECTURE.md §6).</summary>
+    public static string? Name(sbyte* name)
+    {
+        if (name is null)
+        {
+            return null;
+        }
+
+        var bytes = MemoryMarshal.CreateReadOnlySpanFromNullTerminated((byte*)name);
+        return System.Text.Unicode.Utf8.IsValid(bytes)
+            ? System.Text.Encoding.UTF8.GetString(bytes)
+            : throw new ArgumentException("the string is not valid UTF-8 (names and paths are taken byte for byte, as UTF-8)");
+    }
 
     public static int NotFound(string what, int id) => Errors.Fail(ErrorCode.NotFound, $"no open {what} has id {id}");
 

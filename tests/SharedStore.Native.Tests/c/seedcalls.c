@@ -232,6 +232,14 @@ static void container_calls(void)
     memset(longname, 'x', sizeof longname - 1);
     longname[sizeof longname - 1] = 0;
     EXPECT(container_create(longname, gid), SHAREDSTORE_E_INVALID_ARGUMENT);
+    /* Names are exact: bytes that are not UTF-8 are refused, never read as U+FFFD (which made "Z\xff", "Z\xfe" and
+       "Z\xef\xbf\xbd" one container). */
+    char notutf8[256];
+    snprintf(notutf8, sizeof notutf8, "%s\xff", nm("z"));
+    EXPECT(container_create(notutf8, gid), SHAREDSTORE_E_INVALID_ARGUMENT);
+    EXPECT(container_join(notutf8), SHAREDSTORE_E_INVALID_ARGUMENT);
+    struct container_options notutf8dir = {0, 0, "/tmp/\xfe"};
+    EXPECT(container_create_ex(nm("c3"), gid, &notutf8dir), SHAREDSTORE_E_INVALID_ARGUMENT);
     EXPECT(container_join(nm("missing")), SHAREDSTORE_E_NOT_FOUND);            /* seed: container does not exist */
     EXPECT(container_join_timed(nm("missing"), 50), SHAREDSTORE_E_TIMEOUT);
     EXPECT(container_join(nm("c1")), SHAREDSTORE_E_ALREADY_EXISTS);            /* one membership per process */
@@ -275,6 +283,8 @@ static void object_calls(void)
     EXPECT(object_create(con, "B", (size_t)1 << 41), SHAREDSTORE_E_INVALID_ARGUMENT); /* above 1 TiB */
     EXPECT(object_create(con, "B", (size_t)1 << 39), SHAREDSTORE_E_NO_RESOURCES); /* seed: no resources (memory limit) */
     EXPECT(object_create(con, NULL, 10), SHAREDSTORE_E_INVALID_ARGUMENT);
+    EXPECT(object_create(con, "B\xfe", 10), SHAREDSTORE_E_INVALID_ARGUMENT);  /* not UTF-8 */
+    EXPECT(object_join(con, "A\xc0\x80"), SHAREDSTORE_E_INVALID_ARGUMENT);   /* an overlong NUL */
     EXPECT(object_create(424242, "B", 10), SHAREDSTORE_E_NOT_FOUND);           /* seed: container does not exist */
     EXPECT(object_join(con, "missing"), SHAREDSTORE_E_NOT_FOUND);              /* seed: object does not exist */
     EXPECT(object_join(424242, "A"), SHAREDSTORE_E_NOT_FOUND);                 /* seed: container does not exist */
