@@ -35,14 +35,10 @@ public sealed partial class AsyncTests
         durable.CreateObject("d", 4096).Write(0, Pattern(4096, 2));
         var pending = SubmitBlockedWrite(broker, client, out var reader, out string lease);
 
-        var sw = Stopwatch.StartNew();
-        var e = Assert.Throws<SharedStoreException>(() => durable.Flush(ShortTimeout));
-        Assert.That(e!.Code, Is.EqualTo(ErrorCode.Timeout), e.Message);
-        Assert.That(sw.Elapsed, Is.LessThan(ShortTimeout + Slack), "one budget for the drain and the flush");
+        AssertTimeoutWithin(ShortTimeout, () => durable.Flush(ShortTimeout));
         Assert.That(pending.Status, Is.EqualTo(AsyncStatus.InProgress));
 
-        reader.Ok($"put {lease}");
-        Assert.That(Await(pending), Is.EqualTo(64));
+        Land(pending, reader, lease);
         durable.Flush(Soon);
     }
 
@@ -59,13 +55,9 @@ public sealed partial class AsyncTests
         var a = client.CreateContainer("a", Gid);
         var pending = SubmitBlockedWrite(broker, client, out var reader, out string lease);
 
-        var sw = Stopwatch.StartNew();
-        var e = Assert.Throws<SharedStoreException>(() => a.Destroy(ShortTimeout));
-        Assert.That(e!.Code, Is.EqualTo(ErrorCode.Timeout), e.Message);
-        Assert.That(sw.Elapsed, Is.LessThan(ShortTimeout + Slack), "a timed-out drain must not be followed by the broker call");
+        AssertTimeoutWithin(ShortTimeout, () => a.Destroy(ShortTimeout));
 
-        reader.Ok($"put {lease}");
-        Assert.That(Await(pending), Is.EqualTo(64));
+        Land(pending, reader, lease);
         Assert.DoesNotThrow(() => a.CreateObject("after", 4096), "the container must still exist, with this handle a member");
         a.Destroy(Soon);
     }
@@ -85,8 +77,7 @@ public sealed partial class AsyncTests
         var destroy = Task.Run(() => c.Destroy(timeout));
         Thread.Sleep(timeout / 2); // part of the budget goes by in the drain
         Assert.That(destroy.IsCompleted, Is.False, "the drain waits for the pending write");
-        reader.Ok($"put {lease}");
-        Assert.That(Await(pending), Is.EqualTo(64));
+        Land(pending, reader, lease);
 
         var e = Assert.ThrowsAsync<SharedStoreException>(async () => await destroy.WaitAsync(Soon));
         Assert.That(e!.Code, Is.EqualTo(ErrorCode.Timeout), e.Message);
@@ -106,13 +97,9 @@ public sealed partial class AsyncTests
         var y = a.CreateObject("y", 4096);
         var pending = SubmitBlockedWrite(broker, client, out var reader, out string lease);
 
-        var sw = Stopwatch.StartNew();
-        var e = Assert.Throws<SharedStoreException>(() => y.Destroy(ShortTimeout));
-        Assert.That(e!.Code, Is.EqualTo(ErrorCode.Timeout), e.Message);
-        Assert.That(sw.Elapsed, Is.LessThan(ShortTimeout + Slack), "a timed-out drain must not be followed by the broker call");
+        AssertTimeoutWithin(ShortTimeout, () => y.Destroy(ShortTimeout));
 
-        reader.Ok($"put {lease}");
-        Assert.That(Await(pending), Is.EqualTo(64));
+        Land(pending, reader, lease);
         Assert.DoesNotThrow(() => a.JoinObject("y").Leave(), "the object must still exist");
         y.Destroy(Soon);
     }
@@ -129,13 +116,9 @@ public sealed partial class AsyncTests
         var a = client.CreateContainer("a", Gid);
         var pending = SubmitBlockedWrite(broker, client, out var reader, out string lease);
 
-        var sw = Stopwatch.StartNew();
-        var e = Assert.Throws<SharedStoreException>(a.Leave);
-        Assert.That(e!.Code, Is.EqualTo(ErrorCode.Timeout), e.Message);
-        Assert.That(sw.Elapsed, Is.LessThan(ShortTimeout + Slack));
+        AssertTimeoutWithin(ShortTimeout, a.Leave);
 
-        reader.Ok($"put {lease}");
-        Assert.That(Await(pending), Is.EqualTo(64));
+        Land(pending, reader, lease);
         Assert.DoesNotThrow(() => a.CreateObject("after", 4096), "still a member");
         a.Leave();
         Assert.Throws<ObjectDisposedException>(() => a.CreateObject("later", 4096));
@@ -156,13 +139,9 @@ public sealed partial class AsyncTests
         other.Ok("join-object y");
         var pending = SubmitBlockedWrite(broker, client, out var reader, out string lease);
 
-        var sw = Stopwatch.StartNew();
-        var e = Assert.Throws<SharedStoreException>(y.Leave);
-        Assert.That(e!.Code, Is.EqualTo(ErrorCode.Timeout), e.Message);
-        Assert.That(sw.Elapsed, Is.LessThan(ShortTimeout + Slack));
+        AssertTimeoutWithin(ShortTimeout, y.Leave);
 
-        reader.Ok($"put {lease}");
-        Assert.That(Await(pending), Is.EqualTo(64));
+        Land(pending, reader, lease);
         _ = client.ListRaw(); // a round trip: the broker has handled everything this process sent before
         other.Err("destroy-object y 300", "Timeout");
         y.Leave();
@@ -209,6 +188,24 @@ public sealed partial class AsyncTests
         byte[] buffer = new byte[4096];
         Assert.That(Await(obj.ARead(0, buffer)), Is.EqualTo(4096));
         Assert.That(buffer.AsSpan(0, 64).SequenceEqual(Pattern(64, 7)), Is.True, "the broker-path read after the refusal reads");
+    }
+
+    /// <summary>Runs <paramref name="call"/>, which must throw Timeout within <paramref name="timeout"/> (plus
+    /// <see cref="Slack"/>): one budget for the drain and the broker call, and no broker call after a timed-out
+    /// drain.</summary>
+    private static void AssertTimeoutWithin(TimeSpan timeout, TestDelegate call)
+    {
+        var sw = Stopwatch.StartNew();
+        var e = Assert.Throws<SharedStoreException>(call);
+        Assert.That(e!.Code, Is.EqualTo(ErrorCode.Timeout), e.Message);
+        Assert.That(sw.Elapsed, Is.LessThan(timeout + Slack), "one budget for the drain and the broker call");
+    }
+
+    /// <summary>The reader puts its lease on block 0: the write SubmitBlockedWrite held pending lands.</summary>
+    private static void Land(AsyncOperation pending, ClientProcess reader, string lease)
+    {
+        reader.Ok($"put {lease}");
+        Assert.That(Await(pending), Is.EqualTo(64));
     }
 
     /// <summary>Creates c/o, has a reader process lease block 0, submits one 64-byte awrite of this client there and
