@@ -13,7 +13,7 @@ namespace SharedStore.Integration.Tests;
 /// other than (or in addition to) the submitter.
 /// </summary>
 [Category("Async")]
-public sealed class AsyncTests : CrossProcessTest
+public sealed partial class AsyncTests : CrossProcessTest
 {
     /// <summary>'Should happen' waits of this suite (a completion, a read, a membership release).</summary>
     private static readonly TimeSpan Soon = TimeSpan.FromSeconds(10);

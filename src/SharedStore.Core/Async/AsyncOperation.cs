@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using SharedStore.Async;
 
 namespace SharedStore;
 
@@ -73,7 +74,7 @@ public readonly struct AsyncOperation : IEquatable<AsyncOperation>
     /// <exception cref="InvalidOperationException">A default handle, or the status entry was reused (see remarks).</exception>
     public AsyncStatus Status => _source switch
     {
-        AsyncChannel c => c.StatusOf(_first, _last).Status,
+        AsyncChannel c => c.Status.StatusOf(_first, _last).Status,
         ClientOperation o => o.Status,
         _ => throw new InvalidOperationException("a default AsyncOperation names no operation"),
     };
@@ -118,7 +119,7 @@ public readonly struct AsyncOperation : IEquatable<AsyncOperation>
     /// false when it is already being applied or done, in which case it completes as a whole. Never applies half.</summary>
     public bool Cancel() => _source switch
     {
-        AsyncChannel c => c.Cancel(_first),
+        AsyncChannel c => c.Status.Cancel(_first),
         ClientOperation o => o.Cancel(),
         _ => throw new InvalidOperationException("a default AsyncOperation names no operation"),
     };
@@ -127,7 +128,7 @@ public readonly struct AsyncOperation : IEquatable<AsyncOperation>
     /// <exception cref="OperationCanceledException">The token fired (the operation is not canceled by it).</exception>
     public bool Wait(TimeSpan timeout, CancellationToken cancellationToken = default) => _source switch
     {
-        AsyncChannel c => c.WaitFor(_first, _last, timeout, cancellationToken),
+        AsyncChannel c => c.Status.WaitFor(_first, _last, timeout, cancellationToken),
         ClientOperation o => o.Wait(timeout, cancellationToken),
         _ => throw new InvalidOperationException("a default AsyncOperation names no operation"),
     };
@@ -145,7 +146,7 @@ public readonly struct AsyncOperation : IEquatable<AsyncOperation>
 
         return _source switch
         {
-            AsyncChannel c => c.Await(_first, _last, cancellationToken),
+            AsyncChannel c => c.Completions.Await(_first, _last, cancellationToken),
             ClientOperation o => o.Await(cancellationToken),
             _ => throw new InvalidOperationException("a default AsyncOperation names no operation"),
         };
@@ -163,7 +164,7 @@ public readonly struct AsyncOperation : IEquatable<AsyncOperation>
 
     private (AsyncStatus Status, long Result) Outcome() => _source switch
     {
-        AsyncChannel c => c.StatusOf(_first, _last),
+        AsyncChannel c => c.Status.StatusOf(_first, _last),
         ClientOperation o => (o.Status, o.ResultValue),
         _ => throw new InvalidOperationException("a default AsyncOperation names no operation"),
     };
@@ -185,112 +186,4 @@ public readonly struct AsyncOperation : IEquatable<AsyncOperation>
 
     /// <inheritdoc/>
     public override string ToString() => _source is null ? "AsyncOperation(default)" : $"AsyncOperation({Id})";
-}
-
-/// <summary>An operation run in this process (aread): its state lives in managed memory.</summary>
-internal abstract class ClientOperation
-{
-    private const int Running = 0;
-    private const int DoneState = 1;
-    private const int CanceledState = 2;
-    private const int FailedState = 3;
-    private int _state;
-    private long _result;
-    private TaskCompletionSource<long>? _tcs;
-    private readonly object _gate = new();
-
-    public AsyncStatus Status => Volatile.Read(ref _state) switch
-    {
-        Running => AsyncStatus.InProgress,
-        DoneState => AsyncStatus.Completed,
-        CanceledState => AsyncStatus.Canceled,
-        _ => AsyncStatus.Failed,
-    };
-
-    public long ResultValue => Volatile.Read(ref _result);
-
-    public abstract long Id { get; }
-
-    /// <summary>Cancels unless the operation already started applying (subclass decides).</summary>
-    public abstract bool Cancel();
-
-    protected void Finish(AsyncStatus status, long result)
-    {
-        TaskCompletionSource<long>? tcs;
-        lock (_gate)
-        {
-            if (_state != Running)
-            {
-                return;
-            }
-
-            _result = result;
-            Volatile.Write(ref _state, status switch
-            {
-                AsyncStatus.Completed => DoneState,
-                AsyncStatus.Canceled => CanceledState,
-                _ => FailedState,
-            });
-            tcs = _tcs;
-            Monitor.PulseAll(_gate);
-        }
-
-        if (tcs is not null)
-        {
-            Complete(tcs, status, result, Id);
-        }
-    }
-
-    public bool Wait(TimeSpan timeout, CancellationToken token)
-    {
-        using var reg = token.CanBeCanceled ? token.UnsafeRegister(static s => { lock (s!) { Monitor.PulseAll(s); } }, _gate) : default;
-        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Environment.TickCount64 + (long)timeout.TotalMilliseconds;
-        lock (_gate)
-        {
-            while (_state == Running)
-            {
-                token.ThrowIfCancellationRequested();
-                long left = deadline - Environment.TickCount64;
-                if (left <= 0)
-                {
-                    return false;
-                }
-
-                Monitor.Wait(_gate, (int)Math.Min(left, 50));
-            }
-
-            return true;
-        }
-    }
-
-    public ValueTask<long> Await(CancellationToken token)
-    {
-        TaskCompletionSource<long> tcs;
-        lock (_gate)
-        {
-            if (_state != Running)
-            {
-                return AsyncOperation.Finished(Status, _result, Id, token);
-            }
-
-            tcs = _tcs ??= new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
-        }
-
-        if (token.CanBeCanceled)
-        {
-            token.UnsafeRegister(static s => ((ClientOperation)s!).Cancel(), this);
-        }
-
-        return new ValueTask<long>(tcs.Task);
-    }
-
-    internal static void Complete(TaskCompletionSource<long> tcs, AsyncStatus status, long result, long id)
-    {
-        switch (status)
-        {
-            case AsyncStatus.Completed: tcs.TrySetResult(result); break;
-            case AsyncStatus.Canceled: tcs.TrySetException(new OperationCanceledException($"operation {id} was canceled")); break;
-            default: tcs.TrySetException(new SharedStoreException((ErrorCode)(-result), $"operation {id} failed: {(ErrorCode)(-result)}")); break;
-        }
-    }
 }

@@ -1,3 +1,5 @@
+using SharedStore.Async;
+
 namespace SharedStore;
 
 /// <summary>
@@ -8,13 +10,13 @@ namespace SharedStore;
 /// </summary>
 public sealed unsafe class SharedBuffer : IDisposable
 {
-    private readonly AsyncChannel _channel;
+    private readonly StagingAllocator _staging;
     private readonly byte* _pointer;
     private StagingRange? _range;
 
-    internal SharedBuffer(AsyncChannel channel, StagingRange range, byte* pointer, int length)
+    internal SharedBuffer(StagingAllocator staging, StagingRange range, byte* pointer, int length)
     {
-        _channel = channel;
+        _staging = staging;
         _range = range;
         _pointer = pointer;
         Length = length;
@@ -37,11 +39,11 @@ public sealed unsafe class SharedBuffer : IDisposable
         }
     }
 
-    internal StagingRange TakeRange(AsyncChannel channel)
+    internal StagingRange TakeRange(StagingAllocator staging)
     {
-        if (!ReferenceEquals(channel, _channel))
+        if (!ReferenceEquals(staging, _staging))
         {
-            throw new ArgumentException("the buffer was rented from another client", nameof(channel));
+            throw new ArgumentException("the buffer was rented from another client", "buffer");
         }
 
         StagingRange r = _range ?? throw new ObjectDisposedException(nameof(SharedBuffer), "the buffer was already submitted or disposed");
@@ -57,7 +59,7 @@ public sealed unsafe class SharedBuffer : IDisposable
         if (_range is { } r)
         {
             _range = null;
-            _channel.FreeRange(r);
+            StagingAllocator.Free(r);
         }
     }
 }

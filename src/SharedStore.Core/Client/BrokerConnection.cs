@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Google.Protobuf;
+using SharedStore.Async;
 using SharedStore.Locks;
 using SharedStore.Protocol;
 
@@ -118,7 +119,7 @@ internal sealed class BrokerConnection : IDisposable
                         throw new SharedStoreException(ErrorCode.Internal, $"async_open answered with {fds.Count} descriptors");
                     }
 
-                    var channel = new AsyncChannel(this, fds[0], (long)resp.AsyncChannel.Length);
+                    var channel = new AsyncChannel(fds[0], (long)resp.AsyncChannel.Length, WaitPolicy);
                     Volatile.Write(ref _channel, channel);
                     return channel;
                 }
@@ -135,7 +136,33 @@ internal sealed class BrokerConnection : IDisposable
 
     /// <summary>Waits until every asynchronous operation submitted on this connection so far is terminal; false on
     /// timeout. True at once when no channel was opened, or the broker is gone (its operations read Failed).</summary>
-    public bool WaitForAsyncOperations(TimeSpan timeout) => Volatile.Read(ref _channel)?.Drain(timeout) ?? true;
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    public bool WaitForAsyncOperations(TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        Volatile.Read(ref _channel)?.Drain(timeout, cancellationToken) ?? true;
+
+    /// <summary>
+    /// A call that ends a use of memory or of what was written to it (flush, leave, destroy): first waits for this
+    /// process's pending asynchronous operations, so its own writes land (and reach the flush) before the call, then
+    /// makes the call with what is left of <paramref name="timeout"/>. One budget for both: the broker gets the rest,
+    /// not the whole timeout again. A drain that timed out fails with Timeout before anything is asked of the broker,
+    /// so the call changed nothing.
+    /// </summary>
+    /// <exception cref="SharedStoreException">Timeout (the drain, or the call); what the call throws.</exception>
+    /// <exception cref="OperationCanceledException">The token fired (while draining: nothing was asked).</exception>
+    public (Response Response, List<SafeFd> Fds) CallAfterAsyncOperations(Request request, TimeSpan timeout, CancellationToken cancellationToken, bool brokerWaits = false)
+    {
+        ValidateTimeout(timeout);
+        var deadline = Deadline.After(timeout);
+        if (!WaitForAsyncOperations(timeout, cancellationToken))
+        {
+            ThrowHelper.Timeout($"{request.BodyCase} (this process's asynchronous operations were still in progress)");
+        }
+
+        return Call(request, deadline.Remaining, cancellationToken, brokerWaits);
+    }
+
+    /// <summary>How submissions wait for ring or staging space, as the options say now.</summary>
+    public SpaceWait SubmitWait => new(_options.AsyncFullMode == AsyncFullMode.Fail, _options.AsyncSubmitTimeout);
 
     /// <summary>A synchronous write keeps program order with this process's earlier asynchronous ones: it first waits
     /// for those still pending (nothing to do, one load, when there are none).</summary>
@@ -179,12 +206,7 @@ internal sealed class BrokerConnection : IDisposable
     /// attached are returned to the caller, who owns them.</summary>
     public (Response Response, List<SafeFd> Fds) Call(Request request, TimeSpan timeout, CancellationToken cancellationToken, bool brokerWaits = false)
     {
-        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
-        {
-            // Refuse before sending: a request that took effect must not be reported as an invalid call.
-            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "a timeout is zero or more, or Timeout.InfiniteTimeSpan");
-        }
-
+        ValidateTimeout(timeout);
         if (Lost)
         {
             ThrowHelper.BrokerLost();
@@ -272,6 +294,15 @@ internal sealed class BrokerConnection : IDisposable
         finally
         {
             _pending.TryRemove(id, out _);
+        }
+    }
+
+    private static void ValidateTimeout(TimeSpan timeout)
+    {
+        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+        {
+            // Refuse before sending: a request that took effect must not be reported as an invalid call.
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "a timeout is zero or more, or Timeout.InfiniteTimeSpan");
         }
     }
 

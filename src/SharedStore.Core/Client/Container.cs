@@ -42,10 +42,11 @@ public sealed class Container : IDisposable
     /// The seed-style <c>container_flush(container_id)</c>: returns once every write to the container's objects that
     /// completed before this call (synchronous writes, and asynchronous ones whose status was Completed) is durable on
     /// disk. A memory-only container returns at once. Waits for this process's own pending asynchronous writes
-    /// first, so "submitted before" is enough for them.
+    /// first, so "submitted before" is enough for them; <paramref name="timeout"/> covers that wait and the flush.
     /// </summary>
     /// <exception cref="SharedStoreException">NoResources (the disk refused a write: full or failing; the memory copy
-    /// is intact and stays dirty); Timeout; BrokerUnavailable.</exception>
+    /// is intact and stays dirty); Timeout (also when this process's own asynchronous writes were still pending when
+    /// it ended: nothing was flushed); BrokerUnavailable.</exception>
     /// <exception cref="OperationCanceledException">The token fired; the writes stay queued for write-back.</exception>
     public void Flush(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
@@ -55,8 +56,7 @@ public sealed class Container : IDisposable
             return;
         }
 
-        _conn.WaitForAsyncOperations(timeout);
-        _conn.Call(new Request { Flush = new Flush { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        _conn.CallAfterAsyncOperations(new Request { Flush = new Flush { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
     }
 
     /// <summary><see cref="Flush(TimeSpan, CancellationToken)"/> without a timeout.</summary>
@@ -114,9 +114,11 @@ public sealed class Container : IDisposable
         return Open(r.Response, r.Fds);
     }
 
-    /// <summary>The seed's <c>container_destroy</c>: refuses new joins at once, blocks until every other member has
-    /// left, then frees the container and everything in it. This handle is closed afterwards.</summary>
-    /// <exception cref="SharedStoreException">Timeout (the container is put back as it was; joins work again);
+    /// <summary>The seed's <c>container_destroy</c>: waits for this process's own pending asynchronous writes, refuses
+    /// new joins, blocks until every other member has left, then frees the container and everything in it. This handle
+    /// is closed afterwards. <paramref name="timeout"/> covers all of it.</summary>
+    /// <exception cref="SharedStoreException">Timeout (the container is put back as it was; joins work again; when
+    /// this process's own writes were still pending, the broker was asked nothing);
     /// PermissionDenied (only the creator or root destroys); Destroyed (already being destroyed).</exception>
     /// <exception cref="OperationCanceledException">The token fired; the container is put back as it was.</exception>
     /// <exception cref="InvalidOperationException">This process still holds leases in the container (as for
@@ -125,8 +127,8 @@ public sealed class Container : IDisposable
     {
         ThrowIfClosed();
         EnsureNoLeases();
-        _conn.WaitForAsyncOperations(timeout); // this process's pending writes land before the memory goes
-        _conn.Call(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        // This process's pending writes land before the memory goes.
+        _conn.CallAfterAsyncOperations(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
         CloseLocally();
     }
 
@@ -134,7 +136,11 @@ public sealed class Container : IDisposable
     public void Destroy() => Destroy(Timeout.InfiniteTimeSpan);
 
     /// <summary>The seed's <c>container_leave</c>: leaves every object still joined through this handle and the
-    /// container. Refused (InvalidOperationException) while this process still holds leases in the container.</summary>
+    /// container, after this process's own pending asynchronous writes landed (they land while it is a member).
+    /// Refused (InvalidOperationException) while this process still holds leases in the container.</summary>
+    /// <exception cref="SharedStoreException">Timeout: those writes, or the broker's answer, took longer than
+    /// <see cref="SharedStoreClientOptions.RequestTimeout"/> in all. When the writes were still pending the broker was
+    /// asked nothing: the handle stays open and joined, and a later Leave (or Dispose) leaves.</exception>
     public void Leave()
     {
         if (_closed)
@@ -147,8 +153,7 @@ public sealed class Container : IDisposable
         {
             if (!_conn.Lost)
             {
-                _conn.WaitForAsyncOperations(_conn.Options.RequestTimeout);
-                _conn.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = Id } }, _conn.Options.RequestTimeout, default);
+                _conn.CallAfterAsyncOperations(new Request { ContainerLeave = new ContainerLeave { ContainerId = Id } }, _conn.Options.RequestTimeout, default);
             }
         }
         catch (SharedStoreException e) when (e.Code is ErrorCode.BrokerUnavailable or ErrorCode.NotFound)

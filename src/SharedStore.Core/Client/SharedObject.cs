@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using SharedStore.Async;
 using SharedStore.Locks;
 using SharedStore.Protocol;
 using SharedStore.Regions;
@@ -178,7 +179,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
-        return _conn.Channel.SubmitWrite(this, offset, data, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
+        return ChannelFor(offset, data.Length).SubmitWrite(ChannelTarget, offset, data, _conn.SubmitWait);
     }
 
     /// <summary><see cref="AWrite(long, ReadOnlySpan{byte})"/> that never waits for space: false (nothing submitted)
@@ -187,7 +188,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
-        operation = _conn.Channel.SubmitWrite(this, offset, data, failWhenFull: true);
+        operation = ChannelFor(offset, data.Length).SubmitWrite(ChannelTarget, offset, data, SpaceWait.FailAtOnce);
         return !(operation.Status == AsyncStatus.Failed && operation.Error == ErrorCode.Busy);
     }
 
@@ -202,7 +203,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         ArgumentOutOfRangeException.ThrowIfGreaterThan(n, buffer.Length, nameof(length));
         ValidateRange(offset, n);
         CheckWritable();
-        return _conn.Channel.SubmitWrite(this, offset, buffer, n, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
+        return _conn.Channel.SubmitWrite(ChannelTarget, offset, buffer, n, _conn.SubmitWait);
     }
 
     /// <summary>
@@ -218,7 +219,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         ValidateRange(offset, buffer.Length);
         if (_conn.Options.AsyncReadPath == AsyncReadPath.Broker)
         {
-            return _conn.Channel.SubmitBrokerRead(this, offset, buffer, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
+            return _conn.Channel.SubmitBrokerRead(ChannelTarget, offset, buffer, _conn.SubmitWait);
         }
 
         // The operation reads the mapping after this call returns: it holds a reference on the view until it is done.
@@ -232,26 +233,30 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         return new AsyncOperation(op, 0, op.Id);
     }
 
-    /// <summary>The seed's <c>object_destroy</c>: refuses new joins at once, blocks while other members use the
-    /// object, then frees it. Every handle of the object in this container is closed afterwards. Refused
-    /// (InvalidOperationException) while this process holds leases on the object, through any handle.</summary>
-    /// <exception cref="SharedStoreException">Timeout (the object is put back; joins work again); PermissionDenied;
+    /// <summary>The seed's <c>object_destroy</c>: waits for this process's own pending asynchronous writes, refuses
+    /// new joins, blocks while other members use the object, then frees it; <paramref name="timeout"/> covers all of
+    /// it. Every handle of the object in this container is closed afterwards. Refused (InvalidOperationException)
+    /// while this process holds leases on the object, through any handle.</summary>
+    /// <exception cref="SharedStoreException">Timeout (the object is put back; joins work again; when this process's
+    /// own writes were still pending, the broker was asked nothing); PermissionDenied;
     /// Destroyed (already being destroyed); BrokerUnavailable.</exception>
     /// <exception cref="OperationCanceledException">The token fired; the object is put back as it was.</exception>
     public void Destroy(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
         EnsureNoHolds(evenWithOtherHandles: true); // destroy frees the object under every handle of this process
-        _conn.WaitForAsyncOperations(timeout);
-        _conn.Call(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = _container.Id, ObjectId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        _conn.CallAfterAsyncOperations(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = _container.Id, ObjectId = Id } }, timeout, cancellationToken, brokerWaits: true);
         _container.CloseHandlesOf(Id);
     }
 
     /// <summary><see cref="Destroy(TimeSpan, CancellationToken)"/> without a timeout.</summary>
     public void Destroy() => Destroy(Timeout.InfiniteTimeSpan);
 
-    /// <summary>The seed's <c>object_leave</c>. Refused (InvalidOperationException) while this process holds leases on
-    /// the object through no other handle.</summary>
+    /// <summary>The seed's <c>object_leave</c>, after this process's own pending asynchronous writes landed. Refused
+    /// (InvalidOperationException) while this process holds leases on the object through no other handle.</summary>
+    /// <exception cref="SharedStoreException">Timeout: those writes, or the broker's answer, took longer than
+    /// <see cref="SharedStoreClientOptions.RequestTimeout"/> in all. When the writes were still pending the broker was
+    /// asked nothing: the handle stays open and joined, and a later Leave (or Dispose) leaves.</exception>
     public void Leave()
     {
         if (_closed)
@@ -264,8 +269,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         {
             if (!_conn.Lost)
             {
-                _conn.WaitForAsyncOperations(_conn.Options.RequestTimeout);
-                _conn.Call(new Request { ObjectLeave = new ObjectLeave { ContainerId = _container.Id, ObjectId = Id } }, _conn.Options.RequestTimeout, default);
+                _conn.CallAfterAsyncOperations(new Request { ObjectLeave = new ObjectLeave { ContainerId = _container.Id, ObjectId = Id } }, _conn.Options.RequestTimeout, default);
             }
         }
         catch (SharedStoreException e) when (e.Code is ErrorCode.BrokerUnavailable or ErrorCode.NotFound)
@@ -345,6 +349,25 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     internal BlockLockRecord* LockRecords => _view.Locks;
 
     internal BrokerConnection Connection => _conn;
+
+    /// <summary>The ids a channel message names this object by.</summary>
+    internal ChannelTarget ChannelTarget => new(_container.Id, Id);
+
+    /// <summary>The channel a write of <paramref name="length"/> bytes goes to, after refusing a chunked one over a
+    /// range this process holds a lease on: the broker holds the whole range's write locks from the first chunk to the
+    /// last and waits for readers there, while the call waits for staging the broker frees chunk by chunk, so it would
+    /// wait on itself (WouldDeadlock). A lost broker or gone channel is reported first, as the submission would.</summary>
+    private AsyncChannel ChannelFor(long offset, int length)
+    {
+        AsyncChannel channel = _conn.Channel;
+        if (length > channel.MaxChunk)
+        {
+            channel.ThrowIfUnusable();
+            ThrowIfHolds(offset, length);
+        }
+
+        return channel;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ValidateRange(long offset, long size)

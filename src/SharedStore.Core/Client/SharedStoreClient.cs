@@ -77,7 +77,11 @@ public sealed class SharedStoreClient : IDisposable
     /// <see cref="SharedObject.AWrite(long, SharedBuffer, int)"/>. Waits while the staging area is full.</summary>
     /// <exception cref="ArgumentOutOfRangeException">Zero, negative, or more than a quarter of the staging area.</exception>
     /// <exception cref="SharedStoreException">BrokerUnavailable.</exception>
-    public SharedBuffer RentBuffer(int length) => Live().Channel.Rent(length);
+    public SharedBuffer RentBuffer(int length)
+    {
+        var connection = Live();
+        return connection.Channel.Rent(length, _options.AsyncSubmitTimeout);
+    }
 
     /// <summary>Slots of this client's submission ring (opens the channel).</summary>
     public int AsyncRingSlots => Live().Channel.SlotCount;

@@ -4,7 +4,8 @@ namespace SharedStore.Queues;
 
 /// <summary>
 /// Layout of a single-producer single-consumer submission ring in shared memory, version 1. One ring per client
-/// process: the client produces, the broker consumes (docs/ARCHITECTURE.md §"Submission rings").
+/// process: the client produces, the broker consumes (docs/ARCHITECTURE.md §9.2 "Channel layout", where the ring sits
+/// at RingOffset, and §9.3 "Submission and the lock-free argument").
 /// <code>
 ///  0        8        12       16       20       24                                               64
 ///  +--------+--------+--------+--------+--------+-------------------------------------------------+
@@ -15,7 +16,8 @@ namespace SharedStore.Queues;
 ///  256: Slots × SlotSize bytes; slot = [Length:u32][payload …]
 /// </code>
 /// Publication rule: slots in [Head, Tail) are complete; the producer fills slots and only then stores Tail (release),
-/// the consumer reads Tail (acquire), consumes, then stores Head (release). Positions are 64-bit and never wrap.
+/// the consumer reads Tail (acquire), consumes, then stores Head with a locked instruction (release, and ordered before
+/// its read of ProducerWaits: §9.3). Positions are 64-bit and never wrap.
 /// </summary>
 internal static class RingDescriptor
 {

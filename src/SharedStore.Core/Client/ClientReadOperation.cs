@@ -1,3 +1,4 @@
+using SharedStore.Async;
 using SharedStore.Devices;
 using SharedStore.Locks;
 using SharedStore.Regions;
