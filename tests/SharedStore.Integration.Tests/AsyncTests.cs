@@ -1087,21 +1087,6 @@ public sealed class AsyncTests : CrossProcessTest
         }
     }
 
-    /// <summary>Polls <paramref name="condition"/> every 20 ms for up to <see cref="Soon"/>.</summary>
-    private static void WaitUntil(Func<bool> condition, string what)
-    {
-        var sw = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (sw.Elapsed > Soon)
-            {
-                Assert.Fail($"timed out after {Soon}: {what}");
-            }
-
-            Thread.Sleep(20);
-        }
-    }
-
     /// <summary>Whether the broker's lock slot owns block <paramref name="block"/> of c/o (an applier took it, and is
     /// writing or waiting for readers to drain).</summary>
     private static bool BrokerOwnsBlock(SharedStoreClient client, long block)

@@ -3,6 +3,8 @@ namespace SharedStore.Integration.Tests;
 /// <summary>Block locks across processes: writer priority, re-entry, self-deadlock refusal, lock timeouts.</summary>
 public sealed class LockTests : CrossProcessTest
 {
+    private static long Gid => SharedStoreClient.ProcessGroupId;
+
     private BrokerProcess _broker = null!;
     private ClientProcess _a = null!;
     private ClientProcess _b = null!;
@@ -162,5 +164,22 @@ public sealed class LockTests : CrossProcessTest
         var after = _c.Ok("get o 0 10 10000");
         Assert.That(ClientProcess.Field(after, "torn"), Is.EqualTo("0"), "a whole-block write clears the torn mark");
         Assert.That(ClientProcess.Field(after, "first"), Is.EqualTo("4"));
+    }
+
+    [Test]
+    public void ObjectLease_PutAfterItsHandleWasLeftWithAnotherHandleOpen_ReleasesTheReadHold()
+    {
+        // Bug: Leave() of one of two handles to the same object is allowed while this process holds leases (holds
+        // are per process, so the other handle may own them), but SharedObject.Put skipped the release once its
+        // handle was closed, "because the broker released everything". The membership was still alive, so the read
+        // hold stayed forever: writers of that block waited until the process exited.
+        using var client = ConnectInProcess(_broker);
+        var c = client.CreateContainer("c", Gid);
+        var h1 = c.CreateObject("x", 4096);
+        using var h2 = c.JoinObject("x");
+        var lease = h1.Get(0, 10, TimeSpan.FromSeconds(5));
+        h1.Dispose();
+        lease.Dispose();
+        Assert.DoesNotThrow(() => h2.Write(0, [1, 2, 3], TimeSpan.FromSeconds(2)), "the lease was put: nothing holds the block");
     }
 }

@@ -1,3 +1,6 @@
+using System.Diagnostics;
+using SharedStore.Protocol;
+
 namespace SharedStore.Integration.Tests.Harness;
 
 /// <summary>
@@ -58,6 +61,30 @@ public abstract class CrossProcessTest
         var c = StartClient(name, asNobody);
         c.Ok($"connect {broker.SocketPath}");
         return c;
+    }
+
+    /// <summary>A client library in this test process, connected to <paramref name="broker"/> (requests time out after
+    /// 10 s).</summary>
+    internal static SharedStoreClient ConnectInProcess(BrokerProcess broker) =>
+        SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = broker.SocketPath, RequestTimeout = TimeSpan.FromSeconds(10) });
+
+    /// <summary>The broker's list entry of container <paramref name="name"/>.</summary>
+    internal static ContainerEntry Entry(SharedStoreClient client, string name) =>
+        client.ListRaw().Containers.Single(c => c.Info.Name == name);
+
+    /// <summary>Polls <paramref name="condition"/> every 20 ms; fails the test after <see cref="ClientProcess.Soon"/>.</summary>
+    internal static void WaitUntil(Func<bool> condition, string what)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (sw.Elapsed > ClientProcess.Soon)
+            {
+                Assert.Fail($"timed out after {ClientProcess.Soon}: {what}");
+            }
+
+            Thread.Sleep(20);
+        }
     }
 
     internal T Track<T>(T child) where T : IDisposable
