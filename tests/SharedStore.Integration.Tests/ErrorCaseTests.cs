@@ -223,6 +223,7 @@ public sealed class ErrorCaseTests : CrossProcessTest
         a.Ok("get o 0 10 1000");
         int write = b.Send("write o 0 10 1 60000");
         b.ExpectNoAnswerYet(write, because: "A holds the block");
+        WaitUntilWriterWaits(broker, "c", "o", 0, b.Pid);
 
         broker.Kill();
         b.ExpectErr(write, "BrokerUnavailable", TimeSpan.FromSeconds(1));

@@ -72,6 +72,22 @@ public abstract class CrossProcessTest
     internal static ContainerEntry Entry(SharedStoreClient client, string name) =>
         client.ListRaw().Containers.Single(c => c.Info.Name == name);
 
+    /// <summary>Waits until process <paramref name="pid"/> waits for the write lock of block <paramref name="block"/>:
+    /// the broker's <c>holders</c>, read from the lock record, shows it as the block's owner waiting for readers to drain,
+    /// or among the slots waiting to own the block. <see cref="ClientProcess.ExpectNoAnswerYet"/> only says that a write
+    /// has not answered yet; this says that it got as far as the lock, so what the test does next meets a waiting
+    /// writer.</summary>
+    internal static void WaitUntilWriterWaits(BrokerProcess broker, string container, string obj, long block, int pid)
+    {
+        using var observer = ConnectInProcess(broker);
+        WaitUntil(() =>
+        {
+            var reply = observer.Call(new Request { Holders = new HoldersRequest { ContainerName = container, ObjectName = obj } }, ClientProcess.Soon, default).Response.Holders;
+            return reply.Blocks.Any(b => (long)b.Block == block
+                && ((b.Writer is { Active: false } w && w.Pid == pid) || b.Waiting.Any(h => h.Pid == pid)));
+        }, $"pid {pid} to wait for the write lock of block {block} of {container}/{obj}");
+    }
+
     /// <summary>Polls <paramref name="condition"/> every 20 ms; fails the test after <see cref="ClientProcess.Soon"/>.</summary>
     internal static void WaitUntil(Func<bool> condition, string what)
     {
