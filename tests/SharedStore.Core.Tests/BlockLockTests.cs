@@ -110,11 +110,11 @@ public unsafe class BlockLockTests
             BlockLock.ReleaseRead(_rec, 3);
             return s;
         });
-        Thread.Sleep(50);
+        FutexSleepers.WaitFor(&_rec->Seq, 2, "writer B and the reader to sleep on the record");
         BlockLock.ReleaseWrite(_rec, false); // A done
         Assert.That(b.Wait(10_000), Is.True);
         order.Enqueue("writerB");
-        Thread.Sleep(20);
+        FutexSleepers.WaitFor(&_rec->Seq, 1, "the reader to sleep again while B holds the block");
         BlockLock.ReleaseWrite(_rec, false);
         Assert.That(reader.Wait(10_000), Is.True);
         Assert.That(order, Is.EqualTo(new[] { "writerB", "reader" }));

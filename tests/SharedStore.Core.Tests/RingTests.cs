@@ -164,7 +164,7 @@ public unsafe class RingTests
             Thread.Sleep(1);
         }
 
-        Thread.Sleep(50);
+        FutexSleepers.WaitFor(&_bell->Seq, 1, "the consumer to sleep in the kernel");
         Span<byte> m = stackalloc byte[8];
         p.TryWrite(m);
         p.Publish();

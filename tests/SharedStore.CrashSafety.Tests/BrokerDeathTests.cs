@@ -20,9 +20,9 @@ public class BrokerDeathTests
         var obj2 = con2.JoinObject("o");
         var lease = obj.Get(0, 5);
 
-        // A writer in another member slot waits for the lease.
+        // A writer in another member slot waits for the lease: it owns block 0 and waits for the read to drain.
         var blocked = Task.Run(() => obj2.Write(0, "HELLO"u8, TimeSpan.FromSeconds(60)));
-        Thread.Sleep(200);
+        BrokerObservations.WaitUntil(() => BrokerObservations.WriterWaitsForReaders(holderClient, "death", "o", 0), "the writer to wait for the lease");
         Assert.That(blocked.IsCompleted, Is.False, "the write waits for the lease");
 
         var sw = Stopwatch.StartNew();

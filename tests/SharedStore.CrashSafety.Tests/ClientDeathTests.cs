@@ -24,7 +24,7 @@ public class ClientDeathTests
         }
 
         var destroy = Task.Run(() => con.Destroy(TimeSpan.FromSeconds(30)));
-        Thread.Sleep(300);
+        BrokerObservations.WaitUntil(() => BrokerObservations.ContainerDestroyPending(client, "t"), "the destroy to wait for the worker");
         Assert.That(destroy.IsCompleted, Is.False, "destroy waits for the live worker");
         worker.Kill();
         Assert.That(destroy.Wait(TimeSpan.FromSeconds(10)), Is.True, "destroy completes once the worker is dead");

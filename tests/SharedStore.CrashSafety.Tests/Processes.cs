@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using SharedStore.Protocol;
 
 namespace SharedStore.CrashSafety.Tests;
 
@@ -7,6 +8,50 @@ internal static class BrokerProcessExtensions
 {
     public static SharedStoreClient Connect(this BrokerProcess broker) =>
         SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = broker.SocketPath });
+}
+
+/// <summary>What the crash tests observe of a live broker instead of sleeping until "the other side waits now".</summary>
+internal static class BrokerObservations
+{
+    /// <summary>Whether block <paramref name="block"/> of the object has an owner that is not active yet: a writer that
+    /// holds the block and waits for its readers to drain (read by the broker from the lock record, `holders`).</summary>
+    public static bool WriterWaitsForReaders(SharedStoreClient client, string container, string obj, long block)
+    {
+        var reply = client.Call(new Request { Holders = new HoldersRequest { ContainerName = container, ObjectName = obj } }, TimeSpan.FromSeconds(10), default).Response.Holders;
+        return reply.Blocks.Any(b => (long)b.Block == block && b.Writer is { Active: false });
+    }
+
+    /// <summary>Whether a destroy of container <paramref name="container"/> has started waiting: the broker then refuses
+    /// joins with Destroyed. The probe is a second join by <paramref name="member"/>, which is refused either way
+    /// (AlreadyExists before the destroy), so it changes nothing.</summary>
+    public static bool ContainerDestroyPending(SharedStoreClient member, string container)
+    {
+        try
+        {
+            member.JoinContainer(container).Dispose();
+            Assert.Fail($"a second join of '{container}' by one of its members was accepted");
+            return false;
+        }
+        catch (SharedStoreException e) when (e.Code == ErrorCode.AlreadyExists)
+        {
+            return false;
+        }
+        catch (SharedStoreException e) when (e.Code == ErrorCode.Destroyed)
+        {
+            return true;
+        }
+    }
+
+    /// <summary>Polls <paramref name="condition"/> every 5 ms; fails the test after 30 s.</summary>
+    public static void WaitUntil(Func<bool> condition, string what)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(30)), $"timed out waiting for {what}");
+            Thread.Sleep(5);
+        }
+    }
 }
 
 /// <summary>A torture worker process (SharedStore.TortureWorker) and what it reported.</summary>

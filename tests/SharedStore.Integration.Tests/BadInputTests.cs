@@ -10,9 +10,6 @@ public sealed class BadInputTests : CrossProcessTest
 {
     private static long Gid => SharedStoreClient.ProcessGroupId;
 
-    private static SharedStoreClient ConnectInProcess(BrokerProcess broker) =>
-        SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = broker.SocketPath, RequestTimeout = TimeSpan.FromSeconds(10) });
-
     /// <summary>The broker is alive and the bystander's container and object are intact.</summary>
     private static void AssertBystanderIntact(BrokerProcess broker, SharedStoreClient bystander, SharedObject obj)
     {

@@ -1,8 +1,12 @@
+using SharedStore.Protocol;
+
 namespace SharedStore.Integration.Tests;
 
 /// <summary>container_destroy and object_destroy across processes.</summary>
 public sealed class DestroyTests : CrossProcessTest
 {
+    private static long Gid => SharedStoreClient.ProcessGroupId;
+
     [Test]
     public void ContainerDestroy_AnotherMemberJoined_BlocksAndRefusesJoinsUntilItLeaves()
     {
@@ -169,5 +173,195 @@ public sealed class DestroyTests : CrossProcessTest
         other.Ok("write o 0 10 1 10000");
         owner.Ok($"put {lease}");
         owner.Ok("pid");
+    }
+
+    [Test]
+    public void ObjectDestroy_DestroyerLeavesContainerWhileWaiting_TimesOutAndKeepsTheObjectForOtherUsers()
+    {
+        // Bug: when the destroyer's membership was gone by the time its wait ended (it left the container, or its
+        // process died and the session close won the race), DestroyObject skipped the restore and freed the object
+        // although another member still used it: its memory was punched and its lock records zeroed under that
+        // member, and handed to the next object created.
+        using var broker = StartBroker();
+        using var raw = RawConnection.OpenWithHello(broker.SocketPath);
+        var created = raw.Call(new Request { ContainerCreate = new ContainerCreate { Name = "c", GroupId = Gid } });
+        Assert.That(created.Error, Is.EqualTo(Protocol.ErrorCode.Ok), created.Message);
+        uint cid = created.Container.ContainerId;
+        var obj = raw.Call(new Request { ObjectCreate = new ObjectCreate { ContainerId = cid, Name = "x", Size = 8192 } });
+        Assert.That(obj.Error, Is.EqualTo(Protocol.ErrorCode.Ok), obj.Message);
+
+        using var member = ConnectInProcess(broker);
+        var c = member.JoinContainer("c");
+        var x = c.JoinObject("x");
+        x.Write(0, [7, 7, 7], TimeSpan.FromSeconds(5));
+
+        ulong destroy = raw.Send(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = cid, ObjectId = obj.Object.ObjectId }, TimeoutMs = 1500 });
+        WaitUntilJoinsAreRefused(() => c.JoinObject("x"), "the destroy of x to wait for the member");
+        var left = raw.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = cid } });
+        Assert.That(left.Error, Is.EqualTo(Protocol.ErrorCode.Ok), left.Message);
+        var answer = raw.Receive(TimeSpan.FromSeconds(10));
+        Assert.That(answer, Is.Not.Null);
+        Assert.That(answer!.Id, Is.EqualTo(destroy));
+        Assert.That(answer.Error, Is.EqualTo(Protocol.ErrorCode.Timeout), "the member still uses the object: the destroy must time out");
+
+        var entry = Entry(member, "c");
+        Assert.That(entry.Objects.Select(o => o.Info.Name), Is.EqualTo(new[] { "x" }), "the object must survive");
+        Assert.That(entry.Objects.Single().UseCount, Is.EqualTo(1u));
+        using (var lease = x.Get(0, 3, TimeSpan.FromSeconds(5)))
+        {
+            Assert.That(lease.ReadOnlySpan.ToArray(), Is.EqualTo(new byte[] { 7, 7, 7 }), "the object's memory must be intact");
+        }
+
+        // The destroy was abandoned, so joins work again.
+        using var again = c.JoinObject("x");
+        Assert.That(again.Id, Is.EqualTo(x.Id));
+    }
+
+    [Test]
+    public void ContainerDestroy_DestroyerLeavesWhileWaiting_TimesOutAndRestoresTheContainer()
+    {
+        // Bug: same hole for containers: once the destroyer had left, a timed-out destroy answered OK and left the
+        // container marked destroying for good: every later join got Destroyed while the remaining members went on.
+        using var broker = StartBroker();
+        using var raw = RawConnection.OpenWithHello(broker.SocketPath);
+        var created = raw.Call(new Request { ContainerCreate = new ContainerCreate { Name = "c", GroupId = Gid } });
+        Assert.That(created.Error, Is.EqualTo(Protocol.ErrorCode.Ok), created.Message);
+        uint cid = created.Container.ContainerId;
+
+        using var member = ConnectInProcess(broker);
+        var c = member.JoinContainer("c");
+
+        ulong destroy = raw.Send(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = cid }, TimeoutMs = 1500 });
+        WaitUntilJoinsAreRefused(() => member.JoinContainer("c"), "the destroy of c to wait for the member");
+        var left = raw.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = cid } });
+        Assert.That(left.Error, Is.EqualTo(Protocol.ErrorCode.Ok), left.Message);
+        var answer = raw.Receive(TimeSpan.FromSeconds(10));
+        Assert.That(answer, Is.Not.Null);
+        Assert.That(answer!.Id, Is.EqualTo(destroy));
+        Assert.That(answer.Error, Is.EqualTo(Protocol.ErrorCode.Timeout), "another member is still joined: the destroy must time out");
+
+        using var late = ConnectInProcess(broker);
+        Assert.DoesNotThrow(() => late.JoinContainer("c").Dispose(), "the destroy was abandoned: joins must work again");
+        c.Dispose();
+    }
+
+    [Test]
+    public void ObjectDestroy_TwoWaitingCallsWithOneRequestId_SessionCloseStillCancelsTheFirst()
+    {
+        // Bug: the broker kept a blocking call's CancellationTokenSource in a dictionary keyed by the client's request
+        // id and overwrote it on a duplicate id; the duplicate's completion then removed the entry of the first call.
+        // That call could no longer be canceled, not even by the session's close: the destroy waited forever (with
+        // an infinite timeout) and the object stayed Destroying, refusing joins, after its destroyer was gone.
+        using var broker = StartBroker();
+        using var raw = RawConnection.OpenWithHello(broker.SocketPath);
+        var created = raw.Call(new Request { ContainerCreate = new ContainerCreate { Name = "c", GroupId = Gid } });
+        Assert.That(created.Error, Is.EqualTo(Protocol.ErrorCode.Ok), created.Message);
+        uint cid = created.Container.ContainerId;
+        var obj = raw.Call(new Request { ObjectCreate = new ObjectCreate { ContainerId = cid, Name = "x", Size = 4096 } });
+        Assert.That(obj.Error, Is.EqualTo(Protocol.ErrorCode.Ok), obj.Message);
+
+        using var member = ConnectInProcess(broker);
+        var c = member.JoinContainer("c");
+        using var x = c.JoinObject("x");
+
+        var destroy = new ObjectDestroy { ContainerId = cid, ObjectId = obj.Object.ObjectId };
+        raw.Send(new Request { Id = 7, ObjectDestroy = destroy, TimeoutMs = uint.MaxValue });
+        WaitUntilJoinsAreRefused(() => c.JoinObject("x"), "the first destroy to wait for the member");
+        raw.Send(new Request { Id = 7, ObjectDestroy = destroy, TimeoutMs = uint.MaxValue });
+        var second = raw.Receive(TimeSpan.FromSeconds(10));
+        Assert.That(second, Is.Not.Null);
+        Assert.That(second!.Error, Is.Not.EqualTo(Protocol.ErrorCode.Ok), "the duplicate must be refused");
+
+        raw.Dispose(); // the destroyer goes away: its waiting destroy must be canceled and the object put back
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            try
+            {
+                using var again = c.JoinObject("x");
+                break;
+            }
+            catch (SharedStoreException e) when (e.Code == ErrorCode.Destroyed && DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(20);
+            }
+        }
+
+        Assert.That(Entry(member, "c").Objects.Single().UseCount, Is.EqualTo(1u));
+    }
+
+    [Test]
+    public void ContainerDestroy_TimeoutAboveInt32Milliseconds_Succeeds()
+    {
+        // Bug: Call handed timeout + 5 s to WaitHandle.WaitAny, which accepts at most int.MaxValue ms (24.8 days).
+        // A destroy with a 30-day timeout was sent, then the client threw ArgumentOutOfRangeException while the broker
+        // destroyed the container: the handle stayed open on a container that no longer existed.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("long", Gid);
+        Assert.DoesNotThrow(() => c.Destroy(TimeSpan.FromDays(30)));
+        Assert.That(client.ListRaw().Containers.Any(e => e.Info.Name == "long"), Is.False);
+        Assert.Throws<ObjectDisposedException>(() => c.CreateObject("o", 1));
+    }
+
+    [Test]
+    public void ContainerDestroy_NegativeTimeout_ThrowsBeforeSendingAndKeepsTheContainer()
+    {
+        // Bug: a negative timeout (other than Infinite) was sent as timeout_ms 0, so the broker destroyed the
+        // container, and then WaitAny threw ArgumentOutOfRangeException on the negative wait: the caller was told the
+        // call was invalid after it had taken effect.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("neg", Gid);
+        Assert.Throws<ArgumentOutOfRangeException>(() => c.Destroy(TimeSpan.FromSeconds(-5)));
+        Assert.That(client.ListRaw().Containers.Any(e => e.Info.Name == "neg"), Is.True, "an invalid argument must not be sent");
+        Assert.DoesNotThrow(() => c.CreateObject("o", 1).Dispose());
+    }
+
+    [Test]
+    public void ObjectDestroy_ThroughOneHandleWhileAnotherHandlesLeaseIsHeld_IsRefusedAndClosesAllHandlesWhenDone()
+    {
+        // Bug: Destroy skipped the lease check when another handle to the object was open, so the broker freed the
+        // object (pages punched, lock records zeroed) under a live lease of this very process; the other handle stayed
+        // open and kept locking the freed records.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("c", Gid);
+        var h1 = c.CreateObject("x", 4096);
+        var h2 = c.JoinObject("x");
+        h1.Write(0, [5, 5, 5], TimeSpan.FromSeconds(5));
+        var lease = h1.Get(0, 3, TimeSpan.FromSeconds(5));
+        Assert.Throws<InvalidOperationException>(() => h2.Destroy(TimeSpan.FromSeconds(5)));
+        Assert.That(lease.ReadOnlySpan.ToArray(), Is.EqualTo(new byte[] { 5, 5, 5 }));
+        lease.Dispose();
+
+        h2.Destroy(TimeSpan.FromSeconds(5));
+        Assert.Throws<ObjectDisposedException>(() => h1.Get(0, 1, TimeSpan.FromSeconds(1)), "every handle of a destroyed object is closed");
+        Assert.That(Entry(client, "c").Objects, Is.Empty);
+    }
+
+    /// <summary>Waits until a destroy has started waiting, as every client can see it: from that moment the broker refuses
+    /// joins with Destroyed (the first test of this file). <paramref name="join"/> must change nothing that lasts: a
+    /// member's second join of its container (AlreadyExists until the destroy starts), or a join of an object, whose
+    /// handle is disposed at once.</summary>
+    private static void WaitUntilJoinsAreRefused(Func<IDisposable> join, string what) =>
+        WaitUntil(() => JoinRefusedAsDestroyed(join), what);
+
+    private static bool JoinRefusedAsDestroyed(Func<IDisposable> join)
+    {
+        try
+        {
+            join().Dispose();
+            return false;
+        }
+        catch (SharedStoreException e) when (e.Code == ErrorCode.AlreadyExists)
+        {
+            return false;
+        }
+        catch (SharedStoreException e) when (e.Code == ErrorCode.Destroyed)
+        {
+            return true;
+        }
     }
 }

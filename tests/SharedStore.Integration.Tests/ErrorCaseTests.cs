@@ -195,7 +195,7 @@ public sealed class ErrorCaseTests : CrossProcessTest
         string lease = a.Ok($"get o 0 {4L << 20} 5000")[0];
 
         broker.Kill();
-        Thread.Sleep(100); // let the client's receiver see the socket close
+        a.Ok("wait-broker-lost 10000"); // the client's receiver has seen the socket close
 
         var sw = Stopwatch.StartNew();
         a.Err("create-object after 4096", "BrokerUnavailable", TimeSpan.FromSeconds(5));
@@ -223,6 +223,7 @@ public sealed class ErrorCaseTests : CrossProcessTest
         a.Ok("get o 0 10 1000");
         int write = b.Send("write o 0 10 1 60000");
         b.ExpectNoAnswerYet(write, because: "A holds the block");
+        WaitUntilWriterWaits(broker, "c", "o", 0, b.Pid);
 
         broker.Kill();
         b.ExpectErr(write, "BrokerUnavailable", TimeSpan.FromSeconds(1));
@@ -238,5 +239,20 @@ public sealed class ErrorCaseTests : CrossProcessTest
         byte[] tail = new byte[4_000];
         Payload.Fill(tail, 6_000, 5);
         Assert.That(tail, Is.EqualTo(whole[6_000..]));
+    }
+
+    [Test]
+    public void ContainerJoin_SecondJoinBySameClient_IsRefusedAndLeavesNoPhantomMember()
+    {
+        // Bug: AddMember stored the new membership in the container's slot table before Dictionary.Add threw on the
+        // session's duplicate key, so a second join by the same client left a phantom member no one could remove (not
+        // even the session's close): container_destroy then waited for it forever.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("twice", Gid);
+        var e = Assert.Throws<SharedStoreException>(() => client.JoinContainer("twice"));
+        Assert.That(e!.Code, Is.EqualTo(ErrorCode.AlreadyExists), e.Message);
+        Assert.That(Entry(client, "twice").MemberSlots, Has.Count.EqualTo(1));
+        Assert.DoesNotThrow(() => c.Destroy(TimeSpan.FromSeconds(5)), "no other member: destroy completes at once");
     }
 }

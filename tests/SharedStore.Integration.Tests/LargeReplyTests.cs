@@ -3,15 +3,17 @@ using SharedStore.Protocol;
 namespace SharedStore.Integration.Tests;
 
 /// <summary>
-/// Issue 13, finding 4: replies of any size. A reply larger than one datagram is sent in parts and assembled by the
-/// client library; a reply the kernel refuses is logged and turned into an error the client sees; a request too large
-/// for one message is the caller's InvalidArgument, not a lost connection. (`sharedstore ls` of 100 000 objects:
-/// ScaleTests.)
+/// Messages of any size between a client and the broker. A reply larger than one datagram is sent in parts and
+/// assembled by the client library; a reply the kernel refuses is logged and turned into an error the client sees; a
+/// request too large for one message is the caller's InvalidArgument, not a lost connection; requests and replies
+/// above the default socket buffer (208 KiB) get through. (`sharedstore ls` of 100 000 objects: ScaleTests.)
 /// </summary>
 public sealed class LargeReplyTests : CrossProcessTest
 {
-    private static SharedStoreClient ConnectInProcess(BrokerProcess broker) =>
-        SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = broker.SocketPath, RequestTimeout = TimeSpan.FromSeconds(20) });
+    private static SharedStoreClient ConnectInProcess(BrokerProcess broker, TimeSpan requestTimeout) =>
+        SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = broker.SocketPath, RequestTimeout = requestTimeout });
+
+    private static long Gid => SharedStoreClient.ProcessGroupId;
 
     [Test]
     public void Holders_16384HeldBlocks_ListsEveryBlock()
@@ -25,7 +27,7 @@ public sealed class LargeReplyTests : CrossProcessTest
         reader.Ok($"create-object o {blocks * 4096L}");
         string lease = reader.Ok($"get o 0 {blocks * 4096L} 10000")[0];
 
-        using var client = ConnectInProcess(broker);
+        using var client = ConnectInProcess(broker, TimeSpan.FromSeconds(20));
         var reply = client.Call(new Request { Holders = new HoldersRequest { ContainerName = "held", ObjectName = "o" } }, TimeSpan.FromSeconds(20), default).Response.Holders;
         Assert.That(reply.Blocks, Has.Count.EqualTo(blocks));
         Assert.That(reply.Blocks.Select(b => (long)b.Block), Is.EqualTo(Enumerable.Range(0, blocks).Select(b => (long)b)));
@@ -46,7 +48,7 @@ public sealed class LargeReplyTests : CrossProcessTest
         {
             string log = Path.Combine(logDirectory, "broker.log");
             using var broker = StartBroker(new Dictionary<string, string> { ["SHAREDSTORE_TEST_SEND_BUFFER_BYTES"] = "8192" }, "--log", log);
-            using var client = ConnectInProcess(broker);
+            using var client = ConnectInProcess(broker, TimeSpan.FromSeconds(20));
             using var con = client.CreateContainer("many", SharedStoreClient.ProcessGroupId);
             for (int i = 0; i < 2000; i++)
             {
@@ -73,12 +75,44 @@ public sealed class LargeReplyTests : CrossProcessTest
         // Contract: a request too large for one message (a durable path of 3 MiB) fails with InvalidArgument before it
         // is sent; the connection is not lost (it used to be: the failed send marked the broker lost).
         using var broker = StartBroker();
-        using var client = ConnectInProcess(broker);
+        using var client = ConnectInProcess(broker, TimeSpan.FromSeconds(20));
         var e = Assert.Throws<SharedStoreException>(() => client.CreateContainer("big", SharedStoreClient.ProcessGroupId,
             new ContainerOptions { DurablePath = "/" + new string('a', 3 << 20) }));
         Assert.That(e!.Code, Is.EqualTo(ErrorCode.InvalidArgument), e.Message);
         Assert.That(client.IsBrokerLost, Is.False);
         using var con = client.CreateContainer("small", SharedStoreClient.ProcessGroupId);
         Assert.That(client.ListRaw().Containers.Select(c => c.Info.Name), Is.EqualTo(new[] { "small" }));
+    }
+
+    [Test]
+    public void Call_RequestAboveTheDefaultSocketBuffer_GetsTheBrokersAnswerAndTheClientStaysUsable()
+    {
+        // Bug: sendmsg of a SEQPACKET message larger than SO_SNDBUF (208 KiB by default) fails with EMSGSIZE; the
+        // client took that for a dead broker, marked itself lost and threw BrokerUnavailable for every later call.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var e = Assert.Throws<SharedStoreException>(() => client.CreateContainer(new string('n', 300_000), Gid));
+        Assert.That(e!.Code, Is.EqualTo(ErrorCode.InvalidArgument), e.Message);
+        Assert.That(client.IsBrokerLost, Is.False);
+        Assert.DoesNotThrow(() => client.CreateContainer("after", Gid).Dispose());
+    }
+
+    [Test]
+    public void List_ReplyAboveTheDefaultSocketBuffer_Arrives()
+    {
+        // Bug: the same limit on the broker's side: a list reply over 208 KiB (a few thousand objects) failed to send,
+        // silently, and the client waited for its request timeout.
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        var c = client.CreateContainer("many", Gid);
+        const int count = 3000;
+        string prefix = new('o', 100);
+        var objects = new List<SharedObject>();
+        for (int i = 0; i < count; i++)
+        {
+            objects.Add(c.CreateObject($"{prefix}{i}", 64));
+        }
+
+        Assert.That(Entry(client, "many").Objects, Has.Count.EqualTo(count));
     }
 }

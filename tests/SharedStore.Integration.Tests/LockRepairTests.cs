@@ -266,18 +266,4 @@ public sealed class LockRepairTests : CrossProcessTest
         var holders = client.Call(new Request { Holders = new HoldersRequest { ContainerName = "c", ObjectName = "o" } }, ClientProcess.Soon, default).Response.Holders;
         return holders.Blocks.Any(b => (long)b.Block == block && b.Writer is { } w && w.Slot == BrokerSlot);
     }
-
-    private static void WaitUntil(Func<bool> condition, string what)
-    {
-        var sw = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (sw.Elapsed > ClientProcess.Soon)
-            {
-                Assert.Fail($"timed out after {ClientProcess.Soon}: {what}");
-            }
-
-            Thread.Sleep(20);
-        }
-    }
 }

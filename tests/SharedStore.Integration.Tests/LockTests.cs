@@ -3,6 +3,8 @@ namespace SharedStore.Integration.Tests;
 /// <summary>Block locks across processes: writer priority, re-entry, self-deadlock refusal, lock timeouts.</summary>
 public sealed class LockTests : CrossProcessTest
 {
+    private static long Gid => SharedStoreClient.ProcessGroupId;
+
     private BrokerProcess _broker = null!;
     private ClientProcess _a = null!;
     private ClientProcess _b = null!;
@@ -33,6 +35,7 @@ public sealed class LockTests : CrossProcessTest
 
         int write = _b.Send("write o 0 100 7 30000");
         _b.ExpectNoAnswerYet(write, because: "A holds block 0 by get");
+        WaitUntilWriterWaits(_broker, "locks", "o", 0, _b.Pid);
 
         int get = _c.Send("get o 0 100 30000");
         _c.ExpectNoAnswerYet(get, because: "B's write waits for block 0 and writers have priority");
@@ -52,6 +55,7 @@ public sealed class LockTests : CrossProcessTest
         string first = _a.Ok("get o 0 100 5000")[0];
         int write = _b.Send("write o 0 100 9 30000");
         _b.ExpectNoAnswerYet(write, because: "A holds block 0 by get");
+        WaitUntilWriterWaits(_broker, "locks", "o", 0, _b.Pid);
 
         string second = _a.Ok("get o 0 100 30000", TimeSpan.FromSeconds(2))[0];
         _b.ExpectNoAnswerYet(write, TimeSpan.Zero, "A holds block 0 twice");
@@ -84,6 +88,7 @@ public sealed class LockTests : CrossProcessTest
         string lease = _a.Ok("get o 0 100 5000")[0];
         int write = _b.Send("write o 0 100 5 30000");
         _b.ExpectNoAnswerYet(write, because: "A holds block 0 by get");
+        WaitUntilWriterWaits(_broker, "locks", "o", 0, _b.Pid);
 
         _c.Err("get o 0 100 300", "Timeout", TimeSpan.FromSeconds(10));
 
@@ -112,6 +117,7 @@ public sealed class LockTests : CrossProcessTest
         _a.Ok($"get o 0 {3L << 20} 5000");
         int write = _b.Send($"write o 0 {2L << 20} 8 30000");
         _b.ExpectNoAnswerYet(write, because: "A holds blocks 0-2 by get");
+        WaitUntilWriterWaits(_broker, "locks", "o", 0, _b.Pid);
 
         _a.Kill();
         _b.ExpectOk(write, TimeSpan.FromSeconds(10));
@@ -134,6 +140,7 @@ public sealed class LockTests : CrossProcessTest
         _b.Ok("write p 4096 300 1 30000", TimeSpan.FromSeconds(2));
         int overlapping = _b.Send("write p 4000 200 2 30000");
         _b.ExpectNoAnswerYet(overlapping, because: "A holds block 0, which the write overlaps");
+        WaitUntilWriterWaits(_broker, "small", "p", 0, _b.Pid);
         _a.Ok($"put {lease}");
         _b.ExpectOk(overlapping);
         Assert.That(ClientProcess.Field(_a.Ok("get p 4199 1 5000"), "first"), Is.EqualTo("2"));
@@ -149,6 +156,7 @@ public sealed class LockTests : CrossProcessTest
         string held = _a.Ok($"get o {2L << 20} 10 5000")[0];
         int write = _b.Send($"write o 0 {4L << 20} 6 30000"); // write-locks blocks 0 and 1, then waits on block 2
         _b.ExpectNoAnswerYet(write, because: "A holds block 2");
+        WaitUntilWriterWaits(_broker, "locks", "o", 2, _b.Pid); // blocks 0 and 1 are write-locked by then
         _b.Kill();
 
         var block0 = _c.Ok("get o 0 10 10000");
@@ -162,5 +170,22 @@ public sealed class LockTests : CrossProcessTest
         var after = _c.Ok("get o 0 10 10000");
         Assert.That(ClientProcess.Field(after, "torn"), Is.EqualTo("0"), "a whole-block write clears the torn mark");
         Assert.That(ClientProcess.Field(after, "first"), Is.EqualTo("4"));
+    }
+
+    [Test]
+    public void ObjectLease_PutAfterItsHandleWasLeftWithAnotherHandleOpen_ReleasesTheReadHold()
+    {
+        // Bug: Leave() of one of two handles to the same object is allowed while this process holds leases (holds
+        // are per process, so the other handle may own them), but SharedObject.Put skipped the release once its
+        // handle was closed, "because the broker released everything". The membership was still alive, so the read
+        // hold stayed forever: writers of that block waited until the process exited.
+        using var client = ConnectInProcess(_broker);
+        var c = client.CreateContainer("c", Gid);
+        var h1 = c.CreateObject("x", 4096);
+        using var h2 = c.JoinObject("x");
+        var lease = h1.Get(0, 10, TimeSpan.FromSeconds(5));
+        h1.Dispose();
+        lease.Dispose();
+        Assert.DoesNotThrow(() => h2.Write(0, [1, 2, 3], TimeSpan.FromSeconds(2)), "the lease was put: nothing holds the block");
     }
 }

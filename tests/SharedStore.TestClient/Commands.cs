@@ -156,6 +156,24 @@ internal sealed unsafe class Commands
             case "pid":
                 return $"ok {Environment.ProcessId}";
 
+            case "wait-broker-lost":
+            {
+                // wait-broker-lost MS: returns once the client has seen its broker connection close (its receiver read
+                // EOF), so that a test's next call meets a client that knows, not a race with the receiver.
+                var sw = Stopwatch.StartNew();
+                while (!Client.IsBrokerLost)
+                {
+                    if (sw.Elapsed > Ms(a[1]))
+                    {
+                        throw new TimeoutException($"the client did not see its broker connection close within {a[1]} ms");
+                    }
+
+                    Thread.Sleep(1);
+                }
+
+                return $"ok {sw.Elapsed.TotalMilliseconds:F0}";
+            }
+
             case "connect":
             {
                 // connect SOCKET [slots=N] [staging=BYTES] [full=wait|fail] [submit-timeout=MS]: the async options.

@@ -1,3 +1,6 @@
+using System.Diagnostics;
+using SharedStore.Protocol;
+
 namespace SharedStore.Integration.Tests.Harness;
 
 /// <summary>
@@ -58,6 +61,46 @@ public abstract class CrossProcessTest
         var c = StartClient(name, asNobody);
         c.Ok($"connect {broker.SocketPath}");
         return c;
+    }
+
+    /// <summary>A client library in this test process, connected to <paramref name="broker"/> (requests time out after
+    /// 10 s).</summary>
+    internal static SharedStoreClient ConnectInProcess(BrokerProcess broker) =>
+        SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = broker.SocketPath, RequestTimeout = TimeSpan.FromSeconds(10) });
+
+    /// <summary>The broker's list entry of container <paramref name="name"/>.</summary>
+    internal static ContainerEntry Entry(SharedStoreClient client, string name) =>
+        client.ListRaw().Containers.Single(c => c.Info.Name == name);
+
+    /// <summary>Waits until process <paramref name="pid"/> waits for the write lock of block <paramref name="block"/>:
+    /// the broker's <c>holders</c>, read from the lock record, shows it as the block's owner waiting for readers to drain,
+    /// or among the slots waiting to own the block. <see cref="ClientProcess.ExpectNoAnswerYet"/> only says that a write
+    /// has not answered yet; this says that it got as far as the lock, so what the test does next meets a waiting
+    /// writer.</summary>
+    internal static void WaitUntilWriterWaits(BrokerProcess broker, string container, string obj, long block, int pid)
+    {
+        using var observer = ConnectInProcess(broker);
+        WaitUntil(() =>
+        {
+            var reply = observer.Call(new Request { Holders = new HoldersRequest { ContainerName = container, ObjectName = obj } }, ClientProcess.Soon, default).Response.Holders;
+            return reply.Blocks.Any(b => (long)b.Block == block
+                && ((b.Writer is { Active: false } w && w.Pid == pid) || b.Waiting.Any(h => h.Pid == pid)));
+        }, $"pid {pid} to wait for the write lock of block {block} of {container}/{obj}");
+    }
+
+    /// <summary>Polls <paramref name="condition"/> every 20 ms; fails the test after <see cref="ClientProcess.Soon"/>.</summary>
+    internal static void WaitUntil(Func<bool> condition, string what)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (sw.Elapsed > ClientProcess.Soon)
+            {
+                Assert.Fail($"timed out after {ClientProcess.Soon}: {what}");
+            }
+
+            Thread.Sleep(20);
+        }
     }
 
     internal T Track<T>(T child) where T : IDisposable
