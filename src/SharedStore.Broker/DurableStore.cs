@@ -252,7 +252,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             dc.Meta.Objects.Add(new DurableObjectMeta { Name = o.Name, Size = (ulong)o.Size, File = file });
             WriteMeta(dc);
         }
-        catch (Exception e) when (e is DeviceException or IOException or UnauthorizedAccessException or BrokerError)
+        catch (Exception e) when (e is SharedStoreException or IOException or UnauthorizedAccessException)
         {
             device?.Dispose();
             if (created)
