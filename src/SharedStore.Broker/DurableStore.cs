@@ -596,7 +596,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
         long offset = DurableFileDescriptor.SlotOffset(b, target, d.BlockSize);
         try
         {
-            if (s_tearWindowMs > 0)
+            if (BrokerTestHooks.TearWindowMs > 0)
             {
                 ScheduleWithTearWindow(d, [(offset, header, data)]); // tests only: header and data apart in time
                 return;

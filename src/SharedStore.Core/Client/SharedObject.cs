@@ -29,6 +29,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
     private readonly int[] _localWaiters;
     private readonly object _waitGate = new();
     private volatile bool _closed;
+    private int _released; // 1 once MarkClosed gave back the segment reference
     private Devices.MemoryRegionDevice? _readDevice;
     private readonly bool _durable;
 
@@ -49,6 +50,9 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
             throw new SharedStoreException(ErrorCode.Internal, $"object '{Name}' lies outside its segment");
         }
 
+        // The pointers below outlive this call: the object holds a reference on both mappings until it is closed
+        // (MarkClosed), so closing the container unmaps them only after its last object let go.
+        segment.AddRef();
         _data = segment.Data.Pointer + (long)info.DataOffset;
         _locks = (BlockLockRecord*)(segment.Locks.Pointer + (long)info.LockOffset);
         _localWaiters = new int[BlockCount];
@@ -361,7 +365,17 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         }
     }
 
-    internal void MarkClosed() => _closed = true;
+    /// <summary>Closes the handle (once) and gives back its reference on the segment's mappings. A lease or an
+    /// asynchronous read of this process keeps read holds, and a handle with holds is not closed (Leave refuses; a
+    /// client that disconnects keeps the container's mappings for good), so no pointer into the mapping is in use.</summary>
+    internal void MarkClosed()
+    {
+        if (Interlocked.Exchange(ref _released, 1) == 0)
+        {
+            _closed = true;
+            _segment.Release();
+        }
+    }
 
     private void CheckWritable()
     {
