@@ -56,7 +56,8 @@ enum sharedstore_error {
     SHAREDSTORE_E_CANCELED = -10,          /* object_return of a canceled operation */
     SHAREDSTORE_E_WOULD_DEADLOCK = -11,    /* a write over blocks this process holds leases on */
     SHAREDSTORE_E_INTERNAL = -12,          /* a bug in the broker or the library */
-    SHAREDSTORE_E_BUSY = -13               /* in use by this process (see each call), or still in progress */
+    SHAREDSTORE_E_BUSY = -13,              /* in use by this process (see each call), or still in progress */
+    SHAREDSTORE_E_IO = -14                 /* a device (the broker's durable file) failed; last_error names the errno */
 };
 
 /* object_opstatus / object_opwait: 0 = completed, or one of these, or a negative error for a failed operation. */

@@ -657,7 +657,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         }
         else
         {
-            Finish(b.Position, OpState.Failed, -(long)(r.Status == TransferStatus.OutOfRange ? ErrorCode.InvalidArgument : ErrorCode.Internal));
+            Finish(b.Position, OpState.Failed, -(long)DeviceException.CodeOf(r.Errno, r.Status)); // one table: OutOfRange is InvalidArgument, EIO IoError
         }
 
         if (b.Length >= LargeBinding)

@@ -187,7 +187,7 @@ internal sealed class BrokerServer : IDisposable
         {
             who = conn.GetPeerCredentials();
         }
-        catch (IOException)
+        catch (SharedStoreException)
         {
             conn.Dispose(); // peer vanished before we read its credentials
             return;

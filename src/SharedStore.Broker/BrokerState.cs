@@ -36,11 +36,9 @@ internal sealed class SegmentGrant
     }
 }
 
-/// <summary>A request the broker refuses; becomes a Response with the error code. Expected outcome, not a bug.</summary>
-internal sealed class BrokerError(ErrorCode code, string message) : Exception(message)
-{
-    public ErrorCode Code { get; } = code;
-}
+/// <summary>A request the broker refuses; becomes a Response with the error code. Expected outcome, not a bug. A
+/// <see cref="SharedStoreException"/>, the one error root (ErrorReplies.cs turns any of them into a reply).</summary>
+internal sealed class BrokerError(ErrorCode code, string message) : SharedStoreException(code, message);
 
 internal sealed class ContainerState
 {
@@ -842,7 +840,7 @@ internal sealed class BrokerState : IDisposable
                     reports.Add(report);
                 }
             }
-            catch (Exception e) when (e is IOException or InvalidDataException or InvalidProtocolBufferException or BrokerError or UnauthorizedAccessException or Devices.DeviceException)
+            catch (Exception e) when (e is IOException or InvalidDataException or InvalidProtocolBufferException or SharedStoreException or UnauthorizedAccessException)
             {
                 Log.DurableRestoreFailed(_logger, dir, e.Message);
 

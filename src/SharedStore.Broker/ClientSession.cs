@@ -318,16 +318,9 @@ internal sealed partial class ClientSession
                     break;
             }
         }
-        catch (BrokerError e)
-        {
-            resp.Error = (Protocol.ErrorCode)e.Code;
-            resp.Message = e.Message;
-        }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            resp.Error = Protocol.ErrorCode.Internal;
-            resp.Message = e.ToString();
-            Log.InternalError(_server.Logger, Kind(req.BodyCase), e);
+            ErrorReplies.Fill(resp, e, Kind(req.BodyCase), _server.Logger);
         }
 
         return (resp, grant);

@@ -7,7 +7,7 @@ namespace SharedStore.Broker;
 internal sealed partial class DurableStore
 {
     /// <summary>
-    /// SHAREDSTORE_TEST_TEAR_WINDOW_MS: never set in production. A kill -9 of the broker did not tear a single slot
+    /// SHAREDSTORE_TEST_TEAR_WINDOW_MS, read only by the test startup hook (<see cref="BrokerTestHooks"/>). A kill -9 of the broker did not tear a single slot
     /// write in our runs: none after hundreds of kills inside write-back passes (64 KiB and 1 MiB blocks, passes of up
     /// to 64 MiB), by restore's count and by scanning the files; presumably io_uring completes the writes a dying
     /// process has in flight. So no kill test could see the shadow-slot rule broken (a slot written in place passed).
@@ -15,8 +15,6 @@ internal sealed partial class DurableStore
     /// first is random), so a kill between them leaves the batch's slots torn, as a power cut during the write may.
     /// Restore must then fall back to each block's other slot, which the invariant keeps durable.
     /// </summary>
-    private static readonly int s_tearWindowMs =
-        int.TryParse(Environment.GetEnvironmentVariable("SHAREDSTORE_TEST_TEAR_WINDOW_MS"), out int ms) && ms > 0 ? ms : 0;
 
     private void ScheduleWithTearWindow(DurableObject d, List<(long Offset, RandomAccessRequestBinding Header, RandomAccessRequestBinding Data)> writes)
     {
@@ -25,7 +23,7 @@ internal sealed partial class DurableStore
         {
             if (step == 1)
             {
-                Thread.Sleep(s_tearWindowMs);
+                Thread.Sleep(BrokerTestHooks.TearWindowMs);
             }
 
             foreach (var (offset, header, data) in writes)

@@ -255,7 +255,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             dc.Meta.Objects.Add(new DurableObjectMeta { Name = o.Name, Size = (ulong)o.Size, File = file });
             WriteMeta(dc);
         }
-        catch (Exception e) when (e is DeviceException or IOException or UnauthorizedAccessException or BrokerError)
+        catch (Exception e) when (e is SharedStoreException or IOException or UnauthorizedAccessException)
         {
             device?.Dispose();
             if (created)
@@ -598,7 +598,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
         long offset = DurableFileDescriptor.SlotOffset(b, target, d.BlockSize);
         try
         {
-            if (s_tearWindowMs > 0)
+            if (BrokerTestHooks.TearWindowMs > 0)
             {
                 ScheduleWithTearWindow(d, [(offset, header, data)]); // tests only: header and data apart in time
                 return;

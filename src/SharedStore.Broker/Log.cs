@@ -6,7 +6,7 @@ namespace SharedStore.Broker;
 /// Every log message of the broker, source-generated (no formatting unless the level is enabled). Event ids are
 /// stable: operators filter and alert on them, so an id is never reused for another meaning. Reserved: 8–9
 /// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5). 30–32: connections.
-/// 40: lock-state repair. 50–59: replies to requests (issue 13, finding 4).
+/// 40: lock-state repair. 50–59: replies to requests (issue 13, finding 4; 52: a system or device error, issue 14).
 /// </summary>
 internal static partial class Log
 {
@@ -27,8 +27,8 @@ internal static partial class Log
     public static partial void SessionFailed(ILogger logger, int pid, Exception exception);
 
     [LoggerMessage(EventId = 5, EventName = "InternalError", Level = LogLevel.Error,
-        Message = "internal error on {Request}")]
-    public static partial void InternalError(ILogger logger, string request, Exception exception);
+        Message = "internal error, error id {ErrorId}, on {Request}")]
+    public static partial void InternalError(ILogger logger, string errorId, string request, Exception exception);
 
     [LoggerMessage(EventId = 6, EventName = "DeadClientRecovered", Level = LogLevel.Warning,
         Message = "recovered {Released} lock record(s) of dead pid {Pid} in container '{Container}'")]
@@ -81,4 +81,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 51, EventName = "ReplyUndeliverable", Level = LogLevel.Debug,
         Message = "reply {RequestId} ({Body}) not delivered: pid {Pid} is gone ({Error})")]
     public static partial void ReplyUndeliverable(ILogger logger, ulong requestId, string body, int pid, string error);
+
+    [LoggerMessage(EventId = 52, EventName = "RequestFailed", Level = LogLevel.Warning,
+        Message = "{Request} failed with {Code} (errno {Errno}): {Reason}")]
+    public static partial void RequestFailed(ILogger logger, string request, ErrorCode code, int errno, string reason);
 }

@@ -1,8 +1,10 @@
 namespace SharedStore;
 
 /// <summary>
-/// Outcome codes of SharedStore calls. They mirror the seed's negative returns (the C value is <c>-(int)code</c>)
-/// and travel unchanged on the wire (<c>sharedstore.proto</c> ErrorCode has the same numbers).
+/// Outcome codes of SharedStore calls. They mirror the seed's negative returns (the C value is <c>-(int)code</c>,
+/// <c>include/sharedstore.h</c>) and travel unchanged on the wire: <c>sharedstore.proto</c>'s ErrorCode has the same
+/// numbers, and <c>Protocol/WireErrors.cs</c> is the one mapping between the two (WireErrorTests pins every value).
+/// A number, once given, is never reused.
 /// </summary>
 public enum ErrorCode
 {
@@ -42,10 +44,16 @@ public enum ErrorCode
     /// <summary>The call would deadlock the calling process (e.g. a write on blocks it holds by get).</summary>
     WouldDeadlock = 11,
 
-    /// <summary>The broker reported an internal failure (a bug): see the message.</summary>
+    /// <summary>An internal failure (a bug) in the broker or the library. From the broker, the message carries an error id
+    /// only (<c>internal error, see broker log, error id X</c>); the broker logs the details under that id.</summary>
     Internal = 12,
 
     /// <summary>Client only: the submission ring or staging area is full and the options say not to wait
     /// (<see cref="AsyncFullMode.Fail"/>). Nothing was submitted.</summary>
     Busy = 13,
+
+    /// <summary>A device failed: the broker's durable file or a <see cref="Devices.IRandomAccessDevice"/> reported an
+    /// error the other codes do not name (EIO, EBADF, a short transfer...). A <see cref="Devices.DeviceException"/>
+    /// keeps the errno in <see cref="SharedStoreException.Errno"/>.</summary>
+    IoError = 14,
 }

@@ -60,10 +60,10 @@ internal static unsafe class Errors
         int i = value switch
         {
             0 => 0,
-            1 => 14, // INPROGRESS
-            2 => 15, // CANCELED
-            < 0 and >= -13 => -value,
-            _ => 16,
+            1 => 15, // INPROGRESS
+            2 => 16, // CANCELED
+            < 0 and >= -(int)ErrorCode.IoError => -value,
+            _ => 17,
         };
         return (sbyte*)s_strings[i];
     }
@@ -93,6 +93,7 @@ internal static unsafe class Errors
             "would deadlock: this process holds a lease on that range",
             "internal error in the broker or library",
             "busy: still in use by this process (leases, asynchronous reads, calls in progress), or still in progress",
+            "I/O error: a device (the broker's durable file) failed; sharedstore_last_error names the errno",
             "in progress",
             "canceled",
             "unknown error",

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
-using SharedStore.Protocol;
 using Spectre.Console;
 
 namespace SharedStore.Cli;
@@ -44,7 +43,14 @@ internal static partial class BrokerCommands
                 }
             }
 
-            var options = new SharedStoreClientOptions { SocketPath = socket };
+            var options = new SharedStoreClientOptions
+            {
+                SocketPath = socket,
+                StartBrokerIfMissing = true,
+                StartTimeout = TimeSpan.FromSeconds(p.GetValue(timeout)),
+                RequestTimeout = TimeSpan.FromSeconds(5),
+                ClientName = "sharedstore",
+            };
             if (p.GetValue(system))
             {
                 options.BrokerArguments.Add("--system");
@@ -62,17 +68,19 @@ internal static partial class BrokerCommands
                 options.BrokerArguments.Add(level);
             }
 
-            // The broker makes its own folders; a start that fails says why (its exit code and last words).
+            // The broker makes its own folders; a start that fails says why (its exit code and last words). Connect
+            // starts it (StartBrokerIfMissing), through the public API like any client.
+            SharedStoreClient started;
             try
             {
-                BrokerLauncher.Start(socket, options, TimeSpan.FromSeconds(p.GetValue(timeout)));
+                started = SharedStoreClient.Connect(options);
             }
             catch (SharedStoreException e) when (e.Code == ErrorCode.BrokerUnavailable)
             {
                 throw new CliException(ExitCodes.BrokerUnavailable, e.Message);
             }
 
-            using var started = TryConnect(socket) ?? throw new CliException(ExitCodes.BrokerUnavailable, $"the broker started at {socket} stopped answering at once; see {socket}.log");
+            using var startedClient = started;
             AnsiConsole.MarkupLineInterpolated($"broker started: pid [bold]{started.BrokerPid}[/], socket {socket}, log {socket}.log");
             return ExitCodes.Ok;
         }));
@@ -143,12 +151,12 @@ internal static partial class BrokerCommands
                 return ExitCodes.BrokerUnavailable;
             }
 
-            var s = Request(client, new Request { Status = new StatusRequest() }).Status;
+            var s = client.Status();
             var table = new Table().HideHeaders().AddColumn("field").AddColumn("value");
             table.AddRow("broker", "[green]running[/]");
             table.AddRow("pid", s.BrokerPid.ToString(CultureInfo.InvariantCulture));
             table.AddRow("socket", Markup.Escape(s.SocketPath));
-            table.AddRow("uptime", TimeSpan.FromMilliseconds(s.UptimeMs).ToString(@"d\.hh\:mm\:ss", CultureInfo.InvariantCulture));
+            table.AddRow("uptime", s.Uptime.ToString(@"d\.hh\:mm\:ss", CultureInfo.InvariantCulture));
             table.AddRow("containers", s.ContainerCount.ToString(CultureInfo.InvariantCulture));
             table.AddRow("objects", s.ObjectCount.ToString(CultureInfo.InvariantCulture));
             table.AddRow("object bytes", $"{s.ObjectBytes} ({Cli.Bytes(s.ObjectBytes)})");
@@ -160,10 +168,6 @@ internal static partial class BrokerCommands
         }));
         return cmd;
     }
-
-    /// <summary>One raw round trip; library errors surface as <see cref="SharedStoreException"/>.</summary>
-    public static Response Request(SharedStoreClient client, Request request) =>
-        client.Call(request, TimeSpan.FromSeconds(15), default).Response;
 
     /// <summary>A connected client, or null when no broker answers.</summary>
     public static SharedStoreClient? TryConnect(string socket)

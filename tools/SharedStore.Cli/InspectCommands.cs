@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using SharedStore.Protocol;
 using Spectre.Console;
 
 namespace SharedStore.Cli;
@@ -14,8 +13,8 @@ internal static class InspectCommands
         cmd.SetAction(p => Cli.Guard(() =>
         {
             using var client = Cli.Connect(p);
-            var list = client.ListRaw();
-            if (list.Containers.Count == 0)
+            var list = client.ListContainers();
+            if (list.Count == 0)
             {
                 AnsiConsole.WriteLine("no containers");
                 return ExitCodes.Ok;
@@ -24,17 +23,17 @@ internal static class InspectCommands
             var groups = GroupNames();
             var containers = new TextTable("containers", "container", "group", "write policy", ">block size", "members (pid)", ">size", ">objects");
             var objects = new TextTable("objects", "container", "object", ">size", ">bytes", ">use count", ">blocks");
-            foreach (var c in list.Containers.OrderBy(c => c.Info.Name, StringComparer.Ordinal))
+            foreach (var c in list.OrderBy(c => c.Name, StringComparer.Ordinal))
             {
-                string group = groups.TryGetValue(c.Info.GroupId, out string? g) ? $"{g} ({c.Info.GroupId})" : c.Info.GroupId.ToString(CultureInfo.InvariantCulture);
-                string policy = c.Info.WritePolicy == Protocol.WritePolicy.CreatorOnly ? "creator only" : "all members";
+                string group = groups.TryGetValue(c.GroupId, out string? g) ? $"{g} ({c.GroupId})" : c.GroupId.ToString(CultureInfo.InvariantCulture);
+                string policy = c.WritePolicy == WritePolicy.CreatorOnly ? "creator only" : "all members";
                 string members = string.Join(", ", c.MemberPids.Select(pid => pid.ToString(CultureInfo.InvariantCulture)));
-                containers.AddRow(c.Info.Name, group, policy, Cli.Bytes(c.Info.BlockSize), members.Length == 0 ? "-" : members,
+                containers.AddRow(c.Name, group, policy, Cli.Bytes(c.BlockSize), members.Length == 0 ? "-" : members,
                     Cli.Bytes(c.Bytes), c.Objects.Count.ToString(CultureInfo.InvariantCulture));
-                foreach (var o in c.Objects.OrderBy(o => o.Info.Name, StringComparer.Ordinal))
+                foreach (var o in c.Objects.OrderBy(o => o.Name, StringComparer.Ordinal))
                 {
-                    objects.AddRow(c.Info.Name, o.Info.Name, Cli.Bytes(o.Info.Size), o.Info.Size.ToString(CultureInfo.InvariantCulture),
-                        o.UseCount.ToString(CultureInfo.InvariantCulture), o.Info.BlockCount.ToString(CultureInfo.InvariantCulture));
+                    objects.AddRow(c.Name, o.Name, Cli.Bytes(o.Size), o.Size.ToString(CultureInfo.InvariantCulture),
+                        o.UseCount.ToString(CultureInfo.InvariantCulture), o.BlockCount.ToString(CultureInfo.InvariantCulture));
                 }
             }
 
@@ -61,7 +60,7 @@ internal static class InspectCommands
         {
             using var client = Cli.Connect(p);
             string c = p.GetValue(container)!, o = p.GetValue(obj)!;
-            var r = BrokerCommands.Request(client, new Request { Holders = new HoldersRequest { ContainerName = c, ObjectName = o } }).Holders;
+            var r = client.Holders(c, o);
             if (r.Blocks.Count == 0)
             {
                 AnsiConsole.MarkupLineInterpolated($"no block of {c}/{o} ({r.BlockCount} block(s) of {Cli.Bytes(r.BlockSize)}) is held or awaited");
@@ -102,7 +101,7 @@ internal static class InspectCommands
         cmd.SetAction(p => Cli.Guard(() =>
         {
             using var client = Cli.Connect(p);
-            var s = BrokerCommands.Request(client, new Request { Status = new StatusRequest() }).Status;
+            var s = client.Status();
             var table = new Table().Title($"SharedStore.Broker, pid {s.BrokerPid}")
                 .AddColumn("instrument").AddColumn("tags").AddColumn(new TableColumn("value").RightAligned()).AddColumn("unit");
             foreach (var m in s.Metrics)
@@ -116,7 +115,7 @@ internal static class InspectCommands
         return cmd;
     }
 
-    private static string Who(LockHolder h) =>
+    private static string Who(BlockHolder h) =>
         h.Pid == 0 ? $"slot {h.Slot} (no member)" : string.IsNullOrEmpty(h.ProcessName) ? $"pid {h.Pid}" : $"pid {h.Pid} ({h.ProcessName})";
 
     private static Dictionary<long, string> GroupNames()

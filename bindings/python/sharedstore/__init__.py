@@ -12,13 +12,13 @@
 
 Errors raise subclasses of :class:`SharedStoreError` named after SharedStore's ErrorCode (NotFound, AlreadyExists,
 PermissionDenied, NoResources, Timeout, Destroyed, InvalidArgument, BrokerUnavailable, VersionMismatch, Canceled,
-WouldDeadlock, Internal, Busy). The library is found through $SHAREDSTORE_LIBRARY, beside this package, or in the
+WouldDeadlock, Internal, Busy, IoError). The library is found through $SHAREDSTORE_LIBRARY, beside this package, or in the
 repository's artifacts/native.
 """
 
 from ._api import Client, Container, Lease, Object, Operation, OpStatus, WritePolicy, library_path
 from .errors import (AlreadyExists, BrokerUnavailable, Busy, Canceled, Destroyed, Internal, InvalidArgument,
-                     NoResources, NotFound, PermissionDenied, SharedStoreError, Timeout, VersionMismatch,
+                     IoError, NoResources, NotFound, PermissionDenied, SharedStoreError, Timeout, VersionMismatch,
                      WouldDeadlock)
 
 __version__ = "0.1.0"
@@ -27,4 +27,5 @@ __all__ = [
     "Client", "Container", "Object", "Lease", "Operation", "OpStatus", "WritePolicy", "library_path",
     "SharedStoreError", "NotFound", "AlreadyExists", "PermissionDenied", "NoResources", "Timeout", "Destroyed",
     "InvalidArgument", "BrokerUnavailable", "VersionMismatch", "Canceled", "WouldDeadlock", "Internal", "Busy",
+    "IoError",
 ]

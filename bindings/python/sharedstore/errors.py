@@ -68,9 +68,13 @@ class Busy(SharedStoreError):
     code = 13
 
 
+class IoError(SharedStoreError, OSError):
+    code = 14
+
+
 BY_CODE = {cls.code: cls for cls in (NotFound, AlreadyExists, PermissionDenied, NoResources, Timeout, Destroyed,
                                      InvalidArgument, BrokerUnavailable, VersionMismatch, Canceled, WouldDeadlock,
-                                     Internal, Busy)}
+                                     Internal, Busy, IoError)}
 
 
 def error_for(rc, message):

@@ -286,7 +286,7 @@ internal sealed class BrokerConnection : IDisposable
                     throw new OperationCanceledException(resp.Message, cancellationToken);
                 }
 
-                throw new SharedStoreException((ErrorCode)resp.Error, resp.Message);
+                throw new SharedStoreException(WireErrors.FromWire(resp.Error), resp.Message);
             }
 
             return (resp, call.Fds);

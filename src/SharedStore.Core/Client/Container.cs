@@ -399,6 +399,37 @@ internal sealed unsafe class ClientSegment : IDisposable
         }
     }
 
+    /// <summary>Takes a reference on both mappings for a holder of raw pointers into them (a
+    /// <see cref="SharedObject"/> keeps its data and lock-record pointers from construction until it is closed):
+    /// <see cref="Dispose"/> then only marks the mappings closed, and they are unmapped when the last reference is
+    /// released, never under a pointer still held.</summary>
+    public void AddRef()
+    {
+        bool data = false, locks = false;
+        try
+        {
+            Data.DangerousAddRef(ref data);
+            Locks.DangerousAddRef(ref locks);
+        }
+        catch
+        {
+            // ObjectDisposedException: the segment was disposed already; give back what was taken.
+            if (data)
+            {
+                Data.DangerousRelease();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Gives back a reference taken by <see cref="AddRef"/>.</summary>
+    public void Release()
+    {
+        Locks.DangerousRelease();
+        Data.DangerousRelease();
+    }
+
     public void Dispose()
     {
         Data.Dispose();

@@ -213,7 +213,36 @@ public sealed class SharedStoreClient : IDisposable
         }
     }
 
-    /// <summary>The broker's table of containers, objects and members (for tools and tests).</summary>
+    /// <summary>Every container the broker holds, with its members and objects (operator tooling: <c>sharedstore ls</c>).
+    /// Any client may list; the list shows names, groups, pids and sizes, never data.</summary>
+    /// <exception cref="SharedStoreException"><see cref="ErrorCode.BrokerUnavailable"/>: no broker, or it died;
+    /// <see cref="ErrorCode.Timeout"/>: no answer within <see cref="SharedStoreClientOptions.RequestTimeout"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    public IReadOnlyList<ContainerListing> ListContainers(CancellationToken cancellationToken = default) =>
+        [.. Call(new Request { List = new ListRequest() }, _options.RequestTimeout, cancellationToken).Response.List.Containers.Select(c => new ContainerListing(c))];
+
+    /// <summary>Who holds or waits on each block of an object (operator tooling: <c>sharedstore holders</c>). The caller
+    /// must be allowed to join the container; it need not be a member.</summary>
+    /// <exception cref="SharedStoreException"><see cref="ErrorCode.NotFound"/>: no such container or object;
+    /// <see cref="ErrorCode.PermissionDenied"/>: the caller may not join the container;
+    /// <see cref="ErrorCode.InvalidArgument"/>: a name is not a valid name; <see cref="ErrorCode.BrokerUnavailable"/>;
+    /// <see cref="ErrorCode.Timeout"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    public ObjectHolders Holders(string container, string objectName, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(container);
+        ArgumentNullException.ThrowIfNull(objectName);
+        return new(Call(new Request { Holders = new HoldersRequest { ContainerName = container, ObjectName = objectName } }, _options.RequestTimeout, cancellationToken).Response.Holders);
+    }
+
+    /// <summary>The broker's pid, uptime, counts, memory in use and metrics (operator tooling: <c>sharedstore broker
+    /// status</c> and <c>stats</c>).</summary>
+    /// <exception cref="SharedStoreException"><see cref="ErrorCode.BrokerUnavailable"/>; <see cref="ErrorCode.Timeout"/>.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    public BrokerStatus Status(CancellationToken cancellationToken = default) =>
+        new(Call(new Request { Status = new StatusRequest() }, _options.RequestTimeout, cancellationToken).Response.Status);
+
+    /// <summary>The broker's table of containers, objects and members, as it came off the wire (for tests).</summary>
     internal ListReply ListRaw() => Call(new Request { List = new ListRequest() }, _options.RequestTimeout, default).Response.List;
 
     /// <summary>One round trip on the live connection (reconnecting when its broker was lost).</summary>

@@ -22,7 +22,7 @@ public sealed partial class RandomAccessFileDevice : RandomAccessDevice
     /// <param name="mode">How to open it.</param>
     /// <exception cref="ArgumentException"><paramref name="path"/> is empty, or <paramref name="mode"/> combines
     /// ReadOnly with Create or Truncate, or both access hints.</exception>
-    /// <exception cref="DeviceException">open, statx or posix_fadvise failed (errno in <see cref="DeviceException.Errno"/>).</exception>
+    /// <exception cref="DeviceException">open, statx or posix_fadvise failed (errno in <see cref="SharedStoreException.Errno"/>).</exception>
     public RandomAccessFileDevice(string path, DeviceMode mode)
         : this(path, mode, Open(path, mode, out SafeFd fd, out int offsetAlign, out int memoryAlign), fd, offsetAlign, memoryAlign)
     {

@@ -31,6 +31,8 @@ internal static partial class Interop
         internal const int ERANGE = 34;
         internal const int ECONNABORTED = 103;
         internal const int ENFILE = 23;
+        internal const int EROFS = 30;
+        internal const int EDQUOT = 122;
 
         [LibraryImport(Name, SetLastError = true)]
         internal static partial int close(int fd);
@@ -55,8 +57,25 @@ internal static partial class Interop
         /// <summary>errno of the last P/Invoke made with SetLastError = true on this thread.</summary>
         internal static int LastErrno => Marshal.GetLastPInvokeError();
 
-        /// <summary>An exception naming the failed call and its errno, for syscalls that must not fail.</summary>
-        internal static IOException Error(string call, int errno) =>
-            new($"{call} failed: {StrError(errno)} (errno {errno})", errno);
+        /// <summary>An exception naming the failed call and keeping its errno, for syscalls that must not fail. Its code
+        /// is <see cref="ErrorCodeOf"/>(errno).</summary>
+        internal static SharedStoreException Error(string call, int errno) =>
+            new(ErrorCodeOf(errno), $"{call} failed: {StrError(errno)} (errno {errno})", errno);
+
+        /// <summary>The one errno-to-<see cref="ErrorCode"/> table: errors the codes name get their code, every other
+        /// errno (EIO, EBADF, ...) is <see cref="ErrorCode.IoError"/>.</summary>
+        internal static ErrorCode ErrorCodeOf(int errno) => errno switch
+        {
+            ENOENT or ENOTDIR => ErrorCode.NotFound,
+            EEXIST => ErrorCode.AlreadyExists,
+            EACCES or EPERM or EROFS => ErrorCode.PermissionDenied,
+            ENOMEM or ENOSPC or EDQUOT or EMFILE or ENFILE or EFBIG or ENOBUFS => ErrorCode.NoResources,
+            ETIMEDOUT or IoUring.ETIME => ErrorCode.Timeout,
+            EINVAL or EMSGSIZE or ERANGE => ErrorCode.InvalidArgument,
+            ECONNREFUSED or ECONNRESET or ECONNABORTED or EPIPE or ENOTCONN => ErrorCode.BrokerUnavailable,
+            ECANCELED => ErrorCode.Canceled,
+            EAGAIN or EBUSY => ErrorCode.Busy,
+            _ => ErrorCode.IoError,
+        };
     }
 }

@@ -3,8 +3,12 @@ using System.Runtime.Versioning;
 
 namespace SharedStore.Regions;
 
-/// <summary>One <c>mmap</c> of a memfd, owned through a SafeHandle so the mapping outlives no one who uses it
-/// (DangerousAddRef around use) and is unmapped exactly once.</summary>
+/// <summary>One <c>mmap</c> of a memfd, owned through a SafeHandle so it is unmapped exactly once, and never under a
+/// pointer still in use. The rule: code that keeps a raw pointer into the mapping beyond the call that computed it
+/// holds a reference (<see cref="SafeHandle.DangerousAddRef"/>) for as long as it keeps the pointer, and releases it
+/// when it lets the pointer go: a client <c>SharedObject</c> from construction to close (<c>ClientSegment.AddRef</c>),
+/// the client's <c>AsyncChannel</c> around each use of its ring. <see cref="SafeHandle.Dispose()"/> then only marks
+/// the mapping closed; <c>munmap</c> runs when the last reference is released.</summary>
 [SupportedOSPlatform("linux")]
 internal sealed unsafe class MappedRegion : SafeHandle
 {

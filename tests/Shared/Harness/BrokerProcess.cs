@@ -143,7 +143,21 @@ internal sealed class BrokerProcess : IDisposable
     {
         var argv = new List<string> { ChildProcess.DotnetHost, ChildProcess.Dll("SharedStore.Broker.dll"), "--socket", SocketPath };
         argv.AddRange(extraArgs);
-        _process = ChildProcess.Start(argv, _stderr, env: env);
+        _process = ChildProcess.Start(argv, _stderr, env: WithTestHooks(env));
+    }
+
+    /// <summary>The shipped broker reads no test variable: a broker given SHAREDSTORE_TEST_* variables also gets the
+    /// test startup hook (SharedStore.TestHooks.dll, DOTNET_STARTUP_HOOKS), which reads them. The test project must
+    /// reference tests/SharedStore.TestHooks. An env that names DOTNET_STARTUP_HOOKS itself (even empty) is left as it
+    /// is: a test can start the broker as it ships.</summary>
+    private static IDictionary<string, string>? WithTestHooks(IDictionary<string, string>? env)
+    {
+        if (env is null || env.ContainsKey("DOTNET_STARTUP_HOOKS") || !env.Keys.Any(k => k.StartsWith("SHAREDSTORE_TEST_", StringComparison.Ordinal)))
+        {
+            return env;
+        }
+
+        return new Dictionary<string, string>(env, StringComparer.Ordinal) { ["DOTNET_STARTUP_HOOKS"] = ChildProcess.Dll("SharedStore.TestHooks.dll") };
     }
 
     private void WaitReady()

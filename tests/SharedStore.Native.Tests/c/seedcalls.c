@@ -497,6 +497,10 @@ int main(int argc, char **argv)
     permission_calls(self);
     EXPECT(strcmp(sharedstore_strerror(SHAREDSTORE_E_TIMEOUT), "timed out"), 0);
     check(sharedstore_strerror(-999) != NULL && sharedstore_strerror(INPROGRESS) != NULL, "sharedstore_strerror never NULL", 0);
+    /* Every error of enum sharedstore_error has its own text, not the unknown one (issue 14: SHAREDSTORE_E_IO). */
+    for (int e = SHAREDSTORE_E_NOT_FOUND; e >= SHAREDSTORE_E_IO; e--)
+        check(strcmp(sharedstore_strerror(e), sharedstore_strerror(-999)) != 0, "sharedstore_strerror knows every error", e);
+    EXPECT(strncmp(sharedstore_strerror(SHAREDSTORE_E_IO), "I/O error", 9), 0);
 
     printf("1..%d\n# %d passed, %d failed\n", tests, tests - failures, failures);
     return failures == 0 ? 0 : 1;
