@@ -55,16 +55,23 @@ internal sealed unsafe class QueueDepthLoop
     }
 
     /// <summary>Runs a warm-up, then measures; returns completed operations per second.</summary>
-    public double Run(TimeSpan warmup, TimeSpan measure)
+    /// <param name="warmup">Unmeasured time first.</param>
+    /// <param name="measure">Measured time.</param>
+    /// <param name="given">One buffer of the block size per slot, owned by the caller; null to allocate them here.</param>
+    public double Run(TimeSpan warmup, TimeSpan measure, nint[]? given = null)
     {
-        var buffers = new nint[_depth];
+        var buffers = given ?? new nint[_depth];
         var requests = new RandomAccessRequest[_depth];
         var seeds = new ulong[_depth];
         try
         {
             for (int i = 0; i < _depth; i++)
             {
-                buffers[i] = (nint)NativeMemory.AlignedAlloc((nuint)_blockSize, 4096);
+                if (given is null)
+                {
+                    buffers[i] = (nint)NativeMemory.AlignedAlloc((nuint)_blockSize, 4096);
+                }
+
                 new Span<byte>((void*)buffers[i], _blockSize).Fill((byte)i);
                 seeds[i] = (ulong)(0x9E3779B97F4A7C15UL * (ulong)(i + 1));
                 var request = new RandomAccessRequest(_device, _op, 0) { State = i };
@@ -100,7 +107,7 @@ internal sealed unsafe class QueueDepthLoop
         }
         finally
         {
-            foreach (nint b in buffers)
+            foreach (nint b in given is null ? buffers : [])
             {
                 if (b != 0)
                 {

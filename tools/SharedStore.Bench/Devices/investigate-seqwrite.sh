@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Where the time of 1 MiB sequential O_DIRECT writes goes (issue 19, part 1). Runs fio's variants and SharedStore's
+# io_uring scheduler (through `SharedStore.Bench --device-probe`) alternately, ROUNDS times, on the device bench file,
+# and prints one line per run: MB/s, CPU per 1 MiB write, the disk's requests (from /sys/block/DEV/stat: how many
+# requests the 1 MiB writes became, and their mean size) and the io-wq workers seen. With PERF=1 it also samples
+# SharedStore's process with perf (software clock; this VM has no hardware counters) for the malloc and huge-page
+# buffers and prints the share of the kernel functions that differ.
+#
+# Needs root (hugetlbfs for fio's --iomem=mmaphuge, /proc/self/pagemap for the physical runs), fio, python3, and a
+# Release build of tools/SharedStore.Bench. Usage:
+#   bash tools/SharedStore.Bench/Devices/investigate-seqwrite.sh [ROUNDS] [SECONDS]
+# The file is the device bench's (2 GiB, /var/tmp/sharedstore-bench/devices-2048m.dat; run a device-* scenario once
+# to create it). The results of the runs behind docs/DEVICES.md are listed there.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+ROUNDS=${1:-3}
+SECONDS_PER_RUN=${2:-3}
+FILE=/var/tmp/sharedstore-bench/devices-2048m.dat
+BENCH=tools/SharedStore.Bench/bin/Release/net10.0/SharedStore.Bench
+HUGEDIR=/var/tmp/sharedstore-bench/hugetlbfs
+[ -f "$FILE" ] || { echo "missing $FILE: run 'SharedStore.Bench device-uring-seqwrite-1m' once first" >&2; exit 2; }
+[ -x "$BENCH" ] || { echo "missing $BENCH: dotnet build tools/SharedStore.Bench -c Release" >&2; exit 2; }
+DEV=$(basename "$(df --output=source "$FILE" | tail -1)")
+[ -f "/sys/block/$DEV/stat" ] || DEV=$(lsblk -no pkname "/dev/$DEV" | head -1)
+
+# hugetlbfs for fio's --iomem=mmaphuge; the pool is restored on exit.
+old_huge=$(cat /proc/sys/vm/nr_hugepages)
+mkdir -p "$HUGEDIR"
+mountpoint -q "$HUGEDIR" || mount -t hugetlbfs none "$HUGEDIR"
+need=$(( $(awk '/HugePages_Total/ {print $2}' /proc/meminfo) - $(awk '/HugePages_Free/ {print $2}' /proc/meminfo) + 40 ))
+[ "$need" -gt "$old_huge" ] && echo "$need" > /proc/sys/vm/nr_hugepages
+cleanup() { rm -f "$HUGEDIR"/fio.*; umount "$HUGEDIR" 2>/dev/null || true; echo "$old_huge" > /proc/sys/vm/nr_hugepages; }
+trap cleanup EXIT
+
+stat_w() { awk '{print $5, $7, $6}' "/sys/block/$DEV/stat"; } # write requests, sectors, merges
+
+report_disk() { # before after
+  read -r i0 s0 m0 <<<"$1"; read -r i1 s1 m1 <<<"$2"
+  local ios=$((i1 - i0)) kib=0
+  [ "$ios" -gt 0 ] && kib=$(( (s1 - s0) * 512 / ios / 1024 ))
+  printf 'disk %6d req %5d KiB/req %5d merged' "$ios" "$kib" $((m1 - m0))
+}
+
+fio_run() { # label depth extra...
+  local label=$1 depth=$2; shift 2
+  local before after out
+  before=$(stat_w)
+  out=$(fio --name=v --filename="$FILE" --ioengine=io_uring --direct=1 --rw=write --bs=1m --iodepth="$depth" \
+    --numjobs=1 --size=2g --time_based --runtime="${SECONDS_PER_RUN}s" --ramp_time=1s --hipri=0 --thread \
+    --output-format=json "$@" 2>&1)
+  after=$(stat_w)
+  python3 - "$label" "$out" <<'EOF'
+import json, sys
+label, text = sys.argv[1], sys.argv[2]
+j = json.loads(text[text.index('{'):])['jobs'][0]
+w = j['write']
+cpu_us = (j['usr_cpu'] + j['sys_cpu']) / 100 * j['elapsed'] * 1e6 / max(1, w['total_ios'])
+print(f"fio  {label:<30} {w['bw_bytes'] / 1e6:7.0f} MB/s {cpu_us:6.1f} us-cpu/op  ", end='')
+EOF
+  report_disk "$before" "$after"; echo
+}
+
+ours_run() { # label probe-args...
+  local label=$1; shift
+  local before after out
+  before=$(stat_w)
+  out=$("$BENCH" --device-probe --file "$FILE" --seconds "$SECONDS_PER_RUN" "$@" 2>&1)
+  after=$(stat_w)
+  read -r mbps _ _ _ cpu _ wrk runs <<<"$out"
+  printf 'ours %-30s %7s MB/s %6s us-cpu/op  ' "$label" "$mbps" "$cpu"
+  report_disk "$before" "$after"; echo "  $wrk $runs"
+}
+
+echo "# $(date -u +%FT%TZ) $(uname -r) disk $DEV max_segments $(cat /sys/block/$DEV/queue/max_segments) THP $(cat /sys/kernel/mm/transparent_hugepage/enabled)"
+echo "# load at start: $(cat /proc/loadavg)"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "## round $r (load $(cut -d' ' -f1-3 /proc/loadavg))"
+  fio_run  "qd8 malloc (plain)"            8
+  ours_run "qd8 NativeMemory.AlignedAlloc" --qd 8 --buffers malloc
+  fio_run  "qd8 mmaphuge"                  8 --iomem=mmaphuge:"$HUGEDIR"/fio.i19
+  ours_run "qd8 DeviceBuffers"             --qd 8 --buffers huge
+  fio_run  "qd8 fixedbufs"                 8 --fixedbufs
+  fio_run  "qd8 registerfiles"             8 --registerfiles
+  fio_run  "qd8 mmaphuge+fixedbufs+regf"   8 --iomem=mmaphuge:"$HUGEDIR"/fio.i19 --fixedbufs --registerfiles
+  fio_run  "qd4 mmaphuge"                  4 --iomem=mmaphuge:"$HUGEDIR"/fio.i19
+  ours_run "qd4 DeviceBuffers"             --qd 4 --buffers huge
+  fio_run  "qd16 mmaphuge"                 16 --iomem=mmaphuge:"$HUGEDIR"/fio.i19
+  ours_run "qd16 DeviceBuffers"            --qd 16 --buffers huge
+done
+echo "# load at end: $(cat /proc/loadavg)"
+
+if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
+  for buffers in malloc huge; do
+    "$BENCH" --device-probe --file "$FILE" --seconds $((SECONDS_PER_RUN + 2)) --qd 8 --buffers "$buffers" >/tmp/sharedstore-probe.$$ 2>&1 &
+    pid=$!
+    sleep 1.5
+    perf record -F 999 -g -p "$pid" -o /tmp/sharedstore-perf.$$ -- sleep "$SECONDS_PER_RUN" >/dev/null 2>&1 || true
+    wait "$pid"
+    echo "## perf, buffers=$buffers: $(cat /tmp/sharedstore-probe.$$)"
+    perf report -i /tmp/sharedstore-perf.$$ --children --sort sym --stdio 2>/dev/null |
+      grep -E '^ +[0-9.]+% +[0-9.]+% .*(io_cqring_wait|io_submit_sqes|gup_fast_fallback|bio_iov_iter_get_pages|iomap_dio_bio_end_io|virtqueue_notify|iowrite16|blk_mq_submit_bio|finish_task_switch|handle_softirqs)$' |
+      awk '{printf "   %-28s %s of samples (children)\n", $NF, $1}'
+    echo "   samples: $(perf report -i /tmp/sharedstore-perf.$$ --stdio 2>/dev/null | awk '/^# Samples/ {print $3; exit}')"
+    rm -f /tmp/sharedstore-perf.$$ /tmp/sharedstore-probe.$$
+  done
+fi
