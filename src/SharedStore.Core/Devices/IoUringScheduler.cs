@@ -297,7 +297,7 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
                 DeviceThrowHelper.ThrowObjectDisposed(this);
             }
 
-            int count = SchedulerCommon.BeginBindings(request, device);
+            int count = SchedulerCommon.BeginBindings(this, request, device);
             Interlocked.Add(ref _inFlight, count);
             List<RandomAccessRequestBinding> bindings = request.Bindings;
             for (int i = 0; i < bindings.Count; i++)
@@ -360,10 +360,26 @@ public sealed unsafe class IoUringScheduler : IDeviceAccessScheduler
     }
 
     /// <inheritdoc/>
-    public void RegisterDevice(IRandomAccessDevice device) => ArgumentNullException.ThrowIfNull(device);
+    public void RegisterDevice(IRandomAccessDevice device)
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            DeviceThrowHelper.ThrowObjectDisposed(this);
+        }
+
+        SchedulerCommon.Register(this, device);
+    }
 
     /// <inheritdoc/>
-    public void UnregisterDevice(IRandomAccessDevice device) => ArgumentNullException.ThrowIfNull(device);
+    public bool UnregisterDevice(IRandomAccessDevice device, TimeSpan timeout)
+    {
+        if (t_owner == this)
+        {
+            DeviceThrowHelper.ThrowInvalidOperation("A device cannot be unregistered from its scheduler's own completion thread (it would wait for itself).");
+        }
+
+        return SchedulerCommon.Unregister(this, device, timeout);
+    }
 
     /// <summary>
     /// Stops the scheduler: cancels every outstanding operation (IORING_ASYNC_CANCEL_ANY), lets the completion thread
