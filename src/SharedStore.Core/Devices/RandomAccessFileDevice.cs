@@ -6,10 +6,14 @@ namespace SharedStore.Devices;
 /// A device over a regular file or a block device, opened according to a <see cref="DeviceMode"/>. Transfers use
 /// pread/pwrite (thread-pool scheduler) or io_uring READ/WRITE (io_uring scheduler) on the same descriptor.
 /// </summary>
-/// <remarks>With <see cref="DeviceMode.Direct"/> the alignment rule comes from statx(STATX_DIOALIGN) where the
+/// <remarks>
+/// <para>With <see cref="DeviceMode.Direct"/> the alignment rule comes from statx(STATX_DIOALIGN) where the
 /// file system reports it, else from ioctl(BLKSSZGET) for a block device, else 512 bytes (the logical block size
 /// of nearly every disk). Misaligned transfers are refused before they reach the kernel, because the kernel's own
-/// answer (EINVAL) does not say which of offset, length or address was wrong.</remarks>
+/// answer (EINVAL) does not say which of offset, length or address was wrong.</para>
+/// <para><see cref="DeviceMode.WriteThrough"/> opens with O_DSYNC (no alignment rule); <see cref="DeviceMode.Temporary"/>
+/// makes an unnamed file (O_TMPFILE) in the path's directory, so nothing is left after Dispose or a crash.</para>
+/// </remarks>
 [SupportedOSPlatform("linux")]
 public sealed partial class RandomAccessFileDevice : RandomAccessDevice
 {

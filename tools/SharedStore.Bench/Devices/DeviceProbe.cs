@@ -21,6 +21,7 @@ internal static unsafe class DeviceProbe
         string buffers = "malloc";
         string sched = "uring";
         bool direct = true;
+        string batch = "adaptive";
         for (int i = 0; i < args.Length; i++)
         {
             string v = i + 1 < args.Length ? args[i + 1] : "";
@@ -34,6 +35,7 @@ internal static unsafe class DeviceProbe
                 case "--buffers": buffers = v; i++; break;
                 case "--scheduler": sched = v; i++; break;
                 case "--buffered": direct = false; break;
+                case "--batch": batch = v; i++; break;
                 default: Console.Error.WriteLine($"unknown probe option {args[i]}"); return 2;
             }
         }
@@ -41,7 +43,15 @@ internal static unsafe class DeviceProbe
         var op = rw.EndsWith("write", StringComparison.Ordinal) ? RandomAccessOperation.Write : RandomAccessOperation.Read;
         bool sequential = !rw.StartsWith("rand", StringComparison.Ordinal);
         DeviceMode mode = (direct ? DeviceMode.Direct : DeviceMode.None) | (op == RandomAccessOperation.Read ? DeviceMode.ReadOnly : DeviceMode.None);
-        IDeviceAccessScheduler scheduler = sched == "pool" ? new ThreadPoolScheduler(qd) : new IoUringScheduler(64);
+        IDeviceAccessScheduler scheduler = sched == "pool" ? new ThreadPoolScheduler(qd) : new IoUringScheduler(64)
+        {
+            Batching = batch switch
+            {
+                "fixed" => IoUringScheduler.CompletionBatching.Fixed,
+                "none" => IoUringScheduler.CompletionBatching.None,
+                _ => IoUringScheduler.CompletionBatching.Adaptive,
+            },
+        };
         using var device = new RandomAccessFileDevice(path, mode);
         long size = device.Size;
         nint[] bufs = new nint[qd];

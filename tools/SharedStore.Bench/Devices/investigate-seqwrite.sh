@@ -6,7 +6,7 @@
 # SharedStore's process with perf (software clock; this VM has no hardware counters) for the malloc and huge-page
 # buffers and prints the share of the kernel functions that differ.
 #
-# Needs root (hugetlbfs for fio's --iomem=mmaphuge, /proc/self/pagemap for the physical runs), fio, python3, and a
+# Needs root (vm.nr_hugepages for fio's --iomem=shmhuge, /proc/self/pagemap for the physical runs), fio, python3, and a
 # Release build of tools/SharedStore.Bench. Usage:
 #   bash tools/SharedStore.Bench/Devices/investigate-seqwrite.sh [ROUNDS] [SECONDS]
 # The file is the device bench's (2 GiB, /var/tmp/sharedstore-bench/devices-2048m.dat; run a device-* scenario once
@@ -17,20 +17,17 @@ ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-3}
 FILE=/var/tmp/sharedstore-bench/devices-2048m.dat
 BENCH=tools/SharedStore.Bench/bin/Release/net10.0/SharedStore.Bench
-HUGEDIR=/var/tmp/sharedstore-bench/hugetlbfs
 [ -f "$FILE" ] || { echo "missing $FILE: run 'SharedStore.Bench device-uring-seqwrite-1m' once first" >&2; exit 2; }
 [ -x "$BENCH" ] || { echo "missing $BENCH: dotnet build tools/SharedStore.Bench -c Release" >&2; exit 2; }
 DEV=$(basename "$(df --output=source "$FILE" | tail -1)")
 [ -f "/sys/block/$DEV/stat" ] || DEV=$(lsblk -no pkname "/dev/$DEV" | head -1)
 
-# hugetlbfs for fio's --iomem=mmaphuge; the pool is restored on exit.
+# Huge pages for fio's --iomem=shmhuge (the same hugetlb memory as mmaphuge, without a hugetlbfs mount; fio 3.33
+# corrupts its heap with mmaphuge, --thread and numjobs > 1). The reservation is put back on exit.
 old_huge=$(cat /proc/sys/vm/nr_hugepages)
-mkdir -p "$HUGEDIR"
-mountpoint -q "$HUGEDIR" || mount -t hugetlbfs none "$HUGEDIR"
-need=$(( $(awk '/HugePages_Total/ {print $2}' /proc/meminfo) - $(awk '/HugePages_Free/ {print $2}' /proc/meminfo) + 40 ))
-[ "$need" -gt "$old_huge" ] && echo "$need" > /proc/sys/vm/nr_hugepages
-cleanup() { rm -f "$HUGEDIR"/fio.*; umount "$HUGEDIR" 2>/dev/null || true; echo "$old_huge" > /proc/sys/vm/nr_hugepages; }
-trap cleanup EXIT
+free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+[ "$free" -lt 40 ] && echo $((old_huge + 40 - free)) > /proc/sys/vm/nr_hugepages
+trap 'echo "$old_huge" > /proc/sys/vm/nr_hugepages' EXIT
 
 stat_w() { awk '{print $5, $7, $6}' "/sys/block/$DEV/stat"; } # write requests, sectors, merges
 
@@ -77,14 +74,16 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "## round $r (load $(cut -d' ' -f1-3 /proc/loadavg))"
   fio_run  "qd8 malloc (plain)"            8
   ours_run "qd8 NativeMemory.AlignedAlloc" --qd 8 --buffers malloc
-  fio_run  "qd8 mmaphuge"                  8 --iomem=mmaphuge:"$HUGEDIR"/fio.i19
+  fio_run  "qd8 shmhuge"                   8 --iomem=shmhuge
   ours_run "qd8 DeviceBuffers"             --qd 8 --buffers huge
+  ours_run "qd8 DeviceBuffers fixed-batch" --qd 8 --buffers huge --batch fixed
+  ours_run "qd8 DeviceBuffers no-batch"    --qd 8 --buffers huge --batch none
   fio_run  "qd8 fixedbufs"                 8 --fixedbufs
   fio_run  "qd8 registerfiles"             8 --registerfiles
-  fio_run  "qd8 mmaphuge+fixedbufs+regf"   8 --iomem=mmaphuge:"$HUGEDIR"/fio.i19 --fixedbufs --registerfiles
-  fio_run  "qd4 mmaphuge"                  4 --iomem=mmaphuge:"$HUGEDIR"/fio.i19
+  fio_run  "qd8 shmhuge+fixedbufs+regf"    8 --iomem=shmhuge --fixedbufs --registerfiles
+  fio_run  "qd4 shmhuge"                   4 --iomem=shmhuge
   ours_run "qd4 DeviceBuffers"             --qd 4 --buffers huge
-  fio_run  "qd16 mmaphuge"                 16 --iomem=mmaphuge:"$HUGEDIR"/fio.i19
+  fio_run  "qd16 shmhuge"                  16 --iomem=shmhuge
   ours_run "qd16 DeviceBuffers"            --qd 16 --buffers huge
 done
 echo "# load at end: $(cat /proc/loadavg)"
