@@ -95,30 +95,7 @@ public sealed class DeviceBuffersTests
         Assert.That(pool.HugePageBytes, Is.EqualTo(4L << 20));
         for (int i = 0; i < pool.Count; i++)
         {
-            Assert.That(PhysicalRuns(pool[i], pool.BufferSize), Is.EqualTo(1), $"buffer {i}");
+            Assert.That(DeviceBuffers.PhysicalRuns(pool[i], pool.BufferSize), Is.EqualTo(1), $"buffer {i}");
         }
-    }
-
-    /// <summary>Physically contiguous runs of 4 KiB pages in the range (/proc/self/pagemap, bits 0-54 = frame).</summary>
-    internal static int PhysicalRuns(nint address, int length)
-    {
-        using var map = new FileStream("/proc/self/pagemap", FileMode.Open, FileAccess.Read);
-        var entry = new byte[8];
-        long previous = -2;
-        int runs = 0;
-        for (long page = address >> 12; page < (address + length + 4095) >> 12; page++)
-        {
-            map.Position = page * 8;
-            map.ReadExactly(entry);
-            long frame = BitConverter.ToInt64(entry) & ((1L << 55) - 1);
-            if (frame == 0 || frame != previous + 1)
-            {
-                runs++;
-            }
-
-            previous = frame;
-        }
-
-        return runs;
     }
 }

@@ -311,6 +311,39 @@ public sealed unsafe class DeviceBuffers : IDisposable
         return -1;
     }
 
+    /// <summary>Physically contiguous runs of 4 KiB pages in [<paramref name="address"/>, +<paramref name="length"/>):
+    /// the DMA segments a direct transfer of that memory needs before the block layer's limits. From
+    /// /proc/self/pagemap (bits 0-54 of each entry are the page frame), which shows frames only to root; -1 when it
+    /// cannot be read. For tests and the bench's investigation, not for hot paths.</summary>
+    internal static int PhysicalRuns(nint address, int length)
+    {
+        try
+        {
+            using var map = new FileStream("/proc/self/pagemap", FileMode.Open, FileAccess.Read);
+            Span<byte> entry = stackalloc byte[8];
+            long previous = -2;
+            int runs = 0;
+            for (long page = address >> 12; page < (address + length + PageSize - 1) >> 12; page++)
+            {
+                map.Position = page * 8;
+                map.ReadExactly(entry);
+                long frame = BitConverter.ToInt64(entry) & ((1L << 55) - 1);
+                if (frame == 0 || frame != previous + 1)
+                {
+                    runs++;
+                }
+
+                previous = frame;
+            }
+
+            return runs;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return -1;
+        }
+    }
+
     /// <summary>Wraps native memory as <see cref="Memory{T}"/>; pinning returns the address unchanged (the memory never moves).</summary>
     private sealed class NativeBuffer(nint address, int length) : MemoryManager<byte>
     {

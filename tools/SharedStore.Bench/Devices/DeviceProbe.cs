@@ -75,7 +75,7 @@ internal static unsafe class DeviceProbe
             }
         }
 
-        double segments = bufs.Average(b => PhysicalRuns(b, bs));
+        double segments = bufs.Average(b => DeviceBuffers.PhysicalRuns(b, bs));
         int workers = 0;
         using var stop = new ManualResetEventSlim();
         var watcher = new Thread(() =>
@@ -127,36 +127,5 @@ internal static unsafe class DeviceProbe
         }
 
         return 0;
-    }
-
-    /// <summary>Physically contiguous runs in [address, address+length): the DMA segments one transfer of the buffer
-    /// needs before the block layer's own limits (read from /proc/self/pagemap; needs root for the frame numbers).</summary>
-    private static int PhysicalRuns(nint address, int length)
-    {
-        try
-        {
-            using var map = new FileStream("/proc/self/pagemap", FileMode.Open, FileAccess.Read);
-            var entry = new byte[8];
-            long prev = -2;
-            int runs = 0;
-            for (long page = address >> 12; page < (address + length + 4095) >> 12; page++)
-            {
-                map.Position = page * 8;
-                map.ReadExactly(entry);
-                long pfn = BitConverter.ToInt64(entry) & ((1L << 55) - 1);
-                if (pfn == 0 || pfn != prev + 1)
-                {
-                    runs++;
-                }
-
-                prev = pfn;
-            }
-
-            return runs;
-        }
-        catch (IOException)
-        {
-            return -1;
-        }
     }
 }
