@@ -796,7 +796,9 @@ public sealed unsafe partial class IoUringScheduler : IDeviceAccessScheduler
         long now = Stopwatch.GetTimestamp();
         if (_lastReapTimestamp != 0 && kernelOpsBefore > 0)
         {
-            long sample = (long)Stopwatch.GetElapsedTime(_lastReapTimestamp, now).TotalNanoseconds / reaped;
+            // Capped: the first completion after an idle spell says nothing about the gap while busy, and an
+            // uncapped sample of seconds would keep the batch at one for hundreds of reaps.
+            long sample = Math.Min((long)Stopwatch.GetElapsedTime(_lastReapTimestamp, now).TotalNanoseconds / reaped, 10 * CompletionBatchWaitNs);
             _completionGapNs = _completionGapNs <= 0 ? sample : _completionGapNs + ((sample - _completionGapNs) / 8);
         }
 
