@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../../.."
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-3}
 FILE=/var/tmp/sharedstore-bench/devices-2048m.dat
-BENCH=tools/SharedStore.Bench/bin/Release/net10.0/SharedStore.Bench
+BENCH=${BENCH:-tools/SharedStore.Bench/bin/Release/net10.0/SharedStore.Bench} # or a copy of the build, so work can go on beside a long run
 [ -f "$FILE" ] || { echo "missing $FILE: run 'SharedStore.Bench device-uring-seqwrite-1m' once first" >&2; exit 2; }
 [ -x "$BENCH" ] || { echo "missing $BENCH: dotnet build tools/SharedStore.Bench -c Release" >&2; exit 2; }
 DEV=$(basename "$(df --output=source "$FILE" | tail -1)")
