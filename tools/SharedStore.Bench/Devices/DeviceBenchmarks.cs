@@ -37,12 +37,19 @@ internal static class DeviceBenchmarks
     }
 
     /// <summary>
-    /// Runs SharedStore and every fio variant in <see cref="Rounds"/> rounds (the order rotating each round, so no
-    /// side always follows the same neighbour) and reports SharedStore against the variant that matches its own
-    /// settings, against the plain fio command, against the fastest variant of this run, and against each other
-    /// variant. Variants that need huge pages are dropped where they cannot be reserved; the matching row then names
-    /// the plain command and why.
+    /// Runs SharedStore and every fio variant in <see cref="Rounds"/> rounds and reports SharedStore against the
+    /// variant that matches its own settings, against the plain fio command, against the fastest variant of this run,
+    /// and against each other variant. Variants that need huge pages are dropped where they cannot be reserved; the
+    /// matching row then names the plain command and why.
     /// </summary>
+    /// <remarks>
+    /// Order within a round: the other variants first (rotating), then SharedStore and the matching variant as
+    /// A B B A. The disk's speed depends on what ran just before (the host caches writes and drains its cache behind
+    /// the guest's back: fio's same job ran at 2.5 to 5 GB/s in consecutive rounds), so a fixed neighbour biases a
+    /// side. A first version rotated one fixed cycle, which kept the matching variant always right after the slow
+    /// plain command and SharedStore always after the fastest variant; A B B A gives both sides of the target
+    /// comparison each position and each neighbour equally, twice per round.
+    /// </remarks>
     private static IReadOnlyList<BenchResult> AgainstFio(BenchContext context, string scenario, string metric, string unit,
         string command, FioVariant matching, IReadOnlyList<FioVariant> variants, Func<FioVariant, double> fio, Func<double> ours, int hugePages)
     {
@@ -52,23 +59,43 @@ internal static class DeviceBenchmarks
             ? $"{command} {matching.Name} (matching settings)"
             : $"{command} (matching {matching.Name} unavailable: {reserve.Why})";
         FioVariant match = usable.Contains(matching) ? matching : FioVariant.Plain;
-        var sides = new List<(string Name, Func<double> Run)> { ("SharedStore", ours) };
-        sides.AddRange(usable.Select(v => ($"fio {v.Name}", (Func<double>)(() => fio(v)))));
-        var sums = new double[sides.Count];
+        var others = usable.Where(v => v != match).ToList();
+        var sums = usable.ToDictionary(v => v, _ => 0.0);
+        var counts = usable.ToDictionary(v => v, _ => 0);
+        double mine = 0;
+        int mineCount = 0;
         for (int round = 0; round < Rounds; round++)
         {
             string load = File.ReadAllText("/proc/loadavg").Trim();
-            for (int k = 0; k < sides.Count; k++)
+            void RunFio(FioVariant v)
             {
-                int i = (k + round) % sides.Count;
-                double value = sides[i].Run();
-                sums[i] += value;
-                Console.Error.WriteLine($"  round {round + 1}: {sides[i].Name} {value:F1} {unit} (load {load})");
+                double value = fio(v);
+                sums[v] += value;
+                counts[v]++;
+                Console.Error.WriteLine($"  round {round + 1}: fio {v.Name} {value:F1} {unit} (load {load})");
             }
+
+            void RunOurs()
+            {
+                double value = ours();
+                mine += value;
+                mineCount++;
+                Console.Error.WriteLine($"  round {round + 1}: SharedStore {value:F1} {unit} (load {load})");
+            }
+
+            for (int k = 0; k < others.Count; k++)
+            {
+                RunFio(others[(k + round) % others.Count]);
+            }
+
+            RunOurs();
+            RunFio(match);
+            RunFio(match);
+            RunOurs();
         }
 
-        double Mean(FioVariant v) => sums[1 + usable.IndexOf(v)] / Rounds;
-        double mine = sums[0] / Rounds;
+        double Mean(FioVariant v) => sums[v] / counts[v];
+        mine /= mineCount;
         FioVariant fastest = usable.MaxBy(Mean)!;
         var rows = new List<BenchResult>
         {

@@ -70,21 +70,33 @@ ours_run() { # label probe-args...
 
 echo "# $(date -u +%FT%TZ) $(uname -r) disk $DEV max_segments $(cat /sys/block/$DEV/queue/max_segments) THP $(cat /sys/kernel/mm/transparent_hugepage/enabled)"
 echo "# load at start: $(cat /proc/loadavg)"
+# One line per run: kind|label|options. Each round runs them in a new random order: the disk's speed depends on what
+# ran just before (the host caches writes and drains behind the guest's back), so a fixed order would give each
+# variant a fixed neighbour and a fixed bias. The output is sorted back into this order.
+runs=(
+  "fio|qd8 malloc (plain)|8"
+  "ours|qd8 NativeMemory.AlignedAlloc|--qd 8 --buffers malloc"
+  "fio|qd8 shmhuge|8 --iomem=shmhuge"
+  "ours|qd8 DeviceBuffers|--qd 8 --buffers huge"
+  "ours|qd8 DeviceBuffers fixed-batch|--qd 8 --buffers huge --batch fixed"
+  "ours|qd8 DeviceBuffers no-batch|--qd 8 --buffers huge --batch none"
+  "fio|qd8 fixedbufs|8 --fixedbufs"
+  "fio|qd8 registerfiles|8 --registerfiles"
+  "fio|qd8 shmhuge+fixedbufs+regf|8 --iomem=shmhuge --fixedbufs --registerfiles"
+  "fio|qd4 shmhuge|4 --iomem=shmhuge"
+  "ours|qd4 DeviceBuffers|--qd 4 --buffers huge"
+  "fio|qd16 shmhuge|16 --iomem=shmhuge"
+  "ours|qd16 DeviceBuffers|--qd 16 --buffers huge"
+)
+position=0
 for r in $(seq 1 "$ROUNDS"); do
   echo "## round $r (load $(cut -d' ' -f1-3 /proc/loadavg))"
-  fio_run  "qd8 malloc (plain)"            8
-  ours_run "qd8 NativeMemory.AlignedAlloc" --qd 8 --buffers malloc
-  fio_run  "qd8 shmhuge"                   8 --iomem=shmhuge
-  ours_run "qd8 DeviceBuffers"             --qd 8 --buffers huge
-  ours_run "qd8 DeviceBuffers fixed-batch" --qd 8 --buffers huge --batch fixed
-  ours_run "qd8 DeviceBuffers no-batch"    --qd 8 --buffers huge --batch none
-  fio_run  "qd8 fixedbufs"                 8 --fixedbufs
-  fio_run  "qd8 registerfiles"             8 --registerfiles
-  fio_run  "qd8 shmhuge+fixedbufs+regf"    8 --iomem=shmhuge --fixedbufs --registerfiles
-  fio_run  "qd4 shmhuge"                   4 --iomem=shmhuge
-  ours_run "qd4 DeviceBuffers"             --qd 4 --buffers huge
-  fio_run  "qd16 shmhuge"                  16 --iomem=shmhuge
-  ours_run "qd16 DeviceBuffers"            --qd 16 --buffers huge
+  for i in $(seq 0 $((${#runs[@]} - 1)) | shuf); do
+    IFS='|' read -r kind label opts <<<"${runs[$i]}"
+    # shellcheck disable=SC2086 # opts are words
+    if [ "$kind" = fio ]; then line=$(fio_run "$label" $opts); else line=$(ours_run "$label" $opts); fi
+    printf '%02d %s (ran %d.)\n' "$i" "$line" "$((++position))"
+  done | sort -n | cut -c4-
 done
 echo "# load at end: $(cat /proc/loadavg)"
 
