@@ -133,6 +133,47 @@
  *  them; separates F2 from F2b), SCRUB_WAKE_IF_SLEEPERS (the ScrubSlot between the F2 and F2b
  *  fixes: wakes only if it released something or the sleepers bit is set; F2b), FIX_WO (WriterPresent loads Waiting before Owner: PRIO_STRICT still fails,
  *  see docs/MODEL.md F3), GIVEUP, SLICE, PRIO_STRICT.
+ *
+ * ---------------------------------------------------------------------------------------------
+ * FORGERY AND REPAIR (-DFORGE, configurations 7-9; issue 13, finding 3)
+ * ---------------------------------------------------------------------------------------------
+ *  member[s]   slot s has a live member. Slot 0 is always one; slot 1 never; slot 2 is joined later
+ *              (CFG 7) or is the broker's own slot (CFG 8, 9: BSLOT = 2).
+ *  Forger(2)   a member process writing slot 2's words of the record (it maps it read-write), up
+ *              to NFORGE times, only while slot 2 has no member: R[2]++; Owner 0 -> 3 (CAS from 0),
+ *              its own forged 3 -> 3|ACT or -> 0; W |= bit 2; its own forged W bit cleared. It never
+ *              overwrites a live member's word (a forger that does breaks exclusion by itself, with
+ *              or without a repair: ARCHITECTURE.md 5).
+ *  Repairer    the broker's BlockLock.ClearUnowned for one record, step by step: under the broker's
+ *              state lock (gate) and the broker-slot ledger's gate (lgate) it snapshots the live set,
+ *              then per slot loads the reader byte and CASes it down to what the slot may hold
+ *              (255 for a member, the ledger's read count for BSLOT, else 0; a failed CAS is retried
+ *              once), loads Owner and CASes it from that value to 0 unless it names a member (or BSLOT
+ *              while the ledger says owned), clears the Waiting bits of slots that may not wait (one
+ *              atomic And), and if anything changed bumps Seq and FUTEX_WAKEs. It runs whenever a
+ *              waiter asked (ask; the code asks after 250 ms of waiting, the model every time a waiter
+ *              is about to sleep) and once at the end, after the forger stopped.
+ *  Joiner      (CFG 7) gives slot 2 to a new member under the gate; the member's thread (T1, a reader)
+ *              starts then. By default it joins only once slot 2's words are clean; with
+ *              -DJOIN_ANYTIME at any moment, inheriting forged words (the documented reuse escape: a
+ *              liveness loss only, checked for safety with pan -E).
+ *  BWriter     (CFG 8) a broker applier: AcquireWrite with the ledger -- every Owner claim CAS and
+ *              the owned flag in one critical section under lgate, the release store and the flag
+ *              reset likewise, the process-local waiter count and W bit 2 under lgate.
+ *  BReader     (CFG 9) the durable write-back: ledger read count raised under lgate, then
+ *              TryAcquireReadFast (no wait), hold, ReleaseRead, count lowered under lgate.
+ *  With FORGE a sleeper may also return from FUTEX_WAIT without a wake once the forger has acted
+ *  (the code's sleep slice, which also ends when the next ask is due): a forger that clears its
+ *  own word wakes no one.
+ *  Properties: MUTEX and PRIORITY as above (live threads only; forged words are nobody's holds);
+ *  REPAIRED: after all threads are done and the final check ran, no reader byte, Owner or Waiting
+ *  bit is set for a slot without a live member; no invalid end state; <> alldone under weak
+ *  fairness (every waiter behind a forged word gets in).
+ *  Configurations: 7 T0: slot 0 writer, T1: slot 2 reader (after the join); 8 T0: slot 0 writer,
+ *  T1: broker applier (slot 2); 9 T0: slot 0 writer, T1: broker write-back reader (slot 2).
+ *  Mutation switches: REPAIR_NO_GATE (the judgement does not hold the state lock: a join can fall
+ *  between it and the CAS), REPAIR_IGNORES_LEDGER (the broker slot judged as memberless),
+ *  CLAIM_OUTSIDE_GATE (the broker's Owner CAS outside the ledger's gate, the owned flag set after).
  */
 
 #ifndef CFG
@@ -181,6 +222,52 @@ byte alive[NS];         /* live threads of slot s */
 byte cp;                /* s+1 while slot s is being killed: only its threads run (their escapes) */
 hidden byte pslot[NT + 1];  /* slot+1 of the thread with that _pid (init is _pid 0, threads 1..NT) */
 hidden byte gi;
+
+#ifdef FORGE
+#ifndef NFORGE
+#define NFORGE 2
+#endif
+#if CFG == 7
+#define BSLOT 255       /* no broker slot in this configuration */
+#else
+#define BSLOT 2         /* the broker's own slot (63 in the code) */
+#endif
+bit member[NS];         /* slot s has a live member (changed under gate only) */
+bit gate;               /* the broker's state lock */
+bit lgate;              /* the broker slot ledger's gate (also its waitGate) */
+byte lreads;            /* ledger: broker reads acquiring or held */
+bit owned;              /* ledger: a broker thread claimed Owner */
+bit ask;                /* a waiter asked for a check */
+bit rbusy;              /* the repairer is judging */
+byte nforge;            /* forger actions so far */
+bit fdone;              /* the forger stopped */
+bit fo;                 /* ghost: Owner holds the forger's value */
+bit fw;                 /* ghost: the forger set W bit 2 */
+
+#define LIVE ((member[0] -> 1 : 0) | (member[1] -> 2 : 0) | (member[2] -> 4 : 0))
+#ifdef REPAIR_IGNORES_LEDGER
+#define MAYREAD_L(sl, L) ((((L) >> (sl)) & 1) -> 255 : 0)
+#define BOWNS 0
+#define BWAITS 0
+#else
+#define MAYREAD_L(sl, L) ((((L) >> (sl)) & 1) -> 255 : ((sl) == BSLOT -> lreads : 0))
+#define BOWNS owned
+#define BWAITS (BSLOT < NS && lw[BSLOT] > 0)
+#endif
+/* the Owner value x may stay: it names a member, or the broker slot while a broker thread owns it */
+#define MAYOWN_L(x, L) (((x) & SLOTMASK) >= 1 && ((x) & SLOTMASK) <= NS && \
+                   ((((L) >> (((x) & SLOTMASK) - 1)) & 1) || (((x) & SLOTMASK) - 1 == BSLOT && BOWNS)))
+#define MAYWAIT_L(L) ((L) | (BWAITS -> (1 << BSLOT) : 0))
+#define MAYREAD(sl) MAYREAD_L(sl, lv)
+#define MAYOWN(x) MAYOWN_L(x, lv)
+#define MAYWAIT MAYWAIT_L(lv)
+/* A check now would clear something (only slot 2 is ever forged). A waiter asks only then: a check that clears
+   nothing changes nothing (it does not even wake), so leaving those out removes only stuttering, and it keeps weak
+   fairness meaningful (a waiter asking on every sleep could keep the ledger's gate busy forever in the model; in the
+   code it asks every 250 ms). */
+#define REPAIRABLE (R[2] > MAYREAD_L(2, LIVE) || (O != 0 && !MAYOWN_L(O, LIVE)) || (W & ~MAYWAIT_L(LIVE)) != 0)
+
+#endif
 
 #define alldone (ndone == NTH && (!crashed[0] || scrubbed[0]) && (!crashed[1] || scrubbed[1]) && (!crashed[2] || scrubbed[2]))
 
@@ -250,8 +337,17 @@ hidden byte gi;
 /* The 50 ms FUTEX_WAIT slice: a sleeper may return without a wake (allowed only after a crash, see
    the header: without crashes the model checks that no wake-up is ever needed from the slice). */
 #define SLICE_OPT :: ncrash > 0 && blocked[t] -> blocked[t] = 0
+#elif defined(FORGE)
+/* With a forger: the slice (and the repair clock) after the forger has acted. */
+#define SLICE_OPT :: nforge > 0 && blocked[t] -> blocked[t] = 0
 #else
 #define SLICE_OPT
+#endif
+
+#ifdef FORGE
+#define ASK if :: REPAIRABLE -> ask = 1 :: else -> skip fi;    /* LockWait: waited long enough -> lock_check */
+#else
+#define ASK
 #endif
 
 #ifdef NO_SLEEP_FENCE
@@ -282,6 +378,7 @@ hidden byte gi;
                 :: rdy -> stale[t] = 1; vb = 0; break \
                 GU_OPT \
                 :: else -> \
+                    ASK \
                     d_step { if :: !stale[t] -> blocked[t] = 1 :: else -> skip fi; stale[t] = 1; vb = 0; ok = 0 }; \
                     if \
                     :: !blocked[t] -> skip \
@@ -308,6 +405,9 @@ proctype Reader(byte t; byte s; byte k) provided (cp == 0 || cp == pslot[_pid])
     byte mine, h;
     bit ok, rdy, gu, vb;
     {
+#ifdef FORGE
+        member[s];                                                  /* its process joined */
+#endif
         do
         :: h < k ->
             /* ---- AcquireRead ---- */
@@ -520,6 +620,191 @@ proctype Crasher()
     od
 }
 
+#ifdef FORGE
+/* ---- forgery and repair (see FORGERY AND REPAIR in the header) ---- */
+
+/* BlockLock.ClearUnowned under the broker's state lock and the ledger's gate, step by step. */
+proctype Repairer()
+{
+    byte x, sl, tries, lv;
+    bit any, ok;
+end_r:
+    do
+    :: ask ->
+#ifndef REPAIR_NO_GATE
+        atomic { gate == 0 -> gate = 1; ask = 0; rbusy = 1 };
+#else
+        atomic { ask = 0; rbusy = 1 };
+#endif
+        atomic { lgate == 0 -> lgate = 1 };
+        lv = LIVE;                                            /* the live set, judged once */
+        /* Reader bytes. Only slot 2's: slot 0 is always live (its byte is never lowered) and slot 1 has no
+           thread and is never forged (its byte is always 0), so their loads change nothing and are left out. */
+        sl = 2;
+        tries = 0;
+        do
+        :: x = R[sl];                                           /* load the word */
+            if
+            :: x > MAYREAD(sl) ->                               /* CAS from the value judged */
+                d_step { if :: R[sl] == x -> R[sl] = MAYREAD(sl); any = 1; ok = 1 :: else -> ok = 0 fi };
+                if :: ok || tries == 1 -> ok = 0; break :: else -> tries++ fi
+            :: else -> break
+            fi
+        od;
+        x = O;                                                  /* Owner: load, judge, CAS from it */
+        if
+        :: x != 0 && !MAYOWN(x) -> d_step { if :: O == x -> O = 0; fo = 0; any = 1; GHOST :: else -> skip fi }
+        :: else -> skip
+        fi;
+        d_step {                                                /* Waiting: one atomic And */
+            if
+            :: (W & ~MAYWAIT) != 0 -> W = W & MAYWAIT; fw = 0; any = 1; GHOST
+            :: else -> skip
+            fi
+        };
+        if
+        :: any -> d_step { SEQ_CHANGED; any = 0 }; FUTEX_WAKE   /* WakeAllSleepers */
+        :: else -> skip
+        fi;
+        d_step { x = 0; sl = 0; tries = 0; lv = 0; lgate = 0; rbusy = 0 };
+#ifndef REPAIR_NO_GATE
+        gate = 0
+#else
+        skip
+#endif
+    od
+}
+
+/* A member process writing slot f's words while f has no member (never overwriting a live word). */
+proctype Forger(byte f)
+{
+    do
+    :: nforge < NFORGE ->
+        if                                                      /* each write is one step, made while f is free */
+#if CFG != 8
+        :: d_step { !member[f] && R[f] < 2 -> R[f]++; nforge++ }   /* (CFG 8: the applier takes no reads) */
+#endif
+        :: d_step { !member[f] && O == 0 -> O = f + 1; fo = 1; nforge++; GHOST }
+#if CFG != 9
+        :: d_step { !member[f] && fo && O == f + 1 -> O = (f + 1) | ACT; nforge++; GHOST }
+#endif
+        :: d_step { !member[f] && fo -> O = 0; fo = 0; nforge++; GHOST }
+        :: d_step { !member[f] && (W & (1 << f)) == 0 -> W = W | (1 << f); fw = 1; nforge++; GHOST }
+#if CFG != 9
+        :: d_step { !member[f] && fw && lw[f] == 0 -> W = W & ~(1 << f); fw = 0; nforge++; GHOST }
+#endif
+        :: else -> break                                        /* slot f was given to a member, or nothing to do */
+        fi
+    :: break
+    od;
+    fdone = 1
+}
+
+#if CFG == 7
+/* container_join of slot 2 (BrokerState.AddMember) under the broker's state lock: the slot's words are cleared in the
+   record (what a forger left there while the slot was free), then the slot is given; T1 (slot 2's thread) starts
+   once it holds. One step: the forger acts only while the slot is free, and a word it writes into the slot after the
+   join names a live member (out of scope, see the header). With JOIN_NO_SCRUB the old AddMember: no clearing. */
+proctype Joiner()
+{
+    atomic {
+        gate == 0 ->
+#ifndef JOIN_NO_SCRUB
+        if :: R[2] != 0 || (O & SLOTMASK) == 3 || (W & 4) != 0 -> SEQ_CHANGED; FUTEX_WAKE_ALL :: else -> skip fi;
+        R[2] = 0;
+        if :: (O & SLOTMASK) == 3 -> O = 0; fo = 0 :: else -> skip fi;
+        W = W & ~4; fw = 0;
+        GHOST;
+#endif
+        member[2] = 1
+    }
+}
+#endif
+
+/* BrokerSlotLedger.AcquireWrite: BlockLock.TryClaimOwner under lgate (the CAS and owned = 1 in one critical
+   section), or with CLAIM_OUTSIDE_GATE the CAS alone and the flag in a later step. */
+#ifndef CLAIM_OUTSIDE_GATE
+#define CLAIM atomic { lgate == 0 -> if :: O == 0 -> O = s + 1; owned = 1; ok = 1; GHOST :: else -> ok = 0 fi }
+#else
+#define CLAIM \
+    d_step { if :: O == 0 -> O = s + 1; ok = 1; GHOST :: else -> ok = 0 fi }; \
+    if :: ok -> atomic { lgate == 0 -> owned = 1 } :: else -> skip fi
+#endif
+
+/* The broker's applier: writes with the broker slot through the ledger (BrokerSlotLedger, BlockLock). */
+proctype BWriter(byte t; byte s)
+{
+    bit ok, rdy, gu, cleared, vb;
+    CLAIM;
+    if
+    :: !ok ->
+        atomic { lgate == 0 -> lw[s]++; if :: lw[s] == 1 -> W = W | (1 << s); GHOST :: else -> skip fi };
+        do
+        :: CLAIM;
+            if
+            :: ok -> break
+            :: else -> WAIT_FOR(PRED_OWNERFREE)
+            fi
+        od;
+        atomic { lgate == 0 -> lw[s]--; if :: lw[s] == 0 -> W = W & ~(1 << s); cleared = 1; GHOST :: else -> cleared = 0 fi };
+        if :: cleared -> cleared = 0; WAKE_IF_SLEEPERS :: else -> skip fi
+    :: else -> skip
+    fi;
+    ok = 0;
+bdrain:
+    if
+    :: !(R[0] == 0 && R[1] == 0 && R[2] == 0) -> WAIT_FOR(PRED_NOREADERS)
+    :: else -> skip
+    fi;
+    d_step { O = O | ACT; GHOST };
+    if
+    :: !(R[0] == 0 && R[1] == 0 && R[2] == 0) ->
+        d_step { O = O & ~ACT; GHOST };
+        WAKE_IF_SLEEPERS;
+        goto bdrain
+    :: else -> skip
+    fi;
+    d_step { assert(nw == 0 && nr == 0); nw++; wr[t] = 1 };
+    d_step { nw--; wr[t] = 0 };
+    /* ReleaseWrite: the Owner store and owned = 0 in one critical section under lgate */
+    atomic { lgate == 0 -> O = 0; owned = 0; GHOST };
+    WAKE_IF_SLEEPERS;
+    EXIT
+}
+
+/* The durable write-back: BrokerSlotLedger.TryAcquireReadFast (never waits), hold, ReleaseRead. */
+proctype BReader(byte t; byte s)
+{
+    byte mine;
+    bit ok, vb;
+    atomic { lgate == 0 -> lreads++ };                          /* counted before the CAS */
+    mine = R[s];
+    if
+    :: mine == 0 -> WP_BRANCH(goto bfail, skip)
+    :: else -> if :: (O & ACT) != 0 -> goto bfail :: else -> skip fi
+    fi;
+    d_step { if :: R[s] == mine -> R[s] = mine + 1; ok = 1 :: else -> ok = 0 fi };
+    if :: !ok -> goto bfail :: else -> skip fi;
+    if
+    :: mine == 0 -> WP_BRANCH(goto bback, skip)
+    :: else -> if :: (O & ACT) != 0 -> goto bback :: else -> skip fi
+    fi;
+    d_step { assert(nw == 0); nr++; rd[t]++; mine = 0 };
+    d_step { nr--; rd[t]-- };
+bback: skip;
+    RELEASE_READ;
+bfail: skip;
+    atomic { lgate == 0 -> lreads-- };                          /* uncounted after the release */
+    EXIT
+}
+
+/* REPAIRED: nothing is set for a slot without a live member */
+#define REPAIRED \
+    ((member[0] || R[0] == 0) && (member[1] || R[1] == 0) && (member[2] || R[2] == 0) && \
+     (O == 0 || ((O & SLOTMASK) >= 1 && (O & SLOTMASK) <= NS && member[(O & SLOTMASK) - 1])) && \
+     (W & ~LIVE) == 0)
+#endif
+
 init {
     atomic {
         stale[0] = 1; stale[1] = 1; stale[2] = 1; stale[3] = 1; stale[4] = 1; stale[5] = 1;
@@ -550,14 +835,41 @@ init {
         slot_of[0] = 0; slot_of[1] = 0; slot_of[2] = 2; alive[0] = 2;
         run Reader(0, 0, 1);
         run Writer(1, 0);
+#elif CFG == 7 && defined(FORGE)
+        slot_of[0] = 0; slot_of[1] = 2; slot_of[2] = 1; alive[0] = 1; alive[2] = 1; member[0] = 1;
+        run Writer(0, 0);
+        run Reader(1, 2, 1);
+#elif CFG == 8 && defined(FORGE)
+        slot_of[0] = 0; slot_of[1] = 2; slot_of[2] = 1; alive[0] = 1; alive[2] = 1; member[0] = 1;
+        run Writer(0, 0);
+        run BWriter(1, 2);
+#elif CFG == 9 && defined(FORGE)
+        slot_of[0] = 0; slot_of[1] = 2; slot_of[2] = 1; alive[0] = 1; alive[2] = 1; member[0] = 1;
+        run Writer(0, 0);
+        run BReader(1, 2);
 #endif
         pslot[1] = slot_of[0] + 1; pslot[2] = slot_of[1] + 1; pslot[3] = slot_of[2] + 1;
+#ifdef FORGE
+        run Forger(2); run Repairer();
+#if CFG == 7
+        run Joiner();
+#endif
+#else
         run Broker(0); run Broker(1); run Broker(2);
         run Crasher()
+#endif
     };
     alldone;
+#ifdef FORGE
+    /* the last check, after the forger stopped: nothing may stay set for a slot without a live member */
+    fdone;
+    ask = 1;
+    ask == 0 && !rbusy;
+    assert(REPAIRED)
+#else
     /* everything released, by the threads themselves or by recovery */
     assert(R[0] == 0 && R[1] == 0 && R[2] == 0 && O == 0 && W == 0)
+#endif
 }
 
 ltl live { <> alldone }

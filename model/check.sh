@@ -111,6 +111,20 @@ check mutant-f2-scrub-no-wake      fail mutants/f2_scrub_no_wake.pml "-DCFG=4 -D
 check mutant-no-recheck            fail mutants/no_recheck.pml       "-DCFG=1 -DMAXCRASH=0"    "$SAFE" "$DEPTH" 'assert'
 check mutant-no-sleep-fence        fail mutants/no_sleep_fence.pml   "-DCFG=1 -DMAXCRASH=0"    "$SAFE" "$DEPTH" 'invalid end state'
 check mutant-no-scrub-wait         fail mutants/no_scrub_wait.pml    "-DCFG=5 -DSLICE"         "$SAFE" "$DEPTH" 'assert'
+section "== Must pass: forgery and repair (-DFORGE): a member forges slot 2's words while it is free; the broker's repair, a join of slot 2 (c7), the broker slot's applier (c8) and write-back (c9) =="
+F="-DFORGE -DMAXCRASH=0"
+check forge-safety-c7-join         pass $M "$F -DCFG=7"                 "$SAFE" "$DEPTH"
+check forge-safety-c8-applier      pass $M "$F -DCFG=8"                 "$SAFE" "$DEPTH"
+check forge-safety-c9-writeback    pass $M "$F -DCFG=9"                 "$SAFE" "$DEPTH"
+check forge-live-c7-join           pass $M "$F -DCFG=7 -DNFORGE=1"      "$LIVE" "$DEPTH -a -f"
+check forge-live-c8-applier        pass $M "$F -DCFG=8 -DNFORGE=1"      "$LIVE" "$DEPTH -a -f"
+check forge-live-c9-writeback      pass $M "$F -DCFG=9 -DNFORGE=1"      "$LIVE" "$DEPTH -a -f"
+section "== Must fail: mutants of the repair (no state lock around the judgement, the broker slot judged without its ledger, the broker's claim outside the ledger's gate, a join that keeps a free slot's forged words) =="
+check mutant-repair-no-gate        fail mutants/repair_no_gate.pml        "$F -DCFG=7" "$SAFE" "$DEPTH" 'R\[s\]>0|nw==0|nr==0'
+check mutant-repair-ignores-ledger-c8 fail mutants/repair_ignores_ledger.pml "$F -DCFG=8" "$SAFE" "$DEPTH" "$MUTEX"
+check mutant-repair-ignores-ledger-c9 fail mutants/repair_ignores_ledger.pml "$F -DCFG=9" "$SAFE" "$DEPTH" 'R\[s\]>0|nw==0|nr==0'
+check mutant-claim-outside-gate    fail mutants/claim_outside_gate.pml    "$F -DCFG=8" "$SAFE" "$DEPTH" "$MUTEX"
+check mutant-join-no-scrub         fail mutants/join_no_scrub.pml         "$F -DCFG=7 -DNFORGE=1" "$LIVE" "$DEPTH -a -f" 'acceptance cycle'
 wait
 
 passed=0 failed=0

@@ -6,6 +6,18 @@ set -euo pipefail
 need=()
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v useradd >/dev/null || need+=(passwd)
+command -v runuser >/dev/null || need+=(util-linux)
+command -v gdb >/dev/null || need+=(gdb)         # native stacks in the watchdog's reports
+# libsharedstore.so (NativeAOT links with gcc and zlib), the C samples and tests, their valgrind run, and the Python
+# package's tests (Debian's python3 with pytest and numpy; venv for the offline `pip install` test).
+command -v gcc >/dev/null || need+=(gcc)
+command -v make >/dev/null || need+=(make)
+command -v valgrind >/dev/null || need+=(valgrind)
+[ -e /usr/include/stdio.h ] || need+=(libc6-dev)
+[ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
+/usr/bin/python3 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)
+/usr/bin/python3 -c 'import numpy' 2>/dev/null || need+=(python3-numpy)
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 # fio: the device scenarios of tools/SharedStore.Bench measure against it in the same run.
 command -v fio >/dev/null || need+=(fio)
 if [ ${#need[@]} -gt 0 ]; then

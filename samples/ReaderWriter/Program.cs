@@ -3,25 +3,35 @@ using System.Runtime.InteropServices;
 using SharedStore;
 
 // The seed's reader/writer example as two real processes.
-//   ReaderWriter                 launcher: ensures a broker runs, starts a writer and a reader, exits 0 iff the data verified
-//   ReaderWriter writer NAME MiB create container NAME, object "A", write a checksummed payload, destroy both
-//   ReaderWriter reader NAME     wait for container NAME, get+put object "A", verify the checksum, leave
-return args.Length == 0 ? Launcher.Run() : args[0] switch
+//   ReaderWriter [--keep]             launcher: ensures a broker runs, starts a writer and a reader, exits 0 iff the data
+//                                     verified; --keep leaves the container and its object for `sharedstore ls`/`get`
+//   ReaderWriter writer NAME MiB [keep] create container NAME, object "A", write a checksummed payload, destroy both
+//   ReaderWriter reader NAME          wait for container NAME, get+put object "A", verify the checksum, leave
+try
 {
-    "writer" => Roles.Writer(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture)),
-    "reader" => Roles.Reader(args[1]),
-    _ => Usage(),
-};
+    return args.Length == 0 || args[0] == "--keep" ? Launcher.Run(keep: args.Length > 0) : args[0] switch
+    {
+        "writer" => Roles.Writer(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture), keep: args.Length > 3 && args[3] == "keep"),
+        "reader" => Roles.Reader(args[1]),
+        _ => Usage(),
+    };
+}
+catch (SharedStoreException e)
+{
+    // A clean report of what went wrong (a broker that could not start says why in the message), not a stack trace.
+    Console.Error.WriteLine($"ReaderWriter: {e.Code}: {e.Message}");
+    return 1;
+}
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: ReaderWriter [writer NAME MIB | reader NAME]");
+    Console.Error.WriteLine("usage: ReaderWriter [--keep | writer NAME MIB [keep] | reader NAME]");
     return 2;
 }
 
 internal static class Launcher
 {
-    public static int Run()
+    public static int Run(bool keep)
     {
         const int PayloadMiB = 64;
         string name = $"readerwriter-{Environment.ProcessId}";
@@ -33,7 +43,7 @@ internal static class Launcher
         }
 
         using var reader = Child("reader", name);
-        using var writer = Child("writer", name, PayloadMiB.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        using var writer = Child("writer", name, PayloadMiB.ToString(System.Globalization.CultureInfo.InvariantCulture), keep ? "keep" : "destroy");
         var both = Task.WhenAll(Pump(writer, "writer"), Pump(reader, "reader"));
         if (!writer.WaitForExit(120_000) || !reader.WaitForExit(120_000))
         {
@@ -47,6 +57,11 @@ internal static class Launcher
         Console.WriteLine(ok
             ? $"[launcher] OK: the reader verified {PayloadMiB} MiB written by another process"
             : $"[launcher] FAILED: writer exit {writer.ExitCode}, reader exit {reader.ExitCode}");
+        if (ok && keep)
+        {
+            Console.WriteLine($"[launcher] kept container \"{name}\" with object \"A\" (sharedstore ls shows it)");
+        }
+
         return ok ? 0 : 1;
     }
 
@@ -82,13 +97,48 @@ internal static class Roles
 {
     private static readonly TimeSpan s_wait = TimeSpan.FromSeconds(60);
 
-    public static int Writer(string name, int mib)
+    public static int Writer(string name, int mib, bool keep)
     {
         using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { StartBrokerIfMissing = true });
+        return SurviveRestarts("writer", () => WriteOnce(client, name, mib, keep));
+    }
+
+    public static int Reader(string name)
+    {
+        using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { StartBrokerIfMissing = true });
+        return SurviveRestarts("reader", () => ReadOnce(client, name));
+    }
+
+    /// <summary>
+    /// How a long-running program survives a broker restart with one client: a call on a handle of the broker that went
+    /// away fails with BrokerUnavailable (leases already held stay readable); the client connects again on its next
+    /// call — here to a broker it starts, as its options ask — and the program does its work over, joining by name.
+    /// Memory-only containers do not outlive their broker, so the writer makes its container again and the reader
+    /// waits for it again (durable containers come back with the broker and are simply joined again).
+    /// </summary>
+    private static int SurviveRestarts(string role, Func<int> work)
+    {
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                return work();
+            }
+            catch (SharedStoreException e) when (e.Code == ErrorCode.BrokerUnavailable && sw.Elapsed < s_wait)
+            {
+                Say(role, $"the broker went away ({e.Message}); starting over with the same client");
+                Thread.Sleep(100);
+            }
+        }
+    }
+
+    private static int WriteOnce(SharedStoreClient client, string name, int mib, bool keep)
+    {
         long gid = SharedStoreClient.ProcessGroupId;
-        var con = client.CreateContainer(name, gid);
-        Say("writer", $"container_create(\"{name}\", group {gid}) -> container {con.Id}");
-        var obj = con.CreateObject("A", (long)mib << 20);
+        using var con = client.CreateContainer(name, gid);
+        Say("writer", $"container_create(\"{name}\", group {gid}) -> container {con.Id} (broker pid {client.BrokerPid})");
+        using var obj = con.CreateObject("A", (long)mib << 20);
         var attr = obj.GetAttributes();
         Say("writer", $"object_create(\"A\", {attr.Size} bytes) -> object {obj.Id}");
 
@@ -96,6 +146,14 @@ internal static class Roles
         var sw = Stopwatch.StartNew();
         obj.Write(0, payload, s_wait);
         Say("writer", $"object_write(0, {payload.Length} bytes) in {sw.Elapsed.TotalMilliseconds:F1} ms, checksum {Payload.Checksum(payload.AsSpan(Payload.HeaderBytes)):X16}");
+
+        if (keep)
+        {
+            // The seed's writer destroys; kept, the container outlives us (a container lives until it is destroyed),
+            // and the reader still finds the payload after we are gone.
+            Say("writer", "leaves the container and its object in place (--keep)");
+            return 0;
+        }
 
         sw.Restart();
         obj.Destroy(s_wait); // blocks while the reader still uses "A"
@@ -105,12 +163,12 @@ internal static class Roles
         return 0;
     }
 
-    public static int Reader(string name)
+    private static int ReadOnce(SharedStoreClient client, string name)
     {
-        using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { StartBrokerIfMissing = true });
+        Say("reader", $"waiting for container \"{name}\" (broker pid {client.BrokerPid})");
         using var con = client.JoinContainerWhenCreated(name, s_wait); // the seed: while ((con = container_join("con")) < 0);
-        Say("reader", $"container_join(\"{name}\") -> container {con.Id}");
-        SharedObject obj = JoinWhenCreated(con, "A");
+        Say("reader", $"container_join(\"{name}\") -> container {con.Id} (broker pid {client.BrokerPid})");
+        using SharedObject obj = JoinWhenCreated(con, "A");
         var attr = obj.GetAttributes();
         Say("reader", $"object_join(\"A\") -> object {obj.Id}, {attr.Size} bytes");
 
@@ -119,17 +177,19 @@ internal static class Roles
         var sw = Stopwatch.StartNew();
         while (true)
         {
-            using var lease = obj.Get(0, attr.Size, s_wait);
-            if (Payload.IsWritten(lease.ReadOnlySpan))
+            using (var lease = obj.Get(0, attr.Size, s_wait))
             {
-                var (ok, expected, actual) = Payload.Verify(lease.ReadOnlySpan);
-                Say("reader", $"object_get(0, {lease.Length}) -> checksum {actual:X16}, expected {expected:X16}: {(ok ? "verified" : "MISMATCH")}");
-                if (!ok)
+                if (Payload.IsWritten(lease.ReadOnlySpan))
                 {
-                    return 1;
-                }
+                    var (ok, expected, actual) = Payload.Verify(lease.ReadOnlySpan);
+                    Say("reader", $"object_get(0, {lease.Length}) -> checksum {actual:X16}, expected {expected:X16}: {(ok ? "verified" : "MISMATCH")}");
+                    if (!ok)
+                    {
+                        return 1;
+                    }
 
-                break;
+                    break;
+                }
             }
 
             if (sw.Elapsed > s_wait)

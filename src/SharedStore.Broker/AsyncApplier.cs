@@ -11,9 +11,7 @@ namespace SharedStore.Broker;
 /// <summary>The broker's view of one object for asynchronous operations (shared by every session's applier).</summary>
 internal sealed unsafe class AsyncTarget
 {
-    private int[]? _waiters;
-
-    public AsyncTarget(byte* data, BlockLockRecord* locks, long size, int blockShift, MappedRegion owner, bool durable)
+    public AsyncTarget(byte* data, BlockLockRecord* locks, long size, int blockShift, MappedRegion owner, bool durable, BrokerSlotLedger ledger, ILockRepairRequester repair)
     {
         Durable = durable;
         Data = data;
@@ -22,6 +20,8 @@ internal sealed unsafe class AsyncTarget
         BlockShift = blockShift;
         BlockCount = (size + (1L << blockShift) - 1) >> blockShift;
         Device = new MemoryRegionDevice((nint)data, size, owner);
+        Ledger = ledger;
+        Repair = repair;
     }
 
     public byte* Data { get; }
@@ -39,11 +39,11 @@ internal sealed unsafe class AsyncTarget
     /// <summary>The object's container is durable: writes mark blocks dirty for write-back.</summary>
     public bool Durable { get; }
 
-    /// <summary>Serializes the broker slot's process-local waiter counts (BlockLock.AcquireWrite's waitGate).</summary>
-    public object Gate { get; } = new();
+    /// <summary>Every broker-slot lock on the object goes through it (what the broker slot really holds).</summary>
+    public BrokerSlotLedger Ledger { get; }
 
-    /// <summary>Per block: how many of the broker's threads wait to write it with the broker slot.</summary>
-    public int[] Waiters => LazyInitializer.EnsureInitialized(ref _waiters, () => new int[BlockCount]);
+    /// <summary>Asked to check a block an applier has waited on for the repair interval (the broker's own check).</summary>
+    public ILockRepairRequester Repair { get; }
 }
 
 /// <summary>
@@ -571,16 +571,15 @@ internal sealed unsafe class AsyncApplier : IDisposable
 
     private bool LockRange(AsyncTarget t, long first, long last)
     {
-        var wait = new LockWait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token);
-        int[] waiters = t.Waiters;
+        var wait = new LockWait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token, t.Repair);
         for (long b = first; b <= last; b++)
         {
-            LockStatus s = BlockLock.AcquireWrite(t.Locks + b, BlockLockDescriptor.BrokerSlot, t.Gate, ref waiters[b], ref wait);
+            LockStatus s = t.Ledger.AcquireWrite(t.Locks + b, b, ref wait);
             if (s != LockStatus.Acquired)
             {
                 for (long u = b - 1; u >= first; u--)
                 {
-                    BlockLock.ReleaseWrite(t.Locks + u, wroteWholeBlock: false);
+                    t.Ledger.ReleaseWrite(t.Locks + u, u, wroteWholeBlock: false, markDirty: false);
                 }
 
                 return false;
@@ -606,7 +605,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
                 }
             }
 
-            BlockLock.ReleaseWrite(t.Locks + b, whole, t.Durable);
+            t.Ledger.ReleaseWrite(t.Locks + b, b, whole, t.Durable);
         }
     }
 
@@ -727,14 +726,14 @@ internal sealed unsafe class AsyncApplier : IDisposable
         }
 
         long first = m.Offset >> t.BlockShift, last = (m.Offset + m.Length - 1) >> t.BlockShift;
-        var wait = new LockWait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token);
+        var wait = new LockWait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token, t.Repair);
         for (long b = first; b <= last; b++)
         {
-            if (BlockLock.AcquireRead(t.Locks + b, BlockLockDescriptor.BrokerSlot, ref wait) != LockStatus.Acquired)
+            if (t.Ledger.AcquireRead(t.Locks + b, b, ref wait) != LockStatus.Acquired)
             {
                 for (long u = b - 1; u >= first; u--)
                 {
-                    BlockLock.ReleaseRead(t.Locks + u, BlockLockDescriptor.BrokerSlot);
+                    t.Ledger.ReleaseRead(t.Locks + u, u);
                 }
 
                 Finish(pos, OpState.Failed, -(long)ErrorCode.BrokerUnavailable);
@@ -749,7 +748,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         ReturnRequests(_group);
         for (long b = first; b <= last; b++)
         {
-            BlockLock.ReleaseRead(t.Locks + b, BlockLockDescriptor.BrokerSlot);
+            t.Ledger.ReleaseRead(t.Locks + b, b);
         }
     }
 
@@ -832,7 +831,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
         for (long b = first; b <= last; b++)
         {
             BlockLock.MarkTorn(t.Locks + b);
-            BlockLock.ReleaseWrite(t.Locks + b, wroteWholeBlock: false, t.Durable);
+            t.Ledger.ReleaseWrite(t.Locks + b, b, wroteWholeBlock: false, t.Durable);
         }
 
         _multiTarget = null;

@@ -14,6 +14,22 @@ internal sealed class BrokerOptions
     /// physical memory. Past it, object_create fails with NoResources, never a SIGBUS later.</summary>
     public long MemoryLimit { get; set; } = DefaultMemoryLimit();
 
+    /// <summary>Most bytes of shared memory one Unix user may have in use at once (its objects, the lock tables made
+    /// for them, its asynchronous channels); 0, the default, sets no quota beyond <see cref="MemoryLimit"/>.</summary>
+    public long UidMemoryQuota { get; set; }
+
+    /// <summary>Most connections one Unix user may have open at once; further ones are closed at accept, before a
+    /// thread or any memory is spent on them. Default 2048 (room for a container of 1 024 member processes of one
+    /// user, and their tools).</summary>
+    public int MaxConnectionsPerUid { get; set; } = 2048;
+
+    /// <summary>How long a new connection has to send its hello before the broker closes it. Default 10 s.</summary>
+    public TimeSpan HelloTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long one reply may wait for room in a client's socket buffer before the broker takes the client for
+    /// broken and closes it (a client that stops reading must not hold a broker thread). Default 10 s.</summary>
+    public TimeSpan SendTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>Data capacity of a shared segment, where objects below <see cref="DedicatedThreshold"/> live
     /// (1 &lt;&lt; 26, 64 MiB). Segments are sparse: only created objects take memory.</summary>
     public long SegmentCapacity { get; set; } = 1L << 26;

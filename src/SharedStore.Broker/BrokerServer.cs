@@ -20,6 +20,7 @@ internal sealed class BrokerServer : IDisposable
     private readonly BrokerOptions _options;
     private readonly List<ClientSession> _sessions = [];
     private readonly ManualResetEventSlim _stopped = new();
+    private readonly ConnectionLimiter _connections;
     private SafeFd? _lockFile;
     private SeqPacketSocket? _listener;
     private Thread? _acceptThread;
@@ -31,6 +32,7 @@ internal sealed class BrokerServer : IDisposable
     public BrokerServer(BrokerOptions options, ILogger<BrokerServer>? logger = null, BrokerMetrics? metrics = null)
     {
         _options = options;
+        _connections = new ConnectionLimiter(options.MaxConnectionsPerUid);
         Logger = logger ?? (ILogger)NullLogger.Instance;
         Metrics = metrics;
         var identity = new BrokerIdentity(Environment.ProcessId, _startTimestamp);
@@ -115,7 +117,6 @@ internal sealed class BrokerServer : IDisposable
     public bool Start(out string? refusal)
     {
         refusal = null;
-        EnsureSocketDirectory(_options);
 
         string lockPath = _options.SocketPath + ".lock";
         int fd = Interop.Libc.open(lockPath, Interop.Libc.O_RDWR | Interop.Libc.O_CREAT | Interop.Libc.O_CLOEXEC, Convert.ToInt32("600", 8));
@@ -147,62 +148,111 @@ internal sealed class BrokerServer : IDisposable
         return true;
     }
 
-    /// <summary>Creates the socket's directory if missing: 0700 for a per-user broker, 0755 system-wide.</summary>
-    public static void EnsureSocketDirectory(BrokerOptions options)
-    {
-        string dir = Path.GetDirectoryName(options.SocketPath)!;
-        if (!Directory.Exists(dir))
-        {
-            Directory.CreateDirectory(dir);
-            _ = Interop.Libc.chmod(dir, options.SystemWide ? Convert.ToInt32("755", 8) : Convert.ToInt32("700", 8));
-        }
-    }
-
+    /// <summary>
+    /// Accepts connections until the broker stops. One thread per session (a blocking receive loop), bounded: a
+    /// connection is counted against its uid's maximum (<see cref="ConnectionLimiter"/>) before any thread or memory is
+    /// spent on it, and closed at once past it; a session must say hello within <see cref="BrokerOptions.HelloTimeout"/>
+    /// and each reply may wait at most <see cref="BrokerOptions.SendTimeout"/> for a client that does not read; session
+    /// threads have a small stack. Nothing a connection does — vanishing before its credentials are read, a thread that
+    /// cannot be created, any other failure — ends this loop.
+    /// </summary>
     private void AcceptLoop()
     {
         while (!_stopping)
         {
-            var conn = _listener!.Accept();
-            if (conn is null)
-            {
-                break;
-            }
-
-            ClientSession session;
+            SeqPacketSocket? conn = null;
             try
             {
-                session = new ClientSession(conn, this);
+                conn = _listener!.Accept();
+                if (conn is null)
+                {
+                    break;
+                }
+
+                Admit(conn);
             }
-            catch (IOException)
+            catch (Exception e)
             {
-                conn.Dispose(); // peer vanished before we read its credentials
-                continue;
+                conn?.Dispose();
+                Log.AcceptFailed(Logger, e.Message);
+                Thread.Sleep(10); // a failure that repeats (out of memory, a descriptor limit) must not spin this thread
+            }
+        }
+    }
+
+    private void Admit(SeqPacketSocket conn)
+    {
+        PeerCredentials who;
+        try
+        {
+            who = conn.GetPeerCredentials();
+        }
+        catch (IOException)
+        {
+            conn.Dispose(); // peer vanished before we read its credentials
+            return;
+        }
+
+        if (!_connections.TryEnter(who.Uid))
+        {
+            conn.Dispose();
+            if (_connections.TakeRefusalsToReport() is > 0 and long refused)
+            {
+                Log.ConnectionRefused(Logger, who.Uid, _connections.MaxPerUid, refused);
             }
 
+            return;
+        }
+
+        var session = new ClientSession(conn, who, this);
+        conn.SetReceiveTimeout(_options.HelloTimeout); // the session lifts it after the hello
+        conn.SetSendTimeout(_options.SendTimeout);
+        lock (_sessions)
+        {
+            _sessions.Add(session);
+        }
+
+        try
+        {
+            var t = new Thread(() => RunSession(session), SessionStackBytes) { IsBackground = true, Name = $"sharedstore-client-{who.Pid}" };
+            t.Start();
+        }
+        catch (Exception e) when (e is OutOfMemoryException or ThreadStartException)
+        {
             lock (_sessions)
             {
-                _sessions.Add(session);
+                _sessions.Remove(session);
             }
 
-            var t = new Thread(() =>
-            {
-                try
-                {
-                    session.Run();
-                }
-                catch (Exception e)
-                {
-                    // A bug in one session must not take the broker (and every other client) down.
-                    Log.SessionFailed(Logger, session.Credentials.Pid, e);
-                }
+            _connections.Leave(who.Uid);
+            conn.Dispose();
+            Log.SessionStartFailed(Logger, who.Pid, e.Message);
+        }
+    }
 
-                lock (_sessions)
-                {
-                    _sessions.Remove(session);
-                }
-            })
-            { IsBackground = true, Name = $"sharedstore-client-{session.Credentials.Pid}" };
-            t.Start();
+    // A session thread runs a receive loop and short calls (blocking ones run on the thread pool): 256 KiB of stack is
+    // plenty, against the runtime's 1.5 MiB default, which matters with thousands of connections.
+    private const int SessionStackBytes = 1 << 18;
+
+    private void RunSession(ClientSession session)
+    {
+        try
+        {
+            session.Run();
+        }
+        catch (Exception e)
+        {
+            // A bug in one session must not take the broker (and every other client) down.
+            Log.SessionFailed(Logger, session.Credentials.Pid, e);
+        }
+        finally
+        {
+            lock (_sessions)
+            {
+                _sessions.Remove(session);
+            }
+
+            _connections.Leave(session.Credentials.Uid);
         }
     }
 

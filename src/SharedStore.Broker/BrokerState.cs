@@ -77,6 +77,10 @@ internal sealed class ObjectState
     public required long DataOffset { get; init; }
     public required long RecordIndex { get; init; }
     public required long BlockCount { get; init; }
+
+    /// <summary>The uid whose memory quota the object's pages are charged to (its creator).</summary>
+    public required uint ChargedUid { get; init; }
+
     public bool Destroying { get; set; }
 
     /// <summary>Joins by all memberships (a membership may join an object several times).</summary>
@@ -87,6 +91,11 @@ internal sealed class ObjectState
 
     /// <summary>The object's file when its container is durable, else null.</summary>
     public DurableObject? Durable { get; set; }
+
+    /// <summary>What the broker's own lock slot holds on the object's blocks (appliers and write-back lock through it).</summary>
+    public BrokerSlotLedger Ledger => LazyInitializer.EnsureInitialized(ref _ledger, () => new BrokerSlotLedger(BlockCount));
+
+    private BrokerSlotLedger? _ledger;
 }
 
 /// <summary>One client process's membership of one container: its lock slot and its object joins.</summary>
@@ -116,7 +125,7 @@ internal sealed class BrokerState : IDisposable
     private uint _nextContainerId = 1;
     private uint _nextObjectId = 1;
     private uint _nextSegmentId = 1;
-    private long _bytesInUse;
+    private readonly MemoryBudget _memory;
     private bool _disposed; // under _gate: segments are unmapped, nothing may touch lock records any more
     private readonly ILogger _logger;
     private readonly BrokerMetrics? _metrics;
@@ -124,8 +133,9 @@ internal sealed class BrokerState : IDisposable
 
     public BrokerState(BrokerOptions options, BrokerIdentity identity, ILogger? logger = null, BrokerMetrics? metrics = null)
     {
-        _durable = new DurableStore(options.StateDirectory ?? Path.Combine(Path.GetDirectoryName(options.SocketPath)!, "state"), logger ?? NullLogger.Instance);
+        _durable = new DurableStore(BrokerFolders.StateDirectory(options), logger ?? NullLogger.Instance);
         _options = options;
+        _memory = new MemoryBudget(options.MemoryLimit, options.UidMemoryQuota);
         Identity = identity;
         _logger = logger ?? NullLogger.Instance;
         _metrics = metrics;
@@ -135,19 +145,10 @@ internal sealed class BrokerState : IDisposable
 
     public long MemoryLimit => _options.MemoryLimit;
 
-    /// <summary>Most blocks one holders reply lists: keeps the reply well under the 1 MiB datagram limit.</summary>
-    public const int MaxHolderBlocks = 2048;
+    public long BytesInUse => _memory.InUse;
 
-    public long BytesInUse
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _bytesInUse;
-            }
-        }
-    }
+    /// <summary>Shared memory charged against the memory limit and the per-uid quotas (objects, lock tables, channels).</summary>
+    public MemoryBudget Memory => _memory;
 
     // ---- Containers ---------------------------------------------------------------------------------------
 
@@ -240,6 +241,9 @@ internal sealed class BrokerState : IDisposable
             throw new BrokerError(ErrorCode.NoResources, $"container '{c.Name}' has its maximum of {BlockLockDescriptor.MaxMembers} member processes");
         }
 
+        // A free slot's words may have been forged while it was free (docs/ARCHITECTURE.md §2): clear them before the
+        // slot is given, so a new member never inherits a forgery as its own (unrepairable) hold.
+        ClearFreeSlot(c, slot, session.Credentials.Pid);
         var m = new Membership { Session = session, Container = c, Slot = slot, CanWrite = c.CanWrite(session.Credentials) };
         c.Slots[slot] = m;
         session.Memberships.Add(c.Id, m);
@@ -298,8 +302,9 @@ internal sealed class BrokerState : IDisposable
         var c = m.Container;
         // Release everything the slot may hold in every block of the container. For a live client that left, its
         // library refused to leave with leases or writes outstanding, so this finds nothing; for a dead one it is
-        // the recovery (see docs/ARCHITECTURE.md, "Recovery").
-        long released = ScrubSlot(c, m.Slot);
+        // the recovery (see docs/ARCHITECTURE.md, "Recovery"). The same pass clears whatever names a slot with no
+        // live member (forged, §2): a leave or death is when such words most often lose their last excuse.
+        long released = ScrubSlot(c, m.Slot, died ? "death" : "leave", m.Session.Credentials.Pid);
         foreach (var (oid, uses) in m.ObjectUses)
         {
             if (c.ObjectsById.TryGetValue(oid, out var o))
@@ -329,21 +334,141 @@ internal sealed class BrokerState : IDisposable
         return released;
     }
 
-    private static unsafe long ScrubSlot(ContainerState c, int slot)
+    /// <summary>Under the state lock: releases <paramref name="slot"/> (whose process left or died) in every block of
+    /// the container, and in the same pass clears what names no live member in each record (the slot counts as
+    /// memberless). Returns the records in which the slot itself held something.</summary>
+    private unsafe long ScrubSlot(ContainerState c, int slot, string occasion, int pid)
     {
-        long released = 0;
+        long released = 0, repaired = 0;
+        var what = default(RepairResult);
+        ulong live = LiveSlots(c) & ~(1UL << slot);
         foreach (var o in c.ObjectsById.Values)
         {
             for (long b = 0; b < o.BlockCount; b++)
             {
-                if (BlockLock.ScrubSlot(o.Segment.Record(o.RecordIndex + b), slot).Any)
+                BlockLockRecord* rec = o.Segment.Record(o.RecordIndex + b);
+                if (BlockLock.ScrubSlot(rec, slot).Any)
                 {
                     released++;
+                }
+
+                var r = o.Ledger.ClearUnowned(rec, b, live);
+                if (r.Any)
+                {
+                    repaired++;
+                    what.Add(r);
                 }
             }
         }
 
+        if (repaired > 0)
+        {
+            Log.LockStateRepaired(_logger, repaired, c.Name, what.ToString(), $"{occasion} of pid {pid}");
+        }
+
         return released;
+    }
+
+    /// <summary>Under the state lock, before free slot <paramref name="slot"/> is given to a member: clears its reader
+    /// byte, an Owner naming it (or no slot) and its Waiting bit in every block of the container. Nobody holds anything
+    /// with a free slot, so whatever is there was forged (or left by a process that left mid-call: misuse).</summary>
+    private unsafe void ClearFreeSlot(ContainerState c, int slot, int pid)
+    {
+        long repaired = 0;
+        var what = default(RepairResult);
+        var claims = new SlotClaims { LiveSlots = ~(1UL << slot) }; // every other slot, the broker's too, as it is
+        foreach (var o in c.ObjectsById.Values)
+        {
+            for (long b = 0; b < o.BlockCount; b++)
+            {
+                var r = BlockLock.ClearUnowned(o.Segment.Record(o.RecordIndex + b), claims);
+                if (r.Any)
+                {
+                    repaired++;
+                    what.Add(r);
+                }
+            }
+        }
+
+        if (repaired > 0)
+        {
+            Log.LockStateRepaired(_logger, repaired, c.Name, what.ToString(), $"join of pid {pid} (slot {slot})");
+        }
+    }
+
+    /// <summary>Bit s set: slot s has a member (under the state lock).</summary>
+    private static ulong LiveSlots(ContainerState c)
+    {
+        ulong live = 0;
+        for (int s = 0; s < BlockLockDescriptor.MaxMembers; s++)
+        {
+            if (c.Slots[s] is not null)
+            {
+                live |= 1UL << s;
+            }
+        }
+
+        return live;
+    }
+
+    /// <summary>Under the state lock: clears what names no live member in one record of <paramref name="o"/>.</summary>
+    private unsafe RepairResult RepairRecord(ContainerState c, ObjectState o, long block, string occasion)
+    {
+        var r = o.Ledger.ClearUnowned(o.Segment.Record(o.RecordIndex + block), block, LiveSlots(c));
+        if (r.Any)
+        {
+            Log.LockStateRepaired(_logger, 1, c.Name, r.ToString(), $"{occasion} ('{o.Name}' block {block})");
+        }
+
+        return r;
+    }
+
+    /// <summary>lock_check: a member that has waited long on a block asks for its record to be checked; what names no
+    /// live member is cleared and sleepers are woken (docs/ARCHITECTURE.md §5, "Repair").</summary>
+    public LockCheckReply CheckLock(ClientSession session, LockCheck req)
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                throw new BrokerError(ErrorCode.BrokerUnavailable, "the broker is stopping");
+            }
+
+            var m = Member(session, req.ContainerId);
+            var o = Object(m, req.ObjectId);
+            if (req.Block >= (ulong)o.BlockCount)
+            {
+                throw new BrokerError(ErrorCode.InvalidArgument, $"object '{o.Name}' has {o.BlockCount} block(s), not block {req.Block}");
+            }
+
+            var r = RepairRecord(m.Container, o, (long)req.Block, $"check asked by pid {session.Credentials.Pid}");
+            return new LockCheckReply { ReaderSlots = r.ReaderSlots, Owner = r.Owner, WaitingSlots = r.WaitingSlots };
+        }
+    }
+
+    /// <summary>The same check for the broker's own lock waits (an applier waited long on a block): called by the
+    /// object's <see cref="AsyncTarget.Repair"/>. Does nothing once the object is gone.</summary>
+    private unsafe void CheckLockForBroker(ContainerState c, ObjectState o, BlockLockRecord* rec)
+    {
+        lock (_gate)
+        {
+            if (_disposed || !c.ObjectsById.TryGetValue(o.Id, out var still) || still != o)
+            {
+                return;
+            }
+
+            long block = rec - o.Segment.Record(o.RecordIndex);
+            if (block >= 0 && block < o.BlockCount)
+            {
+                RepairRecord(c, o, block, "check by an applier of the broker");
+            }
+        }
+    }
+
+    /// <summary>The repair requester of the broker's own lock waits on one object.</summary>
+    private sealed unsafe class BrokerCheck(BrokerState state, ContainerState c, ObjectState o) : ILockRepairRequester
+    {
+        public void RequestCheck(BlockLockRecord* rec) => state.CheckLockForBroker(c, o, rec);
     }
 
     private void FreeContainer(ContainerState c)
@@ -360,7 +485,7 @@ internal sealed class BrokerState : IDisposable
 
         foreach (var s in c.Segments)
         {
-            _bytesInUse -= s.LockLength;
+            _memory.Release(s.ChargedUid, s.LockLength);
             s.Dispose();
         }
 
@@ -401,7 +526,7 @@ internal sealed class BrokerState : IDisposable
                 throw new BrokerError(ErrorCode.AlreadyExists, $"object '{req.Name}' already exists in container '{c.Name}'");
             }
 
-            o = AllocateObject(c, req.Name, size);
+            o = AllocateObject(c, req.Name, size, session.Credentials.Uid);
             o.UseCount = 1;
             if (c.Durable is { } dc)
             {
@@ -442,7 +567,7 @@ internal sealed class BrokerState : IDisposable
     /// <summary>Allocates and reserves an object's memory and lock records in <paramref name="c"/> (no uses yet).
     /// Under the state lock. <paramref name="reserve"/> false: the caller reserves the memory before anyone may use
     /// the object (restore does it beside its reads, <see cref="DurableStore.RestoreObject"/>).</summary>
-    private ObjectState AllocateObject(ContainerState c, string name, long size, bool reserve = true)
+    private ObjectState AllocateObject(ContainerState c, string name, long size, uint chargeUid, bool reserve = true)
     {
         long blocks = (size + c.BlockSize - 1) / c.BlockSize;
         long pageBytes = LockSegmentDescriptor.RoundUpToPage(size);
@@ -467,11 +592,9 @@ internal sealed class BrokerState : IDisposable
             newSegmentBytes = LockSegmentDescriptor.LengthFor(dedicated ? blocks : _options.LockRecordsPerSegment);
         }
 
-        if (_bytesInUse + pageBytes + newSegmentBytes > _options.MemoryLimit)
-        {
-            throw new BrokerError(ErrorCode.NoResources, $"object of {size} bytes exceeds the broker's memory limit ({_bytesInUse} of {_options.MemoryLimit} bytes in use)");
-        }
-
+        // Charged before anything is made: a refusal leaves nothing behind. The object's pages go to its creator's uid,
+        // and so does a segment made for it (its lock table).
+        _memory.Charge(chargeUid, pageBytes + newSegmentBytes, $"object '{name}'");
         bool freshSegment = seg is null;
         if (seg is null)
         {
@@ -483,11 +606,12 @@ internal sealed class BrokerState : IDisposable
             }
             catch (SharedStoreException e)
             {
+                _memory.Release(chargeUid, pageBytes + newSegmentBytes);
                 throw new BrokerError(e.Code, e.Message);
             }
 
+            seg.ChargedUid = chargeUid;
             c.Segments.Add(seg);
-            _bytesInUse += seg.LockLength;
             if (!seg.TryAllocate(size, blocks, out dataOffset, out record))
             {
                 throw new BrokerError(ErrorCode.Internal, "a fresh segment could not hold the object");
@@ -498,10 +622,11 @@ internal sealed class BrokerState : IDisposable
         if (reserve && !Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
         {
             seg.Free(dataOffset, size, record, blocks);
+            _memory.Release(chargeUid, pageBytes);
             if (freshSegment)
             {
                 c.Segments.Remove(seg); // made for this object alone: do not keep it (or its accounting) around
-                _bytesInUse -= seg.LockLength;
+                _memory.Release(seg.ChargedUid, seg.LockLength);
                 seg.Dispose();
             }
 
@@ -517,12 +642,12 @@ internal sealed class BrokerState : IDisposable
             DataOffset = dataOffset,
             RecordIndex = record,
             BlockCount = blocks,
+            ChargedUid = chargeUid,
         };
         seg.ObjectCount++;
         c.Objects.Add(o.Name, o);
         c.ObjectsById.Add(o.Id, o);
         c.Bytes += size;
-        _bytesInUse += pageBytes;
         return o;
     }
 
@@ -635,7 +760,7 @@ internal sealed class BrokerState : IDisposable
 
         c.Objects.Remove(o.Name);
         c.Bytes -= o.Size;
-        _bytesInUse -= LockSegmentDescriptor.RoundUpToPage(o.Size);
+        _memory.Release(o.ChargedUid, LockSegmentDescriptor.RoundUpToPage(o.Size));
         foreach (var member in c.Members)
         {
             member.ObjectUses.Remove(o.Id);
@@ -646,7 +771,7 @@ internal sealed class BrokerState : IDisposable
         {
             // A dedicated segment dies with its object; clients that still map it keep their mapping until they drop it.
             c.Segments.Remove(o.Segment);
-            _bytesInUse -= o.Segment.LockLength;
+            _memory.Release(o.Segment.ChargedUid, o.Segment.LockLength);
             o.Segment.Dispose();
         }
     }
@@ -679,7 +804,8 @@ internal sealed class BrokerState : IDisposable
             DurableContainer? dc = null;
             try
             {
-                var meta = DurableStore.ReadMeta(dir);
+                dc = _durable.OpenRegistered(dir); // the folder opened O_NOFOLLOW and checked again
+                var meta = dc.Meta;
                 var objects = new List<(ObjectState O, string File)>();
                 lock (_gate)
                 {
@@ -697,13 +823,13 @@ internal sealed class BrokerState : IDisposable
                         WritePolicy = meta.WritePolicy,
                         BlockSize = (int)meta.BlockSize,
                     };
-                    dc = _durable.AdoptContainer(dir, meta);
+                    _durable.AdoptContainer(dc);
                     c.Durable = dc;
                     _containers.Add(c.Name, c);
                     _containersById.Add(c.Id, c);
                     foreach (var om in meta.Objects)
                     {
-                        objects.Add((AllocateObject(c, om.Name, (long)om.Size, reserve: false), om.File)); // RestoreObject reserves
+                        objects.Add((AllocateObject(c, om.Name, (long)om.Size, c.CreatorUid, reserve: false), om.File)); // RestoreObject reserves
                     }
                 }
 
@@ -768,7 +894,9 @@ internal sealed class BrokerState : IDisposable
                 o.Size,
                 System.Numerics.BitOperations.Log2((uint)m.Container.BlockSize),
                 o.Segment.DataMap,
-                durable: m.Container.Durable is not null);
+                durable: m.Container.Durable is not null,
+                o.Ledger,
+                new BrokerCheck(this, m.Container, o));
             return ErrorCode.Ok;
         }
     }
@@ -786,12 +914,21 @@ internal sealed class BrokerState : IDisposable
 
             foreach (var m in session.Memberships.Values)
             {
-                ScrubSlot(m.Container, m.Slot);
+                ScrubSlot(m.Container, m.Slot, "death", session.Credentials.Pid);
             }
         }
     }
 
     // ---- Sessions -----------------------------------------------------------------------------------------
+
+    /// <summary>Whether the session is a member of at least one container.</summary>
+    public bool IsMember(ClientSession session)
+    {
+        lock (_gate)
+        {
+            return session.Memberships.Count > 0;
+        }
+    }
 
     /// <summary>The client's socket closed: it exited or was killed. Release everything it held.</summary>
     public void SessionClosed(ClientSession session)
@@ -831,12 +968,12 @@ internal sealed class BrokerState : IDisposable
                 objectBytes += c.Bytes;
             }
 
-            return new BrokerSnapshot(_containers.Count, objects, objectBytes, _bytesInUse, sessions);
+            return new BrokerSnapshot(_containers.Count, objects, objectBytes, _memory.InUse, sessions);
         }
     }
 
     /// <summary>Who holds or waits on each block of an object, read from the lock records the broker maps. Lists
-    /// only blocks with a holder or a waiter, at most <see cref="MaxHolderBlocks"/>. The caller must be allowed to join
+    /// every block with a holder or a waiter (a reply of any size is sent in parts). The caller must be allowed to join
     /// the container. The records change under us: each block is a snapshot of its own words, not of the object.</summary>
     public unsafe HoldersReply Holders(ClientSession session, HoldersRequest req)
     {
@@ -867,18 +1004,10 @@ internal sealed class BrokerState : IDisposable
             {
                 var rec = o.Segment.Record(o.RecordIndex + b);
                 var entry = DescribeBlock(c, rec, b);
-                if (entry is null)
+                if (entry is not null)
                 {
-                    continue;
+                    reply.Blocks.Add(entry);
                 }
-
-                if (reply.Blocks.Count == MaxHolderBlocks)
-                {
-                    reply.Truncated = true;
-                    break;
-                }
-
-                reply.Blocks.Add(entry);
             }
         }
 

@@ -10,7 +10,7 @@ namespace SharedStore.Broker;
 /// socket reads EOF the process has exited or was killed (the kernel closes a dead process's descriptors at
 /// once), and <see cref="BrokerState.SessionClosed"/> releases everything it held.
 /// </summary>
-internal sealed class ClientSession
+internal sealed partial class ClientSession
 {
     private readonly SeqPacketSocket _socket;
     private static readonly ConcurrentDictionary<Request.BodyOneofCase, string> s_kinds = new();
@@ -18,13 +18,15 @@ internal sealed class ClientSession
     private readonly BrokerServer _server;
     private readonly ConcurrentDictionary<ulong, CancellationTokenSource> _blocking = new();
     private bool _helloDone;
+    private readonly LockCheckBucket _lockChecks = new(); // session thread only
 
-    public ClientSession(SeqPacketSocket socket, BrokerServer server)
+    public ClientSession(SeqPacketSocket socket, PeerCredentials credentials, BrokerServer server)
     {
         _socket = socket;
         _server = server;
         _state = server.State;
-        Credentials = socket.GetPeerCredentials();
+        Credentials = credentials;
+        ApplySendBufferTestHook(socket);
     }
 
     public PeerCredentials Credentials { get; }
@@ -42,6 +44,7 @@ internal sealed class ClientSession
     }
 
     private readonly Lock _applierGate = new();
+    private long _channelCharge; // bytes of the channel charged to this client's uid, under _applierGate
 
     /// <summary>Container id → membership. Guarded by the broker state lock.</summary>
     public Dictionary<uint, Membership> Memberships { get; } = [];
@@ -76,6 +79,19 @@ internal sealed class ClientSession
                     break; // not our protocol: drop the connection
                 }
 
+                // Names are exact (ARCHITECTURE §6): a string that is not UTF-8 or an enum number the schema does not
+                // name is refused before anything uses it; a refused hello closes, as every refused hello does.
+                if (StrictWire.Check(buffer, n, Request.Descriptor) is { } problem)
+                {
+                    Reply(new Response { Id = req.Id, Error = Protocol.ErrorCode.InvalidArgument, Message = problem });
+                    if (_helloDone)
+                    {
+                        continue;
+                    }
+
+                    break;
+                }
+
                 if (!Handle(req))
                 {
                     break;
@@ -103,6 +119,8 @@ internal sealed class ClientSession
                 lock (_applierGate)
                 {
                     applier.Dispose();
+                    _state.Memory.Release(Credentials.Uid, _channelCharge);
+                    _channelCharge = 0;
                 }
             }
 
@@ -136,6 +154,7 @@ internal sealed class ClientSession
             }
 
             _helloDone = true;
+            _socket.SetReceiveTimeout(TimeSpan.Zero); // said hello in time: from now on it may be idle for ever
             Reply(new Response
             {
                 Id = req.Id,
@@ -275,6 +294,17 @@ internal sealed class ClientSession
                 case Request.BodyOneofCase.AsyncOpen:
                     (resp.AsyncChannel, grant) = OpenAsync(req.AsyncOpen);
                     break;
+                case Request.BodyOneofCase.LockCheck:
+                    if (!_lockChecks.TryTake())
+                    {
+                        // The wire's BUSY (the library never surfaces this answer: its lock_check is fire-and-forget).
+                        resp.Error = Protocol.ErrorCode.Busy;
+                        resp.Message = $"more than {LockCheckBucket.PerSecond} lock checks a second from this connection";
+                        break;
+                    }
+
+                    resp.LockCheck = _state.CheckLock(this, req.LockCheck);
+                    break;
                 default:
                     resp.Error = Protocol.ErrorCode.InvalidArgument;
                     resp.Message = $"unknown request {req.BodyCase}";
@@ -316,16 +346,35 @@ internal sealed class ClientSession
         }
 
         staging = (staging + 4095) & ~4095L;
-        AsyncApplier applier;
-        lock (_applierGate)
+        // A channel is shared memory like any object: a connection that is a member of no container gets none (it
+        // could only hold memory hostage: every asynchronous operation names a joined object), and a member's channel
+        // is charged to its uid against the memory limit and the per-uid quota, before it is made.
+        if (!_state.IsMember(this))
         {
-            if (_server.Stopping)
-            {
-                throw new BrokerError(ErrorCode.BrokerUnavailable, "the broker is stopping");
-            }
+            throw new BrokerError(ErrorCode.NoResources, "an asynchronous channel is for a member of a container: join or create one first");
+        }
 
-            applier = new AsyncApplier(this, _state, _server.ApplyScheduler, slots, staging, _state.Identity.Pid, _server.Metrics);
-            Applier = applier;
+        long length = Queues.ChannelDescriptor.LengthFor(slots, Queues.ChannelDescriptor.DefaultSlotSize, staging);
+        _state.Memory.Charge(Credentials.Uid, length, "asynchronous channel");
+        AsyncApplier applier;
+        try
+        {
+            lock (_applierGate)
+            {
+                if (_server.Stopping)
+                {
+                    throw new BrokerError(ErrorCode.BrokerUnavailable, "the broker is stopping");
+                }
+
+                applier = new AsyncApplier(this, _state, _server.ApplyScheduler, slots, staging, _state.Identity.Pid, _server.Metrics);
+                Applier = applier;
+                _channelCharge = length;
+            }
+        }
+        catch
+        {
+            _state.Memory.Release(Credentials.Uid, length);
+            throw;
         }
 
         var grant = new SegmentGrant();
@@ -342,20 +391,110 @@ internal sealed class ClientSession
     private void Reply(Response resp) => Reply((resp, null));
 
     // Segment descriptors ride on the reply that first needs them (see SegmentGrant); their references are dropped
-    // once the datagram is sent (or the send failed).
+    // once the reply is sent (or the send failed). A reply of any size goes out, in parts if need be (ResponseFraming).
     private void Reply((Response Response, SegmentGrant? Grant) r)
     {
+        int length, errno;
         try
         {
-            _socket.Send(r.Response.ToByteArray(), r.Grant?.Fds ?? []);
+            if (ResponseFraming.TrySend(_socket, r.Response, r.Grant?.Fds ?? [], out length, out errno))
+            {
+                return;
+            }
         }
         finally
         {
             r.Grant?.Release();
         }
+
+        ReplyFailed(r.Response, length, errno);
+    }
+
+    /// <summary>
+    /// A reply the kernel refused is never dropped in silence (issue 13, finding 4). It is logged, and the client is
+    /// told: a reply to a request that changed nothing (an error already, or list, holders, status) becomes an error
+    /// reply of the same id; a reply to a request that took effect (a create, a join that granted descriptors…) closes
+    /// the connection instead, so the client sees BrokerUnavailable and the session's close releases the memberships
+    /// and joins the request made (a container or object it created stays, as after any client's exit) — an error
+    /// reply there would tell the client that something failed which had in fact happened. A client that is gone, or
+    /// that did not read within <see cref="BrokerOptions.SendTimeout"/> (EAGAIN), is dropped: an error reply would
+    /// find it no more able to read.
+    /// </summary>
+    private void ReplyFailed(Response failed, int length, int errno)
+    {
+        string body = failed.BodyCase.ToString();
+        if (errno is Interop.Libc.EPIPE or Interop.Libc.ECONNRESET or Interop.Libc.ENOTCONN or Interop.Libc.EBADF)
+        {
+            // The client is gone (or its connection was shut down): its socket reads EOF next and the session ends.
+            Log.ReplyUndeliverable(_server.Logger, failed.Id, body, Credentials.Pid, Interop.Libc.StrError(errno));
+            _socket.Shutdown();
+            return;
+        }
+
+        if (errno == Interop.Libc.EAGAIN)
+        {
+            Log.ReplyFailed(_server.Logger, failed.Id, body, length, Credentials.Pid, Interop.Libc.StrError(errno),
+                "the client did not read its replies within the send timeout: closing the connection, which releases what it held");
+            _socket.Shutdown();
+            return;
+        }
+
+        bool changedNothing = failed.Error != Protocol.ErrorCode.Ok
+            || failed.BodyCase is Response.BodyOneofCase.List or Response.BodyOneofCase.Holders or Response.BodyOneofCase.Status;
+        if (changedNothing)
+        {
+            var error = new Response
+            {
+                Id = failed.Id,
+                Error = errno is Interop.Libc.EMSGSIZE or Interop.Libc.ENOBUFS or Interop.Libc.ENOMEM ? Protocol.ErrorCode.NoResources : Protocol.ErrorCode.Internal,
+                Message = $"the broker could not send its reply ({length} bytes): {Interop.Libc.StrError(errno)}",
+            };
+            // Logged before the error goes out: once the client has its answer, the log already says why.
+            Log.ReplyFailed(_server.Logger, failed.Id, body, length, Credentials.Pid, Interop.Libc.StrError(errno), $"answering {error.Error} instead");
+            if (ResponseFraming.TrySend(_socket, error, [], out int errorLength, out int again))
+            {
+                return;
+            }
+
+            Log.ReplyFailed(_server.Logger, failed.Id, "error reply", errorLength, Credentials.Pid, Interop.Libc.StrError(again), "closing the connection");
+        }
+        else
+        {
+            Log.ReplyFailed(_server.Logger, failed.Id, body, length, Credentials.Pid, Interop.Libc.StrError(errno),
+                "the request took effect: closing the connection, which releases its memberships and joins");
+        }
+
+        _socket.Shutdown(); // the receive loop reads EOF and the session ends; the client sees BrokerUnavailable
     }
 
     /// <summary>The request kind as the wire schema names it (container_create, list…): the metrics' kind tag.</summary>
     private static string Kind(Request.BodyOneofCase c) =>
         s_kinds.GetOrAdd(c, static c => Request.Descriptor.FindFieldByNumber((int)c)?.Name ?? "unknown");
+}
+
+/// <summary>
+/// The rate limit of one connection's <c>lock_check</c> requests: a token bucket of <see cref="PerSecond"/> tokens
+/// refilled at that rate. A waiter asks once per 250 ms of waiting, so 100 a second covers 25 threads waiting on
+/// distinct blocks at once; what it stops is a member looping on lock_check to keep the broker's state lock busy
+/// (each check holds it for about a microsecond). Used by the session thread only.
+/// </summary>
+internal sealed class LockCheckBucket
+{
+    public const int PerSecond = 100;
+    private double _tokens = PerSecond;
+    private long _last = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    public bool TryTake()
+    {
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        _tokens = Math.Min(PerSecond, _tokens + ((now - _last) * (double)PerSecond / System.Diagnostics.Stopwatch.Frequency));
+        _last = now;
+        if (_tokens < 1)
+        {
+            return false;
+        }
+
+        _tokens--;
+        return true;
+    }
 }

@@ -8,10 +8,14 @@ using SharedStore.Regions;
 
 namespace SharedStore.Broker;
 
-/// <summary>A durable container's files: its directory, its metadata, its objects.</summary>
-internal sealed class DurableContainer(string directory, DurableContainerMeta meta)
+/// <summary>A durable container's files: its folder (held open: every file is reached through it), its metadata, its
+/// objects.</summary>
+internal sealed class DurableContainer(DurableFolder folder, DurableContainerMeta meta)
 {
-    public string Directory { get; } = directory;
+    public DurableFolder Folder { get; } = folder;
+
+    /// <summary>The path the folder was opened by (registry, messages, ContainerInfo); files are never reached by it.</summary>
+    public string Directory => Folder.Path;
 
     public DurableContainerMeta Meta { get; } = meta;
 
@@ -19,21 +23,18 @@ internal sealed class DurableContainer(string directory, DurableContainerMeta me
 
     /// <summary>One flush at a time per container.</summary>
     public object FlushGate { get; } = new();
-
-    public string MetaPath => Path.Combine(Directory, DurableStore.MetaFileName);
 }
 
 /// <summary>One durable object: the file device behind its shared memory, and per block which shadow slot holds the
 /// newest valid copy (and its generation). Write-back and removal serialize on <see cref="Gate"/>.</summary>
-internal sealed unsafe class DurableObject(ObjectState state, string fileName, string path, RandomAccessFileDevice device, byte* data, BlockLockRecord* locks, int blockSize)
+internal sealed unsafe class DurableObject(ObjectState state, string fileName, RandomAccessFileDevice device, byte* data, BlockLockRecord* locks, int blockSize)
 {
     public const byte NoSlot = 255;
 
     public ObjectState State { get; } = state;
 
+    /// <summary>The file's name in its container's folder (relative to <see cref="DurableContainer.Folder"/>).</summary>
     public string FileName { get; } = fileName;
-
-    public string FilePath { get; } = path;
 
     public RandomAccessFileDevice Device { get; } = device;
 
@@ -84,6 +85,9 @@ internal readonly record struct RestoreReport(string Container, string Object, l
 /// A write goes only to the other slot; it becomes the newest copy only once its checksums are on disk; the next pass
 /// may overwrite the older slot only after this pass's fdatasync. A crash therefore tears at most the slot being
 /// written, which restore detects by its checksums and skips (reporting it), falling back to the durable one.</para>
+/// <para><b>Where files go</b>: a container's folder is opened once (O_DIRECTORY|O_NOFOLLOW), checked on that descriptor,
+/// and held in a <see cref="DurableFolder"/> that every file operation goes through, so a root broker cannot be
+/// redirected by a symlink or a rename (docs/ARCHITECTURE.md §2, "Durable paths").</para>
 /// </summary>
 internal sealed unsafe partial class DurableStore : IDisposable
 {
@@ -94,7 +98,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
     private const long BatchBytes = 8 << 20;
     private static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(50);
 
-    private readonly string _stateDirectory;
+    private const int MaxFileNameTries = 64;
+    private readonly DurableFolder _stateFolder; // the registry's folder, held like a container's
     private readonly ILogger _logger;
     private readonly Lock _gate = new(); // containers list and registry
     private readonly List<DurableContainer> _containers = [];
@@ -113,7 +118,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
     public DurableStore(string stateDirectory, ILogger logger)
     {
-        _stateDirectory = stateDirectory;
+        _stateFolder = DurableFolder.Open(stateDirectory); // BrokerFolders.Prepare made it and checked it
         _logger = logger;
         _scheduler = DeviceSchedulers.Create(DeviceSchedulerKind.Auto, DeviceMode.None);
         _thread = new Thread(WriteBackLoop) { IsBackground = true, Name = "sharedstore-writeback" };
@@ -133,8 +138,9 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
     // ---- Containers and objects (called under the broker state lock) --------------------------------------
 
-    /// <summary>Makes <paramref name="c"/> durable in <paramref name="directory"/>: checks the caller may write
-    /// there, writes the metadata and registers the directory for restore.</summary>
+    /// <summary>Makes <paramref name="c"/> durable in <paramref name="directory"/>: opens the folder once
+    /// (O_DIRECTORY|O_NOFOLLOW) and keeps it open for the container's life, checks on that descriptor that the caller
+    /// may write it, writes the metadata through it and registers the folder for restore.</summary>
     public DurableContainer CreateContainer(ContainerState c, string directory, PeerCredentials who)
     {
         if (!Path.IsPathFullyQualified(directory))
@@ -142,19 +148,27 @@ internal sealed unsafe partial class DurableStore : IDisposable
             throw new BrokerError(ErrorCode.InvalidArgument, $"durable path '{directory}' must be absolute");
         }
 
-        directory = Path.GetFullPath(directory);
-        CheckWritableBy(directory, who);
-        if (File.Exists(Path.Combine(directory, MetaFileName)))
+        if (directory.Any(char.IsControl))
         {
-            throw new BrokerError(ErrorCode.AlreadyExists, $"'{directory}' already holds a durable container");
+            // The registry holds one path per line: a newline would register a second folder nobody checked.
+            throw new BrokerError(ErrorCode.InvalidArgument, "a durable path must not contain control characters");
         }
 
-        lock (_gate)
+        directory = Path.GetFullPath(directory);
+        DurableFolder folder;
+        try
         {
-            if (_containers.Any(d => d.Directory == directory))
+            folder = DurableFolder.Open(directory);
+        }
+        catch (DurableFolderException e)
+        {
+            throw new BrokerError(e.Errno switch
             {
-                throw new BrokerError(ErrorCode.AlreadyExists, $"'{directory}' already holds a durable container");
-            }
+                Interop.Libc.ENOENT => ErrorCode.NotFound,
+                Interop.Libc.ELOOP or Interop.Libc.ENOTDIR or Interop.Libc.EINVAL => ErrorCode.InvalidArgument,
+                Interop.Libc.EACCES or Interop.Libc.EPERM => ErrorCode.PermissionDenied,
+                _ => ErrorCode.NoResources,
+            }, $"durable path {e.Message}");
         }
 
         var meta = new DurableContainerMeta
@@ -167,18 +181,40 @@ internal sealed unsafe partial class DurableStore : IDisposable
             CreatorUid = c.CreatorUid,
             NextFile = 1,
         };
-        var dc = new DurableContainer(directory, meta);
+        var dc = new DurableContainer(folder, meta);
         try
         {
-            WriteMeta(dc);
+            if (!folder.MayWrite(who))
+            {
+                throw new BrokerError(ErrorCode.PermissionDenied, $"uid {who.Uid} may not write durable path '{directory}' ({folder.Describe()})");
+            }
+
+            lock (_gate)
+            {
+                if (folder.Exists(MetaFileName) || _containers.Any(d => d.Folder.Identity == folder.Identity))
+                {
+                    throw new BrokerError(ErrorCode.AlreadyExists, $"'{directory}' already holds a durable container");
+                }
+            }
+
+            try
+            {
+                folder.ReplaceFile(MetaFileName, meta.ToByteArray(), noReplace: true); // a metadata made meanwhile is not replaced
+            }
+            catch (DurableFolderException e)
+            {
+                throw new BrokerError(e.Errno switch
+                {
+                    Interop.Libc.EEXIST => ErrorCode.AlreadyExists,
+                    Interop.Libc.EACCES or Interop.Libc.EPERM => ErrorCode.PermissionDenied,
+                    _ => ErrorCode.NoResources,
+                }, $"cannot write the durable container's metadata in '{directory}': {e.Message}");
+            }
         }
-        catch (IOException e)
+        catch
         {
-            throw new BrokerError(ErrorCode.NoResources, $"cannot write the durable container's metadata in '{directory}': {e.Message}");
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            throw new BrokerError(ErrorCode.PermissionDenied, $"the broker cannot write '{directory}': {e.Message}");
+            folder.Dispose();
+            throw;
         }
 
         lock (_gate)
@@ -191,16 +227,18 @@ internal sealed unsafe partial class DurableStore : IDisposable
         return dc;
     }
 
-    /// <summary>Creates the object's file, preallocated (a full disk is NoResources here, not a write-back failure
-    /// later), and records it in the metadata.</summary>
+    /// <summary>Creates the object's file, new (O_CREAT|O_EXCL|O_NOFOLLOW in the container's folder), preallocated
+    /// (a full disk is NoResources here, not a write-back failure later), and records it in the metadata.</summary>
     public void AddObject(DurableContainer dc, ObjectState o)
     {
-        string file = $"o-{dc.Meta.NextFile}.ssdata";
-        string path = Path.Combine(dc.Directory, file);
+        string file = "";
+        bool created = false;
         RandomAccessFileDevice? device = null;
         try
         {
-            device = new RandomAccessFileDevice(path, DeviceMode.Create | DeviceMode.Truncate);
+            var fd = CreateObjectFile(dc, out file);
+            created = true;
+            device = new RandomAccessFileDevice(Path.Combine(dc.Directory, file), fd, DeviceMode.None);
             long length = DurableFileDescriptor.FileLength(o.BlockCount, (int)dc.Meta.BlockSize);
             int r = WithFd(device, fd => Interop.Libc.fallocate(fd, 0, 0, length) == 0 ? 0 : Interop.Libc.LastErrno);
             if (r != 0)
@@ -217,7 +255,11 @@ internal sealed unsafe partial class DurableStore : IDisposable
         catch (Exception e) when (e is DeviceException or IOException or UnauthorizedAccessException or BrokerError)
         {
             device?.Dispose();
-            TryDelete(path);
+            if (created)
+            {
+                dc.Folder.Delete(file); // only the file made here: a name that was taken is not ours to delete
+            }
+
             // Only when the metadata got that far: a full disk fails the fallocate before the entry is added, and
             // RepeatedField.Remove(null) throws (which turned NoResources into Internal and left the object behind).
             if (dc.Meta.Objects.FirstOrDefault(m => m.File == file) is { } added)
@@ -233,8 +275,29 @@ internal sealed unsafe partial class DurableStore : IDisposable
             throw new BrokerError(ErrorCode.NoResources, $"cannot create the file of object '{o.Name}' in '{dc.Directory}': {e.Message}");
         }
 
-        Attach(dc, o, file, path, device);
+        Attach(dc, o, file, device);
     }
+
+    /// <summary>Creates the next object file, <c>o-N.ssdata</c>, with O_EXCL: a name already taken (left by a crash
+    /// between a file's creation and the metadata that records it, or put there by the folder's owner) is skipped,
+    /// never opened or replaced.</summary>
+    private static SafeFd CreateObjectFile(DurableContainer dc, out string file)
+    {
+        for (int tries = 0; ; tries++)
+        {
+            file = ObjectFileName(dc.Meta.NextFile);
+            try
+            {
+                return dc.Folder.CreateFile(file);
+            }
+            catch (DurableFolderException e) when (e.Errno == Interop.Libc.EEXIST && tries < MaxFileNameTries)
+            {
+                dc.Meta.NextFile++;
+            }
+        }
+    }
+
+    private static string ObjectFileName(ulong n) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"o-{n}.ssdata");
 
     /// <summary>Closes and deletes the object's file and drops it from the metadata.</summary>
     public void RemoveObject(DurableContainer dc, ObjectState o)
@@ -251,7 +314,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             dc.Objects.Remove(d);
         }
 
-        TryDelete(d.FilePath);
+        dc.Folder.Delete(d.FileName);
         dc.Meta.Objects.Remove(dc.Meta.Objects.FirstOrDefault(m => m.File == d.FileName));
         o.Durable = null;
         TryWriteMeta(dc);
@@ -265,12 +328,15 @@ internal sealed unsafe partial class DurableStore : IDisposable
             RemoveObject(dc, d.State);
         }
 
-        TryDelete(dc.MetaPath);
+        dc.Folder.Delete(MetaFileName);
+        dc.Folder.Sync();
         lock (_gate)
         {
             _containers.Remove(dc);
             SaveRegistry();
         }
+
+        dc.Folder.Dispose();
     }
 
     /// <summary>Broker shutdown: one last write-back pass (what clients do not hold write-locked goes to disk), then
@@ -305,9 +371,12 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 {
                     d.Close();
                 }
+
+                dc.Folder.Dispose();
             }
         }
 
+        _stateFolder.Dispose();
         _scheduler.Dispose();
     }
 
@@ -428,7 +497,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                     continue;
                 }
 
-                if (!BlockLock.TryAcquireReadFast(rec, BlockLockDescriptor.BrokerSlot))
+                if (!d.State.Ledger.TryAcquireReadFast(rec, b))
                 {
                     clean = false; // a writer holds or waits for it: next pass (never block here: see class comment)
                     continue;
@@ -450,6 +519,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                     w.Length = d.BlockLength(b);
                     w.Torn = BlockLock.IsTorn(rec);
                     w.Record = rec;
+                    w.Ledger = d.State.Ledger;
                     w.DataCrc = DurableFileDescriptor.Crc32C(d.Data + (b * d.BlockSize), w.Length);
                     batch.Add(w);
                     Start(d, w, inflight);
@@ -459,7 +529,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 {
                     if (!started)
                     {
-                        BlockLock.ReleaseRead(rec, BlockLockDescriptor.BrokerSlot);
+                        d.State.Ledger.ReleaseRead(rec, b);
                     }
                 }
 
@@ -554,7 +624,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
             if (Interlocked.Decrement(ref pending.Bindings) == 0)
             {
-                BlockLock.ReleaseRead(pending.Record, BlockLockDescriptor.BrokerSlot);
+                pending.Ledger!.ReleaseRead(pending.Record, pending.Block);
             }
 
             inflight.Signal();
@@ -625,6 +695,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
         public string? Failed;
         public int Bindings;
         public BlockLockRecord* Record;
+        public BrokerSlotLedger? Ledger; // the broker slot's ledger of the block's object (the read is released through it)
 
         public static PendingWrite Rent()
         {
@@ -642,6 +713,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
         public void Return()
         {
             Record = null;
+            Ledger = null;
             lock (s_pool)
             {
                 if (s_pool.Count < 64)
@@ -660,32 +732,60 @@ internal sealed unsafe partial class DurableStore : IDisposable
     /// <summary>The durable containers registered for this broker (directories), for restore at start.</summary>
     public List<string> RegisteredDirectories()
     {
-        string path = Path.Combine(_stateDirectory, RegistryFileName);
-        return File.Exists(path) ? [.. File.ReadAllLines(path).Where(l => l.Length > 0)] : [];
-    }
-
-    /// <summary>Reads a registered container's metadata.</summary>
-    public static DurableContainerMeta ReadMeta(string directory)
-    {
-        var meta = DurableContainerMeta.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(directory, MetaFileName)));
-        if (meta.FormatVersion != 1)
+        if (!_stateFolder.Exists(RegistryFileName))
         {
-            throw new InvalidDataException($"'{directory}': durable format version {meta.FormatVersion}, this broker reads 1");
+            return [];
         }
 
-        return meta;
+        string text = System.Text.Encoding.UTF8.GetString(_stateFolder.ReadFile(RegistryFileName));
+        return [.. text.Split('\n').Where(l => l.Length > 0)];
     }
 
-    /// <summary>Adopts a restored container (its objects are added with <see cref="RestoreObject"/>).</summary>
-    public DurableContainer AdoptContainer(string directory, DurableContainerMeta meta)
+    /// <summary>
+    /// Opens a registered container's folder for restore the way a create opens it (O_DIRECTORY|O_NOFOLLOW: a symlink
+    /// put in its place is refused, not followed), reads its metadata through it (O_NOFOLLOW, a regular file the broker
+    /// made), and checks the folder again: the container's creator must still be allowed to write it by the create's
+    /// rule, with the creator's groups taken from the user database (no socket carries them now). A folder that fails
+    /// (its owner or mode changed while the broker was down) is not restored: the caller logs it, its files stay as
+    /// they are and it stays registered, so putting the owner or mode back brings it back at the next start.
+    /// </summary>
+    public DurableContainer OpenRegistered(string directory)
     {
-        var dc = new DurableContainer(directory, meta);
+        var folder = DurableFolder.Open(directory);
+        try
+        {
+            var meta = DurableContainerMeta.Parser.ParseFrom(folder.ReadFile(MetaFileName));
+            if (meta.FormatVersion != 1)
+            {
+                throw new InvalidDataException($"'{directory}': durable format version {meta.FormatVersion}, this broker reads 1");
+            }
+
+            var creator = Interop.Libc.UserGroups(meta.CreatorUid) is { } g
+                ? new PeerCredentials(0, meta.CreatorUid, g.Gid, g.Groups)
+                : new PeerCredentials(0, meta.CreatorUid, uint.MaxValue, []);
+            if (!folder.MayWrite(creator))
+            {
+                throw new InvalidDataException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"the folder ({folder.Describe()}) is no longer writable by its container's creator, uid {meta.CreatorUid}: not restored; its files stay as they are and it stays registered (give the folder back to its creator and restart)"));
+            }
+
+            return new DurableContainer(folder, meta);
+        }
+        catch
+        {
+            folder.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Adopts a container opened by <see cref="OpenRegistered"/> (its objects are added with
+    /// <see cref="RestoreObject"/>).</summary>
+    public void AdoptContainer(DurableContainer dc)
+    {
         lock (_gate)
         {
             _containers.Add(dc);
         }
-
-        return dc;
     }
 
     /// <summary>A registered container that cannot be restored: closes the files opened so far (deleting nothing),
@@ -707,6 +807,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
             d.Close();
             d.State.Durable = null;
         }
+
+        dc?.Folder.Dispose();
     }
 
     /// <summary>Loads an object's blocks from its file into its (fresh, zeroed) shared memory: per block the valid
@@ -714,10 +816,15 @@ internal sealed unsafe partial class DurableStore : IDisposable
     /// invalid is marked torn in memory (leases report it) and counted as corrupt.</summary>
     public RestoreReport RestoreObject(DurableContainer dc, ObjectState o, string file)
     {
-        string path = Path.Combine(dc.Directory, file);
-        var device = new RandomAccessFileDevice(path, DeviceMode.None);
+        string path = Path.Combine(dc.Directory, file); // for messages only
+        if (!IsObjectFileName(file))
+        {
+            throw new InvalidDataException($"the metadata names object file '{file}', not one the broker makes (o-N.ssdata)");
+        }
+
+        var device = new RandomAccessFileDevice(path, dc.Folder.OpenFile(file, writable: true), DeviceMode.None);
         int bs = (int)dc.Meta.BlockSize;
-        var d = Attach(dc, o, file, path, device);
+        var d = Attach(dc, o, file, device);
         long torn = 0, corrupt = 0;
         CheckFileHeader(device, o, bs);
 
@@ -757,7 +864,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             // two requests: fio here reads 1 MiB direct at QD32 at 0.93-1.04 GB/s into 4 KiB pages and 2.1-2.5 GB/s
             // into huge pages (4 alternating runs each). A direct read first writes back any dirty cached pages of
             // its range (the page cache of a broker killed before the kernel wrote them), so it sees what they hold.
-            using (var direct = TryOpenDirect(path))
+            using (var direct = TryOpenDirect(dc, file, device))
             using (var bounce = direct is null ? null : TryCreateBounceBuffers(bs))
             {
                 bool Aligned(long b)
@@ -1086,25 +1193,48 @@ internal sealed unsafe partial class DurableStore : IDisposable
         }
     }
 
-    /// <summary>The file opened again for direct reads, or null where the file system refuses O_DIRECT (tmpfs
-    /// before 6.6, some FUSE file systems).</summary>
-    private static RandomAccessFileDevice? TryOpenDirect(string path)
+    /// <summary>The file opened again for direct reads (O_NOFOLLOW in the folder, and the same file as
+    /// <paramref name="buffered"/>, or not used), or null where the file system refuses O_DIRECT (tmpfs before 6.6,
+    /// some FUSE file systems).</summary>
+    private static RandomAccessFileDevice? TryOpenDirect(DurableContainer dc, string file, RandomAccessFileDevice buffered)
     {
+        SafeFd fd;
         try
         {
-            return new RandomAccessFileDevice(path, DeviceMode.ReadOnly | DeviceMode.Direct);
+            fd = dc.Folder.OpenFile(file, writable: false, direct: true);
+        }
+        catch (DurableFolderException)
+        {
+            return null;
+        }
+
+        if (DurableFolder.IdentityOf(fd) != DurableFolder.IdentityOf(buffered.FileHandle!))
+        {
+            fd.Dispose(); // replaced between the two opens: read through the first descriptor only
+            return null;
+        }
+
+        try
+        {
+            return new RandomAccessFileDevice(buffered.Path, fd, DeviceMode.ReadOnly | DeviceMode.Direct);
         }
         catch (DeviceException)
         {
+            fd.Dispose();
             return null;
         }
     }
 
+    /// <summary>Whether a name from the metadata is one the broker makes: <c>o-N.ssdata</c>, N decimal.</summary>
+    private static bool IsObjectFileName(string file) =>
+        file.Length > "o-.ssdata".Length && file.StartsWith("o-", StringComparison.Ordinal) && file.EndsWith(".ssdata", StringComparison.Ordinal)
+        && file.AsSpan(2, file.Length - "o-.ssdata".Length).IndexOfAnyExceptInRange('0', '9') < 0;
+
     // ---- Files --------------------------------------------------------------------------------------------
 
-    private DurableObject Attach(DurableContainer dc, ObjectState o, string file, string path, RandomAccessFileDevice device)
+    private DurableObject Attach(DurableContainer dc, ObjectState o, string file, RandomAccessFileDevice device)
     {
-        var d = new DurableObject(o, file, path, device, o.Segment.DataMap.Pointer + o.DataOffset, o.Segment.Record(o.RecordIndex), (int)dc.Meta.BlockSize);
+        var d = new DurableObject(o, file, device, o.Segment.DataMap.Pointer + o.DataOffset, o.Segment.Record(o.RecordIndex), (int)dc.Meta.BlockSize);
         o.Durable = d;
         lock (_gate)
         {
@@ -1169,8 +1299,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
         }
     }
 
-    /// <summary>Atomic replace: temporary file, fsync, rename, fsync of the directory.</summary>
-    private static void WriteMeta(DurableContainer dc) => WriteAtomically(dc.MetaPath, dc.Meta.ToByteArray());
+    /// <summary>Atomic replace, inside the container's folder: temporary file, fsync, rename, fsync of the folder.</summary>
+    private static void WriteMeta(DurableContainer dc) => dc.Folder.ReplaceFile(MetaFileName, dc.Meta.ToByteArray());
 
     private void TryWriteMeta(DurableContainer dc)
     {
@@ -1184,71 +1314,10 @@ internal sealed unsafe partial class DurableStore : IDisposable
         }
     }
 
+    /// <summary>The registry, replaced atomically in the state folder (held open like a container's folder).</summary>
     private void SaveRegistry()
     {
-        Directory.CreateDirectory(_stateDirectory);
         var dirs = _containers.Select(c => c.Directory).Concat(_unrestored);
-        WriteAtomically(Path.Combine(_stateDirectory, RegistryFileName), System.Text.Encoding.UTF8.GetBytes(string.Join('\n', dirs) + "\n"));
-    }
-
-    private static void WriteAtomically(string path, byte[] bytes)
-    {
-        string tmp = path + ".tmp";
-        try
-        {
-            using var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None);
-            fs.Write(bytes);
-            fs.Flush(flushToDisk: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            TryDelete(tmp); // a full disk must not leave a half-written temporary behind (the old file is intact)
-            throw;
-        }
-
-        File.Move(tmp, path, overwrite: true);
-        int dfd = Interop.Libc.open(Path.GetDirectoryName(path)!, Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);
-        if (dfd >= 0)
-        {
-            _ = Interop.Libc.fsync(dfd);
-            _ = Interop.Libc.close(dfd);
-        }
-    }
-
-    private static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-        }
-    }
-
-    /// <summary>The caller must be able to write the directory by its mode bits (root always may).</summary>
-    private static void CheckWritableBy(string directory, PeerCredentials who)
-    {
-        Interop.Libc.Statx stx = default;
-        const uint Mask = Interop.Libc.STATX_TYPE | Interop.Libc.STATX_MODE | Interop.Libc.STATX_UID | Interop.Libc.STATX_GID;
-        if (Interop.Libc.statx(Interop.Libc.AT_FDCWD, directory, 0, Mask, &stx) != 0)
-        {
-            throw new BrokerError(ErrorCode.NotFound, $"durable path '{directory}': {Interop.Libc.StrError(Interop.Libc.LastErrno)}");
-        }
-
-        if ((stx.stx_mode & Interop.Libc.S_IFMT) != 0x4000)
-        {
-            throw new BrokerError(ErrorCode.InvalidArgument, $"durable path '{directory}' is not a directory");
-        }
-
-        int mode = stx.stx_mode & 0x1FF;
-        bool may = who.IsRoot
-            || (who.Uid == stx.stx_uid && (mode & 0x80) != 0)
-            || (who.InGroup(stx.stx_gid) && (mode & 0x10) != 0)
-            || (mode & 0x2) != 0;
-        if (!may)
-        {
-            throw new BrokerError(ErrorCode.PermissionDenied, $"uid {who.Uid} may not write durable path '{directory}'");
-        }
+        _stateFolder.ReplaceFile(RegistryFileName, System.Text.Encoding.UTF8.GetBytes(string.Join('\n', dirs) + "\n"));
     }
 }

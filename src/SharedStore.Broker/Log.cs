@@ -5,7 +5,8 @@ namespace SharedStore.Broker;
 /// <summary>
 /// Every log message of the broker, source-generated (no formatting unless the level is enabled). Event ids are
 /// stable: operators filter and alert on them, so an id is never reused for another meaning. Reserved: 8–9
-/// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5).
+/// (session open/close detail), 20–29 (asynchronous writes and durable write-back, issue 5). 30–32: connections.
+/// 40: lock-state repair. 50–59: replies to requests (issue 13, finding 4).
 /// </summary>
 internal static partial class Log
 {
@@ -53,7 +54,31 @@ internal static partial class Log
         Message = "cannot restore durable container in '{Directory}': {Error}")]
     public static partial void DurableRestoreFailed(ILogger logger, string directory, string error);
 
+    [LoggerMessage(EventId = 30, EventName = "ConnectionRefused", Level = LogLevel.Warning,
+        Message = "refused connections of uid {Uid}: it has its maximum of {Max} open ({Refused} refused since the last report)")]
+    public static partial void ConnectionRefused(ILogger logger, uint uid, int max, long refused);
+
+    [LoggerMessage(EventId = 31, EventName = "SessionStartFailed", Level = LogLevel.Error,
+        Message = "could not start a session for pid {Pid}: {Error}; its connection is closed and the broker goes on")]
+    public static partial void SessionStartFailed(ILogger logger, int pid, string error);
+
+    [LoggerMessage(EventId = 32, EventName = "AcceptFailed", Level = LogLevel.Error,
+        Message = "accepting a connection failed: {Error}; the broker goes on accepting")]
+    public static partial void AcceptFailed(ILogger logger, string error);
+
     [LoggerMessage(EventId = 14, EventName = "DurableBlockCorrupt", Level = LogLevel.Warning,
         Message = "durable object '{Container}/{Object}': block {Block} has no valid copy on disk (slot 0: {Slot0}; slot 1: {Slot1}); it is zeroed and marked torn")]
     public static partial void DurableBlockCorrupt(ILogger logger, string container, string @object, long block, string slot0, string slot1);
+
+    [LoggerMessage(EventId = 40, EventName = "LockStateRepaired", Level = LogLevel.Warning,
+        Message = "cleared lock state naming no live member in {Records} lock record(s) of container '{Container}' ({What}) on {Occasion}")]
+    public static partial void LockStateRepaired(ILogger logger, long records, string container, string what, string occasion);
+
+    [LoggerMessage(EventId = 50, EventName = "ReplyFailed", Level = LogLevel.Warning,
+        Message = "could not send reply {RequestId} ({Body}, {Bytes} bytes) to pid {Pid}: {Error}; {Outcome}")]
+    public static partial void ReplyFailed(ILogger logger, ulong requestId, string body, int bytes, int pid, string error, string outcome);
+
+    [LoggerMessage(EventId = 51, EventName = "ReplyUndeliverable", Level = LogLevel.Debug,
+        Message = "reply {RequestId} ({Body}) not delivered: pid {Pid} is gone ({Error})")]
+    public static partial void ReplyUndeliverable(ILogger logger, ulong requestId, string body, int pid, string error);
 }

@@ -13,12 +13,16 @@ using SharedStore.Broker;
 //   SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--config FILE]
 // --system: every user may connect (socket 0666, directory 0755) and access is decided per container by group;
 // without --socket it serves /run/sharedstore/broker.sock.
-// Exit codes: 0 stopped cleanly, 2 bad arguments or configuration, 3 another broker serves the socket.
+// --detach (what a client that starts a broker passes): a session of its own at once, and stdio on /dev/null once it
+// accepts connections, so the starter's stderr pipe reads EOF then (see BrokerLauncher).
+// Exit codes: 0 stopped cleanly, 2 bad arguments or configuration, 3 another broker serves the socket, 4 a folder it
+// needs cannot be made or is unsafe (BrokerFolders).
 Dictionary<string, string?> commandLine;
 string? configFile;
+bool detach;
 try
 {
-    if (!BrokerCommandLine.TryParse(args, out commandLine, out configFile))
+    if (!BrokerCommandLine.TryParse(args, out commandLine, out configFile, out detach))
     {
         Console.WriteLine(BrokerCommandLine.Usage);
         return 0;
@@ -29,6 +33,11 @@ catch (ArgumentException e)
     Console.Error.WriteLine($"sharedstore-broker: {e.Message}");
     Console.Error.WriteLine(BrokerCommandLine.Usage);
     return 2;
+}
+
+if (detach)
+{
+    _ = Interop.Libc.setsid(); // fails only for a process-group leader, which a launched child is not
 }
 
 var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, Args = [] });
@@ -56,6 +65,17 @@ catch (Exception e) when (e is FormatException or InvalidDataException or Overfl
     return 2;
 }
 
+// Every folder the broker writes into exists, and is safe, before the first file (the log) is opened.
+try
+{
+    BrokerFolders.Prepare(options);
+}
+catch (BrokerFolderException e)
+{
+    Console.Error.WriteLine($"sharedstore-broker: {e.Message}");
+    return 4;
+}
+
 builder.Logging.ClearProviders();
 builder.Logging.SetMinimumLevel(level);
 builder.Logging.AddSimpleConsole(o =>
@@ -81,7 +101,6 @@ var logger = host.Services.GetRequiredService<ILogger<BrokerServer>>();
 AppDomain.CurrentDomain.UnhandledException += (_, e) => Log.UnhandledException(logger, e.ExceptionObject);
 Log.ConfigurationLoaded(logger, options.SocketPath, options.SystemWide, options.MemoryLimit, options.LogPath ?? "");
 
-BrokerServer.EnsureSocketDirectory(options);
 var server = host.Services.GetRequiredService<BrokerServer>();
 if (!server.Start(out string? refusal))
 {
@@ -91,16 +110,38 @@ if (!server.Start(out string? refusal))
 }
 
 Log.BrokerListening(logger, Environment.ProcessId, server.SocketPath);
+if (detach)
+{
+    DetachStdio();
+}
+
 host.Run(); // returns when the lifetime stops: SIGTERM, SIGINT or SIGQUIT
 Log.BrokerStopping(logger);
 server.Stop(); // the container disposes the server next: socket, pid file and instance lock go, in that order
 return 0;
 
+// Whoever started us reads our stderr until EOF to learn whether we started: point every stdio descriptor at
+// /dev/null now (the log file keeps everything; the console logger writes into /dev/null from here on).
+static void DetachStdio()
+{
+    int devNull = Interop.Libc.open("/dev/null", Interop.Libc.O_RDWR, 0);
+    if (devNull >= 0)
+    {
+        Console.Error.Flush();
+        for (int fd = 0; fd <= 2; fd++)
+        {
+            _ = Interop.Libc.dup2(devNull, fd);
+        }
+
+        _ = Interop.Libc.close(devNull);
+    }
+}
+
 /// <summary>The broker's own flags (kept as they were: clients and tests pass them) turned into configuration keys,
 /// and the configuration bound to <see cref="BrokerOptions"/>.</summary>
 internal static class BrokerCommandLine
 {
-    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--async-scheduler auto|threadpool|iouring] [--state-dir DIR] [--config FILE]";
+    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--async-scheduler auto|threadpool|iouring] [--state-dir DIR] [--uid-memory-quota BYTES] [--max-connections-per-uid N] [--hello-timeout-ms MS] [--config FILE] [--detach]";
 
     /// <summary>Where a per-user sharedstore.json is read from: $XDG_CONFIG_HOME/sharedstore, else ~/.config/sharedstore.</summary>
     public static string UserConfigDirectory
@@ -114,10 +155,11 @@ internal static class BrokerCommandLine
     }
 
     /// <summary>False for --help. Throws <see cref="ArgumentException"/> on a bad argument.</summary>
-    public static bool TryParse(string[] args, out Dictionary<string, string?> values, out string? configFile)
+    public static bool TryParse(string[] args, out Dictionary<string, string?> values, out string? configFile, out bool detach)
     {
         values = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
         configFile = null;
+        detach = false;
         for (int i = 0; i < args.Length; i++)
         {
             string arg = args[i];
@@ -131,7 +173,11 @@ internal static class BrokerCommandLine
                 case "--log-level": values["LogLevel"] = Next(); break;
                 case "--async-scheduler": values["AsyncScheduler"] = Next(); break;
                 case "--state-dir": values["StateDirectory"] = Next(); break;
+                case "--uid-memory-quota": values["UidMemoryQuota"] = Next(); break;
+                case "--max-connections-per-uid": values["MaxConnectionsPerUid"] = Next(); break;
+                case "--hello-timeout-ms": values["HelloTimeoutMs"] = Next(); break;
                 case "--config": configFile = Next(); break;
+                case "--detach": detach = true; break;
                 case "-h":
                 case "--help":
                     return false;
@@ -155,6 +201,25 @@ internal static class BrokerCommandLine
         if (config["MemoryLimit"] is { Length: > 0 } limit)
         {
             options.MemoryLimit = long.Parse(limit, CultureInfo.InvariantCulture);
+        }
+
+        if (config["UidMemoryQuota"] is { Length: > 0 } quota)
+        {
+            options.UidMemoryQuota = long.Parse(quota, CultureInfo.InvariantCulture);
+        }
+
+        if (config["MaxConnectionsPerUid"] is { Length: > 0 } maxConnections)
+        {
+            options.MaxConnectionsPerUid = int.Parse(maxConnections, CultureInfo.InvariantCulture);
+            if (options.MaxConnectionsPerUid < 1)
+            {
+                throw new FormatException("MaxConnectionsPerUid must be at least 1");
+            }
+        }
+
+        if (config["HelloTimeoutMs"] is { Length: > 0 } hello)
+        {
+            options.HelloTimeout = TimeSpan.FromMilliseconds(int.Parse(hello, CultureInfo.InvariantCulture));
         }
 
         if (config["DefaultBlockSize"] is { Length: > 0 } block)

@@ -74,6 +74,9 @@ internal sealed unsafe class Segment : IDisposable
 
     public int ObjectCount { get; set; }
 
+    /// <summary>The uid whose memory quota the lock table is charged to (the creator of the object it was made for).</summary>
+    public uint ChargedUid { get; set; }
+
     /// <summary>The read-only twin of the data descriptor, made on first need.</summary>
     public SafeFd DataReadOnlyFd => LazyInitializer.EnsureInitialized(ref _dataReadOnly, () => Memfd.ReopenReadOnly(DataFd));
 

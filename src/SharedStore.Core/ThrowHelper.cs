@@ -31,5 +31,5 @@ internal static class ThrowHelper
 
     [DoesNotReturn]
     public static void BrokerLost() =>
-        throw new SharedStoreException(ErrorCode.BrokerUnavailable, "The broker connection was lost; reconnect with a new SharedStoreClient.");
+        throw new SharedStoreException(ErrorCode.BrokerUnavailable, "The broker this handle was opened on is gone. The client connects again on its next call; join the container again by name.");
 }

@@ -48,6 +48,19 @@ public sealed class BrokerLifecycleTests
     }
 
     [Test]
+    public void Broker_StartOnAFolderItMayNotUse_FailsAtOnceWithTheBrokersReason()
+    {
+        // Contract (issue 12): `broker start` whose broker exits during its start fails at once with exit 3 and the
+        // broker's own reason (its exit code and last words), instead of waiting out --timeout and pointing at a log.
+        File.SetUnixFileMode(_dir, (UnixFileMode)0x1FF); // 0777 without the sticky bit: others could swap the socket
+        var sw = Stopwatch.StartNew();
+        var start = CliRunner.Run(_socket, "broker", "start", "--timeout", "60");
+        Assert.That(start.ExitCode, Is.EqualTo(3), start.ToString());
+        Assert.That(start.Stdout + start.Stderr, Does.Contain("exited with code 4").And.Contain("other users may write"));
+        Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(45)), "a broker that died must fail the start at once");
+    }
+
+    [Test]
     public void Broker_StartStatusStop_RunsInBackgroundAndStopsGracefully()
     {
         // Contract: start returns once the socket accepts and leaves a pid file and a log; status reports it; stop sends

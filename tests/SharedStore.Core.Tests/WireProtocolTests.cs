@@ -28,6 +28,7 @@ public class WireProtocolTests
             new() { Status = new StatusRequest() },
             new() { AsyncOpen = new AsyncOpen { SlotCount = 1024, StagingBytes = 1UL << 23 } },
             new() { Flush = new Flush { ContainerId = 3 } },
+            new() { LockCheck = new LockCheck { ContainerId = 3, ObjectId = 4, Block = 1UL << 40 } },
         };
         Assert.That(bodies.Select(b => b.BodyCase).Distinct().Count(), Is.EqualTo(Enum.GetValues<Request.BodyOneofCase>().Length - 1), "every body kind is covered");
         foreach (var b in bodies)
@@ -57,10 +58,18 @@ public class WireProtocolTests
     }
 
     [Test]
+    public void LockCheckReply_RoundTrips()
+    {
+        // Contract: the repair report keeps all 64 slot bits and the cleared Owner word.
+        var r = new Response { LockCheck = new LockCheckReply { ReaderSlots = 1UL << 63 | 1, Owner = 0x8000_0040, WaitingSlots = 1UL << 40 } };
+        Assert.That(Response.Parser.ParseFrom(r.ToByteArray()), Is.EqualTo(r));
+    }
+
+    [Test]
     public void HoldersAndStatusReplies_RoundTrip()
     {
         // Contract: the operator replies (sharedstore holders / stats) survive the protoc/runtime pair like the rest.
-        var holders = new Response { Holders = new HoldersReply { BlockSize = 1 << 20, BlockCount = 3, Truncated = true } };
+        var holders = new Response { Holders = new HoldersReply { BlockSize = 1 << 20, BlockCount = 3 } };
         var block = new BlockHolders { Block = 1, Torn = true, Writer = new LockHolder { Slot = 2, Pid = 42, ProcessName = "w", Count = 1, Active = false } };
         block.Readers.Add(new LockHolder { Slot = 0, Pid = 41, ProcessName = "r", Count = 3 });
         block.Waiting.Add(new LockHolder { Slot = 5, Pid = 0 });

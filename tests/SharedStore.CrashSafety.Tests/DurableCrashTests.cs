@@ -27,6 +27,7 @@ namespace SharedStore.CrashSafety.Tests;
 [Category("CrossProcess")]
 [Category("Torture")]
 [Category("Durable")]
+[Budget(900)] // rounds of kill -9 and restore: about 2 min on an idle machine, up to 5 on a machine shared with builds
 public class DurableCrashTests
 {
     private const int BlockSize = 1 << 16; // 64 KiB

@@ -13,6 +13,7 @@ namespace SharedStore.CrashSafety.Tests;
 [TestFixture]
 [Category("CrossProcess")]
 [Category("Torture")]
+[Budget(900)] // a timed torture run: about 1 min idle, longer on a loaded machine
 public unsafe class TortureTests
 {
     private const int BlockSize = 1 << 16; // 64 KiB

@@ -510,7 +510,7 @@ public sealed class AsyncTests : CrossProcessTest
         Assert.That(sw.Elapsed, Is.GreaterThanOrEqualTo(TimeSpan.FromMilliseconds(250)).And.LessThan(Soon), "waited AsyncSubmitTimeout");
         Assert.That(obj.TryAWrite((long)capacity * length, Pattern(length, 7_778), out _), Is.False);
 
-        if (length <= client.Channel.InlineMax)
+        if (length <= client.Live().Channel.InlineMax)
         {
             // The ring is full but staging is not: the rented buffer is granted, its submission times out.
             var buffer = client.RentBuffer(4096);

@@ -382,11 +382,7 @@ public sealed unsafe class DurableTests : CrossProcessTest
         // Contract: the durable path is checked against the caller's credentials, not the broker's: a user who may
         // not write the directory (root's 0755 directory, or the user's own 0500 one) gets PermissionDenied and no
         // container; the same user's writable directory works.
-        if (!ClientProcess.CanRunAsNobody(out string why))
-        {
-            Assert.Ignore($"needs a second user: {why}");
-        }
-
+        RequireNobody();
         var broker = StartBroker("--system");
         string rootsDir = Path.Combine(broker.Directory, "roots"), readOnly = Path.Combine(broker.Directory, "ro"), mine = Path.Combine(broker.Directory, "mine");
         foreach (string d in new[] { rootsDir, readOnly, mine })
@@ -427,6 +423,308 @@ public sealed unsafe class DurableTests : CrossProcessTest
         Assert.That(CreateDurable(client, "c", file), Is.EqualTo(ErrorCode.InvalidArgument));
         Assert.That(Assert.Throws<SharedStoreException>(() => client.JoinContainer("c"))!.Code, Is.EqualTo(ErrorCode.NotFound));
         client.CreateContainer("c", SharedStoreClient.ProcessGroupId).Leave(); // the name is free
+    }
+
+    // ---- A durable path that is swapped (issue 13, finding 2) ---------------------------------------------------
+    // A root broker (--system) and a client running as the real user nobody, who owns its durable folder and so may
+    // rename it and put a symlink in its place. roots is a folder only root may write. The broker opens the durable
+    // folder once (O_DIRECTORY|O_NOFOLLOW), checks it on that descriptor and reaches every file through it.
+
+    [Test]
+    public void DurablePath_FolderSwappedForASymlinkAfterCreate_LaterCallsKeepTheCheckedFolder_NothingWrittenThroughTheLink()
+    {
+        // Contract: once a durable container is created, its files live in the folder that was checked, whatever its
+        // path names later. nobody creates a container in its own folder, renames the folder away and puts a symlink
+        // to root's folder (which holds root's own durable container) in its place; its CreateObject, Write, Flush and
+        // finally Destroy all succeed and all act on the renamed folder, the one that was checked: root's folder is
+        // byte for byte as it was. (They succeed rather than fail because the broker never looks at the path again:
+        // the descriptor it holds names the folder nobody owns, and writing there is what the check allowed.) Seen
+        // failing on the code before this test: root's folder held three files instead of two after the Flush (the
+        // objects' files o-1 and o-2 and the metadata were made through the link, o-1 and the metadata over root's).
+        RequireNobody();
+        var broker = StartBroker("--system");
+        string home = NobodyFolder(broker.Directory, "home"), store = NobodyFolder(home, "store"), moved = Path.Combine(home, "moved");
+        string roots = RootFolder(broker.Directory, "roots");
+        using var root = Connect(broker);
+        var rc = root.CreateContainer("rootc", SharedStoreClient.ProcessGroupId, new ContainerOptions { BlockSize = BlockSize, DurablePath = roots });
+        var secret = rc.CreateObject("secret", 2 * BlockSize);
+        byte[] secretBytes = Pattern(2 * BlockSize, 42);
+        secret.Write(0, secretBytes, s_bound);
+        rc.Flush(s_bound);
+        var before = Snapshot(roots);
+
+        var nobody = Connect(broker, "nobody", asNobody: true);
+        nobody.Ok($"create-container n {ClientProcess.NobodyId} durable={store} {BlockSize}");
+        nobody.Ok($"fs-rename {store} {moved}");
+        nobody.Ok($"fs-symlink {roots} {store}");
+        nobody.Ok($"create-object a {2 * BlockSize}");
+        nobody.Ok($"write a 0 {2 * BlockSize} 7 30000");
+        nobody.Ok("create-object b 4096");
+        nobody.Ok("flush 30000");
+
+        AssertUnchanged(roots, before, "after CreateObject, Write and Flush through the swapped path");
+        Assert.That(Files(moved), Is.EqualTo(new[] { "container.ssmeta", "o-1.ssdata", "o-2.ssdata" }), "the calls kept using the folder that was checked");
+        using (var f = File.OpenHandle(Path.Combine(moved, "o-1.ssdata"), FileMode.Open, FileAccess.Read))
+        {
+            byte[] block = new byte[BlockSize];
+            Assert.That(RandomAccess.Read(f, block, DurableFileDescriptor.SlotOffset(0, 0, BlockSize) + DurableFileDescriptor.SlotHeaderSize), Is.EqualTo(BlockSize));
+            Assert.That(block.AsSpan().IndexOfAnyExcept((byte)7), Is.EqualTo(-1), "the flushed bytes are in the checked folder's file");
+        }
+
+        nobody.Ok("destroy-container 30000");
+        AssertUnchanged(roots, before, "after Destroy through the swapped path");
+        Assert.That(Files(moved), Is.Empty, "destroy deleted the container's files in the folder that was checked");
+        Assert.That(ReadAll(secret), Is.EqualTo(secretBytes), "root's container is intact");
+    }
+
+    [Test]
+    public void DurablePath_FolderAndSymlinkSwappedInALoopDuringCreates_NothingEverAppearsInTheTarget()
+    {
+        // Contract: racing the swap against the create cannot redirect it either. A thread of nobody's client exchanges
+        // its folder and a symlink to root's folder (renameat2 RENAME_EXCHANGE, as fast as it can) while the same
+        // client, 50 times, creates a durable container at the swapping path, creates two objects, writes, flushes and
+        // destroys it. A create that opens the symlink is refused (InvalidArgument: not followed; PermissionDenied is
+        // accepted too, which is how the code before refused the link's target, so that it ran on to the checks below);
+        // one that opens the folder succeeds, and then every later call succeeds in that folder. After every round and
+        // at the end root's folder is empty, and nobody's folder holds nothing either (every container was destroyed).
+        // Both outcomes must have happened, or the race was not run. Seen failing on the code before this test: root's
+        // folder held container.ssmeta and o-N.ssdata files after a few rounds.
+        RequireNobody();
+        const int Rounds = 50;
+        var broker = StartBroker("--system");
+        string home = NobodyFolder(broker.Directory, "home"), store = NobodyFolder(home, "store"), link = Path.Combine(home, "link");
+        string roots = RootFolder(broker.Directory, "roots");
+        var nobody = Connect(broker, "nobody", asNobody: true);
+        nobody.Ok($"fs-symlink {roots} {link}");
+        nobody.Ok($"fs-swap-loop {store} {link}");
+        int created = 0, refused = 0;
+        var leaked = new SortedSet<string>(StringComparer.Ordinal);
+        var failed = new List<string>(); // answers other than ok after a create that succeeded (asserted after the leaks)
+        string swaps;
+        try
+        {
+            for (int round = 0; round < Rounds; round++)
+            {
+                string answer = nobody.Expect(nobody.Send($"create-container c{round} {ClientProcess.NobodyId} durable={store} {BlockSize}"));
+                if (answer.StartsWith("err InvalidArgument", StringComparison.Ordinal) || answer.StartsWith("err PermissionDenied", StringComparison.Ordinal))
+                {
+                    refused++; // the path named the symlink when the broker opened it
+                }
+                else if (!answer.StartsWith("ok", StringComparison.Ordinal))
+                {
+                    failed.Add($"round {round}: create-container: {answer}");
+                }
+                else
+                {
+                    created++;
+                    foreach (string command in new[] { $"create-object a {2 * BlockSize}", $"write a 0 {2 * BlockSize} 3 30000", "create-object b 4096", "flush 30000" })
+                    {
+                        string a = nobody.Expect(nobody.Send(command));
+                        if (!a.StartsWith("ok", StringComparison.Ordinal))
+                        {
+                            failed.Add($"round {round}: {command}: {a}");
+                        }
+                    }
+                }
+
+                leaked.UnionWith(Files(roots).Select(f => $"round {round}: {f}"));
+                if (answer.StartsWith("ok", StringComparison.Ordinal))
+                {
+                    nobody.Ok("destroy-container 30000");
+                }
+            }
+        }
+        finally
+        {
+            swaps = nobody.Ok("fs-swap-stop")[0];
+        }
+
+        TestContext.Progress.WriteLine($"{created} containers created, {refused} creates refused, {swaps} swaps");
+        Assert.That(leaked, Is.Empty, "files appeared in root's folder");
+        Assert.That(failed, Is.Empty, "once created, the container's calls succeed in its folder");
+        Assert.That(Files(roots), Is.Empty, "root's folder is empty");
+        if (new DirectoryInfo(store).LinkTarget is not null)
+        {
+            nobody.Ok($"fs-exchange {store} {link}"); // an odd number of swaps: put the names back
+        }
+
+        Assert.That(Files(store), Is.Empty, "every container was destroyed in the folder it was created in");
+        Assert.That(created, Is.GreaterThan(0), "no create opened the folder: the race was not run");
+        Assert.That(refused, Is.GreaterThan(0), "no create met the symlink: the race was not run");
+    }
+
+    [Test]
+    public void DurablePath_SymlinksPlantedAtTheNamesTheBrokerCreates_NeverFollowed_TheContainerStillWorks()
+    {
+        // Contract: a file the broker makes new is created O_CREAT|O_EXCL|O_NOFOLLOW in the container's folder, so a
+        // name planted in advance is never opened. nobody puts symlinks to two of root's files at the names the broker
+        // will use next: o-1.ssdata (the next object file) and container.ssmeta.tmp (the metadata's temporary file).
+        // Its CreateObject, Write and Flush succeed; root's files are byte for byte as they were; the object's file is
+        // o-2.ssdata (the taken name is skipped, not replaced); the metadata was written through another temporary
+        // name (the planted one is left as it is: the broker removes only leftovers it made itself); and a restart
+        // restores the object. Seen failing on the code before this test: the create
+        // truncated root's file through o-1.ssdata, and the metadata was written through container.ssmeta.tmp.
+        RequireNobody();
+        var broker = StartBroker("--system");
+        string home = NobodyFolder(broker.Directory, "home"), store = NobodyFolder(home, "store");
+        string roots = RootFolder(broker.Directory, "roots");
+        File.WriteAllBytes(Path.Combine(roots, "victim-object"), Pattern(4096, 1));
+        File.WriteAllBytes(Path.Combine(roots, "victim-meta"), Pattern(4096, 2));
+        var before = Snapshot(roots);
+        var nobody = Connect(broker, "nobody", asNobody: true);
+        nobody.Ok($"create-container n {ClientProcess.NobodyId} durable={store} {BlockSize}");
+        nobody.Ok($"fs-symlink {Path.Combine(roots, "victim-object")} {Path.Combine(store, "o-1.ssdata")}");
+        nobody.Ok($"fs-symlink {Path.Combine(roots, "victim-meta")} {Path.Combine(store, DurableStoreMetaFile + ".tmp")}");
+        nobody.Ok($"create-object a {BlockSize}");
+        nobody.Ok($"write a 0 {BlockSize} 9 30000");
+        nobody.Ok("flush 30000");
+        AssertUnchanged(roots, before, "after CreateObject, Write and Flush");
+        Assert.That(Files(store), Is.EqualTo(new[] { DurableStoreMetaFile, DurableStoreMetaFile + ".tmp", "o-1.ssdata", "o-2.ssdata" }), "the object's file is o-2; the planted names are left alone");
+        Assert.That(new FileInfo(Path.Combine(store, "o-1.ssdata")).LinkTarget, Is.Not.Null, "o-1.ssdata is still nobody's symlink");
+        Assert.That(new FileInfo(Path.Combine(store, DurableStoreMetaFile + ".tmp")).LinkTarget, Is.Not.Null, "container.ssmeta.tmp is still nobody's symlink");
+
+        broker.Kill();
+        var again = Track(BrokerProcess.StartOn(broker.Directory, waitReady: true, "--system"));
+        using var client = Connect(again);
+        var o = client.JoinContainer("n").JoinObject("a");
+        using var lease = o.Get(0, o.Size, s_bound);
+        Assert.That(lease.ReadOnlySpan.IndexOfAnyExcept((byte)9), Is.EqualTo(-1), "the object came back from o-2.ssdata");
+    }
+
+    [TestCase("object file", TestName = "Restore_ObjectFileReplacedByASymlink_NotFollowed_ContainerNotRestored_Logged")]
+    [TestCase("metadata", TestName = "Restore_MetadataReplacedByASymlink_NotFollowed_ContainerNotRestored_Logged")]
+    [TestCase("folder", TestName = "Restore_FolderReplacedByASymlink_NotFollowed_ContainerNotRestored_Logged")]
+    public void Restore_SymlinkPlantedInAStoreFolder_NotFollowed_ContainerNotRestored_Logged(string what)
+    {
+        // Contract: restore does not follow a symlink planted while the broker was down, in place of an object file,
+        // of the metadata, or of the registered folder itself, each pointing at the same file or folder of root's
+        // durable container (same object size, so its header would match). nobody's container is not restored (join:
+        // NotFound), the log names the folder and says the symlink was not followed, root's container comes back
+        // intact and root's files are byte for byte as they were. Seen failing on the code before this test: through
+        // the object file's symlink nobody's container was restored holding root's bytes (and write-back would have
+        // written into root's file), so no refusal was logged; through the other two the log never mentioned a symlink.
+        var (broker, home, store, roots, secret) = TwoDurableContainers();
+        var before = Snapshot(roots);
+        var nobody = StartClient("nobody-files", asNobody: true);
+        string name = what switch { "object file" => "o-1.ssdata", "metadata" => DurableStoreMetaFile, _ => "" };
+        if (name.Length > 0)
+        {
+            nobody.Ok($"fs-rename {Path.Combine(store, name)} {Path.Combine(store, name + ".old")}");
+            nobody.Ok($"fs-symlink {Path.Combine(roots, name)} {Path.Combine(store, name)}");
+        }
+        else
+        {
+            nobody.Ok($"fs-rename {store} {Path.Combine(home, "moved")}");
+            nobody.Ok($"fs-symlink {roots} {store}");
+        }
+
+        var again = Track(BrokerProcess.StartOn(broker.Directory, waitReady: true, "--system"));
+        using var client = Connect(again);
+        WaitFor(() => again.Stderr.Contains($"cannot restore durable container in '{store}'", StringComparison.Ordinal), "the refusal to be logged", again);
+        Assert.That(again.Stderr, Does.Contain("symbolic link: not followed"), "the log says the symlink was not followed");
+        Assert.That(Assert.Throws<SharedStoreException>(() => client.JoinContainer("n"))!.Code, Is.EqualTo(ErrorCode.NotFound), $"nobody's container with a symlinked {what} is not served");
+        Assert.That(ReadAll(client.JoinContainer("rootc").JoinObject("secret")), Is.EqualTo(secret), "root's container came back intact");
+        AssertUnchanged(roots, before, "after the restore");
+    }
+
+    [Test]
+    public void Restore_FolderNoLongerWritableByItsCreator_NotRestored_Logged_BackOnceRepaired()
+    {
+        // Contract (the choice for a folder whose owner changed while the broker was down): restore checks the folder
+        // again on its descriptor, with the create's rule, for the container's creator (its groups from the user
+        // database). nobody's folder given to root (0700) fails: the container is not restored (NotFound), the log
+        // says why, its files are left as they were and it stays registered; given back to nobody, the next start
+        // restores it with its data. Seen failing on the code before this test: the container was restored from the
+        // root-owned folder (no refusal was logged).
+        var (broker, _, store, _, _) = TwoDurableContainers();
+        byte[] files = File.ReadAllBytes(Path.Combine(store, "o-1.ssdata"));
+        Chown(store, 0);
+        var again = Track(BrokerProcess.StartOn(broker.Directory, waitReady: true, "--system"));
+        using (var client = Connect(again))
+        {
+            WaitFor(() => again.Stderr.Contains($"cannot restore durable container in '{store}'", StringComparison.Ordinal), "the refusal to be logged", again);
+            Assert.That(again.Stderr, Does.Contain("no longer writable by its container's creator, uid 65534"));
+            Assert.That(Assert.Throws<SharedStoreException>(() => client.JoinContainer("n"))!.Code, Is.EqualTo(ErrorCode.NotFound));
+            client.JoinContainer("rootc").Leave();
+        }
+
+        again.Kill();
+        Assert.That(File.ReadAllBytes(Path.Combine(store, "o-1.ssdata")), Is.EqualTo(files), "the refused container's files were left as they were");
+        Chown(store, ClientProcess.NobodyId);
+        var third = Track(BrokerProcess.StartOn(broker.Directory, waitReady: true, "--system"));
+        using var client3 = Connect(third);
+        var o = client3.JoinContainer("n").JoinObject("o");
+        using var lease = o.Get(0, o.Size, s_bound);
+        Assert.That(lease.ReadOnlySpan.IndexOfAnyExcept((byte)7), Is.EqualTo(-1), "given back, the folder's container came back with its data");
+    }
+
+    /// <summary>The restore tests' starting point, broker killed: root's container rootc (object secret) in root's
+    /// folder roots, and nobody's container n (object o, of secret's size, all 7s, flushed) in nobody's folder
+    /// home/store.</summary>
+    private (BrokerProcess Broker, string Home, string Store, string Roots, byte[] Secret) TwoDurableContainers()
+    {
+        RequireNobody();
+        var broker = StartBroker("--system");
+        string home = NobodyFolder(broker.Directory, "home"), store = NobodyFolder(home, "store");
+        string roots = RootFolder(broker.Directory, "roots");
+        byte[] secret = Pattern(2 * BlockSize, 42);
+        using (var root = Connect(broker))
+        {
+            var rc = root.CreateContainer("rootc", SharedStoreClient.ProcessGroupId, new ContainerOptions { BlockSize = BlockSize, DurablePath = roots });
+            rc.CreateObject("secret", secret.Length).Write(0, secret, s_bound);
+            rc.Flush(s_bound);
+            var nobody = Connect(broker, "nobody", asNobody: true);
+            nobody.Ok($"create-container n {ClientProcess.NobodyId} durable={store} {BlockSize}");
+            nobody.Ok($"create-object o {secret.Length}");
+            nobody.Ok($"write o 0 {secret.Length} 7 30000");
+            nobody.Ok("flush 30000");
+        }
+
+        broker.Kill();
+        return (broker, home, store, roots, secret);
+    }
+
+    private const string DurableStoreMetaFile = "container.ssmeta";
+
+    private static void RequireNobody()
+    {
+        if (!ClientProcess.CanRunAsNobody(out string why))
+        {
+            Assert.Ignore($"needs a second user: {why}");
+        }
+    }
+
+    /// <summary>A new folder owned by nobody, mode 0700.</summary>
+    private static string NobodyFolder(string parent, string name)
+    {
+        string dir = Path.Combine(parent, name);
+        Directory.CreateDirectory(dir);
+        Chown(dir, ClientProcess.NobodyId);
+        File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return dir;
+    }
+
+    /// <summary>A new folder owned by root, mode 0755: only root may write it.</summary>
+    private static string RootFolder(string parent, string name)
+    {
+        string dir = Path.Combine(parent, name);
+        Directory.CreateDirectory(dir);
+        File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
+        return dir;
+    }
+
+    /// <summary>Every file in a folder and its bytes.</summary>
+    private static SortedDictionary<string, byte[]> Snapshot(string dir) =>
+        new(Files(dir).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(dir, f))), StringComparer.Ordinal);
+
+    private static void AssertUnchanged(string dir, SortedDictionary<string, byte[]> before, string when)
+    {
+        var now = Snapshot(dir);
+        Assert.That(now.Keys, Is.EqualTo(before.Keys), $"{when}: the files in root's folder {dir}");
+        foreach (var (name, bytes) in before)
+        {
+            Assert.That(now[name].AsSpan().SequenceEqual(bytes), Is.True, $"{when}: root's {name} changed");
+        }
     }
 
     // ---- Destroy ---------------------------------------------------------------------------------------------
@@ -691,11 +989,13 @@ public sealed unsafe class DurableTests : CrossProcessTest
         return fs;
     }
 
-    private static void ChownToNobody(string path)
+    private static void ChownToNobody(string path) => Chown(path, ClientProcess.NobodyId);
+
+    private static void Chown(string path, int id)
     {
-        var psi = new ProcessStartInfo("chown", [$"{ClientProcess.NobodyId}:{ClientProcess.NobodyId}", path]) { UseShellExecute = false };
+        var psi = new ProcessStartInfo("chown", [$"{id}:{id}", path]) { UseShellExecute = false };
         using var p = Process.Start(psi)!;
-        Assert.That(p.WaitForExit(10_000) && p.ExitCode == 0, Is.True, $"chown {path}");
+        Assert.That(p.WaitForExit(10_000) && p.ExitCode == 0, Is.True, $"chown {id}:{id} {path}");
     }
 
     /// <summary>A tmpfs of a given size mounted on a fresh directory (root only); disposing unmounts and deletes it.</summary>

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text;
 using SharedStore.TestClient;
 
@@ -75,6 +76,93 @@ public sealed class ExchangeTests : CrossProcessTest
         {
             ChildProcess.KillAndWait(writer);
             ChildProcess.KillAndWait(reader);
+        }
+    }
+
+    [Test]
+    public void ReaderWriterSample_BrokerKilledWhileTheReaderWaits_ReaderSurvivesWithTheSameClient()
+    {
+        // Contract (issue 13, finding 8: the sample survives a broker restart): the reader waits for the container; the
+        // broker is killed; the reader's client connects again on its next call — starting a broker, as the sample's
+        // options ask — and the writer, started afterwards, meets it there; the reader verifies the payload.
+        using var broker = StartBroker();
+        var env = new Dictionary<string, string>(StringComparer.Ordinal) { ["SHAREDSTORE_SOCKET"] = broker.SocketPath };
+        string dll = ChildProcess.Dll("ReaderWriter.dll");
+        var readerLog = new StringBuilder();
+        var writerLog = new StringBuilder();
+        var waiting = new ManualResetEventSlim();
+        using var reader = ChildProcess.Start([ChildProcess.DotnetHost, dll, "reader", "restart"], readerLog, l =>
+        {
+            lock (readerLog)
+            {
+                readerLog.AppendLine(l);
+            }
+
+            if (l.Contains("waiting for container", StringComparison.Ordinal))
+            {
+                waiting.Set();
+            }
+        }, env);
+        Process? writer = null;
+        int restartedPid = 0;
+        try
+        {
+            Assert.That(waiting.Wait(TimeSpan.FromSeconds(60)), Is.True, $"the reader never started waiting:\n{ChildProcess.Text(readerLog)}");
+            int firstPid = broker.Pid;
+            broker.Kill();
+
+            // The reader's next poll finds no broker and starts one (SharedStoreClientOptions.StartBrokerIfMissing).
+            var sw = Stopwatch.StartNew();
+            while (restartedPid == 0 || restartedPid == firstPid)
+            {
+                Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(60)), $"no broker came back:\n{ChildProcess.Text(readerLog)}");
+                Thread.Sleep(20);
+                restartedPid = ReadPid(broker.SocketPath + ".pid");
+            }
+
+            writer = ChildProcess.Start([ChildProcess.DotnetHost, dll, "writer", "restart", "8"], writerLog, l => { lock (writerLog) { writerLog.AppendLine(l); } }, env);
+            bool done = writer.WaitForExit(120_000) & reader.WaitForExit(120_000);
+            string logs = $"writer:\n{ChildProcess.Text(writerLog)}\nreader:\n{ChildProcess.Text(readerLog)}";
+            Assert.That(done, Is.True, logs);
+            writer.WaitForExit();
+            reader.WaitForExit();
+            Assert.That(reader.ExitCode, Is.Zero, logs);
+            Assert.That(writer.ExitCode, Is.Zero, logs);
+            Assert.That(ChildProcess.Text(readerLog), Does.Contain("verified").And.Contain($"broker pid {restartedPid}"), logs);
+        }
+        finally
+        {
+            if (writer is not null)
+            {
+                ChildProcess.KillAndWait(writer);
+            }
+
+            ChildProcess.KillAndWait(reader);
+            if (restartedPid > 0)
+            {
+                try
+                {
+                    using var p = Process.GetProcessById(restartedPid);
+                    p.Kill();
+                    p.WaitForExit(10_000);
+                }
+                catch (ArgumentException)
+                {
+                    // gone already
+                }
+            }
+        }
+    }
+
+    private static int ReadPid(string path)
+    {
+        try
+        {
+            return int.TryParse(File.ReadAllText(path).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) ? pid : 0;
+        }
+        catch (IOException)
+        {
+            return 0;
         }
     }
 }

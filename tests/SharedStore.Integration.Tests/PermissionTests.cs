@@ -8,17 +8,7 @@ public sealed class PermissionTests : CrossProcessTest
     private ClientProcess _nobody = null!;
 
     [SetUp]
-    public void StartProcesses()
-    {
-        if (!ClientProcess.CanRunAsNobody(out string why))
-        {
-            Assert.Ignore($"permission tests need a second user: {why}");
-        }
-
-        _broker = StartBroker("--system");
-        _root = Connect(_broker, "root");
-        _nobody = Connect(_broker, "nobody", asNobody: true);
-    }
+    public void StartProcesses() => (_broker, _root, _nobody) = StartSystemBrokerWithNobody();
 
     [Test]
     public void ContainerJoin_UserNotInTheGroup_FailsWithPermissionDenied()

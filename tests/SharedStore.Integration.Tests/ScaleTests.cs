@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using SharedStore.Cli.Tests.Harness;
 using SharedStore.TestClient;
 
 namespace SharedStore.Integration.Tests;
@@ -36,10 +37,11 @@ public sealed class ScaleTests : CrossProcessTest
     }
 
     [Test]
-    public void Container_100000SmallObjects_CreatedByOneProcessAndJoinedByAnother()
+    public void Container_100000SmallObjects_CreatedByOneProcessJoinedByAnotherAndListedBySharedstoreLs()
     {
         // Contract: a container holds 100 000 objects of 1 KiB; another process joins a sample of them by name and
-        // reads what the creator stamped into each.
+        // reads what the creator stamped into each; `sharedstore ls` answers and lists every one of them (issue 13,
+        // finding 4: the list reply was larger than one datagram, the broker dropped it and ls waited out its timeout).
         const int count = 100_000;
         using var broker = StartBroker();
         var creator = Connect(broker, "creator");
@@ -56,5 +58,34 @@ public sealed class ScaleTests : CrossProcessTest
         TestContext.Progress.WriteLine($"joined, read and left a sample of 501 objects in {joinMs} ms");
         creator.Err("create-object obj0 1024", "AlreadyExists");
         joiner.Err($"join-object obj{count}", "NotFound");
+
+        // The list itself, in this process: the broker's snapshot, its parts, their assembly.
+        using (var client = SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = broker.SocketPath }))
+        {
+            sw.Restart();
+            var list = client.ListRaw();
+            TestContext.Progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"list of {count} objects through the library: {sw.ElapsedMilliseconds} ms, {list.CalculateSize()} bytes"));
+            Assert.That(list.Containers.Single().Objects, Has.Count.EqualTo(count));
+        }
+
+        sw.Restart();
+        var ls = CliRunner.Run(broker.SocketPath, "ls");
+        long lsMs = sw.ElapsedMilliseconds;
+        Assert.That(ls.ExitCode, Is.EqualTo(0), $"exit {ls.ExitCode}; stderr:\n{ls.Stderr}");
+        var listed = new HashSet<string>(StringComparer.Ordinal);
+        foreach (string line in ls.Stdout.Split('\n'))
+        {
+            string[] cells = line.Split('│', StringSplitOptions.TrimEntries);
+            if (cells.Length > 3 && cells[1] == "many" && cells[2].StartsWith("obj", StringComparison.Ordinal))
+            {
+                listed.Add(cells[2]);
+            }
+        }
+
+        Assert.That(listed, Has.Count.EqualTo(count), "ls must list every object once");
+        Assert.That(listed, Does.Contain("obj0").And.Contain($"obj{count - 1}"));
+        TestContext.Progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"sharedstore ls of {count} objects: {lsMs} ms as a process (start, connect, list, print {ls.Stdout.Length} characters)"));
     }
 }

@@ -37,7 +37,7 @@ internal sealed class AsyncCommands(Commands commands)
         {
             case "open-async":
             {
-                var ch = commands.Client.Channel;
+                var ch = commands.Client.Live().Channel;
                 return $"ok slots={ch.SlotCount} inline={ch.InlineMax} maxchunk={ch.MaxChunk} staging={ch.StagingSize}";
             }
 
@@ -99,7 +99,7 @@ internal sealed class AsyncCommands(Commands commands)
                 return CancelRounds(commands.Obj(a[1]), Commands.I(a[2]), Commands.L(a[3]), Commands.I(a[4]), ulong.Parse(a[5], CultureInfo.InvariantCulture), Commands.I(a[6]));
 
             case "claim-no-publish":
-                commands.Client.Channel.TestClaimWithoutPublish(commands.Obj(a[1]), Commands.L(a[2]), Pattern(Commands.I(a[3]), a[4]));
+                commands.Client.Live().Channel.TestClaimWithoutPublish(commands.Obj(a[1]), Commands.L(a[2]), Pattern(Commands.I(a[3]), a[4]));
                 return "ok";
 
             case "aread":

@@ -15,11 +15,16 @@ internal sealed unsafe class Commands
     private Container? _container;
     private int _nextLease;
     private readonly AsyncCommands _async;
+    private readonly FileCommands _files = new();
+    private readonly LockCommands _locks;
+    private readonly List<Protocol.SeqPacketSocket> _flood = [];
+    private readonly HostileCommands _hostile = new();
 
     public Commands(Stream stdout)
     {
         _out = new StreamWriter(stdout) { AutoFlush = true, NewLine = "\n" };
         _async = new AsyncCommands(this);
+        _locks = new LockCommands(this);
     }
 
     internal SharedStoreClient Client => _client ?? throw new InvalidOperationException("not connected");
@@ -43,6 +48,7 @@ internal sealed unsafe class Commands
         }
 
         _client?.Dispose();
+        _hostile.Dispose();
         DropExtraClients();
     }
 
@@ -91,6 +97,54 @@ internal sealed unsafe class Commands
     {
         switch (a[0])
         {
+            case "flood":
+            {
+                // flood SOCKET N: opens N raw connections that never say hello and holds them (issue 13, finding 6).
+                // Answers how many connect() calls succeeded; flood-release closes them all.
+                int n = I(a[2]), opened = 0, failed = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    var sock = Protocol.SeqPacketSocket.TryConnect(a[1], out _);
+                    if (sock is null)
+                    {
+                        failed++;
+                        continue;
+                    }
+
+                    _flood.Add(sock);
+                    opened++;
+                }
+
+                return $"ok opened={opened} failed={failed}";
+            }
+
+            case "flood-check":
+            {
+                // flood-check: how many of the flood's connections the broker has closed (a read sees EOF).
+                int closed = 0;
+                foreach (var sock in _flood)
+                {
+                    if (sock.PeerClosed())
+                    {
+                        closed++;
+                    }
+                }
+
+                return $"ok open={_flood.Count - closed} closed={closed}";
+            }
+
+            case "flood-release":
+            {
+                foreach (var sock in _flood)
+                {
+                    sock.Dispose();
+                }
+
+                int n = _flood.Count;
+                _flood.Clear();
+                return $"ok closed={n}";
+            }
+
             case "disconnect":
                 // disconnect: disposes the client (leases stay in the table: leaseread/put still work on them).
                 Client.Dispose();
@@ -331,7 +385,7 @@ internal sealed unsafe class Commands
                 return "ok";
 
             default:
-                return _async.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
+                return _async.Execute(a) ?? _files.Execute(a) ?? _locks.Execute(a) ?? _hostile.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
         }
     }
 }

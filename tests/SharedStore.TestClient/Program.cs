@@ -8,6 +8,11 @@ using SharedStore.TestClient;
 // (1-based) is answered by exactly one stdout line "N ok [values…]" or "N err CODE message", where CODE is the
 // ErrorCode name of a SharedStoreException or the .NET exception type name. Every command but put/put-twice/exit runs
 // on its own thread, so a blocked write does not stop the next command from being read. See Commands for the list.
+if (args is ["attack-fd", ..])
+{
+    return HostileCommands.RunChild(args); // the child of attack-pass: attacks a descriptor it inherited
+}
+
 var commands = new Commands(Console.OpenStandardOutput());
 int seq = 0;
 string? line;

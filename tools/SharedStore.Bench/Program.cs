@@ -2,8 +2,10 @@ using System.Globalization;
 using System.Text.Json;
 using SharedStore.Bench;
 
-// SharedStore.Bench: `dotnet run --project tools/SharedStore.Bench -c Release -- [--json] [--scale X] SCENARIO...`
-// Runs the named scenarios (all when none is named) and prints value, baseline and ratio for each figure.
+// SharedStore.Bench: `dotnet run --project tools/SharedStore.Bench -c Release -- [--json] [--scale X] [--budget S] SCENARIO...`
+// Runs the named scenarios (all when none is named) and prints value, baseline and ratio for each figure. Every
+// scenario runs under a watchdog (--budget seconds, default 600): past it, the stacks of this process and of every
+// process it started are written to stderr and the tool exits with code 124, naming the scenario.
 if (args.Length > 0 && args[0] == "--child")
 {
     return ChildRoles.Run(args[1..]);
@@ -17,6 +19,7 @@ if (args.Length > 0 && args[0] == "--device-probe" && OperatingSystem.IsLinux())
 var scenarios = ScenarioRegistry.All.ToDictionary(s => s.Name, StringComparer.Ordinal);
 bool json = false;
 double scale = 1.0;
+double budgetSeconds = 600;
 var names = new List<string>();
 for (int i = 0; i < args.Length; i++)
 {
@@ -24,6 +27,7 @@ for (int i = 0; i < args.Length; i++)
     {
         case "--json": json = true; break;
         case "--scale": scale = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--budget": budgetSeconds = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--list":
             foreach (var s in scenarios.Values)
             {
@@ -57,6 +61,13 @@ try
     foreach (string name in names)
     {
         Console.Error.WriteLine($"# {name}");
+        using var watchdog = SharedStore.Diagnostics.Watchdog.Start($"bench scenario {name}", TimeSpan.FromSeconds(budgetSeconds), report =>
+        {
+            Console.Error.WriteLine(report);
+            Console.Error.WriteLine($"bench: scenario '{name}' did not finish within {budgetSeconds} s (stacks above); stopping");
+            SharedStore.Diagnostics.Watchdog.KillDescendants();
+            Environment.Exit(124);
+        });
         results.AddRange(scenarios[name].Run(context));
     }
 }

@@ -62,25 +62,19 @@ internal static partial class BrokerCommands
                 options.BrokerArguments.Add(level);
             }
 
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(socket))!);
-            BrokerLauncher.Start(socket, options);
-            var sw = Stopwatch.StartNew();
-            var limitTime = TimeSpan.FromSeconds(p.GetValue(timeout));
-            while (sw.Elapsed < limitTime)
+            // The broker makes its own folders; a start that fails says why (its exit code and last words).
+            try
             {
-                if (TryConnect(socket) is { } client)
-                {
-                    using (client)
-                    {
-                        AnsiConsole.MarkupLineInterpolated($"broker started: pid [bold]{client.BrokerPid}[/], socket {socket}, log {socket}.log");
-                        return ExitCodes.Ok;
-                    }
-                }
-
-                Thread.Sleep(25);
+                BrokerLauncher.Start(socket, options, TimeSpan.FromSeconds(p.GetValue(timeout)));
+            }
+            catch (SharedStoreException e) when (e.Code == ErrorCode.BrokerUnavailable)
+            {
+                throw new CliException(ExitCodes.BrokerUnavailable, e.Message);
             }
 
-            throw new CliException(ExitCodes.Timeout, $"the broker did not accept connections on {socket} within {limitTime.TotalSeconds:0.#} s; see {socket}.log{LogTail(socket + ".log")}");
+            using var started = TryConnect(socket) ?? throw new CliException(ExitCodes.BrokerUnavailable, $"the broker started at {socket} stopped answering at once; see {socket}.log");
+            AnsiConsole.MarkupLineInterpolated($"broker started: pid [bold]{started.BrokerPid}[/], socket {socket}, log {socket}.log");
+            return ExitCodes.Ok;
         }));
         return cmd;
     }
@@ -196,8 +190,8 @@ internal static partial class BrokerCommands
         }
     }
 
-    // A zombie (exited, not yet reaped by its parent) counts as gone: the broker was started with setsid -f, so its
-    // parent is whatever reaps orphans here, which may be slow or absent in a container.
+    // A zombie (exited, not yet reaped by its parent) counts as gone: the broker's parent is whoever started it (or,
+    // once that exited, whatever reaps orphans here, which may be slow or absent in a container).
     private static bool IsAlive(int pid)
     {
         try
@@ -209,19 +203,6 @@ internal static partial class BrokerCommands
         catch (IOException)
         {
             return false;
-        }
-    }
-
-    private static string LogTail(string path)
-    {
-        try
-        {
-            var lines = File.ReadAllLines(path);
-            return lines.Length == 0 ? "" : Environment.NewLine + string.Join(Environment.NewLine, lines.TakeLast(5));
-        }
-        catch (IOException)
-        {
-            return "";
         }
     }
 

@@ -22,30 +22,26 @@ internal static class InspectCommands
             }
 
             var groups = GroupNames();
-            var containers = new Table().Title("containers")
-                .AddColumn("container").AddColumn("group").AddColumn("write policy").AddColumn(new TableColumn("block size").RightAligned())
-                .AddColumn("members (pid)").AddColumn(new TableColumn("size").RightAligned()).AddColumn(new TableColumn("objects").RightAligned());
-            var objects = new Table().Title("objects")
-                .AddColumn("container").AddColumn("object").AddColumn(new TableColumn("size").RightAligned()).AddColumn(new TableColumn("bytes").RightAligned())
-                .AddColumn(new TableColumn("use count").RightAligned()).AddColumn(new TableColumn("blocks").RightAligned());
+            var containers = new TextTable("containers", "container", "group", "write policy", ">block size", "members (pid)", ">size", ">objects");
+            var objects = new TextTable("objects", "container", "object", ">size", ">bytes", ">use count", ">blocks");
             foreach (var c in list.Containers.OrderBy(c => c.Info.Name, StringComparer.Ordinal))
             {
                 string group = groups.TryGetValue(c.Info.GroupId, out string? g) ? $"{g} ({c.Info.GroupId})" : c.Info.GroupId.ToString(CultureInfo.InvariantCulture);
                 string policy = c.Info.WritePolicy == Protocol.WritePolicy.CreatorOnly ? "creator only" : "all members";
                 string members = string.Join(", ", c.MemberPids.Select(pid => pid.ToString(CultureInfo.InvariantCulture)));
-                containers.AddRow(Markup.Escape(c.Info.Name), Markup.Escape(group), policy, Cli.Bytes(c.Info.BlockSize), members.Length == 0 ? "-" : members,
+                containers.AddRow(c.Info.Name, group, policy, Cli.Bytes(c.Info.BlockSize), members.Length == 0 ? "-" : members,
                     Cli.Bytes(c.Bytes), c.Objects.Count.ToString(CultureInfo.InvariantCulture));
                 foreach (var o in c.Objects.OrderBy(o => o.Info.Name, StringComparer.Ordinal))
                 {
-                    objects.AddRow(Markup.Escape(c.Info.Name), Markup.Escape(o.Info.Name), Cli.Bytes(o.Info.Size), o.Info.Size.ToString(CultureInfo.InvariantCulture),
+                    objects.AddRow(c.Info.Name, o.Info.Name, Cli.Bytes(o.Info.Size), o.Info.Size.ToString(CultureInfo.InvariantCulture),
                         o.UseCount.ToString(CultureInfo.InvariantCulture), o.Info.BlockCount.ToString(CultureInfo.InvariantCulture));
                 }
             }
 
-            AnsiConsole.Write(containers);
-            if (objects.Rows.Count > 0)
+            containers.Write();
+            if (objects.RowCount > 0)
             {
-                AnsiConsole.Write(objects);
+                objects.Write();
             }
 
             return ExitCodes.Ok;
@@ -72,8 +68,7 @@ internal static class InspectCommands
                 return ExitCodes.Ok;
             }
 
-            var table = new Table().Title(Markup.Escape($"{c}/{o}: {r.BlockCount} block(s) of {Cli.Bytes(r.BlockSize)}"))
-                .AddColumn(new TableColumn("block").RightAligned()).AddColumn("readers").AddColumn("writer").AddColumn("waiting writers");
+            var table = new TextTable($"{c}/{o}: {r.BlockCount} block(s) of {Cli.Bytes(r.BlockSize)}", ">block", "readers", "writer", "waiting writers");
             foreach (var b in r.Blocks)
             {
                 // A pending owner (it took the block but waits for the readers to drain) is a waiting writer too: the
@@ -90,17 +85,12 @@ internal static class InspectCommands
                 string waiting = string.Join(", ", waitingList);
                 table.AddRow(
                     b.Block.ToString(CultureInfo.InvariantCulture) + (b.Torn ? " (torn)" : ""),
-                    Markup.Escape(readers.Length == 0 ? "-" : readers),
-                    Markup.Escape(writer),
-                    Markup.Escape(waiting.Length == 0 ? "-" : waiting));
+                    readers.Length == 0 ? "-" : readers,
+                    writer,
+                    waiting.Length == 0 ? "-" : waiting);
             }
 
-            AnsiConsole.Write(table);
-            if (r.Truncated)
-            {
-                AnsiConsole.WriteLine($"(only the first {r.Blocks.Count} such blocks are listed)");
-            }
-
+            table.Write();
             return ExitCodes.Ok;
         }));
         return cmd;

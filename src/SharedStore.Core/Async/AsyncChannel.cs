@@ -15,7 +15,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
 {
     private const long SleepSliceNs = 50_000_000;
 
-    private readonly SharedStoreClient _client;
+    private readonly BrokerConnection _conn;
     private readonly MappedRegion _map;
     private readonly ChannelHeader* _h;
     private readonly SpscRingProducer _ring;
@@ -37,9 +37,9 @@ internal sealed unsafe class AsyncChannel : IDisposable
     private Thread? _reaper;
     private volatile bool _disposed;
 
-    public AsyncChannel(SharedStoreClient client, SafeFd fd, long length)
+    public AsyncChannel(BrokerConnection connection, SafeFd fd, long length)
     {
-        _client = client;
+        _conn = connection;
         _map = MappedRegion.Map(fd, length, writable: true);
         _h = (ChannelHeader*)_map.Pointer;
         if (_h->Magic != ChannelDescriptor.Magic || _h->Version != ChannelDescriptor.LayoutVersion)
@@ -64,7 +64,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
         _staging = _map.Pointer + _h->StagingOffset;
         _stagingSize = _h->StagingSize;
         _slotMask = _h->SlotCount - 1;
-        _spinTicks = client.WaitPolicy.SpinTicks;
+        _spinTicks = connection.WaitPolicy.SpinTicks;
         SlotCount = _h->SlotCount;
         InlineMax = _ring.MaxPayload - ChannelMessage.HeaderSize;
         MaxChunk = Math.Max(4096, (_stagingSize / 4) & ~63L);
@@ -83,7 +83,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// <summary>Staging bytes.</summary>
     public long StagingSize => _stagingSize;
 
-    private SharedStoreClientOptions Options => _client.Options;
+    private SharedStoreClientOptions Options => _conn.Options;
 
     // ---- Submission ------------------------------------------------------------------------------------
 
@@ -96,7 +96,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
         ThrowIfUnusable();
         if (data.Length <= InlineMax)
         {
-            _submit.Enter();
+            EnterSubmit();
             try
             {
                 if (!ClaimSlot(failWhenFull, out Span<byte> slot))
@@ -124,7 +124,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
 
         if (data.Length <= MaxChunk)
         {
-            _submit.Enter();
+            EnterSubmit();
             try
             {
                 StagingRange? r = AllocateStaging(data.Length, failWhenFull);
@@ -149,7 +149,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
     public AsyncOperation SubmitWrite(SharedObject obj, long offset, SharedBuffer buffer, int length, bool failWhenFull)
     {
         ThrowIfUnusable();
-        _submit.Enter();
+        EnterSubmit();
         try
         {
             StagingRange r = buffer.TakeRange(this);
@@ -191,7 +191,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
             throw new ArgumentOutOfRangeException(nameof(buffer), buffer.Length, $"the broker read path reads at most {MaxChunk} bytes per call");
         }
 
-        _submit.Enter();
+        EnterSubmit();
         try
         {
             StagingRange? r = AllocateStaging(buffer.Length, failWhenFull);
@@ -221,7 +221,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
             throw new ArgumentOutOfRangeException(nameof(length), length, $"a rented buffer holds at most {MaxChunk} bytes (a quarter of the staging area)");
         }
 
-        _submit.Enter();
+        EnterSubmit();
         try
         {
             StagingRange r = AllocateStaging(length, failWhenFull: false)!;
@@ -262,7 +262,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
         // is applied as a whole; it waits for readers there, and this call waits for staging that the broker frees
         // chunk by chunk. A lease of this process on the range would therefore wait on itself.
         obj.ThrowIfHolds(offset, data.Length);
-        _submit.Enter();
+        EnterSubmit();
         try
         {
             long first = -1, last = -1;
@@ -417,7 +417,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
     }
 
     private bool CanReclaim() =>
-        _ranges.TryPeek(out var r) && IsReclaimable(r) || _client.IsBrokerLost || _disposed;
+        _ranges.TryPeek(out var r) && IsReclaimable(r) || _conn.Lost || _disposed;
 
     /// <summary>Free, or submitted and its operation is terminal: by the batch watermark, or by its own status word
     /// (the broker writes it when that binding's copy finished, before the batch ends, so large staged writes free
@@ -456,6 +456,26 @@ internal sealed unsafe class AsyncChannel : IDisposable
 
     internal (AsyncStatus Status, long Result) StatusOf(long first, long last)
     {
+        // The status lives in the channel's mapping; a channel disposed since (its client disposed, or its broker lost
+        // and the client connected again) may be unmapped: the reference keeps it mapped for the read, and a channel
+        // that is gone answers without touching it.
+        if (!TryEnterMap())
+        {
+            return _conn.Lost ? (AsyncStatus.Failed, -(long)ErrorCode.BrokerUnavailable) : throw new ObjectDisposedException(nameof(AsyncChannel));
+        }
+
+        try
+        {
+            return StatusOfMapped(first, last);
+        }
+        finally
+        {
+            _map.DangerousRelease();
+        }
+    }
+
+    private (AsyncStatus Status, long Result) StatusOfMapped(long first, long last)
+    {
         OpStatusEntry* e = _status + (last & _slotMask);
         ulong w = Volatile.Read(ref e->Word); // acquire: Result was written before a terminal word
         if (!OpStatusEntry.IsPendingFor(w, last))
@@ -483,7 +503,7 @@ internal sealed unsafe class AsyncChannel : IDisposable
             }
         }
 
-        if (_client.IsBrokerLost)
+        if (_conn.Lost)
         {
             return (AsyncStatus.Failed, -(long)ErrorCode.BrokerUnavailable);
         }
@@ -494,6 +514,23 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// <summary>Cancels the operation whose first message is at <paramref name="first"/> (its word decides for every
     /// chunk).</summary>
     internal bool Cancel(long first)
+    {
+        if (!TryEnterMap())
+        {
+            return false; // the channel is gone: nothing of it can be canceled any more
+        }
+
+        try
+        {
+            return CancelMapped(first);
+        }
+        finally
+        {
+            _map.DangerousRelease();
+        }
+    }
+
+    private bool CancelMapped(long first)
     {
         OpStatusEntry* e = _status + (first & _slotMask);
         while (true)
@@ -519,7 +556,24 @@ internal sealed unsafe class AsyncChannel : IDisposable
         }
     }
 
-    internal bool WaitFor(long first, long last, TimeSpan timeout, CancellationToken token) =>
+    internal bool WaitFor(long first, long last, TimeSpan timeout, CancellationToken token)
+    {
+        if (!TryEnterMap())
+        {
+            return true; // gone: StatusOf answers without the mapping
+        }
+
+        try
+        {
+            return WaitForMapped(first, last, timeout, token);
+        }
+        finally
+        {
+            _map.DangerousRelease();
+        }
+    }
+
+    private bool WaitForMapped(long first, long last, TimeSpan timeout, CancellationToken token) =>
         WaitUntil(static s => s.Channel.StatusOf(s.First, s.Last).Status != AsyncStatus.InProgress, (Channel: this, First: first, Last: last), timeout, token);
 
     /// <summary>Whether operations submitted so far are not all terminal yet (a racy but monotonic hint).</summary>
@@ -532,6 +586,11 @@ internal sealed unsafe class AsyncChannel : IDisposable
         _submit.Enter();
         try
         {
+            if (_disposed)
+            {
+                return true; // nothing of a gone channel can complete any more
+            }
+
             target = _ring.Position;
         }
         finally
@@ -539,7 +598,24 @@ internal sealed unsafe class AsyncChannel : IDisposable
             _submit.Exit();
         }
 
-        return WaitUntil(static s => Volatile.Read(ref s.Channel._h->CompletedThrough) >= s.Target || s.Channel._client.IsBrokerLost, (Channel: this, Target: target), timeout, default);
+        if (!TryEnterMap())
+        {
+            return true;
+        }
+
+        try
+        {
+            return DrainMapped(target, timeout);
+        }
+        finally
+        {
+            _map.DangerousRelease();
+        }
+    }
+
+    private bool DrainMapped(long target, TimeSpan timeout)
+    {
+        return WaitUntil(static s => Volatile.Read(ref s.Channel._h->CompletedThrough) >= s.Target || s.Channel._conn.Lost, (Channel: this, Target: target), timeout, default);
     }
 
     /// <summary>Spins for the client's spin budget, then sleeps on the completion word in slices (the broker clears its
@@ -595,8 +671,14 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// about to FUTEX_WAIT on the old value returns at once.</summary>
     private void Nudge()
     {
+        if (!TryEnterMap())
+        {
+            return;
+        }
+
         Interlocked.Add(ref _h->CompletionWord, 2);
         Interop.Libc.FutexWake(&_h->CompletionWord, int.MaxValue);
+        _map.DangerousRelease();
     }
 
     // ---- Awaiting ---------------------------------------------------------------------------------------
@@ -692,13 +774,42 @@ internal sealed unsafe class AsyncChannel : IDisposable
 
     internal byte* StagingPointer(StagingRange r) => _staging + r.Offset;
 
+    /// <summary>Takes the submission lock of a usable channel: Dispose takes it too before it unmaps anything, so a
+    /// submission never writes into a mapping that is going away.</summary>
+    private void EnterSubmit()
+    {
+        _submit.Enter();
+        if (_disposed)
+        {
+            _submit.Exit();
+            ThrowIfUnusable();
+        }
+    }
+
+    /// <summary>A reference on the mapping for a read or write of the header or status entries outside the submission
+    /// lock (MappedRegion is a SafeHandle: munmap waits for the last reference). False once it was disposed.</summary>
+    private bool TryEnterMap()
+    {
+        bool added = false;
+        try
+        {
+            _map.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+
+        return added;
+    }
+
     private void ThrowIfUnusable()
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_client.IsBrokerLost)
+        if (_conn.Lost)
         {
-            ThrowHelper.BrokerLost();
+            ThrowHelper.BrokerLost(); // first: a channel of a lost broker is disposed too when its client reconnects
         }
+
+        ObjectDisposedException.ThrowIf(_disposed, this);
     }
 
     private static void ThrowExpired(long id) =>
@@ -710,14 +821,35 @@ internal sealed unsafe class AsyncChannel : IDisposable
     private static TimeSpan Left(long deadline) =>
         deadline == long.MaxValue ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(Math.Max(0, deadline - Stopwatch.GetTimestamp()) / (double)Stopwatch.Frequency);
 
+    /// <summary>Closes the channel and unmaps it (unless rented buffers or broker reads may still point into it: then
+    /// the mapping stays until the process exits). Operations of it read Failed/BrokerUnavailable (a lost broker)
+    /// afterwards, or throw ObjectDisposedException (a disposed client).</summary>
     public void Dispose()
+    {
+        Retire();
+
+        // The mapping stays until the process exits if rented buffers or broker reads may still point into it.
+        if (_ranges.Count == 0)
+        {
+            _map.Dispose(); // a SafeHandle: munmap waits for readers holding a reference (TryEnterMap)
+        }
+    }
+
+    /// <summary>Closes the channel but keeps its mapping: what a client does with the channel of a broker that was lost
+    /// when it connects again. Submissions fail, waiters are released, the completion thread ends; the status words
+    /// stay readable, so an operation that completed before the broker died still says Completed (the others read
+    /// Failed/BrokerUnavailable). The mapping goes with the client (<see cref="Dispose"/>).</summary>
+    public void Retire()
     {
         if (_disposed)
         {
             return;
         }
 
+        // Under the submission lock: a submission in progress finishes first, and every later one sees _disposed.
+        _submit.Enter();
         _disposed = true;
+        _submit.Exit();
         Nudge();
         lock (_waiters)
         {
@@ -737,12 +869,6 @@ internal sealed unsafe class AsyncChannel : IDisposable
             }
 
             _waiters.Clear();
-        }
-
-        // The mapping stays until the process exits if rented buffers or broker reads may still point into it.
-        if (_ranges.Count == 0)
-        {
-            _map.Dispose();
         }
     }
 

@@ -84,7 +84,7 @@ internal sealed unsafe class ClientReadOperation : ClientOperation
     private void LockSlowThenSchedule()
     {
         BlockLockRecord* locks = _obj.LockRecords;
-        var wait = new LockWait(_obj.Container.Client.WaitPolicy, Timeout.InfiniteTimeSpan, _cts.Token);
+        var wait = new LockWait(_obj.Connection.WaitPolicy, Timeout.InfiniteTimeSpan, _cts.Token, _obj);
         for (long b = _firstBlock; b <= _lastBlock; b++)
         {
             LockStatus s = BlockLock.AcquireRead(locks + b, _obj.Slot, ref wait);

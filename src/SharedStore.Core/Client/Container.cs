@@ -10,6 +10,7 @@ namespace SharedStore;
 public sealed class Container : IDisposable
 {
     private readonly SharedStoreClient _client;
+    private readonly BrokerConnection _conn;
     /// <summary>Mappings kept for leases that outlived their client (see <see cref="Abandon"/>): referenced here so
     /// no finalizer unmaps them under a lease; they live until the process exits.</summary>
     private static readonly List<ClientSegment> s_keptUnderLeases = [];
@@ -17,9 +18,10 @@ public sealed class Container : IDisposable
     private readonly List<SharedObject> _objects = [];
     private bool _closed;
 
-    internal Container(SharedStoreClient client, ContainerInfo info)
+    internal Container(SharedStoreClient client, BrokerConnection connection, ContainerInfo info)
     {
         _client = client;
+        _conn = connection;
         Id = info.ContainerId;
         Name = info.Name;
         GroupId = info.GroupId;
@@ -53,8 +55,8 @@ public sealed class Container : IDisposable
             return;
         }
 
-        _client.WaitForAsyncOperations(timeout);
-        _client.Call(new Request { Flush = new Flush { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        _conn.WaitForAsyncOperations(timeout);
+        _conn.Call(new Request { Flush = new Flush { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
     }
 
     /// <summary><see cref="Flush(TimeSpan, CancellationToken)"/> without a timeout.</summary>
@@ -82,26 +84,33 @@ public sealed class Container : IDisposable
 
     internal SharedStoreClient Client => _client;
 
+    /// <summary>The connection this container was joined on: lost for good when its broker went.</summary>
+    internal BrokerConnection Connection => _conn;
+
     /// <summary>The seed's <c>object_create</c>: allocates <paramref name="size"/> bytes (zeroed) and joins the object.
     /// The memory is reserved before this returns, so running out is this call's NoResources, never a fault later.</summary>
     /// <exception cref="SharedStoreException">AlreadyExists; NoResources; PermissionDenied (creator-only container);
     /// Destroyed; InvalidArgument (size 0 or above 1 TiB, bad name); BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
     public SharedObject CreateObject(string name, long size, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(size);
         ThrowIfClosed();
-        var r = _client.Call(new Request { ObjectCreate = new ObjectCreate { ContainerId = Id, Name = name, Size = (ulong)size } }, _client.Options.RequestTimeout, cancellationToken);
+        var r = _conn.Call(new Request { ObjectCreate = new ObjectCreate { ContainerId = Id, Name = name, Size = (ulong)size } }, _conn.Options.RequestTimeout, cancellationToken);
         return Open(r.Response, r.Fds);
     }
 
     /// <summary>The seed's <c>object_join</c>.</summary>
     /// <exception cref="SharedStoreException">NotFound; Destroyed; BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
     public SharedObject JoinObject(string name, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
         ThrowIfClosed();
-        var r = _client.Call(new Request { ObjectJoin = new ObjectJoin { ContainerId = Id, Name = name } }, _client.Options.RequestTimeout, cancellationToken);
+        var r = _conn.Call(new Request { ObjectJoin = new ObjectJoin { ContainerId = Id, Name = name } }, _conn.Options.RequestTimeout, cancellationToken);
         return Open(r.Response, r.Fds);
     }
 
@@ -116,8 +125,8 @@ public sealed class Container : IDisposable
     {
         ThrowIfClosed();
         EnsureNoLeases();
-        _client.WaitForAsyncOperations(timeout); // this process's pending writes land before the memory goes
-        _client.Call(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        _conn.WaitForAsyncOperations(timeout); // this process's pending writes land before the memory goes
+        _conn.Call(new Request { ContainerDestroy = new ContainerDestroy { ContainerId = Id } }, timeout, cancellationToken, brokerWaits: true);
         CloseLocally();
     }
 
@@ -136,10 +145,10 @@ public sealed class Container : IDisposable
         EnsureNoLeases();
         try
         {
-            if (!_client.IsBrokerLost)
+            if (!_conn.Lost)
             {
-                _client.WaitForAsyncOperations(_client.Options.RequestTimeout);
-                _client.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = Id } }, _client.Options.RequestTimeout, default);
+                _conn.WaitForAsyncOperations(_conn.Options.RequestTimeout);
+                _conn.Call(new Request { ContainerLeave = new ContainerLeave { ContainerId = Id } }, _conn.Options.RequestTimeout, default);
             }
         }
         catch (SharedStoreException e) when (e.Code is ErrorCode.BrokerUnavailable or ErrorCode.NotFound)
@@ -194,11 +203,17 @@ public sealed class Container : IDisposable
         }
     }
 
+    /// <summary>ObjectDisposedException on a closed handle; BrokerUnavailable on a handle of a broker that is gone.</summary>
     internal void ThrowIfClosed()
     {
         if (_closed)
         {
             ThrowHelper.ObjectDisposed($"container '{Name}'");
+        }
+
+        if (_conn.Lost)
+        {
+            ThrowHelper.BrokerLost();
         }
     }
 
@@ -291,7 +306,7 @@ public sealed class Container : IDisposable
 
                     if (!_segments.ContainsKey(info.SegmentId))
                     {
-                        _segments[info.SegmentId] = ClientSegment.Map(info, fds[2 * i], fds[(2 * i) + 1], _client.BrokerPid);
+                        _segments[info.SegmentId] = ClientSegment.Map(info, fds[2 * i], fds[(2 * i) + 1], _conn.BrokerPid);
                     }
                 }
 

@@ -17,9 +17,10 @@ public readonly record struct ObjectAttributes(long Size, nint DataAddress);
 /// object's block locks; none of them talks to the broker. Thread-safe, except that leave and destroy must not race
 /// with other calls on the same handle. Disposing leaves the object (<c>object_leave</c>).
 /// </summary>
-public sealed unsafe class SharedObject : IDisposable
+public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
 {
     private readonly Container _container;
+    private readonly BrokerConnection _conn;
     private readonly ClientSegment _segment;
     private readonly byte* _data;
     private readonly BlockLockRecord* _locks;
@@ -34,6 +35,7 @@ public sealed unsafe class SharedObject : IDisposable
     internal SharedObject(Container container, ObjectInfo info, ClientSegment segment)
     {
         _container = container;
+        _conn = container.Connection;
         _segment = segment;
         Id = info.ObjectId;
         Name = info.Name;
@@ -75,6 +77,7 @@ public sealed unsafe class SharedObject : IDisposable
     public ObjectAttributes GetAttributes()
     {
         ThrowIfClosed();
+        ThrowIfBrokerLost();
         return new ObjectAttributes(Size, (nint)_data);
     }
 
@@ -114,7 +117,7 @@ public sealed unsafe class SharedObject : IDisposable
 
     private bool AcquireReads(long first, long last, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var wait = new LockWait(_container.Client.WaitPolicy, timeout, cancellationToken);
+        var wait = new LockWait(_conn.WaitPolicy, timeout, cancellationToken, this);
         bool torn = false;
         for (long b = first; b <= last; b++)
         {
@@ -178,9 +181,9 @@ public sealed unsafe class SharedObject : IDisposable
         long first = offset >> _blockShift;
         long last = (offset + data.Length - 1) >> _blockShift;
         ThrowIfHolds(offset, data.Length);
-        _container.Client.OrderAfterAsyncWrites(timeout);
+        _conn.OrderAfterAsyncWrites(timeout);
 
-        var wait = new LockWait(_container.Client.WaitPolicy, timeout, cancellationToken);
+        var wait = new LockWait(_conn.WaitPolicy, timeout, cancellationToken, this);
         for (long b = first; b <= last; b++)
         {
             LockStatus s = BlockLock.AcquireWrite(_locks + b, _slot, _waitGate, ref _localWaiters[b], ref wait);
@@ -228,8 +231,7 @@ public sealed unsafe class SharedObject : IDisposable
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
-        var client = _container.Client;
-        return client.Channel.SubmitWrite(this, offset, data, client.Options.AsyncFullMode == AsyncFullMode.Fail);
+        return _conn.Channel.SubmitWrite(this, offset, data, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
     }
 
     /// <summary><see cref="AWrite(long, ReadOnlySpan{byte})"/> that never waits for space: false (nothing submitted)
@@ -238,7 +240,7 @@ public sealed unsafe class SharedObject : IDisposable
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
-        operation = _container.Client.Channel.SubmitWrite(this, offset, data, failWhenFull: true);
+        operation = _conn.Channel.SubmitWrite(this, offset, data, failWhenFull: true);
         return !(operation.Status == AsyncStatus.Failed && operation.Error == ErrorCode.Busy);
     }
 
@@ -253,8 +255,7 @@ public sealed unsafe class SharedObject : IDisposable
         ArgumentOutOfRangeException.ThrowIfGreaterThan(n, buffer.Length, nameof(length));
         ValidateRange(offset, n);
         CheckWritable();
-        var client = _container.Client;
-        return client.Channel.SubmitWrite(this, offset, buffer, n, client.Options.AsyncFullMode == AsyncFullMode.Fail);
+        return _conn.Channel.SubmitWrite(this, offset, buffer, n, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
     }
 
     /// <summary>
@@ -268,10 +269,9 @@ public sealed unsafe class SharedObject : IDisposable
     public AsyncOperation ARead(long offset, Memory<byte> buffer)
     {
         ValidateRange(offset, buffer.Length);
-        var client = _container.Client;
-        if (client.Options.AsyncReadPath == AsyncReadPath.Broker)
+        if (_conn.Options.AsyncReadPath == AsyncReadPath.Broker)
         {
-            return client.Channel.SubmitBrokerRead(this, offset, buffer, client.Options.AsyncFullMode == AsyncFullMode.Fail);
+            return _conn.Channel.SubmitBrokerRead(this, offset, buffer, _conn.Options.AsyncFullMode == AsyncFullMode.Fail);
         }
 
         long first = offset >> _blockShift;
@@ -291,8 +291,8 @@ public sealed unsafe class SharedObject : IDisposable
     {
         ThrowIfClosed();
         EnsureNoHolds(evenWithOtherHandles: true); // destroy frees the object under every handle of this process
-        _container.Client.WaitForAsyncOperations(timeout);
-        _container.Client.Call(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = _container.Id, ObjectId = Id } }, timeout, cancellationToken, brokerWaits: true);
+        _conn.WaitForAsyncOperations(timeout);
+        _conn.Call(new Request { ObjectDestroy = new ObjectDestroy { ContainerId = _container.Id, ObjectId = Id } }, timeout, cancellationToken, brokerWaits: true);
         _container.CloseHandlesOf(Id);
     }
 
@@ -311,10 +311,10 @@ public sealed unsafe class SharedObject : IDisposable
         EnsureNoHolds();
         try
         {
-            if (!_container.Client.IsBrokerLost)
+            if (!_conn.Lost)
             {
-                _container.Client.WaitForAsyncOperations(_container.Client.Options.RequestTimeout);
-                _container.Client.Call(new Request { ObjectLeave = new ObjectLeave { ContainerId = _container.Id, ObjectId = Id } }, _container.Client.Options.RequestTimeout, default);
+                _conn.WaitForAsyncOperations(_conn.Options.RequestTimeout);
+                _conn.Call(new Request { ObjectLeave = new ObjectLeave { ContainerId = _container.Id, ObjectId = Id } }, _conn.Options.RequestTimeout, default);
             }
         }
         catch (SharedStoreException e) when (e.Code is ErrorCode.BrokerUnavailable or ErrorCode.NotFound)
@@ -393,11 +393,18 @@ public sealed unsafe class SharedObject : IDisposable
     internal Devices.MemoryRegionDevice ReadDevice =>
         LazyInitializer.EnsureInitialized(ref _readDevice, () => new Devices.MemoryRegionDevice((nint)_data, Size, _segment.Data, readOnly: true));
 
+    /// <summary>A lock wait of this process on one of the object's blocks has lasted the repair interval: ask the
+    /// broker to check the block (docs/ARCHITECTURE.md §5, "Repair").</summary>
+    void ILockRepairRequester.RequestCheck(BlockLockRecord* rec) =>
+        _conn.RequestLockCheck(_container.Id, Id, rec - _locks); // over this handle's own connection
+
     internal byte* DataPointer => _data;
 
     internal BlockLockRecord* LockRecords => _locks;
 
     internal int Slot => _slot;
+
+    internal BrokerConnection Connection => _conn;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ValidateRange(long offset, long size)
@@ -407,9 +414,22 @@ public sealed unsafe class SharedObject : IDisposable
             ThrowHelper.ObjectDisposed($"object '{Name}'");
         }
 
+        // A handle of a broker that is gone serves no new call (its memory is seen by nobody any more); leases held
+        // stay readable. One volatile load of the connection's flag.
+        ThrowIfBrokerLost();
+
         if ((ulong)offset > (ulong)Size || (ulong)size > (ulong)(Size - offset))
         {
             ThrowHelper.OutOfRange(nameof(offset), offset, size, Size);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfBrokerLost()
+    {
+        if (_conn.WaitPolicy.BrokerLost)
+        {
+            ThrowHelper.BrokerLost();
         }
     }
 

@@ -11,48 +11,49 @@ namespace SharedStore;
 /// through it map their memory directly; only control calls (create, join, leave, destroy) go to the broker, while
 /// get, put and write work on the mapped memory and its block locks without a round trip.
 /// </summary>
-/// <remarks>When the broker dies, every call that needs it fails with <see cref="ErrorCode.BrokerUnavailable"/> at
-/// once (the socket reads EOF), threads blocked in lock waits fail within 50 ms, and memory already mapped stays
-/// readable. A restarted broker starts clean: connect again with a new client.</remarks>
+/// <remarks>When the broker dies, every call on a handle opened before fails with
+/// <see cref="ErrorCode.BrokerUnavailable"/> at once (the socket reads EOF), threads blocked in lock waits fail within
+/// 50 ms, and memory already mapped stays mapped: leases held stay readable. The client itself survives: its next call
+/// (create, join, list…) connects again — to a restarted broker, or to one it starts when
+/// <see cref="SharedStoreClientOptions.StartBrokerIfMissing"/> is set — and the program joins its containers again by
+/// name (durable ones come back with the broker; memory-only ones do not). See README, "Surviving a broker restart".</remarks>
 public sealed class SharedStoreClient : IDisposable
 {
-    private readonly SeqPacketSocket _socket;
-    private readonly ConcurrentDictionary<ulong, PendingCall> _pending = new();
-    private readonly Thread _receiver;
     private readonly SharedStoreClientOptions _options;
+    private readonly string _path;
+    private readonly Lock _connectGate = new();
     private readonly List<Container> _containers = [];
-    private long _nextId;
+    private BrokerConnection _connection;
+    private readonly List<BrokerConnection> _retired = []; // connections of lost brokers, disposed with the client
+    private Devices.IDeviceAccessScheduler? _scheduler;
     private volatile bool _disposed;
 
-    private SharedStoreClient(SeqPacketSocket socket, SharedStoreClientOptions options)
+    private SharedStoreClient(BrokerConnection connection, string path, SharedStoreClientOptions options)
     {
-        _socket = socket;
+        _connection = connection;
+        _path = path;
         _options = options;
-        WaitPolicy = new LockWaitPolicy { SpinTicks = (long)(options.LockSpin.TotalSeconds * Stopwatch.Frequency) };
-        _receiver = new Thread(ReceiveLoop) { IsBackground = true, Name = "sharedstore-receive" };
-        _receiver.Start();
     }
 
     /// <summary>The calling process's primary Unix group id: a group it may create containers for.</summary>
     public static long ProcessGroupId => Interop.Libc.getgid();
 
-    /// <summary>The broker's process id, from its hello.</summary>
-    public int BrokerPid { get; private set; }
+    /// <summary>The process id of the broker this client is (or was last) connected to, from its hello.</summary>
+    public int BrokerPid => Volatile.Read(ref _connection).BrokerPid;
 
-    /// <summary>The socket this client is connected to.</summary>
-    public string SocketPath { get; private set; } = "";
+    /// <summary>The socket this client connects to.</summary>
+    public string SocketPath => _path;
 
-    /// <summary>True once the broker connection is gone (the broker died or stopped).</summary>
-    public bool IsBrokerLost => WaitPolicy.BrokerLost;
+    /// <summary>True while the broker this client was last connected to is gone (it died or stopped) and no call has
+    /// connected again yet.</summary>
+    public bool IsBrokerLost => Volatile.Read(ref _connection).Lost;
 
-    internal LockWaitPolicy WaitPolicy { get; }
+    /// <summary>How many times this client connected to a broker: 1, plus one for each reconnection after a broker
+    /// was lost. Handles opened before the last reconnection report <see cref="ErrorCode.BrokerUnavailable"/>.</summary>
+    public int ConnectionGeneration => Volatile.Read(ref _connection).Generation;
 
-    private readonly Lock _asyncGate = new();
-    private AsyncChannel? _channel;
-    private Devices.IDeviceAccessScheduler? _scheduler;
-
-    /// <summary>This client's asynchronous channel, opened on first use.</summary>
-    internal AsyncChannel Channel => Volatile.Read(ref _channel) ?? OpenChannel();
+    /// <summary>The connection in use now, lost or not (handles keep the one they were opened on).</summary>
+    internal BrokerConnection Connection => Volatile.Read(ref _connection);
 
     /// <summary>This process's device scheduler for client-side asynchronous reads, created on first use.</summary>
     internal Devices.IDeviceAccessScheduler DeviceScheduler
@@ -64,7 +65,7 @@ public sealed class SharedStoreClient : IDisposable
                 return s;
             }
 
-            lock (_asyncGate)
+            lock (_connectGate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
                 return _scheduler ??= Devices.DeviceSchedulers.Create(Devices.DeviceSchedulerKind.Auto, Devices.DeviceMode.None);
@@ -75,95 +76,57 @@ public sealed class SharedStoreClient : IDisposable
     /// <summary>Rents <paramref name="length"/> bytes of shared memory for a zero-copy
     /// <see cref="SharedObject.AWrite(long, SharedBuffer, int)"/>. Waits while the staging area is full.</summary>
     /// <exception cref="ArgumentOutOfRangeException">Zero, negative, or more than a quarter of the staging area.</exception>
-    public SharedBuffer RentBuffer(int length) => Channel.Rent(length);
+    /// <exception cref="SharedStoreException">BrokerUnavailable.</exception>
+    public SharedBuffer RentBuffer(int length) => Live().Channel.Rent(length);
 
     /// <summary>Slots of this client's submission ring (opens the channel).</summary>
-    public int AsyncRingSlots => Channel.SlotCount;
+    public int AsyncRingSlots => Live().Channel.SlotCount;
 
     /// <summary>Waits until every asynchronous operation this client submitted so far has finished; false on timeout.</summary>
-    public bool WaitForAsyncOperations(TimeSpan timeout) => Volatile.Read(ref _channel)?.Drain(timeout) ?? true;
-
-    /// <summary>A synchronous write keeps program order with this process's earlier asynchronous ones: it first
-    /// waits for those still pending (nothing to do, one load, when there are none).</summary>
-    internal void OrderAfterAsyncWrites(TimeSpan timeout)
-    {
-        if (Volatile.Read(ref _channel) is { HasPending: true } c && !c.Drain(timeout))
-        {
-            ThrowHelper.Timeout("write (waiting for this process's earlier asynchronous writes)");
-        }
-    }
-
-    private AsyncChannel OpenChannel()
-    {
-        lock (_asyncGate)
-        {
-            if (_channel is { } existing)
-            {
-                return existing;
-            }
-
-            var (resp, fds) = Call(new Request
-            {
-                AsyncOpen = new AsyncOpen { SlotCount = (uint)_options.AsyncRingSlots, StagingBytes = (ulong)_options.AsyncStagingBytes },
-            }, _options.RequestTimeout, default);
-            try
-            {
-                if (fds.Count != 1 || resp.AsyncChannel is null)
-                {
-                    throw new SharedStoreException(ErrorCode.Internal, $"async_open answered with {fds.Count} descriptors");
-                }
-
-                var channel = new AsyncChannel(this, fds[0], (long)resp.AsyncChannel.Length);
-                Volatile.Write(ref _channel, channel);
-                return channel;
-            }
-            finally
-            {
-                foreach (var fd in fds)
-                {
-                    fd.Dispose(); // the mapping keeps the memory
-                }
-            }
-        }
-    }
+    public bool WaitForAsyncOperations(TimeSpan timeout) => Volatile.Read(ref _connection).WaitForAsyncOperations(timeout);
 
     internal SharedStoreClientOptions Options => _options;
 
     /// <summary>Connects to the broker (starting one first if <see cref="SharedStoreClientOptions.StartBrokerIfMissing"/>).</summary>
-    /// <exception cref="SharedStoreException"><see cref="ErrorCode.BrokerUnavailable"/> when no broker answers;
-    /// <see cref="ErrorCode.VersionMismatch"/> when it speaks another protocol version.</exception>
+    /// <exception cref="SharedStoreException"><see cref="ErrorCode.BrokerUnavailable"/> when no broker answers (when
+    /// this call started one, the message carries the broker's exit code and its last words); <see
+    /// cref="ErrorCode.VersionMismatch"/> when it speaks another protocol version.</exception>
+    /// <exception cref="ArgumentException"><see cref="SharedStoreClientOptions.ClientName"/> is not valid UTF-16 (a
+    /// lone surrogate).</exception>
     public static SharedStoreClient Connect(SharedStoreClientOptions? options = null)
     {
         options ??= new SharedStoreClientOptions();
+        WireStrings.ThrowIfNotValidUtf16(options.ClientName, nameof(options));
         string path = BrokerEndpoint.Resolve(options.SocketPath);
-        var socket = SeqPacketSocket.TryConnect(path, out int errno);
-        if (socket is null && options.StartBrokerIfMissing)
+        return new SharedStoreClient(BrokerConnection.Open(path, options, generation: 1), path, options);
+    }
+
+    /// <summary>The live connection: the current one, or — when its broker is gone — a new one to whatever broker
+    /// serves the socket now. Handles opened on the lost one stay lost.</summary>
+    /// <exception cref="SharedStoreException">BrokerUnavailable when no broker answers (or could be started).</exception>
+    internal BrokerConnection Live()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var c = Volatile.Read(ref _connection);
+        if (!c.Lost)
         {
-            BrokerLauncher.Start(path, options);
-            var deadline = Stopwatch.StartNew();
-            while (socket is null && deadline.Elapsed < options.StartTimeout)
+            return c;
+        }
+
+        lock (_connectGate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            c = _connection;
+            if (c.Lost)
             {
-                Thread.Sleep(20);
-                socket = SeqPacketSocket.TryConnect(path, out errno);
+                var next = BrokerConnection.Open(_path, _options, c.Generation + 1);
+                Volatile.Write(ref _connection, next);
+                c.Retire(); // its socket is dead; its channel stays mapped so its operations still report their state
+                _retired.Add(c);
+                c = next;
             }
-        }
 
-        if (socket is null)
-        {
-            throw new SharedStoreException(ErrorCode.BrokerUnavailable, $"no broker at {path}: {Interop.Libc.StrError(errno)}");
-        }
-
-        var client = new SharedStoreClient(socket, options) { SocketPath = path };
-        try
-        {
-            var reply = client.Call(new Request { Hello = new Hello { ProtocolVersion = ProtocolConstants.ProtocolVersion, ClientName = options.ClientName } }, options.RequestTimeout, default);
-            client.BrokerPid = reply.Response.Hello.BrokerPid;
-            return client;
-        }
-        catch
-        {
-            client.Dispose();
-            throw;
+            return c;
         }
     }
 
@@ -171,11 +134,22 @@ public sealed class SharedStoreClient : IDisposable
     /// <paramref name="groupId"/> and joins it.</summary>
     /// <exception cref="SharedStoreException">AlreadyExists; PermissionDenied (not in the group and not root);
     /// InvalidArgument (name, block size); NoResources (memory); BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null or empty, or it or the durable path is not
+    /// valid UTF-16 (a lone surrogate).</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The write policy is not a <see cref="WritePolicy"/> value.</exception>
     public Container CreateContainer(string name, long groupId, ContainerOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
         options ??= new ContainerOptions();
-        var r = Call(new Request
+        WireStrings.ThrowIfNotValidUtf16(options.DurablePath, nameof(options));
+        if (!Enum.IsDefined(options.WritePolicy))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.WritePolicy, "the write policy is not a WritePolicy value");
+        }
+
+        var conn = Live();
+        var r = conn.Call(new Request
         {
             ContainerCreate = new ContainerCreate
             {
@@ -186,21 +160,25 @@ public sealed class SharedStoreClient : IDisposable
                 DurablePath = options.DurablePath ?? "",
             },
         }, _options.RequestTimeout, cancellationToken);
-        return Track(new Container(this, r.Response.Container));
+        return Track(new Container(this, conn, r.Response.Container));
     }
 
     /// <summary>The seed's <c>container_join</c>.</summary>
     /// <exception cref="SharedStoreException">NotFound; Destroyed (destroy is in progress); PermissionDenied;
     /// NoResources (63 member processes already); AlreadyExists (this client is already a member); BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
     public Container JoinContainer(string name, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
-        var r = Call(new Request { ContainerJoin = new ContainerJoin { Name = name } }, _options.RequestTimeout, cancellationToken);
-        return Track(new Container(this, r.Response.Container));
+        WireStrings.ThrowIfNotValidUtf16(name);
+        var conn = Live();
+        var r = conn.Call(new Request { ContainerJoin = new ContainerJoin { Name = name } }, _options.RequestTimeout, cancellationToken);
+        return Track(new Container(this, conn, r.Response.Container));
     }
 
     /// <summary>Joins a container, waiting (polling every <paramref name="pollInterval"/>) until it exists, as the
-    /// seed's reader does with <c>while ((con = container_join("con")) &lt; 0);</c>.</summary>
+    /// seed's reader does with <c>while ((con = container_join("con")) &lt; 0);</c>. A broker that is down or
+    /// restarting meanwhile is waited for too.</summary>
     /// <exception cref="SharedStoreException">Timeout when it did not appear in time; PermissionDenied.</exception>
     public Container JoinContainerWhenCreated(string name, TimeSpan timeout, TimeSpan pollInterval = default, CancellationToken cancellationToken = default)
     {
@@ -216,11 +194,13 @@ public sealed class SharedStoreClient : IDisposable
             {
                 return JoinContainer(name, cancellationToken);
             }
-            catch (SharedStoreException e) when (e.Code is ErrorCode.NotFound or ErrorCode.Destroyed)
+            catch (SharedStoreException e) when (e.Code is ErrorCode.NotFound or ErrorCode.Destroyed or ErrorCode.BrokerUnavailable)
             {
+                // A broker that is restarting is one more reason the container is not there yet: the next try connects
+                // again (and may start a broker, as the options say).
                 if (timeout != Timeout.InfiniteTimeSpan && sw.Elapsed >= timeout)
                 {
-                    throw new SharedStoreException(ErrorCode.Timeout, $"container '{name}' did not appear within {timeout}", e);
+                    throw new SharedStoreException(ErrorCode.Timeout, $"container '{name}' did not appear within {timeout} (last: {e.Code}: {e.Message})", e);
                 }
 
                 cancellationToken.WaitHandle.WaitOne(pollInterval);
@@ -231,6 +211,10 @@ public sealed class SharedStoreClient : IDisposable
 
     /// <summary>The broker's table of containers, objects and members (for tools and tests).</summary>
     internal ListReply ListRaw() => Call(new Request { List = new ListRequest() }, _options.RequestTimeout, default).Response.List;
+
+    /// <summary>One round trip on the live connection (reconnecting when its broker was lost).</summary>
+    internal (Response Response, List<SafeFd> Fds) Call(Request request, TimeSpan timeout, CancellationToken cancellationToken, bool brokerWaits = false) =>
+        Live().Call(request, timeout, cancellationToken, brokerWaits);
 
     /// <summary>Disconnects. The broker releases every membership, lock and use of this client when the socket closes.
     /// Mappings are unmapped, except those under leases this process still holds: they stay mapped (readable) until
@@ -253,14 +237,16 @@ public sealed class SharedStoreClient : IDisposable
             c.Abandon();
         }
 
-        _disposed = true;
-        WaitPolicy.BrokerLost = true;
-        _socket.Shutdown();
-        _receiver.Join(TimeSpan.FromSeconds(5));
-        _socket.Dispose();
-        lock (_asyncGate)
+        lock (_connectGate)
         {
-            _channel?.Dispose();
+            _disposed = true;
+            _connection.Dispose();
+            foreach (var r in _retired)
+            {
+                r.Dispose();
+            }
+
+            _retired.Clear();
             _scheduler?.Dispose();
         }
     }
@@ -281,156 +267,5 @@ public sealed class SharedStoreClient : IDisposable
         }
 
         return c;
-    }
-
-    /// <summary>One round trip. Errors come back as <see cref="SharedStoreException"/>; descriptors the broker
-    /// attached are returned to the caller, who owns them.</summary>
-    internal (Response Response, List<SafeFd> Fds) Call(Request request, TimeSpan timeout, CancellationToken cancellationToken, bool brokerWaits = false)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
-        {
-            // Refuse before sending: a request that took effect must not be reported as an invalid call.
-            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "a timeout is zero or more, or Timeout.InfiniteTimeSpan");
-        }
-
-        if (WaitPolicy.BrokerLost)
-        {
-            ThrowHelper.BrokerLost();
-        }
-
-        ulong id = (ulong)Interlocked.Increment(ref _nextId);
-        request.Id = id;
-        if (brokerWaits)
-        {
-            request.TimeoutMs = timeout == Timeout.InfiniteTimeSpan ? uint.MaxValue : (uint)Math.Min(uint.MaxValue - 1, (ulong)timeout.TotalMilliseconds);
-        }
-
-        var call = new PendingCall();
-        _pending[id] = call;
-        try
-        {
-            if (WaitPolicy.BrokerLost)
-            {
-                ThrowHelper.BrokerLost(); // lost between the check above and our registration: MarkLost missed us
-            }
-
-            if (!_socket.Send(request.ToByteArray()))
-            {
-                MarkLost();
-                ThrowHelper.BrokerLost();
-            }
-
-            // The broker enforces a waiting call's own timeout; give its answer a grace period to arrive.
-            // WaitAny takes at most int.MaxValue ms (24.8 days); anything longer is as good as infinite.
-            TimeSpan grace = brokerWaits ? TimeSpan.FromSeconds(5) : TimeSpan.Zero;
-            TimeSpan wait = timeout == Timeout.InfiniteTimeSpan || timeout >= TimeSpan.FromMilliseconds(int.MaxValue) - grace
-                ? Timeout.InfiniteTimeSpan
-                : timeout + grace;
-            int which = WaitHandle.WaitAny([call.Done.WaitHandle, cancellationToken.WaitHandle], wait);
-            if (which == 1 && !call.Done.IsSet)
-            {
-                if (brokerWaits)
-                {
-                    // Ask the broker to abandon the wait and put things back; its answer says what happened.
-                    _socket.Send(new Request { Id = (ulong)Interlocked.Increment(ref _nextId), Cancel = new Cancel { RequestId = id } }.ToByteArray());
-                    call.Done.Wait(TimeSpan.FromSeconds(10));
-                }
-
-                if (!call.Done.IsSet)
-                {
-                    cancellationToken.ThrowIfCancellationRequested();
-                }
-            }
-            else if (which == WaitHandle.WaitTimeout)
-            {
-                ThrowHelper.Timeout($"{request.BodyCase}");
-            }
-
-            if (call.Response is null)
-            {
-                ThrowHelper.BrokerLost();
-            }
-
-            var resp = call.Response;
-            if (resp.Error != Protocol.ErrorCode.Ok)
-            {
-                foreach (var fd in call.Fds)
-                {
-                    fd.Dispose();
-                }
-
-                if (resp.Error == Protocol.ErrorCode.Canceled)
-                {
-                    throw new OperationCanceledException(resp.Message, cancellationToken);
-                }
-
-                throw new SharedStoreException((ErrorCode)resp.Error, resp.Message);
-            }
-
-            return (resp, call.Fds);
-        }
-        finally
-        {
-            _pending.TryRemove(id, out _);
-        }
-    }
-
-    private void ReceiveLoop()
-    {
-        byte[] buffer = new byte[ProtocolConstants.MaxMessageBytes];
-        var fds = new List<SafeFd>();
-        while (true)
-        {
-            int n = _socket.Receive(buffer, fds);
-            if (n <= 0)
-            {
-                break;
-            }
-
-            Response resp;
-            try
-            {
-                resp = Response.Parser.ParseFrom(buffer, 0, n);
-            }
-            catch (InvalidProtocolBufferException)
-            {
-                break;
-            }
-
-            if (_pending.TryGetValue(resp.Id, out var call))
-            {
-                call.Response = resp;
-                call.Fds = [.. fds];
-                call.Done.Set();
-            }
-            else
-            {
-                foreach (var fd in fds)
-                {
-                    fd.Dispose();
-                }
-            }
-
-            fds.Clear();
-        }
-
-        MarkLost();
-    }
-
-    private void MarkLost()
-    {
-        WaitPolicy.BrokerLost = true;
-        foreach (var call in _pending.Values)
-        {
-            call.Done.Set();
-        }
-    }
-
-    private sealed class PendingCall
-    {
-        public readonly ManualResetEventSlim Done = new();
-        public Response? Response;
-        public List<SafeFd> Fds = [];
     }
 }

@@ -32,6 +32,14 @@ public sealed partial class RandomAccessFileDevice : RandomAccessDevice
     {
     }
 
+    /// <summary>Takes over a descriptor opened by the caller (the broker opens durable files relative to a folder
+    /// descriptor, with O_NOFOLLOW: docs/ARCHITECTURE.md §11). <paramref name="mode"/> says how it was opened
+    /// (<see cref="DeviceMode.ReadOnly"/>, <see cref="DeviceMode.Direct"/>); the device owns and closes it.</summary>
+    internal RandomAccessFileDevice(string name, SafeFd fd, DeviceMode mode)
+        : this(name, mode, Adopt(fd, mode, out int offsetAlign, out int memoryAlign), fd, offsetAlign, memoryAlign)
+    {
+    }
+
     private RandomAccessFileDevice(string path, DeviceMode mode, bool opened, SafeFd fd, int offsetAlign, int memoryAlign)
         : base(path, mode, offsetAlign, memoryAlign)
     {
@@ -267,6 +275,19 @@ public sealed partial class RandomAccessFileDevice : RandomAccessDevice
         {
             fd.Dispose();
             throw;
+        }
+
+        return true;
+    }
+
+    private static bool Adopt(SafeFd fd, DeviceMode mode, out int offsetAlign, out int memoryAlign)
+    {
+        ArgumentNullException.ThrowIfNull(fd);
+        offsetAlign = 1;
+        memoryAlign = 1;
+        if ((mode & DeviceMode.Direct) != 0)
+        {
+            QueryDirectAlignment(fd.Fd, out offsetAlign, out memoryAlign);
         }
 
         return true;

@@ -117,25 +117,33 @@ public sealed class ThreadPoolScheduler : IDeviceAccessScheduler
             // nothing, so they travel as one chain (one queue operation per request, not per binding), worked in
             // order by one thread. File bindings are queued one by one so several threads overlap their I/O.
             bool chain = device is MemoryRegionDevice && !cancel;
-            for (int i = 0; i < bindings.Count; i++)
+            if (chain)
             {
-                RandomAccessRequestBinding b = bindings[i];
-                if (cancel)
+                // Link the whole chain first, then publish its head: the enqueue is the release that makes every link
+                // visible to the worker that dequeues it. Enqueuing the head before linking the rest let a running
+                // worker reach a binding whose link was not written yet, read a stale null, and drop (never run, never
+                // notify) the rest of the request: the broker's applier then waited for that group forever (issue 12;
+                // ChainRaceTests pins it).
+                for (int i = 0; i < bindings.Count; i++)
                 {
-                    // A handler rescheduling during shutdown: accepted, but reported as cancelled.
-                    b.TryRequestCancel();
+                    bindings[i].NextInChain = i + 1 < bindings.Count ? bindings[i + 1] : null;
                 }
 
-                if (chain)
+                _queue.Enqueue(bindings[0]);
+            }
+            else
+            {
+                for (int i = 0; i < bindings.Count; i++)
                 {
-                    b.NextInChain = i + 1 < bindings.Count ? bindings[i + 1] : null;
-                    if (i > 0)
+                    RandomAccessRequestBinding b = bindings[i];
+                    if (cancel)
                     {
-                        continue;
+                        // A handler rescheduling during shutdown: accepted, but reported as cancelled.
+                        b.TryRequestCancel();
                     }
-                }
 
-                _queue.Enqueue(b);
+                    _queue.Enqueue(b);
+                }
             }
         }
         finally

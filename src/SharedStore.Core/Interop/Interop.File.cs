@@ -41,10 +41,14 @@ internal static partial class Interop
         {
             [FieldOffset(0)] public uint stx_mask;
             [FieldOffset(4)] public uint stx_blksize;
+            [FieldOffset(16)] public uint stx_nlink;
             [FieldOffset(20)] public uint stx_uid;
             [FieldOffset(24)] public uint stx_gid;
             [FieldOffset(28)] public ushort stx_mode;
+            [FieldOffset(32)] public ulong stx_ino;
             [FieldOffset(40)] public ulong stx_size;
+            [FieldOffset(136)] public uint stx_dev_major;
+            [FieldOffset(140)] public uint stx_dev_minor;
             [FieldOffset(152)] public uint stx_dio_mem_align;
             [FieldOffset(156)] public uint stx_dio_offset_align;
         }

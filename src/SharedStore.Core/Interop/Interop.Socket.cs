@@ -15,12 +15,27 @@ internal static partial class Interop
         internal const int SO_PEERGROUPS = 59;
         internal const int SO_SNDBUF = 7;
         internal const int SO_RCVBUF = 8;
+        internal const int SO_RCVTIMEO = 20;
+        internal const int SO_SNDTIMEO = 21;
+
+        /// <summary>struct timeval (x86-64 / arm64: two longs).</summary>
+        internal struct Timeval
+        {
+            public long tv_sec;
+            public long tv_usec;
+        }
         internal const int SCM_RIGHTS = 1;
         internal const int MSG_NOSIGNAL = 0x4000;
         internal const int MSG_CMSG_CLOEXEC = 0x40000000;
         internal const int MSG_TRUNC = 0x20;
+        internal const int MSG_PEEK = 0x2;
+        internal const int MSG_DONTWAIT = 0x40;
         internal const int MSG_CTRUNC = 0x08;
         internal const int SHUT_RDWR = 2;
+
+        internal const int EMSGSIZE = 90;
+        internal const int ENOBUFS = 105;
+        internal const int ENOTCONN = 107;
 
         /// <summary>struct sockaddr_un: sun_family then a 108-byte path.</summary>
         [StructLayout(LayoutKind.Sequential)]
@@ -96,6 +111,9 @@ internal static partial class Interop
 
         [LibraryImport(Name, SetLastError = true)]
         internal static partial int setsockopt(int fd, int level, int name, void* value, uint len);
+
+        [LibraryImport(Name, SetLastError = true)]
+        internal static partial nint recv(int fd, void* buf, nuint len, int flags);
 
         /// <summary>Fills a sockaddr_un; throws ArgumentException when the path does not fit (108 bytes with NUL).</summary>
         internal static uint MakeSockaddr(string path, out SockaddrUn addr)

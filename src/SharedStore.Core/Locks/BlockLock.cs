@@ -57,6 +57,46 @@ internal enum LockStatus
 /// separate bookkeeping, and the broker's recovery (<see cref="ScrubSlot"/>) needs no log: it clears byte s, O if it
 /// names s (marking the block torn if O was active), and bit s of W, then wakes sleepers. A dead sleeper leaves at
 /// most bit 0 of Seq set, which costs one spurious wake.</para>
+/// <para><b>Repair of forged state</b> (<see cref="ClearUnowned"/>). Every member maps the records read-write, so a
+/// member can write any word, e.g. name a slot nobody holds in O: every later writer and reader of the block would
+/// wait forever. The broker therefore clears, from a record, everything attributed to a slot that has no live member:
+/// reader bytes (lowered to 0), an O whose slot field names no member (or no slot at all), W bits. It does so for every
+/// record of a container when a member leaves or dies, and for one record when a waiter that has waited
+/// <see cref="LockWaitPolicy.RepairAfterTicks"/> (250 ms) asks (<see cref="ILockRepairRequester"/>, the wire's
+/// lock_check). The broker's own slot 63 has no member; for it the broker's ledger of what its threads really hold
+/// stands in (the broker's BrokerSlotLedger: reads counted before their CAS, the O claim and release made under the
+/// ledger's gate with an owned flag in the same critical section, W bit 63 set and cleared under that gate with the
+/// process-local waiter count).</para>
+/// <para><i>Why this cannot break mutual exclusion among live members.</i> Exclusion is the two Dekker handshakes
+/// above, and each is between words a live member wrote itself: its own byte, and O holding its own slot. The repair
+/// changes only words attributed to slots outside the live set, with a CAS (or an atomic And of exactly those W bits)
+/// from the value it judged, so no live member's byte, W bit or O is ever altered: a live member's concurrent change of
+/// its own byte in the same word fails the CAS and the word is judged again, and if O changed after it was read (even
+/// back to the same memberless value and then to a live writer's slot) the CAS from the judged value fails unless the
+/// word still holds exactly that memberless value, which no live member writes. Lowering a memberless byte can only let
+/// a writer drain sooner, never past a live reader (those bytes are untouched); clearing a memberless O can only let a
+/// live writer's CAS 0 → s+1 succeed, and no live process believes it holds that O; clearing a memberless W bit only
+/// lets new readers in (writer priority, not exclusion). For slot 63 the same holds because the ledger's gate makes the
+/// judgement and the broker's own claims mutually exclusive: while it is held no broker thread can raise its read
+/// count, claim O or change W bit 63, so what is cleared is held by no broker thread (a broker read's tentative
+/// increment is already counted, so the byte is never lowered below it).</para>
+/// <para><i>Races with a slot being reassigned.</i> Slots are given to members under the broker's state lock, and the
+/// whole judgement runs under it, so the set of live slots cannot change while a record is judged: a member that joins
+/// afterwards starts from a record in which its slot is clean: before a free slot is given to a member, the broker
+/// clears that slot's words in every record of the container (a ClearUnowned with every other slot trusted), so a
+/// forgery made while the slot was free is never inherited as the new member's own, unrepairable, hold. A slot whose
+/// member left is memberless from that moment; a word its former process writes later, through a mapping it kept, is
+/// a forgery like any other. A thread still inside a lock call while its process leaves the container (misuse: leave
+/// must not race with calls on the same handle) may lose its hold to the repair, as it always could to the leave's own
+/// scrub.</para>
+/// <para><i>What it cannot repair.</i> A word naming a live member's slot (the forger's own, or another member's) is
+/// indistinguishable from that member's real hold and stays until the member leaves or dies; an O with junk bits but a
+/// live slot field likewise. A forger that rewrites a word in a loop re-wedges the block after every repair (each
+/// waiter still asks every 250 ms, so it gets in only when it wins a race). A forger that overwrites a live member's
+/// word (lowers its byte, replaces its O) breaks exclusion for that member by itself: writing 0 does it without any
+/// repair, so the repair gives a forger nothing it did not have. Flags and Seq are not repaired: a forged Torn or Dirty
+/// mark misleads readers and write-back but blocks no one, and a forged Seq costs sleepers at most one 50 ms slice
+/// per hand-off.</para>
 /// </summary>
 internal static unsafe class BlockLock
 {
@@ -199,14 +239,24 @@ internal static unsafe class BlockLock
     /// count of this process's threads waiting on the block (<paramref name="localWaiters"/>), which decides when the
     /// slot's Waiting bit is set and cleared. On any outcome but Acquired nothing is held.
     /// </summary>
-    public static LockStatus AcquireWrite(BlockLockRecord* rec, int slot, object waitGate, ref int localWaiters, ref LockWait wait)
+    public static LockStatus AcquireWrite(BlockLockRecord* rec, int slot, object waitGate, ref int localWaiters, ref LockWait wait) =>
+        AcquireWrite(rec, slot, waitGate, ref localWaiters, ref wait, ref Unsafe.NullRef<int>());
+
+    /// <summary>
+    /// <see cref="AcquireWrite(BlockLockRecord*, int, object, ref int, ref LockWait)"/> for the broker's own slot: every
+    /// ownership CAS runs under <paramref name="waitGate"/> and, when it succeeds, sets <paramref name="owned"/> to 1
+    /// in the same critical section, so a repair that holds the gate knows whether an Owner word naming the slot is
+    /// really held (see "Repair" in the class comment). The caller clears <paramref name="owned"/> after the release
+    /// (or after this returns anything but Acquired). A null reference: no record (members' slots).
+    /// </summary>
+    public static LockStatus AcquireWrite(BlockLockRecord* rec, int slot, object waitGate, ref int localWaiters, ref LockWait wait, ref int owned)
     {
         uint me = (uint)slot + 1;
 
         // Step 1, fast path: uncontended ownership is one CAS.
-        if (Interlocked.CompareExchange(ref rec->Owner, me, 0) != 0)
+        if (!TryClaimOwner(rec, me, waitGate, ref owned))
         {
-            LockStatus s = WaitForOwnership(rec, slot, me, waitGate, ref localWaiters, ref wait);
+            LockStatus s = WaitForOwnership(rec, slot, me, waitGate, ref localWaiters, ref wait, ref owned);
             if (s != LockStatus.Acquired)
             {
                 return s;
@@ -224,7 +274,7 @@ internal static unsafe class BlockLock
                 LockStatus s = wait.WaitFor(rec, &NoReaders, slot);
                 if (s != LockStatus.Acquired)
                 {
-                    Interlocked.Exchange(ref rec->Owner, 0);
+                    DropOwner(rec, waitGate, ref owned);
                     WakeIfSleepers(rec);
                     return s;
                 }
@@ -241,7 +291,29 @@ internal static unsafe class BlockLock
         }
     }
 
-    private static LockStatus WaitForOwnership(BlockLockRecord* rec, int slot, uint me, object waitGate, ref int localWaiters, ref LockWait wait)
+    /// <summary>The Owner CAS 0 → <paramref name="me"/>; recorded in <paramref name="owned"/> under the gate when the
+    /// caller keeps such a record (the broker's slot).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryClaimOwner(BlockLockRecord* rec, uint me, object waitGate, ref int owned)
+    {
+        if (Unsafe.IsNullRef(ref owned))
+        {
+            return Interlocked.CompareExchange(ref rec->Owner, me, 0) == 0;
+        }
+
+        lock (waitGate)
+        {
+            if (Interlocked.CompareExchange(ref rec->Owner, me, 0) != 0)
+            {
+                return false;
+            }
+
+            owned = 1;
+            return true;
+        }
+    }
+
+    private static LockStatus WaitForOwnership(BlockLockRecord* rec, int slot, uint me, object waitGate, ref int localWaiters, ref LockWait wait, ref int owned)
     {
         ulong bit = 1UL << slot;
         lock (waitGate)
@@ -255,7 +327,7 @@ internal static unsafe class BlockLock
 
         try
         {
-            while (Interlocked.CompareExchange(ref rec->Owner, me, 0) != 0)
+            while (!TryClaimOwner(rec, me, waitGate, ref owned))
             {
                 LockStatus s = wait.WaitFor(rec, &OwnerFree, slot);
                 if (s != LockStatus.Acquired)
@@ -289,7 +361,14 @@ internal static unsafe class BlockLock
     /// <summary>Releases a write. <paramref name="wroteWholeBlock"/> clears the torn mark first;
     /// <paramref name="markDirty"/> (durable containers) records the change for write-back while the write is still
     /// held, so a write-back that read-locks the block afterwards sees it.</summary>
-    public static void ReleaseWrite(BlockLockRecord* rec, bool wroteWholeBlock, bool markDirty = false)
+    public static void ReleaseWrite(BlockLockRecord* rec, bool wroteWholeBlock, bool markDirty = false) =>
+        ReleaseWrite(rec, wroteWholeBlock, markDirty, null!, ref Unsafe.NullRef<int>());
+
+    /// <summary>Releases a write taken with the recorded <see cref="AcquireWrite(BlockLockRecord*, int, object, ref int, ref LockWait, ref int)"/>:
+    /// the Owner store and the reset of <paramref name="owned"/> are one critical section under
+    /// <paramref name="waitGate"/>, so another thread of the same slot can never claim the block between them and then
+    /// be recorded as not owning it.</summary>
+    public static void ReleaseWrite(BlockLockRecord* rec, bool wroteWholeBlock, bool markDirty, object waitGate, ref int owned)
     {
         if (markDirty)
         {
@@ -302,8 +381,24 @@ internal static unsafe class BlockLock
         }
 
         // Locked RMW before reading Seq (no lost wake-up).
-        Interlocked.Exchange(ref rec->Owner, 0);
+        DropOwner(rec, waitGate, ref owned);
         WakeIfSleepers(rec);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DropOwner(BlockLockRecord* rec, object waitGate, ref int owned)
+    {
+        if (Unsafe.IsNullRef(ref owned))
+        {
+            Interlocked.Exchange(ref rec->Owner, 0);
+            return;
+        }
+
+        lock (waitGate)
+        {
+            Interlocked.Exchange(ref rec->Owner, 0);
+            owned = 0;
+        }
     }
 
     /// <summary>Marks the block torn (its writer stopped mid-write); only a whole-block write clears it. Call while
@@ -407,6 +502,171 @@ internal static unsafe class BlockLock
         WakeAllSleepers(rec);
 
         return result;
+    }
+
+    /// <summary>Whether the record has anything set for <paramref name="slot"/>: a read, an Owner naming it, its
+    /// Waiting bit. A racy look (for skipping work), not a judgement.</summary>
+    public static bool NamesSlot(BlockLockRecord* rec, int slot) =>
+        ReadHolds(rec, slot) != 0
+        || (Volatile.Read(ref rec->Owner) & BlockLockDescriptor.OwnerSlotMask) == (uint)slot + 1
+        || (Volatile.Read(ref rec->Waiting) & (1UL << slot)) != 0;
+
+    /// <summary>Most CAS attempts on one word per call: a member flipping a word in a loop must not keep the broker
+    /// (which calls this under its state lock) spinning. A word left unrepaired is repaired by the next check.</summary>
+    private const int MaxRepairAttempts = 64;
+
+    /// <summary>
+    /// The repair of "Repair" in the class comment: lowers every reader byte above what its slot may hold (0 for a slot
+    /// with no live member), clears an Owner that names no slot that may own, and clears the Waiting bits of slots
+    /// that may not wait, each with a CAS or an atomic And from the value judged, so that no live member's word is
+    /// touched; marks the block torn if it clears an active Owner (like <see cref="ScrubSlot"/>); wakes sleepers if
+    /// it changed anything. The caller must hold what makes <paramref name="claims"/> true while this runs: the
+    /// broker's state lock (no slot gains a member) and the broker slot's ledger gate (no broker thread claims).
+    /// </summary>
+    public static RepairResult ClearUnowned(BlockLockRecord* rec, in SlotClaims claims)
+    {
+        var result = default(RepairResult);
+        ulong* words = (ulong*)rec;
+        for (int w = 0; w < BlockLockDescriptor.ReaderWords; w++)
+        {
+            for (int attempt = 0; attempt < MaxRepairAttempts; attempt++)
+            {
+                ulong old = Volatile.Read(ref words[w]);
+                ulong next = old;
+                ulong lowered = 0;
+                for (int i = 0; i < 8 && (old >> (i << 3)) != 0; i++)
+                {
+                    int slot = (w << 3) | i;
+                    int shift = i << 3;
+                    uint count = (uint)(old >> shift) & 0xFF;
+                    uint may = claims.MayRead(slot);
+                    if (count > may)
+                    {
+                        next = (next & ~(0xFFUL << shift)) | ((ulong)may << shift);
+                        lowered |= 1UL << slot;
+                    }
+                }
+
+                // CAS from the word judged: a live member's concurrent change of its own byte fails the CAS, and
+                // the word is judged again (its byte is never changed by this).
+                if (lowered == 0 || Interlocked.CompareExchange(ref words[w], next, old) == old)
+                {
+                    result.ReaderSlots |= lowered;
+                    break;
+                }
+            }
+        }
+
+        uint owner = Volatile.Read(ref rec->Owner);
+        if (owner != 0 && !claims.MayOwn(owner) && Interlocked.CompareExchange(ref rec->Owner, 0, owner) == owner)
+        {
+            // From the value judged only: if the word changed meanwhile (a live writer's CAS after a forger's own
+            // reset, say), it is not this value and is left alone.
+            if ((owner & BlockLockDescriptor.OwnerActiveBit) != 0)
+            {
+                // Claimed active by no live writer: whoever claimed it may have written part of the block.
+                Interlocked.Or(ref rec->Flags, BlockLockDescriptor.FlagTorn | BlockLockDescriptor.FlagDirty);
+            }
+
+            result.Owner = owner;
+        }
+
+        ulong mayWait = claims.MayWait;
+        if ((Volatile.Read(ref rec->Waiting) & ~mayWait) != 0)
+        {
+            // One atomic And: it clears exactly the bits no live slot may own and leaves every other bit as it is.
+            result.WaitingSlots = Interlocked.And(ref rec->Waiting, mayWait) & ~mayWait;
+        }
+
+        if (result.Any)
+        {
+            WakeAllSleepers(rec);
+        }
+
+        return result;
+    }
+}
+
+/// <summary>What may stay set in a record that <see cref="BlockLock.ClearUnowned"/> checks: everything of the live
+/// member slots, and of the broker's own slot exactly what the broker's threads may hold now.</summary>
+internal readonly struct SlotClaims
+{
+    /// <summary>Bit s: slot s has a live member; its reader byte, an Owner naming it and its Waiting bit are left as
+    /// they are (the broker cannot tell its own words from forged ones). Bit 63 set: the broker slot is trusted too.</summary>
+    public ulong LiveSlots { get; init; }
+
+    /// <summary>Read holds the broker's threads may have on the block: those acquiring or holding one. The broker
+    /// slot's byte is lowered to this.</summary>
+    public int BrokerReads { get; init; }
+
+    /// <summary>A broker thread has claimed Owner (pending or active).</summary>
+    public bool BrokerOwns { get; init; }
+
+    /// <summary>A broker thread waits to become owner (the broker slot's Waiting bit is its own).</summary>
+    public bool BrokerWaits { get; init; }
+
+    internal uint MayRead(int slot) =>
+        (LiveSlots & (1UL << slot)) != 0 ? BlockLockDescriptor.MaxHoldsPerSlot
+        : slot == BlockLockDescriptor.BrokerSlot ? (uint)Math.Min(BrokerReads, BlockLockDescriptor.MaxHoldsPerSlot)
+        : 0;
+
+    internal bool MayOwn(uint owner)
+    {
+        uint field = owner & BlockLockDescriptor.OwnerSlotMask;
+        if (field == 0 || field > BlockLockDescriptor.MaxSlots)
+        {
+            return false; // names no slot at all
+        }
+
+        int slot = (int)field - 1;
+        return (LiveSlots & (1UL << slot)) != 0 || (slot == BlockLockDescriptor.BrokerSlot && BrokerOwns);
+    }
+
+    internal ulong MayWait => LiveSlots | (BrokerWaits ? 1UL << BlockLockDescriptor.BrokerSlot : 0);
+}
+
+/// <summary>What <see cref="BlockLock.ClearUnowned"/> cleared from one record.</summary>
+internal struct RepairResult
+{
+    /// <summary>Bit s: slot s's reader byte was lowered (to 0, or for the broker slot to what it may hold).</summary>
+    public ulong ReaderSlots;
+
+    /// <summary>The Owner value cleared, or 0.</summary>
+    public uint Owner;
+
+    /// <summary>Bit s: slot s's Waiting bit was cleared.</summary>
+    public ulong WaitingSlots;
+
+    public readonly bool Any => ReaderSlots != 0 || Owner != 0 || WaitingSlots != 0;
+
+    /// <summary>Adds another result (of another record) for a summary.</summary>
+    public void Add(in RepairResult other)
+    {
+        ReaderSlots |= other.ReaderSlots;
+        Owner |= other.Owner;
+        WaitingSlots |= other.WaitingSlots;
+    }
+
+    public override readonly string ToString() =>
+        $"reader slots {Slots(ReaderSlots)}, owner {(Owner == 0 ? "-" : $"0x{Owner:x8}")}, waiting slots {Slots(WaitingSlots)}";
+
+    private static string Slots(ulong mask)
+    {
+        if (mask == 0)
+        {
+            return "-";
+        }
+
+        var list = new List<int>();
+        for (int s = 0; mask != 0; s++, mask >>= 1)
+        {
+            if ((mask & 1) != 0)
+            {
+                list.Add(s);
+            }
+        }
+
+        return string.Join(',', list);
     }
 }
 

@@ -21,6 +21,28 @@ internal sealed class LockWaitPolicy
 
     /// <summary>Set when the broker connection is lost: every waiter gives up with BrokerLost within one slice.</summary>
     public volatile bool BrokerLost;
+
+    /// <summary>How long a waiter waits on one block before it asks the broker to check the block's lock record
+    /// (<see cref="ILockRepairRequester"/>), and again after every further such interval: 250 ms. This is the bound
+    /// on how long a word naming a slot with no live member (a forgery, docs/ARCHITECTURE.md §2) can keep a waiter
+    /// out. Healthy hand-offs take microseconds (a futex wake here ~22 µs, a 64 MiB write ~5–15 ms, a write-back
+    /// batch ~1 ms), so only waits on application-length holds ever ask, each costing the broker one record check.
+    /// Longer would leave a wedged caller waiting longer; much shorter would turn ordinary long holds into a stream
+    /// of checks.</summary>
+    public static readonly long DefaultRepairAfterTicks = Stopwatch.Frequency / 4;
+
+    /// <summary>See <see cref="DefaultRepairAfterTicks"/>; tests may change it.</summary>
+    public long RepairAfterTicks { get; init; } = DefaultRepairAfterTicks;
+}
+
+/// <summary>Who a lock waiter asks to check a block it has waited on for <see cref="LockWaitPolicy.RepairAfterTicks"/>:
+/// a client asks its broker over the socket (a <c>lock_check</c> request, answered without waiting), the broker's own
+/// threads call the check directly. The check clears what belongs to no live member and wakes sleepers
+/// (<see cref="BlockLock.ClearUnowned"/>); the waiter then re-checks its condition as after any wake.</summary>
+internal unsafe interface ILockRepairRequester
+{
+    /// <summary>Asks for <paramref name="rec"/> to be checked. Must not block for long and must not throw.</summary>
+    void RequestCheck(BlockLockRecord* rec);
 }
 
 /// <summary>The budget of one blocking call: a deadline, a token and the client's policy. Passed by ref so the
@@ -31,16 +53,27 @@ internal unsafe struct LockWait
     private readonly CancellationToken _token;
     private readonly LockWaitPolicy _policy;
     private long _deadline; // 0 until the first wait: the uncontended path never reads the clock
+    private readonly ILockRepairRequester? _repair;
+    private BlockLockRecord* _repairRecord; // the record the current repair clock runs for
+    private long _repairDue;                // when the waiter next asks for _repairRecord to be checked
     private static readonly long s_maxSliceTicks = LockWaitPolicy.MaxSleepSliceNs * Stopwatch.Frequency / 1_000_000_000;
 
-    public LockWait(LockWaitPolicy policy, TimeSpan timeout, CancellationToken token)
+    /// <param name="policy">The client's wait policy.</param>
+    /// <param name="timeout">The whole call's budget.</param>
+    /// <param name="token">Cancels the wait.</param>
+    /// <param name="repair">Asked to check a block this wait has waited on for
+    /// <see cref="LockWaitPolicy.RepairAfterTicks"/>; null: never ask.</param>
+    public LockWait(LockWaitPolicy policy, TimeSpan timeout, CancellationToken token, ILockRepairRequester? repair = null)
     {
         _policy = policy;
         _token = token;
+        _repair = repair;
         _timeoutTicks = timeout == Timeout.InfiniteTimeSpan || timeout == TimeSpan.MaxValue
             ? long.MaxValue
             : Math.Max(0, (long)(timeout.TotalSeconds * Stopwatch.Frequency));
         _deadline = 0;
+        _repairRecord = null;
+        _repairDue = 0;
     }
 
     /// <summary>Spins, then sleeps on the record's Seq futex until <paramref name="ready"/> holds or the budget ends.</summary>
@@ -50,6 +83,14 @@ internal unsafe struct LockWait
         if (_deadline == 0)
         {
             _deadline = _timeoutTicks == long.MaxValue ? long.MaxValue : now + _timeoutTicks;
+        }
+
+        if (rec != _repairRecord)
+        {
+            // The repair clock runs per record, and across the several WaitFor calls one acquisition may make on it
+            // (a Dekker back-out retries): a word that keeps a waiter out for the whole interval is checked.
+            _repairRecord = rec;
+            _repairDue = now + _policy.RepairAfterTicks;
         }
 
         long spinUntil = now + _policy.SpinTicks;
@@ -102,6 +143,24 @@ internal unsafe struct LockWait
             if (budget != LockStatus.Acquired)
             {
                 return budget;
+            }
+
+            if (_repair is not null)
+            {
+                long left = _repairDue - Stopwatch.GetTimestamp();
+                if (left <= 0)
+                {
+                    // Waited long enough on this block: ask for a check, then look again (the check wakes sleepers
+                    // when it clears anything; asking is rate-limited by this clock and by the broker).
+                    _repair.RequestCheck(rec);
+                    _repairDue = Stopwatch.GetTimestamp() + _policy.RepairAfterTicks;
+                    continue;
+                }
+
+                if (left < s_maxSliceTicks)
+                {
+                    sliceNs = Math.Min(sliceNs, Math.Max(1000, left * 1_000_000_000 / Stopwatch.Frequency)); // wake up when due
+                }
             }
 
             Interop.Libc.FutexWait(&rec->Seq, v, sliceNs);

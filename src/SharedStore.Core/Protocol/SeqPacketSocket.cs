@@ -124,6 +124,10 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
         _ = Interop.Libc.setsockopt(fd, Interop.Libc.SOL_SOCKET, Interop.Libc.SO_SNDBUF, &size, sizeof(int));
     }
 
+    /// <summary>Sets SO_SNDBUF (the kernel doubles the value and caps it at net.core.wmem_max). Test hook of the broker.</summary>
+    public void SetSendBuffer(int bytes) =>
+        _ = Interop.Libc.setsockopt(_fd.Fd, Interop.Libc.SOL_SOCKET, Interop.Libc.SO_SNDBUF, &bytes, sizeof(int));
+
     public PeerCredentials GetPeerCredentials()
     {
         Interop.Libc.Ucred cred;
@@ -161,9 +165,16 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
         return new PeerCredentials(cred.pid, cred.uid, cred.gid, groups);
     }
 
-    /// <summary>Sends one message with optional descriptors. Thread-safe. Returns false when the peer is gone.</summary>
-    public bool Send(ReadOnlySpan<byte> message, ReadOnlySpan<int> fds = default)
+    /// <summary>Sends one message with optional descriptors. Thread-safe. Returns false when the peer is gone (or the
+    /// message could not be sent; <see cref="TrySend"/> says why).</summary>
+    public bool Send(ReadOnlySpan<byte> message, ReadOnlySpan<int> fds = default) => TrySend(message, fds, out _);
+
+    /// <summary>Sends one message with optional descriptors. Thread-safe. False with the errno when the kernel refused
+    /// it: EPIPE/ECONNRESET when the peer is gone, EBADF after shutdown, EMSGSIZE when the message exceeds the send
+    /// buffer, ENOBUFS/ENOMEM when the kernel is short of memory.</summary>
+    public bool TrySend(ReadOnlySpan<byte> message, ReadOnlySpan<int> fds, out int errno)
     {
+        errno = 0;
         int controlLen = fds.Length == 0 ? 0 : CmsgSpace(fds.Length * sizeof(int));
         byte* control = stackalloc byte[Math.Max(controlLen, 1)];
         fixed (byte* data = message)
@@ -202,17 +213,18 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
                             return true;
                         }
 
-                        int errno = Interop.Libc.LastErrno;
+                        errno = Interop.Libc.LastErrno;
                         if (errno == Interop.Libc.EINTR)
                         {
                             continue;
                         }
 
-                        return false; // EPIPE, ECONNRESET, EBADF after shutdown: the peer is gone
+                        return false;
                     }
                 }
                 catch (ObjectDisposedException)
                 {
+                    errno = Interop.Libc.EBADF;
                     return false;
                 }
                 finally
@@ -306,6 +318,28 @@ internal sealed unsafe class SeqPacketSocket : IDisposable
 
             return (int)r;
         }
+    }
+
+    /// <summary>Whether the peer has closed the connection (a non-blocking peek reads end of file). For tests and tools.</summary>
+    public bool PeerClosed()
+    {
+        byte b;
+        nint r = Interop.Libc.recv(_fd.Fd, &b, 1, Interop.Libc.MSG_PEEK | Interop.Libc.MSG_DONTWAIT);
+        return r == 0 || (r < 0 && Interop.Libc.LastErrno is not (Interop.Libc.EAGAIN or Interop.Libc.EINTR));
+    }
+
+    /// <summary>How long a Receive may block before it fails (-1, as for a broken connection); zero: for ever.</summary>
+    public void SetReceiveTimeout(TimeSpan timeout) => SetTimeout(Interop.Libc.SO_RCVTIMEO, timeout);
+
+    /// <summary>How long a Send may wait for room in the peer's buffer before it fails (false, as for a gone peer);
+    /// zero: for ever.</summary>
+    public void SetSendTimeout(TimeSpan timeout) => SetTimeout(Interop.Libc.SO_SNDTIMEO, timeout);
+
+    private void SetTimeout(int option, TimeSpan timeout)
+    {
+        long us = Math.Max(0, (long)timeout.TotalMicroseconds);
+        var tv = new Interop.Libc.Timeval { tv_sec = us / 1_000_000, tv_usec = us % 1_000_000 };
+        _ = Interop.Libc.setsockopt(_fd.Fd, Interop.Libc.SOL_SOCKET, option, &tv, (uint)sizeof(Interop.Libc.Timeval));
     }
 
     /// <summary>Wakes a thread blocked in Receive or Accept on this socket (they return EOF / null).</summary>

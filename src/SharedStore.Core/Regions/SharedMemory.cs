@@ -64,10 +64,31 @@ internal sealed unsafe class MappedRegion : SafeHandle
 [SupportedOSPlatform("linux")]
 internal static class Memfd
 {
-    /// <summary>Creates a memfd of <paramref name="length"/> bytes (sparse; nothing reserved yet).</summary>
+    /// <summary>Mode of every memfd the broker makes: owner (the broker's uid) read and write, nobody else anything.</summary>
+    internal const int Mode = Interop.Libc.S_IRUSR | Interop.Libc.S_IWUSR; // 0600
+
+    /// <summary>The seals every memfd carries once sized: its size can never change again, and no seal can be added.</summary>
+    internal const int Seals = Interop.Libc.F_SEAL_SHRINK | Interop.Libc.F_SEAL_GROW | Interop.Libc.F_SEAL_SEAL;
+
+    /// <summary>
+    /// Creates a memfd of <paramref name="length"/> bytes (sparse; nothing reserved yet), made safe to hand to other
+    /// users (docs/ARCHITECTURE.md §2):
+    /// <list type="bullet">
+    /// <item>Mode 0600 (memfd_create makes 0777). Write access is per descriptor: a read-only member gets an
+    /// O_RDONLY one, which can neither be mapped writable nor mprotect-ed to PROT_WRITE. The one way to turn it into a
+    /// writable descriptor is to open the inode again through the /proc/*/fd magic link, and that open is checked
+    /// against the inode's mode and owner: with 0777 anyone could (issue 13, finding 1); with 0600 only the broker's
+    /// uid and root can, both of which may write anyway.</item>
+    /// <item>Sealed against shrinking and growing, and against further seals. Writers (and every member, for the lock
+    /// memfd; the client, for its channel) hold read-write descriptors; without the seals one ftruncate would make
+    /// every mapping of the memfd, the broker's included, fault with SIGBUS. F_SEAL_SEAL then stops a writer from
+    /// adding F_SEAL_FUTURE_WRITE, which would deny every later writer its writable mapping. Seals are per inode,
+    /// so none of the write seals fits memory that writers and readers share at once (§2 says why).</item>
+    /// </list>
+    /// </summary>
     public static SafeFd Create(string name, long length)
     {
-        int fd = Interop.Libc.memfd_create(name, Interop.Libc.MFD_CLOEXEC);
+        int fd = Interop.Libc.memfd_create(name, Interop.Libc.MFD_CLOEXEC | Interop.Libc.MFD_ALLOW_SEALING);
         if (fd < 0)
         {
             int errno = Interop.Libc.LastErrno;
@@ -77,11 +98,25 @@ internal static class Memfd
         }
 
         var handle = new SafeFd(fd);
+        if (Interop.Libc.fchmod(fd, Mode) != 0)
+        {
+            int errno = Interop.Libc.LastErrno;
+            handle.Dispose();
+            throw Interop.Libc.Error("fchmod of a memfd", errno);
+        }
+
         if (Interop.Libc.ftruncate(fd, length) != 0)
         {
             int errno = Interop.Libc.LastErrno;
             handle.Dispose();
             throw new SharedStoreException(ErrorCode.NoResources, $"ftruncate of a memfd to {length} bytes failed: {Interop.Libc.StrError(errno)}");
+        }
+
+        if (Interop.Libc.fcntl(fd, Interop.Libc.F_ADD_SEALS, Seals) != 0)
+        {
+            int errno = Interop.Libc.LastErrno;
+            handle.Dispose();
+            throw Interop.Libc.Error("fcntl(F_ADD_SEALS) of a memfd", errno);
         }
 
         return handle;
@@ -121,7 +156,8 @@ internal static class Memfd
     }
 
     /// <summary>A second, read-only descriptor of the same memfd (through /proc/self/fd): a process that receives only
-    /// this one cannot map the memory writable, so the kernel enforces a creator-only write policy.</summary>
+    /// this one cannot map the memory writable, nor reopen it writable (the memfd's mode is 0600, see
+    /// <see cref="Create"/>), so the kernel enforces a creator-only write policy.</summary>
     public static SafeFd ReopenReadOnly(SafeFd fd)
     {
         int r = Interop.Libc.open($"/proc/self/fd/{fd.Fd}", Interop.Libc.O_RDONLY | Interop.Libc.O_CLOEXEC, 0);

@@ -43,12 +43,16 @@ internal sealed class BrokerProcess : IDisposable
     }
 
     /// <summary>Starts a broker in a new directory and waits until it accepts a connection.</summary>
-    public static BrokerProcess Start(params string[] extraArgs)
+    public static BrokerProcess Start(params string[] extraArgs) => Start(null, extraArgs);
+
+    /// <summary>Starts a broker in a new directory, with extra environment variables (test hooks), and waits until it
+    /// accepts a connection.</summary>
+    public static BrokerProcess Start(IDictionary<string, string>? env, params string[] extraArgs)
     {
         var b = new BrokerProcess(NewDirectory(), ownsDirectory: true);
         try
         {
-            b.Launch(extraArgs);
+            b.Launch(extraArgs, env);
             b.WaitReady();
             return b;
         }

@@ -34,7 +34,23 @@ public abstract class CrossProcessTest
 
     internal BrokerProcess StartBroker(params string[] args) => Track(BrokerProcess.Start(args));
 
+    internal BrokerProcess StartBroker(IDictionary<string, string> env, params string[] args) => Track(BrokerProcess.Start(env, args));
+
     internal ClientProcess StartClient(string name, bool asNobody = false) => Track(ClientProcess.Start(name, asNobody));
+
+    /// <summary>What the tests with a real second user start from: a --system broker (running as root, like the tests)
+    /// and two connected clients, one as root and one as the user nobody (uid/gid 65534, no supplementary groups).
+    /// Ignores the test where this machine cannot run a process as another user.</summary>
+    internal (BrokerProcess Broker, ClientProcess Root, ClientProcess Nobody) StartSystemBrokerWithNobody(string rootName = "root", string nobodyName = "nobody")
+    {
+        if (!ClientProcess.CanRunAsNobody(out string why))
+        {
+            Assert.Ignore($"this test needs a second user: {why}");
+        }
+
+        var broker = StartBroker("--system");
+        return (broker, Connect(broker, rootName), Connect(broker, nobodyName, asNobody: true));
+    }
 
     /// <summary>A client connected to <paramref name="broker"/>.</summary>
     internal ClientProcess Connect(BrokerProcess broker, string name, bool asNobody = false)

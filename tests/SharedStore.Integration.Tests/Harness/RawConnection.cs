@@ -53,6 +53,22 @@ internal sealed class RawConnection : IDisposable
         return request.Id;
     }
 
+    /// <summary>Sends a hand-built frame (<see cref="WireMessage"/>) whose id is <paramref name="id"/> and returns the
+    /// response with that id (other responses in between are skipped).</summary>
+    public Response CallFrame(ulong id, byte[] frame, TimeSpan? timeout = null)
+    {
+        Assert.That(_socket.Send(frame), Is.True, "the broker closed the connection");
+        while (true)
+        {
+            var r = Receive(timeout);
+            Assert.That(r, Is.Not.Null, "the broker closed the connection instead of answering");
+            if (r!.Id == id)
+            {
+                return r;
+            }
+        }
+    }
+
     /// <summary>The next message, or null when the broker closed the connection. Fails the test when nothing arrives
     /// within <paramref name="timeout"/>.</summary>
     public Response? Receive(TimeSpan? timeout = null)

@@ -1,0 +1,358 @@
+using System.Runtime.InteropServices;
+using SharedStore.Native.Handles;
+
+namespace SharedStore.Native.Exports;
+
+/// <summary>C's <c>struct object_attr</c>: the seed's attributes with a <c>size_t</c> size (the seed's <c>int</c>
+/// cannot hold objects of 2 GiB or more).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct ObjectAttrNative
+{
+    public nuint Size;
+    public void* Data;
+}
+
+/// <summary>C's <c>struct object_info</c>: <see cref="ObjectAttrNative"/> plus what a binding needs to know.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct ObjectInfoNative
+{
+    public nuint Size;
+    public void* Data;
+    public nuint BlockSize;
+    public int Writable;
+}
+
+/// <summary>object_create, object_join, object_leave, object_destroy, object_getattr, object_write, object_get and
+/// object_put. Calls on an object id take a use of it (<see cref="Handle"/>) for their duration; a lease keeps its
+/// use until object_put, so leaving an object or its container while a lease is out is refused (Busy) instead of
+/// unmapping memory under the caller's pointer.</summary>
+internal static unsafe class ObjectExports
+{
+    [UnmanagedCallersOnly(EntryPoint = "object_create")]
+    public static int Create(int containerId, sbyte* name, nuint size) => OpenCore(containerId, name, size, create: true);
+
+    [UnmanagedCallersOnly(EntryPoint = "object_join")]
+    public static int Join(int containerId, sbyte* name) => OpenCore(containerId, name, 0, create: false);
+
+    [UnmanagedCallersOnly(EntryPoint = "object_leave")]
+    public static int Leave(int objectId) => CloseCore(objectId, destroy: false, System.Threading.Timeout.InfiniteTimeSpan);
+
+    [UnmanagedCallersOnly(EntryPoint = "object_destroy")]
+    public static int Destroy(int objectId) => CloseCore(objectId, destroy: true, System.Threading.Timeout.InfiniteTimeSpan);
+
+    [UnmanagedCallersOnly(EntryPoint = "object_destroy_timed")]
+    public static int DestroyTimed(int objectId, int timeoutMs) => CloseCore(objectId, destroy: true, Calls.Timeout(timeoutMs));
+
+    [UnmanagedCallersOnly(EntryPoint = "object_getattr")]
+    public static int GetAttr(int objectId, ObjectAttrNative* attr)
+    {
+        if (attr is null)
+        {
+            return Calls.Invalid("object_getattr: attr is NULL");
+        }
+
+        var h = Calls.Objects.Enter(objectId);
+        if (h is null)
+        {
+            return Calls.NotFound("object", objectId);
+        }
+
+        try
+        {
+            var a = h.Object.GetAttributes();
+            attr->Size = (nuint)a.Size;
+            attr->Data = (void*)a.DataAddress;
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return Errors.From(e, ErrorCode.NotFound);
+        }
+        finally
+        {
+            h.Exit();
+        }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "object_getinfo")]
+    public static int GetInfo(int objectId, ObjectInfoNative* info)
+    {
+        if (info is null)
+        {
+            return Calls.Invalid("object_getinfo: info is NULL");
+        }
+
+        var h = Calls.Objects.Enter(objectId);
+        if (h is null)
+        {
+            return Calls.NotFound("object", objectId);
+        }
+
+        try
+        {
+            var a = h.Object.GetAttributes();
+            info->Size = (nuint)a.Size;
+            info->Data = (void*)a.DataAddress;
+            info->BlockSize = (nuint)h.Container.Container.BlockSize;
+            info->Writable = h.Container.Container.CanWrite ? 1 : 0;
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return Errors.From(e, ErrorCode.NotFound);
+        }
+        finally
+        {
+            h.Exit();
+        }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "object_write")]
+    public static int Write(int objectId, nuint offset, byte* buf, nuint size) =>
+        WriteCore(objectId, offset, buf, size, System.Threading.Timeout.InfiniteTimeSpan);
+
+    [UnmanagedCallersOnly(EntryPoint = "object_write_timed")]
+    public static int WriteTimed(int objectId, nuint offset, byte* buf, nuint size, int timeoutMs) =>
+        WriteCore(objectId, offset, buf, size, Calls.Timeout(timeoutMs));
+
+    [UnmanagedCallersOnly(EntryPoint = "object_get")]
+    public static int Get(int objectId, nuint offset, nuint size, byte** buf) =>
+        GetCore(objectId, offset, size, buf, System.Threading.Timeout.InfiniteTimeSpan);
+
+    [UnmanagedCallersOnly(EntryPoint = "object_get_timed")]
+    public static int GetTimed(int objectId, nuint offset, nuint size, byte** buf, int timeoutMs) =>
+        GetCore(objectId, offset, size, buf, Calls.Timeout(timeoutMs));
+
+    /// <summary>object_put: ends the lease of an object_get. The slot is claimed with one CAS, so two threads putting
+    /// the same id cannot both release it, and a stale id (already put; its slot's generation moved on) is NotFound.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "object_put")]
+    public static int Put(int operationId)
+    {
+        try
+        {
+            if (!OperationTable.TryClaim(operationId, out var slot))
+            {
+                return Errors.Fail(ErrorCode.NotFound, $"object_put: {operationId} is not a lease this process holds (never got, or already put)");
+            }
+
+            if (slot.Kind != OperationKind.Lease)
+            {
+                OperationTable.Publish(slot); // put back untouched: it is an asynchronous operation
+                return Calls.Invalid($"object_put: {operationId} is an asynchronous operation; end it with object_return");
+            }
+
+            var lease = slot.Lease;
+            var owner = slot.Owner!;
+            OperationTable.Return(slot);
+            try
+            {
+                lease.Dispose();
+            }
+            finally
+            {
+                owner.Exit(); // the lease's use of its object
+            }
+
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return Errors.From(e);
+        }
+    }
+
+    private static int OpenCore(int containerId, sbyte* namePtr, nuint size, bool create)
+    {
+        var ch = Calls.Containers.Enter(containerId);
+        if (ch is null)
+        {
+            return Calls.NotFound("container", containerId);
+        }
+
+        try
+        {
+            string? name = Calls.Name(namePtr);
+            if (string.IsNullOrEmpty(name))
+            {
+                return Calls.Invalid("the object name is NULL or empty");
+            }
+
+            if (ch.Connection.Client.IsBrokerLost)
+            {
+                return Calls.BrokerLost();
+            }
+
+            SharedObject obj;
+            if (create)
+            {
+                if (!Calls.ToLong(size, out long n) || n == 0)
+                {
+                    return Calls.Invalid($"object_create: size {size} is 0 or too large");
+                }
+
+                obj = ch.Container.CreateObject(name, n);
+            }
+            else
+            {
+                obj = ch.Container.JoinObject(name);
+            }
+
+            var oh = new ObjectHandle(obj, ch);
+            if (!Calls.Objects.TryAdd(oh))
+            {
+                obj.Leave();
+                return Errors.Fail(ErrorCode.NoResources, $"this process has {HandleId.Capacity} object ids open");
+            }
+
+            ch.Add(oh);
+            return oh.Id;
+        }
+        catch (Exception e)
+        {
+            return Errors.From(e);
+        }
+        finally
+        {
+            ch.Exit();
+        }
+    }
+
+    private static int CloseCore(int objectId, bool destroy, TimeSpan timeout)
+    {
+        try
+        {
+            var h = Calls.Objects.Find(objectId);
+            if (h is null)
+            {
+                return Calls.NotFound("object", objectId);
+            }
+
+            if (!h.TryClose() && !(Calls.ReleaseFinishedReads([h]) && h.TryClose()))
+            {
+                return Errors.Fail(ErrorCode.Busy, $"object {objectId} is in use by this process (a lease not put, an asynchronous read, or a call in progress)");
+            }
+
+            try
+            {
+                if (destroy)
+                {
+                    if (h.BrokerLost)
+                    {
+                        h.Reopen();
+                        return Calls.BrokerLost();
+                    }
+
+                    h.Object.Destroy(timeout);
+                }
+                else
+                {
+                    h.Object.Leave();
+                }
+            }
+            catch (Exception e)
+            {
+                h.Reopen();
+                return Errors.From(e);
+            }
+
+            Calls.Forget([h]);
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return Errors.From(e);
+        }
+    }
+
+    private static int WriteCore(int objectId, nuint offset, byte* buf, nuint size, TimeSpan timeout)
+    {
+        var h = Calls.Objects.Enter(objectId);
+        if (h is null)
+        {
+            return Calls.NotFound("object", objectId);
+        }
+
+        try
+        {
+            int rc = Calls.CheckTransfer("object_write", h, offset, buf, size, out long off);
+            if (rc != 0)
+            {
+                return rc;
+            }
+
+            h.Object.Write(off, new ReadOnlySpan<byte>(buf, (int)size), timeout);
+            return 0;
+        }
+        catch (Exception e)
+        {
+            return Errors.From(e);
+        }
+        finally
+        {
+            h.Exit();
+        }
+    }
+
+    private static int GetCore(int objectId, nuint offset, nuint size, byte** buf, TimeSpan timeout)
+    {
+        var h = Calls.Objects.Enter(objectId);
+        if (h is null)
+        {
+            return Calls.NotFound("object", objectId);
+        }
+
+        bool keepUse = false;
+        try
+        {
+            if (buf is null)
+            {
+                return Calls.Invalid("object_get: buf is NULL");
+            }
+
+            if (!Calls.ToLong(offset, out long off) || !Calls.ToLong(size, out long len))
+            {
+                return Calls.Invalid($"object_get: offset {offset} or size {size} is outside any object");
+            }
+
+            if (h.BrokerLost)
+            {
+                return Calls.BrokerLost();
+            }
+
+            var slot = OperationTable.Rent();
+            if (slot is null)
+            {
+                return Errors.Fail(ErrorCode.NoResources, $"this process has {HandleId.Capacity} operations outstanding");
+            }
+
+            ObjectLease lease;
+            try
+            {
+                lease = h.Object.Get(off, len, timeout);
+            }
+            catch
+            {
+                OperationTable.Return(slot);
+                throw;
+            }
+
+            slot.Kind = OperationKind.Lease;
+            slot.Lease = lease;
+            slot.Owner = h;
+            *buf = lease.Pointer;
+            keepUse = true; // the lease holds its use of the object until object_put
+            return OperationTable.Publish(slot);
+        }
+        catch (Exception e)
+        {
+            return Errors.From(e);
+        }
+        finally
+        {
+            if (!keepUse)
+            {
+                h.Exit();
+            }
+        }
+    }
+}

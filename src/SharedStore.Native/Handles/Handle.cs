@@ -1,0 +1,92 @@
+namespace SharedStore.Native.Handles;
+
+/// <summary>
+/// A container or object id's entry, with the use count that makes every export thread-safe against a concurrent
+/// leave or destroy of the same id. State word: bit 31 = closing, bits 0-30 = calls in progress plus (for objects)
+/// leases and asynchronous reads still outstanding.
+/// <list type="number">
+/// <item>A call <see cref="TryEnter"/>s with one locked increment; if the closing bit was set it backs out and the
+/// id counts as gone (NotFound).</item>
+/// <item>Leave and destroy <see cref="TryClose"/> with a CAS from exactly 0 to closing, so they succeed only when no
+/// call is inside and nothing is held; otherwise they return Busy and change nothing.</item>
+/// </list>
+/// Both sides are single locked instructions on one word, so they are totally ordered: either the call's increment
+/// comes first (the CAS from 0 fails) or the CAS does (the increment sees the bit). A leave can therefore never unmap
+/// memory that a get, write or asynchronous read of another thread is using. A failed leave or destroy
+/// (<see cref="Reopen"/>) clears the bit with one atomic add, keeping any increments that raced with it.
+/// </summary>
+internal abstract class Handle
+{
+    private const int Closing = int.MinValue;
+    private int _state;
+
+    /// <summary>The id handed to C; set once, before the handle is published in its table.</summary>
+    public int Id { get; set; }
+
+    /// <summary>Takes a use; false when the handle is closing or closed.</summary>
+    public bool TryEnter()
+    {
+        if (Interlocked.Increment(ref _state) < 0)
+        {
+            Interlocked.Decrement(ref _state); // closing: the increment must not stay (Reopen restores the count)
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>Returns a use taken by <see cref="TryEnter"/>.</summary>
+    public void Exit() => Interlocked.Decrement(ref _state);
+
+    /// <summary>Marks the handle closing if nothing uses it.</summary>
+    public bool TryClose() => Interlocked.CompareExchange(ref _state, Closing, 0) == 0;
+
+    /// <summary>Undoes <see cref="TryClose"/> (the leave or destroy failed): adding int.MinValue flips bit 31 back.</summary>
+    public void Reopen() => Interlocked.Add(ref _state, Closing);
+}
+
+/// <summary>A container id: the joined <see cref="SharedStore.Container"/>, its connection, and the object ids opened
+/// through it (so that leaving the container closes them first).</summary>
+internal sealed class ContainerHandle(Container container, Connection connection) : Handle
+{
+    private readonly List<ObjectHandle> _objects = [];
+
+    public Container Container { get; } = container;
+
+    public Connection Connection { get; } = connection;
+
+    public void Add(ObjectHandle o)
+    {
+        lock (_objects)
+        {
+            _objects.Add(o);
+        }
+    }
+
+    public void Remove(ObjectHandle o)
+    {
+        lock (_objects)
+        {
+            _objects.Remove(o);
+        }
+    }
+
+    public ObjectHandle[] Objects()
+    {
+        lock (_objects)
+        {
+            return [.. _objects];
+        }
+    }
+}
+
+/// <summary>An object id: the joined <see cref="SharedObject"/> and its container id.</summary>
+internal sealed class ObjectHandle(SharedObject obj, ContainerHandle container) : Handle
+{
+    public SharedObject Object { get; } = obj;
+
+    public ContainerHandle Container { get; } = container;
+
+    /// <summary>True once the broker connection behind this object is gone.</summary>
+    public bool BrokerLost => Container.Connection.Client.IsBrokerLost;
+}
