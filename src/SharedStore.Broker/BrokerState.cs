@@ -1241,13 +1241,32 @@ internal sealed class BrokerState : IDisposable
         var grant = new SegmentGrant();
         if (m.SentSegments.Add(o.Segment.Id))
         {
-            var seg = o.Segment;
-            grant.Segments.Add(new SegmentInfo { SegmentId = seg.Id, DataLength = (ulong)seg.DataCapacity, LockLength = (ulong)seg.LockLength, ReadOnly = !m.CanWrite });
-            grant.AddRef(m.CanWrite ? seg.DataFd : seg.DataReadOnlyFd);
-            grant.AddRef(seg.LockFd);
+            AddSegment(grant, m, o.Segment);
         }
 
         return grant;
+    }
+
+    private static void AddSegment(SegmentGrant grant, Membership m, Segment seg)
+    {
+        grant.Segments.Add(new SegmentInfo { SegmentId = seg.Id, DataLength = (ulong)seg.DataCapacity, LockLength = (ulong)seg.LockLength, ReadOnly = !m.CanWrite });
+        grant.AddRef(m.CanWrite ? seg.DataFd : seg.DataReadOnlyFd);
+        grant.AddRef(seg.LockFd);
+    }
+
+    /// <summary>A segment's descriptors again, for a member whose client lost the reply that carried them.</summary>
+    public SegmentGrant FetchSegment(ClientSession session, SegmentFetch req)
+    {
+        lock (_gate)
+        {
+            var m = Member(session, req.ContainerId);
+            var seg = m.Container.Segments.Find(s => s.Id == req.SegmentId)
+                ?? throw new BrokerError(ErrorCode.NotFound, $"container '{m.Container.Name}' has no segment {req.SegmentId}");
+            var grant = new SegmentGrant();
+            m.SentSegments.Add(seg.Id);
+            AddSegment(grant, m, seg);
+            return grant;
+        }
     }
 
     private static void ValidateName(string name, string what)

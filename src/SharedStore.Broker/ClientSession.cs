@@ -273,6 +273,13 @@ internal sealed partial class ClientSession
                     break;
                 }
 
+                case Request.BodyOneofCase.SegmentFetch:
+                {
+                    grant = _state.FetchSegment(this, req.SegmentFetch);
+                    resp.Segments.AddRange(grant.Segments);
+                    break;
+                }
+
                 case Request.BodyOneofCase.ObjectLeave:
                     _state.LeaveObject(this, req.ObjectLeave);
                     break;

@@ -290,6 +290,30 @@ public sealed class Container : IDisposable
         return false;
     }
 
+    /// <summary>Maps a segment whose descriptors this client does not have; under the segments lock.</summary>
+    private ClientSegment FetchSegment(uint segmentId)
+    {
+        var (resp, fds) = _conn.Call(new Request { SegmentFetch = new SegmentFetch { ContainerId = Id, SegmentId = segmentId } }, _conn.Options.RequestTimeout, default);
+        try
+        {
+            if (resp.Segments.Count != 1 || fds.Count != 2 || resp.Segments[0].SegmentId != segmentId)
+            {
+                throw new SharedStoreException(ErrorCode.Internal, $"segment_fetch of segment {segmentId} answered {resp.Segments.Count} segment(s) and {fds.Count} descriptor(s)");
+            }
+
+            var seg = ClientSegment.Map(resp.Segments[0], fds[0], fds[1], _conn.BrokerPid);
+            _segments[segmentId] = seg;
+            return seg;
+        }
+        finally
+        {
+            foreach (var fd in fds)
+            {
+                fd.Dispose();
+            }
+        }
+    }
+
     private unsafe SharedObject Open(Response resp, List<SafeFd> fds)
     {
         try
@@ -313,7 +337,10 @@ public sealed class Container : IDisposable
                 var oi = resp.Object;
                 if (!_segments.TryGetValue(oi.SegmentId, out var seg))
                 {
-                    throw new SharedStoreException(ErrorCode.Internal, $"object '{oi.Name}' lives in segment {oi.SegmentId}, which this client never received");
+                    // The broker sends a segment's descriptors once per member, with the first reply that needs them.
+                    // That reply may be another thread's, not mapped yet (it waits for this lock), or lost (its call
+                    // timed out first): ask for them again rather than fail.
+                    seg = FetchSegment(oi.SegmentId);
                 }
 
                 var obj = new SharedObject(this, oi, seg);
