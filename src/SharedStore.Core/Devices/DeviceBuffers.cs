@@ -16,7 +16,7 @@ namespace SharedStore.Devices;
 /// machine kind takes at most 254 segments per request (<c>/sys/block/vda/queue/max_segments</c>), so every 1 MiB
 /// write left as two requests and paid the kernel's page pinning for 256 pages. From one huge page a 1 MiB buffer
 /// is one segment and one request. fio shows the same effect on its own buffers (<c>--iomem=mmaphuge</c> against
-/// the default malloc). Measurements: docs/DEVICES.md, "Sequential writes and buffer memory".</para>
+/// the default malloc). Measurements: docs/DEVICES.md, "Sequential writes: where the time went".</para>
 /// <para><b>Rule for callers.</b> Direct transfers of more than 64 KiB should use buffers from a pool like this
 /// (or other huge-page memory), with buffer sizes that divide 2 MiB (64 KiB to 2 MiB) so that no buffer straddles two
 /// huge pages. Buffered transfers do not need it: the kernel copies them into the page cache. Small direct transfers
