@@ -865,7 +865,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             // into huge pages (4 alternating runs each). A direct read first writes back any dirty cached pages of
             // its range (the page cache of a broker killed before the kernel wrote them), so it sees what they hold.
             using (var direct = TryOpenDirect(dc, file, device))
-            using (var bounce = direct is null ? null : BounceBuffers.TryCreate(bs))
+            using (var bounce = direct is null ? null : TryCreateBounceBuffers(bs))
             {
                 bool Aligned(long b)
                 {
@@ -1067,7 +1067,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
     /// <summary>Runs <paramref name="count"/> transfers (items with a negative offset are skipped) through the scheduler,
     /// 32 in flight, calling <paramref name="completed"/> with each item's index once it has transferred (on the
     /// completion thread; it must not throw); throws on any failure, once the transfers in flight have completed.</summary>
-    private void RunBatched(long count, Func<long, (long Offset, nint Memory, int Length)> item, RandomAccessFileDevice device, RandomAccessOperation op, Action<long>? completed = null, BounceBuffers? bounce = null)
+    private void RunBatched(long count, Func<long, (long Offset, nint Memory, int Length)> item, RandomAccessFileDevice device, RandomAccessOperation op, Action<long>? completed = null, DeviceBuffers? bounce = null)
     {
         // A sliding window: each completion starts the next transfer (on the scheduler's completion thread), so the
         // queue stays 32 deep. Batches of 32 that each waited for their slowest transfer let it drain 32 times per GiB.
@@ -1099,7 +1099,11 @@ internal sealed unsafe partial class DurableStore : IDisposable
                 var r = new RandomAccessRequest(device, op, off);
                 if (bounce is not null)
                 {
-                    int k = bounce.Rent();
+                    if (!bounce.TryRent(out int k))
+                    {
+                        throw new InvalidOperationException("More restore reads in flight than bounce buffers."); // Depth is bounce.Count
+                    }
+
                     r.Add(new RandomAccessRequestBinding(bounce[k], len, Completed) { State = new Bounced(i, k, mem) });
                 }
                 else
@@ -1160,75 +1164,26 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
     private sealed record Bounced(long Item, int Buffer, nint Memory);
 
-    /// <summary>Read buffers for restore's direct reads, in transparent huge pages where the kernel gives them
-    /// (MADV_HUGEPAGE on an anonymous, 2 MiB-aligned mapping): physically contiguous memory lets a 1 MiB read go to
-    /// the disk as one request. Up to 32 buffers of one block each, 64 MiB at most.</summary>
-    private sealed class BounceBuffers : IDisposable
+    /// <summary>Read buffers for restore's direct reads: the device library's huge-page pool (<see cref="DeviceBuffers"/>:
+    /// physically contiguous memory lets a 1 MiB read go to the disk as one request). Up to 32 buffers of one block
+    /// each, 64 MiB at most; null where the block is too large for that budget or the memory cannot be had (reads
+    /// then go straight into the object's memory).</summary>
+    private static DeviceBuffers? TryCreateBounceBuffers(int blockSize)
     {
-        private const long HugePage = 2 << 20;
-        private readonly nint _mapping;
-        private readonly nuint _length;
-        private readonly nint _base;
-        private readonly long _stride;
-        private readonly Stack<int> _free = new();
-
-        private BounceBuffers(nint mapping, nuint length, nint @base, long stride, int count)
+        int count = (int)Math.Min(32, (64L << 20) / blockSize);
+        if (count < 4)
         {
-            _mapping = mapping;
-            _length = length;
-            _base = @base;
-            _stride = stride;
-            Count = count;
-            for (int k = count - 1; k >= 0; k--)
-            {
-                _free.Push(k);
-            }
+            return null;
         }
 
-        public int Count { get; }
-
-        public nint this[int k] => _base + (nint)(k * _stride);
-
-        /// <summary>Null where the block is too large for the budget or the memory cannot be mapped (reads then go
-        /// straight into the object's memory).</summary>
-        public static BounceBuffers? TryCreate(int blockSize)
+        try
         {
-            int count = (int)Math.Min(32, (64L << 20) / blockSize);
-            if (count < 4)
-            {
-                return null;
-            }
-
-            long stride = ((long)blockSize + 4095) & ~4095L;
-            long length = (count * stride) + HugePage; // room to start on a huge-page boundary
-            nint p = Interop.Libc.mmap(0, (nuint)length, Interop.Libc.PROT_READ | Interop.Libc.PROT_WRITE, Interop.Libc.MAP_PRIVATE | Interop.Libc.MAP_ANONYMOUS, -1, 0);
-            if (p == Interop.Libc.MAP_FAILED)
-            {
-                return null;
-            }
-
-            nint aligned = (nint)(((long)p + HugePage - 1) & ~(HugePage - 1));
-            _ = Interop.Libc.madvise(aligned, (nuint)(count * stride), Interop.Libc.MADV_HUGEPAGE); // best effort
-            return new BounceBuffers(p, (nuint)length, aligned, stride, count);
+            return new DeviceBuffers(blockSize, count);
         }
-
-        public int Rent()
+        catch (DeviceException)
         {
-            lock (_free)
-            {
-                return _free.Pop(); // never empty: at most Count transfers are in flight
-            }
+            return null;
         }
-
-        public void Return(int k)
-        {
-            lock (_free)
-            {
-                _free.Push(k);
-            }
-        }
-
-        public void Dispose() => Interop.Libc.munmap(_mapping, _length);
     }
 
     /// <summary>The file opened again for direct reads (O_NOFOLLOW in the folder, and the same file as

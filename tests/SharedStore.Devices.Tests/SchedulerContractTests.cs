@@ -68,6 +68,7 @@ public sealed class SchedulerContractTests
         {
             RandomAccessRequestBinding b = read.Bindings[i];
             Assert.That(readLog.ResultFor(b), Is.EqualTo(new TransferResult(TransferStatus.Success, lengths[i], 0)));
+            Assert.That((readLog.ResultFor(b).IsComplete, readLog.ResultFor(b).IsShort), Is.EqualTo((true, false)), $"binding {i}");
             byte[] expected = h.StoresData ? DeviceHarness.Span(sources[i], lengths[i]).ToArray() : new byte[lengths[i]];
             Assert.That(DeviceHarness.Span(targets[i], lengths[i]).ToArray(), Is.EqualTo(expected), $"binding {i}");
         }
@@ -131,8 +132,13 @@ public sealed class SchedulerContractTests
         h.Scheduler.Schedule(request);
 
         Assert.That(log.Wait(), Is.True);
-        Assert.That(log.ResultFor(request.Bindings[0]), Is.EqualTo(new TransferResult(TransferStatus.Success, 1000, 0)));
-        Assert.That(log.ResultFor(request.Bindings[1]), Is.EqualTo(new TransferResult(TransferStatus.Success, 0, 0)));
+        TransferResult first = log.ResultFor(request.Bindings[0]);
+        TransferResult second = log.ResultFor(request.Bindings[1]);
+        Assert.That(first, Is.EqualTo(new TransferResult(TransferStatus.Success, 1000, 0, DeviceHarness.Block)));
+        Assert.That(second, Is.EqualTo(new TransferResult(TransferStatus.Success, 0, 0, DeviceHarness.Block)));
+
+        // One property tells a short transfer from a full one.
+        Assert.That((first.IsShort, first.IsComplete, second.IsShort, second.IsComplete), Is.EqualTo((true, false, true, false)));
     }
 
     [TestCaseSource(nameof(AllPairs))]
@@ -478,6 +484,16 @@ public sealed class SchedulerContractTests
     {
         // Contract: a scheduler refuses to dispose itself from its own notification thread (it would wait on itself).
         using var h = DeviceHarness.Create(scheduler, TestDevice.Null);
+
+        Exception? caught = CaughtInHandler(h, () => h.Scheduler.Dispose());
+
+        Assert.That(caught, Is.InstanceOf<InvalidOperationException>());
+    }
+
+    /// <summary>Runs <paramref name="action"/> inside a notification handler of the harness's scheduler and returns
+    /// what it threw (null if nothing).</summary>
+    private static Exception? CaughtInHandler(DeviceHarness h, Action action)
+    {
         Exception? caught = null;
         using var done = new ManualResetEventSlim();
         var request = new RandomAccessRequest(h.Device, RandomAccessOperation.Read, 0)
@@ -485,7 +501,7 @@ public sealed class SchedulerContractTests
             {
                 try
                 {
-                    h.Scheduler.Dispose();
+                    action();
                 }
                 catch (Exception e)
                 {
@@ -496,9 +512,8 @@ public sealed class SchedulerContractTests
             }));
 
         h.Scheduler.Schedule(request);
-
-        Assert.That(done.Wait(DeviceHarness.Timeout), Is.True);
-        Assert.That(caught, Is.InstanceOf<InvalidOperationException>());
+        Assert.That(done.Wait(DeviceHarness.Timeout), Is.True, "the handler did not run");
+        return caught;
     }
 
     [TestCaseSource(nameof(AllSchedulers))]
@@ -669,5 +684,109 @@ public sealed class SchedulerContractTests
         Assert.That(log.Wait(), Is.True);
         Assert.That(log.TotalNotifications, Is.EqualTo(threads * perThread));
         Assert.That(log.Results.Select(r => r.Status), Is.All.EqualTo(TransferStatus.Success));
+    }
+
+    [TestCaseSource(nameof(AllSchedulers))]
+    public void UnregisterDevice_ManyBindingsInFlight_ReturnsOnlyAfterEveryNotification(DeviceSchedulerKind scheduler)
+    {
+        // Contract: UnregisterDevice drains: when it returns true, every binding of the device scheduled before it has
+        // been notified and its handler has returned. (Before issue 19 it only checked for null and returned at once.)
+        using var h = DeviceHarness.Create(scheduler, TestDevice.FileDirect);
+        h.Scheduler.RegisterDevice(h.Device);
+        const int requests = 300;
+        int handled = 0;
+        nint buf = h.Alloc(requests * DeviceHarness.Block);
+        var all = new List<RandomAccessRequest>();
+        for (int i = 0; i < requests; i++)
+        {
+            all.Add(new RandomAccessRequest(h.Device, RandomAccessOperation.Read, (long)(i % 200) * DeviceHarness.Block)
+                .Add(new RandomAccessRequestBinding(buf + i * DeviceHarness.Block, DeviceHarness.Block, (_, _) => Interlocked.Increment(ref handled))));
+        }
+
+        foreach (RandomAccessRequest r in all)
+        {
+            h.Scheduler.Schedule(r);
+        }
+
+        bool drained = h.Scheduler.UnregisterDevice(h.Device, DeviceHarness.Timeout);
+
+        Assert.That(drained, Is.True);
+        Assert.That(Volatile.Read(ref handled), Is.EqualTo(requests), "UnregisterDevice returned before every handler ran");
+    }
+
+    [TestCaseSource(nameof(AllSchedulers))]
+    public void UnregisterDevice_HandlerStillRunning_TimesOutRefusesNewRequestsThenDrains(DeviceSchedulerKind scheduler)
+    {
+        // Contract: while a binding of the device is unfinished, UnregisterDevice returns false at its timeout and the
+        // device stays refusing (Schedule throws InvalidOperationException); other devices are still accepted; once
+        // the handler returns, a second call drains, and the device (now unregistered) is served again.
+        using var h = DeviceHarness.Create(scheduler, TestDevice.File);
+        using var other = new RandomAccessNullDevice(DeviceHarness.DeviceSize);
+        h.Scheduler.RegisterDevice(h.Device);
+        using var entered = new ManualResetEventSlim();
+        using var gate = new ManualResetEventSlim();
+        bool handlerReturned = false;
+        var blocker = new RandomAccessRequest(h.Device, RandomAccessOperation.Read, 0)
+            .Add(new RandomAccessRequestBinding(h.Alloc(DeviceHarness.Block), DeviceHarness.Block, (_, _) =>
+            {
+                entered.Set();
+                gate.Wait(DeviceHarness.Timeout);
+                Volatile.Write(ref handlerReturned, true);
+            }));
+        h.Scheduler.Schedule(blocker);
+        Assert.That(entered.Wait(DeviceHarness.Timeout), Is.True);
+
+        bool early = h.Scheduler.UnregisterDevice(h.Device, TimeSpan.FromMilliseconds(50));
+        var refused = new RandomAccessRequest(h.Device, RandomAccessOperation.Read, 0)
+            .Add(new RandomAccessRequestBinding(h.Alloc(DeviceHarness.Block), DeviceHarness.Block));
+        var log = new NotificationLog(2);
+        var elsewhere = new RandomAccessRequest(other, RandomAccessOperation.Read, 0)
+            .Add(new RandomAccessRequestBinding(h.Alloc(DeviceHarness.Block), DeviceHarness.Block, log.Callback));
+
+        Assert.That(early, Is.False, "the handler is still blocked, so the drain cannot have finished");
+        Assert.That(() => h.Scheduler.Schedule(refused), Throws.InvalidOperationException.With.Message.Contains("unregistered"));
+        Assert.That(refused.Bindings[0].IsInFlight, Is.False, "a refused request must leave its bindings idle");
+        Assert.That(() => h.Scheduler.Schedule(elsewhere), Throws.Nothing);
+        gate.Set();
+        Assert.That(h.Scheduler.UnregisterDevice(h.Device, DeviceHarness.Timeout), Is.True);
+        Assert.That(Volatile.Read(ref handlerReturned), Is.True);
+        var again = new RandomAccessRequest(h.Device, RandomAccessOperation.Read, 0)
+            .Add(new RandomAccessRequestBinding(h.Alloc(DeviceHarness.Block), DeviceHarness.Block, log.Callback));
+        h.Scheduler.Schedule(again);
+        Assert.That(log.Wait(), Is.True);
+        Assert.That(log.ResultFor(again.Bindings[0]).IsComplete, Is.True);
+    }
+
+    [TestCaseSource(nameof(AllSchedulers))]
+    public void RegisterDevice_Misuse_Throws(DeviceSchedulerKind scheduler)
+    {
+        // Contract: registering twice, unregistering an unregistered device, a null device and a disposed device are
+        // misuse; a timeout must be finite and not negative.
+        using var h = DeviceHarness.Create(scheduler, TestDevice.Null);
+        var disposed = new RandomAccessNullDevice(10);
+        disposed.Dispose();
+
+        Assert.That(() => h.Scheduler.UnregisterDevice(h.Device, DeviceHarness.Timeout), Throws.InvalidOperationException);
+        h.Scheduler.RegisterDevice(h.Device);
+        Assert.That(() => h.Scheduler.RegisterDevice(h.Device), Throws.InvalidOperationException);
+        Assert.That(() => h.Scheduler.RegisterDevice(null!), Throws.ArgumentNullException);
+        Assert.That(() => h.Scheduler.RegisterDevice(disposed), Throws.InstanceOf<ObjectDisposedException>());
+        Assert.That(() => h.Scheduler.UnregisterDevice(h.Device, Timeout.InfiniteTimeSpan), Throws.InstanceOf<ArgumentOutOfRangeException>());
+        Assert.That(h.Scheduler.UnregisterDevice(h.Device, DeviceHarness.Timeout), Is.True);
+        h.Scheduler.Dispose();
+        Assert.That(() => h.Scheduler.RegisterDevice(h.Device), Throws.InstanceOf<ObjectDisposedException>());
+    }
+
+    [TestCaseSource(nameof(AllSchedulers))]
+    public void UnregisterDevice_FromNotificationHandler_ThrowsInvalidOperation(DeviceSchedulerKind scheduler)
+    {
+        // Contract: a handler cannot drain its own scheduler (it would wait for its own notification to return).
+        using var h = DeviceHarness.Create(scheduler, TestDevice.Null);
+        h.Scheduler.RegisterDevice(h.Device);
+
+        Exception? caught = CaughtInHandler(h, () => h.Scheduler.UnregisterDevice(h.Device, DeviceHarness.Timeout));
+
+        Assert.That(caught, Is.InstanceOf<InvalidOperationException>());
+        Assert.That(h.Scheduler.UnregisterDevice(h.Device, DeviceHarness.Timeout), Is.True);
     }
 }

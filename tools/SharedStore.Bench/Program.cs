@@ -11,6 +11,11 @@ if (args.Length > 0 && args[0] == "--child")
     return ChildRoles.Run(args[1..]);
 }
 
+if (args.Length > 0 && args[0] == "--device-probe" && OperatingSystem.IsLinux())
+{
+    return SharedStore.Bench.Devices.DeviceProbe.Run(args[1..]);
+}
+
 var scenarios = ScenarioRegistry.All.ToDictionary(s => s.Name, StringComparer.Ordinal);
 bool json = false;
 double scale = 1.0;

@@ -249,7 +249,7 @@ internal sealed class AsyncTransfer : IValueTaskSource<int>, IValueTaskSource<lo
             if (!shortSeen)
             {
                 total += r.BytesTransferred;
-                shortSeen = r.BytesTransferred < b.Length;
+                shortSeen = r.IsShort;
             }
         }
 

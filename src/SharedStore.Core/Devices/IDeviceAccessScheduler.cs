@@ -40,7 +40,8 @@ public interface IDeviceAccessScheduler : IDisposable, IAsyncDisposable
     /// <param name="request">The request; the caller keeps it valid until every binding is notified.</param>
     /// <exception cref="ArgumentNullException"><paramref name="request"/> is null.</exception>
     /// <exception cref="ArgumentException">The request has no bindings, or its device is not a <see cref="RandomAccessDevice"/>.</exception>
-    /// <exception cref="InvalidOperationException">A binding is already in flight.</exception>
+    /// <exception cref="InvalidOperationException">A binding is already in flight, or the device is being
+    /// unregistered from this scheduler (<see cref="UnregisterDevice"/>).</exception>
     /// <exception cref="ObjectDisposedException">The scheduler has been disposed.</exception>
     void Schedule(RandomAccessRequest request);
 
@@ -50,12 +51,33 @@ public interface IDeviceAccessScheduler : IDisposable, IAsyncDisposable
     /// <exception cref="ArgumentNullException"><paramref name="request"/> is null.</exception>
     void Cancel(RandomAccessRequest request);
 
-    /// <summary>Declares that <paramref name="device"/> will be used with this scheduler. Optional; a scheduler may use
-    /// it to prepare per-device state.</summary>
+    /// <summary>
+    /// Registers <paramref name="device"/> with this scheduler. Registration is optional: an unregistered device is
+    /// served all the same. A registered one is counted: the scheduler knows which of its bindings are still in
+    /// flight, which is what <see cref="UnregisterDevice"/> drains.
+    /// </summary>
     /// <param name="device">The device.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
+    /// <exception cref="ArgumentException">The device does not derive from <see cref="RandomAccessDevice"/>.</exception>
+    /// <exception cref="InvalidOperationException">The device is already registered with this scheduler.</exception>
+    /// <exception cref="ObjectDisposedException">The device or the scheduler is disposed.</exception>
     void RegisterDevice(IRandomAccessDevice device);
 
-    /// <summary>Reverses <see cref="RegisterDevice"/>; call after the device's transfers have completed.</summary>
-    /// <param name="device">The device.</param>
-    void UnregisterDevice(IRandomAccessDevice device);
+    /// <summary>
+    /// Ends a registration: from the call on, <see cref="Schedule"/> refuses requests for the device (it throws
+    /// <see cref="InvalidOperationException"/>); then waits until every binding of the device scheduled here before has
+    /// been notified and its handler has returned. Once this returns true, the scheduler no longer touches the device
+    /// or those bindings' memory, so the caller may dispose them; the device is unregistered and, like any
+    /// unregistered device, may be scheduled (or registered) again.
+    /// </summary>
+    /// <param name="device">A device registered with this scheduler.</param>
+    /// <param name="timeout">How long to wait for the bindings in flight.</param>
+    /// <returns>True when drained; false when <paramref name="timeout"/> passed first, in which case the device stays
+    /// registered and refusing, and a later call continues the wait.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="device"/> is null.</exception>
+    /// <exception cref="ArgumentException">The device does not derive from <see cref="RandomAccessDevice"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative or infinite.</exception>
+    /// <exception cref="InvalidOperationException">The device is not registered with this scheduler, or the call comes
+    /// from one of the scheduler's notification handlers (it would wait for itself).</exception>
+    bool UnregisterDevice(IRandomAccessDevice device, TimeSpan timeout);
 }

@@ -9,6 +9,8 @@ namespace SharedStore.Devices;
 [SupportedOSPlatform("linux")]
 public abstract class RandomAccessDevice : IRandomAccessDevice
 {
+    private readonly object _registrationGate = new();
+    private DeviceRegistration[] _registrations = [];
     private int _disposed;
 
     /// <summary>Initializes the base with a name, a mode and alignment rules (1 = none).</summary>
@@ -110,6 +112,47 @@ public abstract class RandomAccessDevice : IRandomAccessDevice
     /// moved or an error occurs; a READ returns short only at end of device. Called by schedulers only, after <see cref="Validate"/>.
     /// </summary>
     internal abstract unsafe TransferResult Transfer(RandomAccessOperation operation, long offset, byte* buffer, int length);
+
+    /// <summary>This device's registration with <paramref name="scheduler"/>, or null. Lock-free: the array is
+    /// replaced, never changed in place.</summary>
+    internal DeviceRegistration? FindRegistration(IDeviceAccessScheduler scheduler)
+    {
+        // Volatile: pairs with the replacement below, so a reader sees a fully built array.
+        foreach (DeviceRegistration r in Volatile.Read(ref _registrations))
+        {
+            if (ReferenceEquals(r.Scheduler, scheduler))
+            {
+                return r;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Adds a registration with <paramref name="scheduler"/>; null when there already is one.</summary>
+    internal DeviceRegistration? AddRegistration(IDeviceAccessScheduler scheduler)
+    {
+        lock (_registrationGate)
+        {
+            if (FindRegistration(scheduler) is not null)
+            {
+                return null;
+            }
+
+            var r = new DeviceRegistration(scheduler, this);
+            Volatile.Write(ref _registrations, [.. _registrations, r]);
+            return r;
+        }
+    }
+
+    /// <summary>Removes <paramref name="registration"/> (no-op when it is already gone).</summary>
+    internal void RemoveRegistration(DeviceRegistration registration)
+    {
+        lock (_registrationGate)
+        {
+            Volatile.Write(ref _registrations, Array.FindAll(_registrations, r => !ReferenceEquals(r, registration)));
+        }
+    }
 
     private protected void ThrowIfDisposed()
     {

@@ -6,10 +6,14 @@ namespace SharedStore.Devices;
 /// A device over a regular file or a block device, opened according to a <see cref="DeviceMode"/>. Transfers use
 /// pread/pwrite (thread-pool scheduler) or io_uring READ/WRITE (io_uring scheduler) on the same descriptor.
 /// </summary>
-/// <remarks>With <see cref="DeviceMode.Direct"/> the alignment rule comes from statx(STATX_DIOALIGN) where the
+/// <remarks>
+/// <para>With <see cref="DeviceMode.Direct"/> the alignment rule comes from statx(STATX_DIOALIGN) where the
 /// file system reports it, else from ioctl(BLKSSZGET) for a block device, else 512 bytes (the logical block size
 /// of nearly every disk). Misaligned transfers are refused before they reach the kernel, because the kernel's own
-/// answer (EINVAL) does not say which of offset, length or address was wrong.</remarks>
+/// answer (EINVAL) does not say which of offset, length or address was wrong.</para>
+/// <para><see cref="DeviceMode.WriteThrough"/> opens with O_DSYNC (no alignment rule); <see cref="DeviceMode.Temporary"/>
+/// makes an unnamed file (O_TMPFILE) in the path's directory, so nothing is left after Dispose or a crash.</para>
+/// </remarks>
 [SupportedOSPlatform("linux")]
 public sealed partial class RandomAccessFileDevice : RandomAccessDevice
 {
@@ -207,9 +211,9 @@ public sealed partial class RandomAccessFileDevice : RandomAccessDevice
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         bool readOnly = (mode & DeviceMode.ReadOnly) != 0;
-        if (readOnly && (mode & (DeviceMode.Create | DeviceMode.Truncate)) != 0)
+        if (readOnly && (mode & (DeviceMode.Create | DeviceMode.Truncate | DeviceMode.Temporary)) != 0)
         {
-            DeviceThrowHelper.ThrowArgument(nameof(mode), "ReadOnly cannot be combined with Create or Truncate.");
+            DeviceThrowHelper.ThrowArgument(nameof(mode), "ReadOnly cannot be combined with Create, Truncate or Temporary.");
         }
 
         if ((mode & (DeviceMode.SequentialAccess | DeviceMode.RandomAccess)) == (DeviceMode.SequentialAccess | DeviceMode.RandomAccess))
@@ -233,16 +237,15 @@ public sealed partial class RandomAccessFileDevice : RandomAccessDevice
             flags |= Interop.Libc.O_DIRECT;
         }
 
-        int raw;
-        do
+        if ((mode & DeviceMode.WriteThrough) != 0)
         {
-            raw = Interop.Libc.open(path, flags, 0x1B6); // 0666, narrowed by the umask
+            flags |= Interop.Libc.O_DSYNC;
         }
-        while (raw < 0 && Interop.Libc.LastErrno == Interop.Libc.EINTR);
 
+        int raw = (mode & DeviceMode.Temporary) != 0 ? OpenTemporary(path, flags) : OpenRetry(path, flags, 0x1B6); // 0666, narrowed by the umask
         if (raw < 0)
         {
-            int errno = Interop.Libc.LastErrno;
+            int errno = -raw;
             DeviceThrowHelper.ThrowSyscall((mode & DeviceMode.Direct) != 0 ? "open(O_DIRECT)" : "open", path, errno);
         }
 
@@ -288,6 +291,51 @@ public sealed partial class RandomAccessFileDevice : RandomAccessDevice
         }
 
         return true;
+    }
+
+    /// <summary>open(2) retried on EINTR; the descriptor or -errno.</summary>
+    private static int OpenRetry(string path, int flags, int permissions)
+    {
+        while (true)
+        {
+            int fd = Interop.Libc.open(path, flags, permissions);
+            if (fd >= 0)
+            {
+                return fd;
+            }
+
+            int errno = Interop.Libc.LastErrno;
+            if (errno != Interop.Libc.EINTR)
+            {
+                return -errno;
+            }
+        }
+    }
+
+    /// <summary>An unnamed file in the directory of <paramref name="path"/> (O_TMPFILE); where the file system
+    /// refuses that, a new file at the path unlinked right after it is made. The descriptor or -errno.</summary>
+    private static int OpenTemporary(string path, int flags)
+    {
+        // O_TMPFILE replaces O_CREAT (the kernel refuses both together); O_TRUNC means nothing on a new file.
+        flags &= ~(Interop.Libc.O_CREAT | Interop.Libc.O_TRUNC);
+        string directory = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path)) ?? "/";
+        const int OwnerOnly = 0x180; // 0600: a scratch file is nobody else's business
+        int fd = OpenRetry(directory, flags | Interop.Libc.O_TMPFILE, OwnerOnly);
+        if (fd >= 0 || (-fd != Interop.Libc.EOPNOTSUPP && -fd != Interop.Libc.EISDIR))
+        {
+            // EISDIR: a kernel before 3.11 took O_TMPFILE for O_DIRECTORY alone. Any other error is the caller's to see.
+            return fd;
+        }
+
+        fd = OpenRetry(path, flags | Interop.Libc.O_CREAT | Interop.Libc.O_EXCL, OwnerOnly);
+        if (fd >= 0 && Interop.Libc.unlink(path) != 0)
+        {
+            int errno = Interop.Libc.LastErrno;
+            Interop.Libc.close(fd);
+            return -errno;
+        }
+
+        return fd;
     }
 
     private static unsafe void QueryDirectAlignment(int fd, out int offsetAlign, out int memoryAlign)

@@ -102,6 +102,7 @@ public class RandomAccessRequestBinding
     internal bool IsNop;
     internal RandomAccessRequestBinding? NextInChain; // ThreadPoolScheduler: the next binding of a chained request
     internal bool HoldsFdRef;
+    internal DeviceRegistration? Registration; // set when the device is registered with the scheduler; released after notification
 
     /// <summary>Binds raw memory the caller keeps valid (for example inside a mapped region).</summary>
     /// <param name="address">Start of the span.</param>
@@ -216,7 +217,8 @@ public class RandomAccessRequestBinding
 
     internal int CurrentState => Volatile.Read(ref _state);
 
-    /// <summary>Unpins, returns to Idle and notifies. Runs once per schedule, by whichever path won the state race.</summary>
+    /// <summary>Unpins, returns to Idle and notifies, then releases the device registration's count. Runs once per
+    /// schedule, by whichever path won the state race.</summary>
     internal void Complete(TransferResult result, ref int faults, bool notify = true)
     {
         if (_usesMemory)
@@ -225,21 +227,27 @@ public class RandomAccessRequestBinding
             _pin = default;
         }
 
+        // Read before the handler runs: it may schedule this binding again, which sets a new registration.
+        DeviceRegistration? registration = Registration;
+        Registration = null;
+        result = result.ForLength(_length);
+
         // Volatile: Idle must be visible before the handler runs, because the handler may schedule this binding again.
         Volatile.Write(ref _state, StateIdle);
-        if (!notify)
+        if (notify)
         {
-            return;
+            try
+            {
+                OnTransferCompleted(result);
+            }
+            catch (Exception)
+            {
+                // A handler exception must not kill the scheduler thread and lose every later notification.
+                Interlocked.Increment(ref faults);
+            }
         }
 
-        try
-        {
-            OnTransferCompleted(result);
-        }
-        catch (Exception)
-        {
-            // A handler exception must not kill the scheduler thread and lose every later notification.
-            Interlocked.Increment(ref faults);
-        }
+        // After the handler: a finished UnregisterDevice then means no handler of the device is still running.
+        registration?.Release();
     }
 }

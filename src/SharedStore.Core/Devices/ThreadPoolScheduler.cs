@@ -110,7 +110,7 @@ public sealed class ThreadPoolScheduler : IDeviceAccessScheduler
         List<RandomAccessRequestBinding> bindings = request.Bindings;
         try
         {
-            int count = SchedulerCommon.BeginBindings(request, device);
+            int count = SchedulerCommon.BeginBindings(this, request, device);
             Interlocked.Add(ref _inFlight, count);
             bool cancel = Volatile.Read(ref _shutdown) != 0;
             // A memory-region device's transfers are CPU copies: spreading one request's bindings over threads gains
@@ -180,10 +180,26 @@ public sealed class ThreadPoolScheduler : IDeviceAccessScheduler
     }
 
     /// <inheritdoc/>
-    public void RegisterDevice(IRandomAccessDevice device) => ArgumentNullException.ThrowIfNull(device);
+    public void RegisterDevice(IRandomAccessDevice device)
+    {
+        if (Volatile.Read(ref _shutdown) != 0)
+        {
+            DeviceThrowHelper.ThrowObjectDisposed(this);
+        }
+
+        SchedulerCommon.Register(this, device);
+    }
 
     /// <inheritdoc/>
-    public void UnregisterDevice(IRandomAccessDevice device) => ArgumentNullException.ThrowIfNull(device);
+    public bool UnregisterDevice(IRandomAccessDevice device, TimeSpan timeout)
+    {
+        if (t_owner == this)
+        {
+            DeviceThrowHelper.ThrowInvalidOperation("A device cannot be unregistered from its scheduler's own notification thread (it would wait for itself).");
+        }
+
+        return SchedulerCommon.Unregister(this, device, timeout);
+    }
 
     /// <summary>
     /// Stops the scheduler: queued bindings are notified as cancelled, running transfers finish and are notified,
@@ -324,9 +340,16 @@ internal static class SchedulerCommon
 
     /// <summary>Claims every binding (all or none) and validates each against the device, recording the status to
     /// report in <see cref="RandomAccessRequestBinding.PreStatus"/>. Returns the binding count.</summary>
-    internal static int BeginBindings(RandomAccessRequest request, RandomAccessDevice device)
+    internal static int BeginBindings(IDeviceAccessScheduler scheduler, RandomAccessRequest request, RandomAccessDevice device)
     {
         List<RandomAccessRequestBinding> bindings = request.Bindings;
+        DeviceRegistration? registration = device.FindRegistration(scheduler);
+        if (registration is not null && !registration.TryAcquire(bindings.Count))
+        {
+            DeviceThrowHelper.ThrowInvalidOperation(
+                $"Device {device.Name} is being unregistered from this scheduler; it takes no new requests there.");
+        }
+
         long offset = request.Offset;
         for (int i = 0; i < bindings.Count; i++)
         {
@@ -340,6 +363,7 @@ internal static class SchedulerCommon
                     bindings[j].Complete(default, ref ignored, notify: false);
                 }
 
+                registration?.Release(bindings.Count);
                 DeviceThrowHelper.ThrowInvalidOperation($"Binding {i} of the request is already in flight.");
             }
 
@@ -347,6 +371,62 @@ internal static class SchedulerCommon
             offset += b.Length;
         }
 
+        foreach (RandomAccessRequestBinding b in bindings)
+        {
+            b.Registration = registration;
+        }
+
         return bindings.Count;
+    }
+
+    /// <summary>The shared body of <see cref="IDeviceAccessScheduler.RegisterDevice"/>.</summary>
+    internal static void Register(IDeviceAccessScheduler scheduler, IRandomAccessDevice device)
+    {
+        RandomAccessDevice d = CheckDevice(device);
+        if (d.IsDisposed)
+        {
+            DeviceThrowHelper.ThrowObjectDisposed(d);
+        }
+
+        if (d.AddRegistration(scheduler) is null)
+        {
+            DeviceThrowHelper.ThrowInvalidOperation($"Device {d.Name} is already registered with this scheduler.");
+        }
+    }
+
+    /// <summary>The shared body of <see cref="IDeviceAccessScheduler.UnregisterDevice"/>.</summary>
+    internal static bool Unregister(IDeviceAccessScheduler scheduler, IRandomAccessDevice device, TimeSpan timeout)
+    {
+        RandomAccessDevice d = CheckDevice(device);
+        if (timeout < TimeSpan.Zero || timeout.TotalMilliseconds > int.MaxValue)
+        {
+            DeviceThrowHelper.ThrowArgumentOutOfRange(nameof(timeout), timeout, "Between 0 and int.MaxValue milliseconds.");
+        }
+
+        DeviceRegistration? registration = d.FindRegistration(scheduler);
+        if (registration is null)
+        {
+            DeviceThrowHelper.ThrowInvalidOperation($"Device {d.Name} is not registered with this scheduler.");
+        }
+
+        if (!registration.Drain(timeout))
+        {
+            return false;
+        }
+
+        d.RemoveRegistration(registration);
+        return true;
+    }
+
+    private static RandomAccessDevice CheckDevice(IRandomAccessDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (device is not RandomAccessDevice d)
+        {
+            DeviceThrowHelper.ThrowArgument(nameof(device), "The device must derive from RandomAccessDevice.");
+            return null;
+        }
+
+        return d;
     }
 }

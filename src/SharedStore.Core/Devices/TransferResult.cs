@@ -33,32 +33,60 @@ public enum TransferStatus
 [StructLayout(LayoutKind.Auto)]
 public readonly struct TransferResult : IEquatable<TransferResult>
 {
-    /// <summary>Creates a result.</summary>
+    /// <summary>Creates a result for a binding of exactly <paramref name="bytesTransferred"/> bytes.</summary>
     /// <param name="status">How the transfer ended.</param>
     /// <param name="bytesTransferred">Bytes moved (0 unless <paramref name="status"/> is Success).</param>
     /// <param name="errno">The Linux errno for <see cref="TransferStatus.IOError"/> (and the errno equivalent of
     /// other failures), 0 on success.</param>
     public TransferResult(TransferStatus status, int bytesTransferred, int errno)
+        : this(status, bytesTransferred, errno, bytesTransferred)
+    {
+    }
+
+    /// <summary>Creates a result.</summary>
+    /// <param name="status">How the transfer ended.</param>
+    /// <param name="bytesTransferred">Bytes moved (0 unless <paramref name="status"/> is Success).</param>
+    /// <param name="errno">The Linux errno for <see cref="TransferStatus.IOError"/> (and the errno equivalent of
+    /// other failures), 0 on success.</param>
+    /// <param name="requestedBytes">The binding's length: the bytes the transfer was asked to move.</param>
+    public TransferResult(TransferStatus status, int bytesTransferred, int errno, int requestedBytes)
     {
         Status = status;
         BytesTransferred = bytesTransferred;
         Errno = errno;
+        RequestedBytes = requestedBytes;
     }
 
     /// <summary>How the transfer ended.</summary>
     public TransferStatus Status { get; }
 
-    /// <summary>Bytes moved; equal to the binding length on success except for a READ that reached end of device.</summary>
+    /// <summary>Bytes moved; equal to <see cref="RequestedBytes"/> on success except for a READ that reached end of
+    /// device (see <see cref="IsShort"/>).</summary>
     public int BytesTransferred { get; }
 
     /// <summary>The Linux errno (EINVAL for misaligned direct I/O, EBADF for read-only or closed devices,
     /// ECANCELED for cancellation), 0 on success.</summary>
     public int Errno { get; }
 
-    /// <summary>True when <see cref="Status"/> is <see cref="TransferStatus.Success"/>.</summary>
+    /// <summary>The binding's length when it was scheduled: what a full transfer moves.</summary>
+    public int RequestedBytes { get; }
+
+    /// <summary>True when <see cref="Status"/> is <see cref="TransferStatus.Success"/> (full or short).</summary>
     public bool Succeeded => Status == TransferStatus.Success;
 
+    /// <summary>True when the transfer succeeded and moved every requested byte: the one check a caller that needs
+    /// the whole binding makes.</summary>
+    public bool IsComplete => Status == TransferStatus.Success && BytesTransferred == RequestedBytes;
+
+    /// <summary>True when the transfer succeeded but moved fewer bytes than requested: a READ that reached the end
+    /// of the device (<see cref="BytesTransferred"/> bytes are valid, possibly 0). Never true for a WRITE, whose
+    /// short transfers the schedulers continue until complete or failed.</summary>
+    public bool IsShort => Status == TransferStatus.Success && BytesTransferred < RequestedBytes;
+
     internal static TransferResult Ok(int bytes) => new(TransferStatus.Success, bytes, 0);
+
+    /// <summary>This result for a binding of <paramref name="length"/> bytes (stamped by the binding when it is notified).</summary>
+    internal TransferResult ForLength(int length) => new(Status, BytesTransferred, Errno, length);
 
     internal static TransferResult Fail(TransferStatus status) => new(status, 0, status switch
     {
@@ -97,20 +125,21 @@ public readonly struct TransferResult : IEquatable<TransferResult>
 
     /// <inheritdoc/>
     public bool Equals(TransferResult other) =>
-        Status == other.Status && BytesTransferred == other.BytesTransferred && Errno == other.Errno;
+        Status == other.Status && BytesTransferred == other.BytesTransferred && Errno == other.Errno &&
+        RequestedBytes == other.RequestedBytes;
 
     /// <inheritdoc/>
     public override bool Equals(object? obj) => obj is TransferResult other && Equals(other);
 
     /// <inheritdoc/>
-    public override int GetHashCode() => HashCode.Combine(Status, BytesTransferred, Errno);
+    public override int GetHashCode() => HashCode.Combine(Status, BytesTransferred, Errno, RequestedBytes);
 
     /// <inheritdoc/>
-    public override string ToString() => $"{Status} bytes={BytesTransferred} errno={Errno}";
+    public override string ToString() => $"{Status} bytes={BytesTransferred}/{RequestedBytes} errno={Errno}";
 
-    /// <summary>Equality of status, bytes and errno.</summary>
+    /// <summary>Equality of status, bytes, errno and requested bytes.</summary>
     public static bool operator ==(TransferResult left, TransferResult right) => left.Equals(right);
 
-    /// <summary>Inequality of status, bytes and errno.</summary>
+    /// <summary>Inequality of status, bytes, errno and requested bytes.</summary>
     public static bool operator !=(TransferResult left, TransferResult right) => !left.Equals(right);
 }

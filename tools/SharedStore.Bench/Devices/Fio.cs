@@ -67,6 +67,14 @@ internal static class Fio
     public static string Arg(string name, object value) =>
         $"--{name}={Convert.ToString(value, CultureInfo.InvariantCulture)}";
 
+    /// <summary>fio's own CPU per I/O in microseconds ((usr + sys) of its job over its I/Os), for the log.</summary>
+    public static double CpuMicrosPerIo(JsonElement job, string direction)
+    {
+        double ios = job.GetProperty(direction).GetProperty("total_ios").GetDouble();
+        double busy = (job.GetProperty("usr_cpu").GetDouble() + job.GetProperty("sys_cpu").GetDouble()) / 100;
+        return ios == 0 ? 0 : busy * job.GetProperty("elapsed").GetDouble() * 1e6 / ios;
+    }
+
     private static bool IsOnPath() =>
         (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin")
             .Split(':', StringSplitOptions.RemoveEmptyEntries)
