@@ -228,8 +228,9 @@ internal sealed unsafe partial class DurableStore : IDisposable
     }
 
     /// <summary>Creates the object's file, new (O_CREAT|O_EXCL|O_NOFOLLOW in the container's folder), preallocated
-    /// (a full disk is NoResources here, not a write-back failure later), and records it in the metadata.</summary>
-    public void AddObject(DurableContainer dc, ObjectState o)
+    /// (a full disk is NoResources here, not a write-back failure later), and records it in the metadata. The caller
+    /// records the returned file in its model.</summary>
+    public DurableObject AddObject(DurableContainer dc, ObjectState o)
     {
         string file = "";
         bool created = false;
@@ -275,7 +276,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
             throw new BrokerError(ErrorCode.NoResources, $"cannot create the file of object '{o.Name}' in '{dc.Directory}': {e.Message}");
         }
 
-        Attach(dc, o, file, device);
+        return Attach(dc, o, file, device);
     }
 
     /// <summary>Creates the next object file, <c>o-N.ssdata</c>, with O_EXCL: a name already taken (left by a crash
@@ -300,14 +301,8 @@ internal sealed unsafe partial class DurableStore : IDisposable
     private static string ObjectFileName(ulong n) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"o-{n}.ssdata");
 
     /// <summary>Closes and deletes the object's file and drops it from the metadata.</summary>
-    public void RemoveObject(DurableContainer dc, ObjectState o)
+    public void RemoveObject(DurableContainer dc, DurableObject d)
     {
-        var d = o.Durable;
-        if (d is null)
-        {
-            return;
-        }
-
         d.Close();
         lock (_gate)
         {
@@ -316,7 +311,6 @@ internal sealed unsafe partial class DurableStore : IDisposable
 
         dc.Folder.Delete(d.FileName);
         dc.Meta.Objects.Remove(dc.Meta.Objects.FirstOrDefault(m => m.File == d.FileName));
-        o.Durable = null;
         TryWriteMeta(dc);
     }
 
@@ -325,7 +319,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
     {
         foreach (var d in dc.Objects.ToList())
         {
-            RemoveObject(dc, d.State);
+            RemoveObject(dc, d);
         }
 
         dc.Folder.Delete(MetaFileName);
@@ -805,7 +799,6 @@ internal sealed unsafe partial class DurableStore : IDisposable
         foreach (var d in dc?.Objects.ToList() ?? [])
         {
             d.Close();
-            d.State.Durable = null;
         }
 
         dc?.Folder.Dispose();
@@ -814,7 +807,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
     /// <summary>Loads an object's blocks from its file into its (fresh, zeroed) shared memory: per block the valid
     /// slot with the highest generation; torn slots are skipped and counted; a block whose written slots are all
     /// invalid is marked torn in memory (leases report it) and counted as corrupt.</summary>
-    public RestoreReport RestoreObject(DurableContainer dc, ObjectState o, string file)
+    public RestoreReport RestoreObject(DurableContainer dc, ObjectState o, string file, out DurableObject restored)
     {
         string path = Path.Combine(dc.Directory, file); // for messages only
         if (!IsObjectFileName(file))
@@ -825,6 +818,7 @@ internal sealed unsafe partial class DurableStore : IDisposable
         var device = new RandomAccessFileDevice(path, dc.Folder.OpenFile(file, writable: true), DeviceMode.None);
         int bs = (int)dc.Meta.BlockSize;
         var d = Attach(dc, o, file, device);
+        restored = d;
         long torn = 0, corrupt = 0;
         CheckFileHeader(device, o, bs);
 
@@ -1280,7 +1274,6 @@ internal sealed unsafe partial class DurableStore : IDisposable
     private DurableObject Attach(DurableContainer dc, ObjectState o, string file, RandomAccessFileDevice device)
     {
         var d = new DurableObject(o, file, device, o.Segment.DataMap.Pointer + o.DataOffset, o.Segment.Record(o.RecordIndex), (int)dc.Meta.BlockSize);
-        o.Durable = d;
         lock (_gate)
         {
             dc.Objects.Add(d);
