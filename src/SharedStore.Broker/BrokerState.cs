@@ -105,20 +105,6 @@ internal sealed class BrokerState : IDisposable
 
     public ListReply List() => _introspection.List();
 
-    public void Heartbeat()
-    {
-        using (_model.Enter())
-        {
-            foreach (var c in _model.Containers)
-            {
-                foreach (var s in c.Segments)
-                {
-                    s.Heartbeat();
-                }
-            }
-        }
-    }
-
     public void Dispose()
     {
         _durable?.Dispose(); // write-back stops (files stay) before the memory it reads goes

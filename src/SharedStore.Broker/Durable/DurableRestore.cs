@@ -1,9 +1,7 @@
 using System.Runtime.InteropServices;
-using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 using SharedStore.Devices;
 using SharedStore.Locks;
-using SharedStore.Protocol;
 using SharedStore.Regions;
 
 namespace SharedStore.Broker;

@@ -80,7 +80,7 @@ internal sealed unsafe class DurableStore : IDisposable
         }
     }
 
-    // ---- Containers and objects (called under the broker state lock) --------------------------------------
+    // ---- Containers and objects (called under the model lock) --------------------------------------
 
     /// <summary>Makes <paramref name="c"/> durable in <paramref name="directory"/>: opens the folder once
     /// (O_DIRECTORY|O_NOFOLLOW) and keeps it open for the container's life, checks on that descriptor that the caller
