@@ -24,7 +24,6 @@ internal sealed class BrokerServer : IDisposable
     private SafeFd? _lockFile;
     private SeqPacketSocket? _listener;
     private Thread? _acceptThread;
-    private Timer? _heartbeat;
     private volatile bool _stopping;
 
     private readonly long _startTimestamp = Stopwatch.GetTimestamp();
@@ -142,7 +141,6 @@ internal sealed class BrokerServer : IDisposable
         _ = Interop.Libc.unlink(_options.SocketPath);
         _listener = SeqPacketSocket.Listen(_options.SocketPath, _options.SystemWide ? Convert.ToInt32("666", 8) : Convert.ToInt32("600", 8));
         File.WriteAllText(_options.SocketPath + ".pid", $"{Environment.ProcessId}\n");
-        _heartbeat = new Timer(_ => State.Heartbeat(), null, 1000, 1000);
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "sharedstore-accept" };
         _acceptThread.Start();
         return true;
@@ -293,7 +291,6 @@ internal sealed class BrokerServer : IDisposable
     public void Dispose()
     {
         Stop();
-        _heartbeat?.Dispose();
         _acceptThread?.Join(TimeSpan.FromSeconds(2));
         _listener?.Dispose();
         if (_lockFile is not null)

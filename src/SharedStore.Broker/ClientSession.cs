@@ -46,9 +46,6 @@ internal sealed partial class ClientSession
     private readonly Lock _applierGate = new();
     private long _channelCharge; // bytes of the channel charged to this client's uid, under _applierGate
 
-    /// <summary>Container id → membership. Guarded by the broker state lock.</summary>
-    public Dictionary<uint, Membership> Memberships { get; } = [];
-
     public void Run()
     {
         byte[] buffer = new byte[ProtocolConstants.MaxMessageBytes];

@@ -7,7 +7,7 @@ namespace SharedStore.Broker;
 /// <c>--uid-memory-quota</c>: object data (whole pages), lock tables of segments, and asynchronous channels (ring,
 /// status entries and staging). A charge is refused with <see cref="ErrorCode.NoResources"/> before the memory is
 /// made, so a hog meets a clean error and nothing is left half made. Each charge names the uid it is charged to and
-/// is released to that uid. Thread-safe; its lock guards only its counters and nests inside the broker state lock.
+/// is released to that uid. Thread-safe; its lock guards only its counters and nests inside the model lock (a leaf: see LockOrder).
 /// </summary>
 internal sealed class MemoryBudget
 {

@@ -46,6 +46,10 @@ internal sealed class BrokerConnection : IDisposable
     /// <summary>The broker's process id, from its hello.</summary>
     public int BrokerPid { get; private set; }
 
+    /// <summary>The broker's start timestamp, from its hello: with <see cref="BrokerPid"/>, names the broker instance
+    /// whose lock tables this client may trust.</summary>
+    public long BrokerStart { get; private set; }
+
     /// <summary>The lock-wait policy of every lock waiter on memory granted by this connection.</summary>
     public LockWaitPolicy WaitPolicy { get; }
 
@@ -78,6 +82,7 @@ internal sealed class BrokerConnection : IDisposable
         {
             var reply = c.Call(new Request { Hello = new Hello { ProtocolVersion = ProtocolConstants.ProtocolVersion, ClientName = options.ClientName } }, options.RequestTimeout, default);
             c.BrokerPid = reply.Response.Hello.BrokerPid;
+            c.BrokerStart = (long)reply.Response.Hello.BrokerStartTicks;
             return c;
         }
         catch

@@ -303,7 +303,7 @@ public sealed class Container : IDisposable
                 throw new SharedStoreException(ErrorCode.Internal, $"segment_fetch of segment {segmentId} answered {resp.Segments.Count} segment(s) and {fds.Count} descriptor(s)");
             }
 
-            var seg = ClientSegment.Map(resp.Segments[0], fds[0], fds[1], _conn.BrokerPid);
+            var seg = ClientSegment.Map(resp.Segments[0], fds[0], fds[1], _conn.BrokerPid, _conn.BrokerStart);
             _segments[segmentId] = seg;
             return seg;
         }
@@ -332,7 +332,7 @@ public sealed class Container : IDisposable
 
                     if (!_segments.ContainsKey(info.SegmentId))
                     {
-                        _segments[info.SegmentId] = ClientSegment.Map(info, fds[2 * i], fds[(2 * i) + 1], _conn.BrokerPid);
+                        _segments[info.SegmentId] = ClientSegment.Map(info, fds[2 * i], fds[(2 * i) + 1], _conn.BrokerPid, _conn.BrokerStart);
                     }
                 }
 
@@ -377,14 +377,21 @@ internal sealed unsafe class ClientSegment : IDisposable
 
     public MappedRegion Locks { get; }
 
-    public static ClientSegment Map(SegmentInfo info, SafeFd dataFd, SafeFd lockFd, int brokerPid)
+    /// <summary>Maps a segment the broker sent, once its lock table is seen to be complete (Magic), of this layout, and
+    /// made by the broker instance this client said hello to (<paramref name="brokerPid"/> and
+    /// <paramref name="brokerStart"/>, docs/ARCHITECTURE.md §3.1).</summary>
+    /// <exception cref="SharedStoreException">VersionMismatch: any of these differ.</exception>
+    public static ClientSegment Map(SegmentInfo info, SafeFd dataFd, SafeFd lockFd, int brokerPid, long brokerStart)
     {
         var locks = MappedRegion.Map(lockFd, (long)info.LockLength, writable: true);
         var h = (LockSegmentHeader*)locks.Pointer;
-        if (Volatile.Read(ref h->Magic) != LockSegmentDescriptor.Magic || h->Version != LockSegmentDescriptor.LayoutVersion || h->BrokerPid != brokerPid)
+        if (Volatile.Read(ref h->Magic) != LockSegmentDescriptor.Magic || h->Version != LockSegmentDescriptor.LayoutVersion || h->BrokerPid != brokerPid
+            || h->BrokerStart != brokerStart)
         {
+            // The message reads the header: before the unmap (reading it after faulted).
+            string message = $"segment {info.SegmentId}'s lock table has magic {h->Magic:X}, layout {h->Version}, broker pid {h->BrokerPid} started at {h->BrokerStart}; expected layout {LockSegmentDescriptor.LayoutVersion} of broker {brokerPid} started at {brokerStart}";
             locks.Dispose();
-            throw new SharedStoreException(ErrorCode.VersionMismatch, $"segment {info.SegmentId}'s lock table has magic {h->Magic:X}, layout {h->Version}, broker pid {h->BrokerPid}; expected layout {LockSegmentDescriptor.LayoutVersion} of broker {brokerPid}");
+            throw new SharedStoreException(ErrorCode.VersionMismatch, message);
         }
 
         try

@@ -14,9 +14,10 @@ namespace SharedStore.Regions;
 ///  | BlockSz| Slots  | rsvd   | reserved ...                                                      |
 ///  +--------+--------+--------+---------------------------------------------------------------------+
 /// </code>
-/// The broker writes every header field before it hands the descriptor to anyone, and only Heartbeat afterwards
-/// (once a second): a client trusts a region whose Magic and Version match and whose BrokerPid/BrokerStart equal
-/// what the broker said in its hello.
+/// The broker writes every header field before it hands the descriptor to anyone, and none afterwards: a client
+/// trusts a region whose Magic and Version match and whose BrokerPid and BrokerStart equal what the broker said in its
+/// hello (<c>ClientSegment.Map</c>; the start timestamp tells a later broker that got the same pid apart). Heartbeat is
+/// reserved and stays 0: the broker's liveness is its socket (docs/ARCHITECTURE.md §5), which a client notices at once.
 /// </summary>
 internal static class LockSegmentDescriptor
 {
@@ -53,7 +54,7 @@ internal struct LockSegmentHeader
     [FieldOffset(LockSegmentDescriptor.ContainerIdOffset)] public uint ContainerId;
     [FieldOffset(LockSegmentDescriptor.BrokerPidOffset)] public int BrokerPid;
     [FieldOffset(LockSegmentDescriptor.BrokerStartOffset)] public long BrokerStart;
-    [FieldOffset(LockSegmentDescriptor.HeartbeatOffset)] public long Heartbeat;
+    [FieldOffset(LockSegmentDescriptor.HeartbeatOffset)] public long Heartbeat; // reserved, 0: never written
     [FieldOffset(LockSegmentDescriptor.RecordCapacityOffset)] public long RecordCapacity;
     [FieldOffset(LockSegmentDescriptor.BlockSizeOffset)] public long BlockSize;
     [FieldOffset(LockSegmentDescriptor.SlotsOffset)] public int Slots;

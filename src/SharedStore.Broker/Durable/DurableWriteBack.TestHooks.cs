@@ -4,7 +4,7 @@ using SharedStore.Regions;
 namespace SharedStore.Broker;
 
 /// <summary>Fault injection for the durable crash tests (tests/SharedStore.CrashSafety.Tests/DurableCrashTests.cs).</summary>
-internal sealed partial class DurableStore
+internal sealed partial class DurableWriteBack
 {
     /// <summary>
     /// SHAREDSTORE_TEST_TEAR_WINDOW_MS, read only by the test startup hook (<see cref="BrokerTestHooks"/>). A kill -9 of the broker did not tear a single slot

@@ -40,7 +40,6 @@ internal sealed unsafe class Segment : IDisposable
             h->ContainerId = containerId;
             h->BrokerPid = broker.Pid;
             h->BrokerStart = broker.StartTicks;
-            h->Heartbeat = Environment.TickCount64;
             h->RecordCapacity = recordCapacity;
             h->BlockSize = blockSize;
             h->Slots = BlockLockDescriptor.MaxSlots;
@@ -122,12 +121,6 @@ internal sealed unsafe class Segment : IDisposable
         _records.Free(recordIndex, blockCount);
     }
 
-    public void Heartbeat()
-    {
-        var h = (LockSegmentHeader*)LockMap.Pointer;
-        Volatile.Write(ref h->Heartbeat, Environment.TickCount64);
-    }
-
     public void Dispose()
     {
         DataMap?.Dispose();
@@ -138,7 +131,7 @@ internal sealed unsafe class Segment : IDisposable
     }
 }
 
-/// <summary>First-fit allocator of [0, capacity) ranges with coalescing frees. Broker-only, under the state lock.</summary>
+/// <summary>First-fit allocator of [0, capacity) ranges with coalescing frees. Broker-only, under the model lock.</summary>
 internal sealed class RangeAllocator
 {
     private readonly SortedDictionary<long, long> _free = new(); // offset -> length

@@ -1,0 +1,530 @@
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using SharedStore.Locks;
+using SharedStore.Protocol;
+using SharedStore.Regions;
+
+namespace SharedStore.Broker;
+
+/// <summary>
+/// Names and lifecycle: create, join, leave and destroy of containers and objects, the segment descriptors each member
+/// receives, durable containers brought back at start, and the object an asynchronous message names. Every call
+/// takes the model lock (<see cref="BrokerModel"/>) around its change; permissions are
+/// <see cref="AccessPolicy"/>'s, placement and memory <see cref="SegmentPlacement"/>'s, lock records
+/// <see cref="LockRepair"/>'s. Durable files are the <see cref="DurableStore"/>'s: it is called under the model lock
+/// (its catalog lock nests inside), and never changes the model; this class records what it returns.
+/// </summary>
+internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options, SegmentPlacement placement, LockRepair repair, DurableStore? durable, ILogger logger)
+{
+    private const long MaxObjectSize = 1L << 40; // 1 TiB: beyond any memory this broker can hand out
+
+    // ---- Containers ---------------------------------------------------------------------------------------
+
+    public (ContainerInfo Info, Membership Member) CreateContainer(ClientSession session, ContainerCreate req)
+    {
+        AccessPolicy.ValidateName(req.Name, "container");
+        var who = session.Credentials;
+        AccessPolicy.CheckCreate(who, req.GroupId);
+        int blockSize = req.BlockSize == 0 ? options.DefaultBlockSize : (int)Math.Min(req.BlockSize, int.MaxValue);
+        if (req.BlockSize != 0 && (req.BlockSize < 4096 || req.BlockSize > (1u << 30) || (req.BlockSize & (req.BlockSize - 1)) != 0))
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"block size {req.BlockSize} must be a power of two from 4 KiB to 1 GiB");
+        }
+
+        using (model.Enter())
+        {
+            if (model.Contains(req.Name))
+            {
+                throw new BrokerError(ErrorCode.AlreadyExists, $"container '{req.Name}' already exists");
+            }
+
+            var c = model.NewContainer(req.Name, req.GroupId, who.Uid, req.WritePolicy, blockSize);
+            if (req.DurablePath.Length > 0)
+            {
+                c.Durable = durable!.CreateContainer(c, req.DurablePath, who);
+            }
+
+            model.Add(c);
+            var m = AddMember(session, c);
+            return (c.Describe(m), m);
+        }
+    }
+
+    public (ContainerInfo Info, Membership Member) JoinContainer(ClientSession session, ContainerJoin req)
+    {
+        AccessPolicy.ValidateName(req.Name, "container");
+        using (model.Enter())
+        {
+            if (!model.TryGet(req.Name, out var c))
+            {
+                throw new BrokerError(ErrorCode.NotFound, $"container '{req.Name}' does not exist");
+            }
+
+            if (c.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"container '{req.Name}' is being destroyed");
+            }
+
+            AccessPolicy.CheckJoin(session.Credentials, c);
+            var m = AddMember(session, c);
+            return (c.Describe(m), m);
+        }
+    }
+
+    private Membership AddMember(ClientSession session, ContainerState c)
+    {
+        // One membership (one lock slot) per client process and container: a second join would need a second slot
+        // for the same process, and must be refused before anything is recorded.
+        if (model.IsMember(session, c.Id))
+        {
+            throw new BrokerError(ErrorCode.AlreadyExists, $"this client is already a member of container '{c.Name}'");
+        }
+
+        int slot = Array.IndexOf(c.Slots, null, 0, BlockLockDescriptor.MaxMembers); // the last slot is the broker's
+        if (slot < 0)
+        {
+            throw new BrokerError(ErrorCode.NoResources, $"container '{c.Name}' has its maximum of {BlockLockDescriptor.MaxMembers} member processes");
+        }
+
+        // A free slot's words may have been forged while it was free (docs/ARCHITECTURE.md §2): clear them before the
+        // slot is given, so a new member never inherits a forgery as its own (unrepairable) hold.
+        repair.ClearFreeSlot(c, slot, session.Credentials.Pid);
+        var m = new Membership { Session = session, Container = c, Slot = slot, CanWrite = AccessPolicy.CanWrite(c, session.Credentials) };
+        c.Slots[slot] = m;
+        model.AddMembership(m);
+        return m;
+    }
+
+    public void LeaveContainer(ClientSession session, uint containerId)
+    {
+        using (model.Enter())
+        {
+            var m = model.Member(session, containerId);
+            RemoveMember(m, died: false);
+        }
+    }
+
+    /// <summary>Blocks until every other member has left, then frees the container. Joins are refused from the start.
+    /// On timeout or cancellation the container is put back as it was.</summary>
+    public void DestroyContainer(ClientSession session, uint containerId, TimeSpan timeout, CancellationToken token)
+    {
+        using (model.Enter())
+        {
+            var m = model.Member(session, containerId);
+            var c = m.Container;
+            AccessPolicy.CheckDestroy(session.Credentials, c);
+            if (c.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"container '{c.Name}' is already being destroyed");
+            }
+
+            c.Destroying = true;
+            bool done = model.WaitUntil(() => c.MemberCount == (c.Slots[m.Slot] == m ? 1 : 0), timeout, token);
+            // Put the container back whenever it still exists, also when the destroyer left or died while waiting
+            // (its session close cancels the wait): otherwise it would stay "destroying" with live members.
+            if (!done && model.IsLive(c))
+            {
+                c.Destroying = false;
+                model.PulseAll();
+                throw token.IsCancellationRequested
+                    ? new BrokerError(ErrorCode.Canceled, "container destroy canceled")
+                    : new BrokerError(ErrorCode.Timeout, $"container '{c.Name}' still has {c.MemberCount - (c.Slots[m.Slot] == m ? 1 : 0)} other member(s)");
+            }
+
+            if (c.Slots[m.Slot] == m)
+            {
+                RemoveMember(m, died: false); // frees the container: it is destroying and now memberless
+            }
+        }
+    }
+
+    /// <summary>Under the model lock: takes a member out of its container (it left, or its process died), releasing
+    /// what its slot held. Returns the records in which the slot held something.</summary>
+    public long RemoveMember(Membership m, bool died)
+    {
+        var c = m.Container;
+        // Release everything the slot may hold in every block of the container. For a live client that left, its
+        // library refused to leave with leases or writes outstanding, so this finds nothing; for a dead one it is
+        // the recovery (see docs/ARCHITECTURE.md, "Recovery"). The same pass clears whatever names a slot with no
+        // live member (forged, §2): a leave or death is when such words most often lose their last excuse.
+        long released = repair.ScrubSlot(c, m.Slot, died ? "death" : "leave", m.Session.Credentials.Pid);
+        foreach (var (oid, uses) in m.ObjectUses)
+        {
+            if (c.ObjectsById.TryGetValue(oid, out var o))
+            {
+                o.UseCount -= uses;
+                if (o.Destroying && o.UseCount == 0)
+                {
+                    FreeObject(c, o);
+                }
+            }
+        }
+
+        m.ObjectUses.Clear();
+        c.Slots[m.Slot] = null;
+        model.RemoveMembership(m);
+        if (died && released > 0)
+        {
+            Log.DeadClientRecovered(logger, released, m.Session.Credentials.Pid, c.Name);
+        }
+
+        if (c.Destroying && c.MemberCount == 0)
+        {
+            FreeContainer(c);
+        }
+
+        model.PulseAll();
+        return released;
+    }
+
+    private void FreeContainer(ContainerState c)
+    {
+        foreach (var o in c.ObjectsById.Values.ToList())
+        {
+            FreeObject(c, o);
+        }
+
+        if (c.Durable is { } dc)
+        {
+            durable!.RemoveContainer(dc); // destroy of a durable container deletes its files
+        }
+
+        placement.FreeSegments(c);
+        model.RemoveContainer(c);
+    }
+
+    // ---- Objects ------------------------------------------------------------------------------------------
+
+    public (ObjectInfo Info, SegmentGrant Grant) CreateObject(ClientSession session, ObjectCreate req)
+    {
+        AccessPolicy.ValidateName(req.Name, "object");
+        if (req.Size == 0 || req.Size > MaxObjectSize)
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"object size {req.Size} must be from 1 byte to 1 TiB");
+        }
+
+        long size = (long)req.Size;
+        ObjectState o;
+        Membership m;
+        using (model.Enter())
+        {
+            m = model.Member(session, req.ContainerId);
+            var c = m.Container;
+            AccessPolicy.CheckWriter(m, "create");
+            if (c.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"container '{c.Name}' is being destroyed");
+            }
+
+            if (c.Objects.ContainsKey(req.Name))
+            {
+                throw new BrokerError(ErrorCode.AlreadyExists, $"object '{req.Name}' already exists in container '{c.Name}'");
+            }
+
+            o = placement.AllocateObject(c, req.Name, size, session.Credentials.Uid);
+            o.UseCount = 1;
+            if (c.Durable is { } dc)
+            {
+                try
+                {
+                    o.Durable = durable!.AddObject(dc, o); // the file, preallocated: a full disk is this call's NoResources
+                }
+                catch (BrokerError)
+                {
+                    o.UseCount = 0;
+                    FreeObject(c, o);
+                    throw;
+                }
+            }
+
+            m.ObjectUses[o.Id] = 1;
+        }
+
+        // Pay the first-touch cost (about 2 µs a page here) now rather than on a reader's first access. Large
+        // objects populate in the background: create returns once the memory is reserved.
+        if (size >= options.BackgroundPopulateThreshold)
+        {
+            var seg = o.Segment;
+            long off = o.DataOffset;
+            ThreadPool.UnsafeQueueUserWorkItem(_ => seg.DataMap.Populate(off, size), null);
+        }
+        else
+        {
+            o.Segment.DataMap.Populate(o.DataOffset, size);
+        }
+
+        using (model.Enter())
+        {
+            return (o.Describe(), Grant(m, o));
+        }
+    }
+
+    public (ObjectInfo Info, SegmentGrant Grant) JoinObject(ClientSession session, ObjectJoin req)
+    {
+        AccessPolicy.ValidateName(req.Name, "object");
+        using (model.Enter())
+        {
+            var m = model.Member(session, req.ContainerId);
+            if (!m.Container.Objects.TryGetValue(req.Name, out var o))
+            {
+                throw new BrokerError(ErrorCode.NotFound, $"object '{req.Name}' does not exist in container '{m.Container.Name}'");
+            }
+
+            if (o.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"object '{req.Name}' is being destroyed");
+            }
+
+            o.UseCount++;
+            m.ObjectUses[o.Id] = m.ObjectUses.GetValueOrDefault(o.Id) + 1;
+            return (o.Describe(), Grant(m, o));
+        }
+    }
+
+    public void LeaveObject(ClientSession session, ObjectLeave req)
+    {
+        using (model.Enter())
+        {
+            var m = model.Member(session, req.ContainerId);
+            var o = BrokerModel.Object(m, req.ObjectId);
+            DropUse(m, o);
+            model.PulseAll();
+        }
+    }
+
+    private void DropUse(Membership m, ObjectState o)
+    {
+        int uses = m.ObjectUses[o.Id];
+        if (uses == 1)
+        {
+            m.ObjectUses.Remove(o.Id);
+        }
+        else
+        {
+            m.ObjectUses[o.Id] = uses - 1;
+        }
+
+        o.UseCount--;
+        if (o.Destroying && o.UseCount == 0)
+        {
+            FreeObject(m.Container, o);
+        }
+    }
+
+    /// <summary>Blocks while other members use the object, then frees it. Joins are refused from the start. On
+    /// timeout or cancellation the object is put back as it was.</summary>
+    public void DestroyObject(ClientSession session, ObjectDestroy req, TimeSpan timeout, CancellationToken token)
+    {
+        using (model.Enter())
+        {
+            var m = model.Member(session, req.ContainerId);
+            var o = BrokerModel.Object(m, req.ObjectId);
+            AccessPolicy.CheckWriter(m, "destroy");
+            if (o.Destroying)
+            {
+                throw new BrokerError(ErrorCode.Destroyed, $"object '{o.Name}' is already being destroyed");
+            }
+
+            o.Destroying = true;
+            int Mine() => m.ObjectUses.GetValueOrDefault(o.Id);
+            bool done = model.WaitUntil(() => o.UseCount - Mine() == 0, timeout, token);
+            // Put the object back whenever it still exists, also when the destroyer's membership is gone (it left
+            // the container or died while waiting): others still use it, so it must not be freed below.
+            if (!done && m.Container.ObjectsById.ContainsKey(o.Id))
+            {
+                o.Destroying = false;
+                model.PulseAll();
+                throw token.IsCancellationRequested
+                    ? new BrokerError(ErrorCode.Canceled, "object destroy canceled")
+                    : new BrokerError(ErrorCode.Timeout, $"object '{o.Name}' is still used by {o.UseCount - Mine()} other join(s)");
+            }
+
+            if (m.Container.ObjectsById.ContainsKey(o.Id))
+            {
+                o.UseCount -= Mine();
+                m.ObjectUses.Remove(o.Id);
+                FreeObject(m.Container, o);
+            }
+
+            model.PulseAll();
+        }
+    }
+
+    private void FreeObject(ContainerState c, ObjectState o)
+    {
+        if (!c.ObjectsById.Remove(o.Id))
+        {
+            return;
+        }
+
+        if (c.Durable is { } dc && o.Durable is { } d)
+        {
+            durable!.RemoveObject(dc, d); // write-back stops touching the memory before it is freed
+            o.Durable = null;
+        }
+
+        o.AsyncTarget?.Dispose(); // its view's reference on the mappings: appliers dropped it before a leave or destroy
+        o.AsyncTarget = null;
+        c.Objects.Remove(o.Name);
+        c.Bytes -= o.Size;
+        foreach (var member in c.Members)
+        {
+            member.ObjectUses.Remove(o.Id);
+        }
+
+        placement.FreeObject(c, o);
+    }
+
+    /// <summary>Under the model lock: the segments this member has not received yet. The session releases the
+    /// references (<see cref="SegmentGrant.Add"/>) after sending.</summary>
+    private static SegmentGrant Grant(Membership m, ObjectState o)
+    {
+        var grant = new SegmentGrant();
+        if (m.SentSegments.Add(o.Segment.Id))
+        {
+            grant.Add(m, o.Segment);
+        }
+
+        return grant;
+    }
+
+    /// <summary>A segment's descriptors again, for a member whose client lost the reply that carried them.</summary>
+    public SegmentGrant FetchSegment(ClientSession session, SegmentFetch req)
+    {
+        using (model.Enter())
+        {
+            var m = model.Member(session, req.ContainerId);
+            var seg = m.Container.Segments.Find(s => s.Id == req.SegmentId)
+                ?? throw new BrokerError(ErrorCode.NotFound, $"container '{m.Container.Name}' has no segment {req.SegmentId}");
+            var grant = new SegmentGrant();
+            m.SentSegments.Add(seg.Id);
+            grant.Add(m, seg);
+            return grant;
+        }
+    }
+
+    /// <summary>Whether the session is a member of at least one container.</summary>
+    public bool IsMember(ClientSession session)
+    {
+        using (model.Enter())
+        {
+            return model.MembershipsOf(session).Count > 0;
+        }
+    }
+
+    // ---- Durable containers ---------------------------------------------------------------------------------
+
+    /// <summary>container_flush: every write that completed before it is on disk when it returns.</summary>
+    public void Flush(ClientSession session, uint containerId, TimeSpan timeout, CancellationToken token)
+    {
+        DurableContainer? dc;
+        using (model.Enter())
+        {
+            dc = model.Member(session, containerId).Container.Durable;
+        }
+
+        if (dc is not null)
+        {
+            durable!.Flush(dc, timeout, token);
+        }
+    }
+
+    /// <summary>Broker start: brings back every registered durable container with its objects (memory allocated as
+    /// for a create, blocks loaded from their files). A container that cannot be read is logged and skipped.</summary>
+    public List<RestoreReport> RestoreDurable()
+    {
+        var reports = new List<RestoreReport>();
+        foreach (string dir in durable!.RegisteredDirectories())
+        {
+            ContainerState? c = null;
+            DurableContainer? dc = null;
+            try
+            {
+                dc = durable.OpenRegistered(dir); // the folder opened O_NOFOLLOW and checked again
+                var meta = dc.Meta;
+                var objects = new List<(ObjectState O, string File)>();
+                using (model.Enter())
+                {
+                    if (model.Contains(meta.Name))
+                    {
+                        throw new InvalidDataException($"a container named '{meta.Name}' exists already");
+                    }
+
+                    c = model.NewContainer(meta.Name, meta.GroupId, meta.CreatorUid, meta.WritePolicy, (int)meta.BlockSize);
+                    durable.AdoptContainer(dc);
+                    c.Durable = dc;
+                    model.Add(c);
+                    foreach (var om in meta.Objects)
+                    {
+                        objects.Add((placement.AllocateObject(c, om.Name, (long)om.Size, c.CreatorUid, reserve: false), om.File)); // RestoreObject reserves
+                    }
+                }
+
+                foreach (var (o, file) in objects)
+                {
+                    var report = durable.RestoreObject(dc, o, file, out var d);
+                    using (model.Enter())
+                    {
+                        o.Durable = d;
+                    }
+
+                    Log.DurableRestored(logger, report.Container, report.Object, report.Blocks, report.TornSlots, report.CorruptBlocks);
+                    reports.Add(report);
+                }
+            }
+            catch (Exception e) when (e is IOException or InvalidDataException or InvalidProtocolBufferException or SharedStoreException or UnauthorizedAccessException)
+            {
+                Log.DurableRestoreFailed(logger, dir, e.Message);
+
+                // All or nothing: a container whose object file failed (a damaged header) was already listed with
+                // its objects allocated, and clients would have been served the failed object (and every later one)
+                // as zeros, unmarked. Take it out again; its files stay untouched and registered.
+                durable.AbandonRestore(dir, dc);
+                if (c is not null)
+                {
+                    using (model.Enter())
+                    {
+                        foreach (var o in c.ObjectsById.Values)
+                        {
+                            o.Durable = null; // closed by AbandonRestore
+                        }
+
+                        c.Durable = null; // FreeContainer must not delete the files
+                        FreeContainer(c);
+                    }
+                }
+            }
+        }
+
+        return reports;
+    }
+
+    // ---- Asynchronous path ---------------------------------------------------------------------------------
+
+    /// <summary>Resolves the object an asynchronous message names, as <paramref name="session"/> may use it: it must
+    /// be a member of the container and have the object joined. The target stays valid while the session keeps the
+    /// object joined; the session's applier drops its cached targets before any leave or destroy is executed.</summary>
+    public unsafe ErrorCode ResolveAsync(ClientSession session, uint containerId, uint objectId, out AsyncTarget? target, out bool canWrite)
+    {
+        target = null;
+        canWrite = false;
+        using (model.Enter())
+        {
+            if (model.Disposed)
+            {
+                return ErrorCode.BrokerUnavailable;
+            }
+
+            if (!model.MembershipsOf(session).TryGetValue(containerId, out var m) || !m.ObjectUses.ContainsKey(objectId)
+                || !m.Container.ObjectsById.TryGetValue(objectId, out var o))
+            {
+                return ErrorCode.NotFound;
+            }
+
+            canWrite = m.CanWrite;
+            target = o.AsyncTarget ??= new AsyncTarget(o.Segment.BrokerView(o, m.Container.BlockSize,
+                durable: m.Container.Durable is not null, repair.RequesterFor(m.Container, o)));
+            return ErrorCode.Ok;
+        }
+    }
+}
