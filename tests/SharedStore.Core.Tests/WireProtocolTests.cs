@@ -28,6 +28,7 @@ public class WireProtocolTests
             new() { Status = new StatusRequest() },
             new() { AsyncOpen = new AsyncOpen { SlotCount = 1024, StagingBytes = 1UL << 23 } },
             new() { Flush = new Flush { ContainerId = 3 } },
+            new() { SegmentFetch = new SegmentFetch { ContainerId = 3, SegmentId = 2 } },
             new() { LockCheck = new LockCheck { ContainerId = 3, ObjectId = 4, Block = 1UL << 40 } },
         };
         Assert.That(bodies.Select(b => b.BodyCase).Distinct().Count(), Is.EqualTo(Enum.GetValues<Request.BodyOneofCase>().Length - 1), "every body kind is covered");
