@@ -586,11 +586,13 @@ internal sealed unsafe class AsyncApplier : IDisposable
             }
         }
 
+        ObjectVersion.BeginWrite(t.Locks, first, last); // the range is written next (object versions, §4.1)
         return true;
     }
 
     private static void UnlockRange(AsyncTarget t, long first, long last, List<RandomAccessRequest> written)
     {
+        long published = ObjectVersion.Publish(t.Locks, first, last); // the data is in place, the locks still held
         long bs = 1L << t.BlockShift;
         for (long b = first; b <= last; b++)
         {
@@ -607,6 +609,8 @@ internal sealed unsafe class AsyncApplier : IDisposable
 
             t.Ledger.ReleaseWrite(t.Locks + b, b, whole, t.Durable);
         }
+
+        ObjectVersion.WakeIfSleepers(t.Locks, published);
     }
 
     private void RunRequests(List<RandomAccessRequest> requests)

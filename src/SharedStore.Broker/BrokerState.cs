@@ -113,7 +113,7 @@ internal sealed class Membership
 /// All broker state: containers, objects, segments, memberships. One lock (<c>_gate</c>) guards it; control calls
 /// are rare next to lock traffic, which never reaches the broker. Blocking calls wait on the same monitor.
 /// </summary>
-internal sealed class BrokerState : IDisposable
+internal sealed partial class BrokerState : IDisposable
 {
     private const int MaxNameBytes = 255;
     private const long MaxObjectSize = 1L << 40; // 1 TiB: beyond any memory this broker can hand out

@@ -960,6 +960,9 @@ internal sealed unsafe partial class DurableStore : IDisposable
             }
         }
 
+        // The restored bytes are in place and no one has the object yet: version 1, every block of it.
+        ObjectVersion.Publish(o.Segment.Record(o.RecordIndex), 0, n - 1);
+
         Interlocked.Add(ref _tornSlots, torn);
         Interlocked.Add(ref _corruptBlocks, corrupt);
         return new RestoreReport(dc.Meta.Name, o.Name, n, torn, corrupt);

@@ -17,7 +17,7 @@ public readonly record struct ObjectAttributes(long Size, nint DataAddress);
 /// object's block locks; none of them talks to the broker. Thread-safe, except that leave and destroy must not race
 /// with other calls on the same handle. Disposing leaves the object (<c>object_leave</c>).
 /// </summary>
-public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
+public sealed unsafe partial class SharedObject : IDisposable, ILockRepairRequester
 {
     private readonly Container _container;
     private readonly BrokerConnection _conn;
@@ -112,6 +112,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         rec.First = first;
         rec.Last = last;
         rec.Torn = torn;
+        rec.Version = ObjectVersion.Read(_locks); // under the read locks: every write of these blocks up to it is in
         return new ObjectLease(rec, rec.Generation);
     }
 
@@ -198,7 +199,9 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
             }
         }
 
+        ObjectVersion.BeginWrite(_locks, first, last);
         data.CopyTo(new Span<byte>(_data + offset, data.Length));
+        long published = ObjectVersion.Publish(_locks, first, last); // after the data, before the locks go
 
         long blockSize = 1L << _blockShift;
         long end = offset + data.Length;
@@ -208,6 +211,8 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
             bool whole = offset <= bs && end >= Math.Min(bs + blockSize, Size);
             BlockLock.ReleaseWrite(_locks + b, whole, _durable);
         }
+
+        ObjectVersion.WakeIfSleepers(_locks, published); // no system call unless a waiter sleeps
     }
 
     /// <summary><see cref="Write(long, ReadOnlySpan{byte}, TimeSpan, CancellationToken)"/> without a timeout.</summary>

@@ -4,8 +4,9 @@ namespace SharedStore.Protocol;
 /// version would misread; the broker rejects a hello of another version with VERSION_MISMATCH.</summary>
 internal static class ProtocolConstants
 {
-    /// <remarks>2: replies larger than one part are split into parts (Response.part/more); holders lists every block.</remarks>
-    public const uint ProtocolVersion = 2;
+    /// <remarks>2: replies larger than one part are split into parts (Response.part/more); holders lists every block. 3: name_wait and its
+    /// pushed name_event; lock tables of layout 2 (object versions).</remarks>
+    public const uint ProtocolVersion = 3;
 
     /// <summary>Largest datagram either side sends or accepts (1 &lt;&lt; 20, 1 MiB).</summary>
     public const int MaxMessageBytes = 1 << 20;
