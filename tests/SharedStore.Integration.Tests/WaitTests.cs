@@ -75,7 +75,7 @@ public sealed class WaitTests : CrossProcessTest
         // the version is one load in shared memory.
         using var broker = StartBroker();
         var writer = Connect(broker, "writer");
-        var waiter = Connect(broker, "waiter");
+        var waiter = ConnectSleeper(broker, "waiter");
         writer.Ok($"create-container c {Gid}");
         writer.Ok($"create-object o {1L << 20}");
         waiter.Ok("join-container c");
@@ -98,6 +98,26 @@ public sealed class WaitTests : CrossProcessTest
     }
 
     [Test]
+    public void Changes_AsyncForm_YieldsTheVersionOfEachWrite()
+    {
+        // Contract: await foreach over obj.Changes(ct) yields the new version after each completed write of another
+        // process (one at a time when the consumer keeps up).
+        using var broker = StartBroker();
+        var writer = Connect(broker, "writer");
+        var waiter = Connect(broker, "waiter");
+        writer.Ok($"create-container c {Gid}");
+        writer.Ok("create-object o 4096");
+        waiter.Ok("join-container c");
+        waiter.Ok("join-object o");
+        int changes = waiter.Send("changes o 2 30000");
+        WaitUntil(() => writer.Ok("sleepers o")[0] == "1", "the async waiter sleeps");
+        writer.Ok("write o 0 1 1 5000");
+        WaitUntil(() => writer.Ok("sleepers o")[0] == "1", "the async waiter sleeps again");
+        writer.Ok("write o 0 1 2 5000");
+        Assert.That(waiter.ExpectOk(changes)[0], Is.EqualTo("1,2"));
+    }
+
+    [Test]
     public void WaitForChange_TimeoutAndCancellation_EndTheWait()
     {
         // Contract: WaitForChange ends with Timeout at its timeout and with cancellation when its token fires, and a
@@ -117,12 +137,11 @@ public sealed class WaitTests : CrossProcessTest
     {
         // Contract: no wake-up is lost when writes and waits race. Two processes take turns through one object, each
         // writing only after it saw the other's write, with no spinning (every wait sleeps on the futex unless the
-        // write beat it): a lost wake-up stalls the round until the 10 s wait timeout, and fails it. Versions seen
-        // never go backwards.
+        // write beat it) and sleep slices of a minute: a lost wake-up stalls the round until the 10 s wait timeout,
+        // and fails it. Versions seen never go backwards. Seen failing: with the writer's wake (step 6) removed.
         using var broker = StartBroker();
-        var a = Connect(broker, "a");
-        var b = StartClient("b");
-        b.Ok($"connect {broker.SocketPath} spin-us=0");
+        var a = ConnectSleeper(broker, "a", "spin-us=0");
+        var b = ConnectSleeper(broker, "b", "spin-us=0");
         a.Ok($"create-container c {Gid}");
         a.Ok("create-object o 4096");
         b.Ok("join-container c");
@@ -142,8 +161,8 @@ public sealed class WaitTests : CrossProcessTest
         // waiter, clears the bit, and the write after it makes no wake call (bit clear).
         using var broker = StartBroker();
         var writer = Connect(broker, "writer");
-        var doomed = Connect(broker, "doomed");
-        var other = Connect(broker, "other");
+        var doomed = ConnectSleeper(broker, "doomed");
+        var other = ConnectSleeper(broker, "other");
         writer.Ok($"create-container c {Gid}");
         writer.Ok("create-object o 4096");
         foreach (var p in new[] { doomed, other })
@@ -241,6 +260,15 @@ public sealed class WaitTests : CrossProcessTest
             var actual = got == "-" ? [] : got.Split(',').Select(int.Parse).ToList();
             Assert.That(actual, Is.EqualTo(expected), $"blocks changed since version {since}");
         }
+    }
+
+    /// <summary>A client whose futex sleeps last up to a minute (a test-only option): its waits end through a real
+    /// FUTEX_WAKE or their timeout, never because a 50 ms slice ran out, so a lost wake-up fails the test.</summary>
+    private ClientProcess ConnectSleeper(BrokerProcess broker, string name, string extra = "")
+    {
+        var c = StartClient(name);
+        c.Ok($"connect {broker.SocketPath} slice-ms=60000 {extra}".TrimEnd());
+        return c;
     }
 
     /// <summary>Samples the process's CPU time (utime + stime from /proc/PID/stat) over <see cref="s_asleepWindow"/>:

@@ -172,6 +172,7 @@ internal sealed unsafe class Commands
                         case "full": opts.AsyncFullMode = p[1] == "fail" ? AsyncFullMode.Fail : AsyncFullMode.Wait; break;
                         case "submit-timeout": opts.AsyncSubmitTimeout = Ms(p[1]); break;
                         case "spin-us": opts.LockSpin = TimeSpan.FromMicroseconds(L(p[1])); break;
+                        case "slice-ms": opts.TestSleepSlice = Ms(p[1]); break;
                         default: throw new NotSupportedException($"unknown connect option '{kv}'");
                     }
                 }
