@@ -123,10 +123,15 @@ internal sealed class NameWaiters
             }
         }
 
-        foreach (var w in list)
+        // Sent off the creator's session thread: a waiter that does not read could hold a send for the send timeout
+        // (10 s), and the creator's own reply must not wait for it.
+        ThreadPool.UnsafeQueueUserWorkItem(static waiters =>
         {
-            Send(w, null);
-        }
+            foreach (var w in waiters)
+            {
+                Send(w, null);
+            }
+        }, list, preferLocal: false);
     }
 
     /// <summary>Cancels the wait of request <paramref name="requestId"/> (answered CANCELED); false when there is none.</summary>
