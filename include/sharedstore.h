@@ -31,6 +31,7 @@
 #define SHAREDSTORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -136,6 +137,11 @@ int container_join(SHAREDSTORE_NAME container);
  * `while ((con = container_join("con")) < 0);`). Errors: those of container_join, TIMEOUT instead of NOT_FOUND. */
 int container_join_timed(SHAREDSTORE_NAME container, int timeout_ms);
 
+/* Not in the seed: joins the container as soon as it exists, waiting up to `timeout_ms` (-1: for ever). The broker
+ * pushes the news of its creation; nothing polls and the waiting thread sleeps. Returns the container id (>= 0).
+ * Errors: those of container_join, TIMEOUT instead of NOT_FOUND. (container_join_timed now does the same.) */
+int container_join_wait(SHAREDSTORE_NAME container, int timeout_ms);
+
 /* Stops using the container: leaves every object joined through it, then the container. Returns 0.
  * Errors: NOT_FOUND (no such id); BUSY (as for container_destroy; nothing is left). After the broker died it
  * succeeds (the broker released everything). */
@@ -171,6 +177,20 @@ int object_destroy_timed(int object_id, int timeout_ms);
 /* Joins an existing object of the container. Returns the object id (>= 0).
  * Errors: NOT_FOUND (no such container id or object name); DESTROYED; INVALID_ARGUMENT; BROKER_UNAVAILABLE. */
 int object_join(int container_id, SHAREDSTORE_NAME object);
+
+/* Not in the seed: object_join that waits up to `timeout_ms` (-1: for ever) for the object to be created in the
+ * container; the broker pushes the news, nothing polls. Errors: those of object_join, TIMEOUT instead of NOT_FOUND. */
+int object_join_wait(int container_id, SHAREDSTORE_NAME object, int timeout_ms);
+
+/* Not in the seed: the object's version (>= 0): 0 when created, one more for every completed write (object_write,
+ * an object_awrite the broker applied, a durable restore), advanced only once the data is in place. One load from
+ * shared memory, no system call. Errors (negative): NOT_FOUND. */
+int64_t object_version(int object_id);
+
+/* Not in the seed: waits until the object's version differs from `last_version` and returns the new one (at once when
+ * it already differs). Spins about 30 us, then sleeps on a futex in the object's shared memory; a writer makes the
+ * wake system call only when someone sleeps. Errors (negative): NOT_FOUND; TIMEOUT; BROKER_UNAVAILABLE. */
+int64_t object_wait(int object_id, int64_t last_version, int timeout_ms);
 
 /* Stops using the object; its operation ids end with it (object_return on them then returns NOT_FOUND). This
  * process's pending asynchronous writes to it are applied first. Returns 0.

@@ -166,23 +166,25 @@ internal static class Roles
     private static int ReadOnce(SharedStoreClient client, string name)
     {
         Say("reader", $"waiting for container \"{name}\" (broker pid {client.BrokerPid})");
-        using var con = client.JoinContainerWhenCreated(name, s_wait); // the seed: while ((con = container_join("con")) < 0);
+        // The seed polls: while ((con = container_join("con")) < 0); here the broker tells us when it exists.
+        using var con = client.WaitForContainer(name, s_wait);
         Say("reader", $"container_join(\"{name}\") -> container {con.Id} (broker pid {client.BrokerPid})");
-        using SharedObject obj = JoinWhenCreated(con, "A");
+        using SharedObject obj = con.WaitForObject("A", s_wait);
         var attr = obj.GetAttributes();
         Say("reader", $"object_join(\"A\") -> object {obj.Id}, {attr.Size} bytes");
 
         // The seed's reader races the writer: it may get before the write. A write locks every block it covers, so a
-        // get of the whole object sees it all or not at all; retry until the writer's header is there.
-        var sw = Stopwatch.StartNew();
+        // get of the whole object sees it all or not at all; until the writer's header is there, sleep until the
+        // object's version moves past the one the lease saw (no polling).
         while (true)
         {
+            long seen;
             using (var lease = obj.Get(0, attr.Size, s_wait))
             {
                 if (Payload.IsWritten(lease.ReadOnlySpan))
                 {
                     var (ok, expected, actual) = Payload.Verify(lease.ReadOnlySpan);
-                    Say("reader", $"object_get(0, {lease.Length}) -> checksum {actual:X16}, expected {expected:X16}: {(ok ? "verified" : "MISMATCH")}");
+                    Say("reader", $"object_get(0, {lease.Length}) -> version {lease.Version}, checksum {actual:X16}, expected {expected:X16}: {(ok ? "verified" : "MISMATCH")}");
                     if (!ok)
                     {
                         return 1;
@@ -190,35 +192,23 @@ internal static class Roles
 
                     break;
                 }
+
+                seen = lease.Version;
             }
 
-            if (sw.Elapsed > s_wait)
+            try
+            {
+                obj.WaitForChange(seen, s_wait);
+            }
+            catch (SharedStoreException e) when (e.Code == ErrorCode.Timeout)
             {
                 Say("reader", "the writer's payload never appeared");
                 return 1;
             }
-
-            Thread.Sleep(5);
         }
 
         Say("reader", "object_put, container_leave");
         return 0;
-    }
-
-    private static SharedObject JoinWhenCreated(Container con, string name)
-    {
-        var sw = Stopwatch.StartNew();
-        while (true)
-        {
-            try
-            {
-                return con.JoinObject(name);
-            }
-            catch (SharedStoreException e) when (e.Code == ErrorCode.NotFound && sw.Elapsed < s_wait)
-            {
-                Thread.Sleep(5);
-            }
-        }
     }
 
     private static void Say(string role, string what) => Console.WriteLine($"[{role} {Environment.ProcessId}] {what}");

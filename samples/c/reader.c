@@ -12,11 +12,12 @@
  *     container_leave(con)
  *   }
  *
- * Fixed: the wait for the writer is container_join_timed (it sleeps, and gives up after 60 s, instead of spinning
- * forever); object "A" may not exist yet when the container does, so object_join is retried too; object_getattr takes
- * the object id alone; the get may come before the writer's write (a write locks every block it covers, so a get of
- * the whole object sees all of it or none), so the reader gets again until the payload's header is there; compute()
- * is the payload's checksum; and every return value is checked.
+ * Fixed: the wait for the writer is container_join_wait (the broker tells the reader when the container exists: it
+ * sleeps instead of spinning, and gives up after 60 s); object "A" may not exist yet when the container does, so it is
+ * waited for the same way (object_join_wait); object_getattr takes the object id alone; the get may come before the
+ * writer's write (a write locks every block it covers, so a get of the whole object sees all of it or none), so the
+ * reader sleeps until the object's version changes (object_wait) and gets again; compute() is the payload's
+ * checksum; and every return value is checked. Nothing polls.
  * Usage: reader [CONTAINER]   (default: con). Exit 0 iff the checksum verified.
  */
 #include <stdio.h>
@@ -48,14 +49,12 @@ int main(int argc, char **argv)
     struct object_attr objattr;
     double start = now_ms();
 
-    int con = container_join_timed(name, WAIT_MS); /* wait for writer */
+    int con = container_join_wait(name, WAIT_MS); /* wait for writer: pushed by the broker */
     if (con < 0)
         return fail("container_join", con);
     printf("[reader %d] container_join(\"%s\") -> container %d\n", (int)getpid(), name, con);
 
-    int obj;
-    while ((obj = object_join(con, "A")) == SHAREDSTORE_E_NOT_FOUND && now_ms() - start < WAIT_MS)
-        usleep(5000);
+    int obj = object_join_wait(con, "A", WAIT_MS);
     if (obj < 0)
         return fail("object_join", obj);
     int rc = object_getattr(obj, &objattr);
@@ -66,6 +65,9 @@ int main(int argc, char **argv)
 
     for (;;) {
         char *data;
+        int64_t seen = object_version(obj); /* before the get: a write after it makes object_wait return at once */
+        if (seen < 0)
+            return fail("object_version", (int)seen);
         int op = object_get_timed(obj, 0, objattr.size, &data, WAIT_MS);
         if (op < 0)
             return fail("object_get", op);
@@ -82,11 +84,11 @@ int main(int argc, char **argv)
         rc = object_put(op);
         if (rc < 0)
             return fail("object_put", rc);
-        if (now_ms() - start > WAIT_MS) {
-            fprintf(stderr, "[reader %d] the writer's payload never appeared\n", (int)getpid());
+        int64_t v = object_wait(obj, seen, WAIT_MS); /* sleeps until a write completes */
+        if (v < 0 || now_ms() - start > WAIT_MS) {
+            fprintf(stderr, "[reader %d] the writer's payload never appeared (%lld)\n", (int)getpid(), (long long)v);
             return 1;
         }
-        usleep(5000);
     }
 
     printf("[reader %d] object_put, container_leave\n", (int)getpid());

@@ -553,7 +553,13 @@ internal sealed unsafe class AsyncApplier : IDisposable
     private bool LockRange(BlockRange range)
     {
         var wait = range.View.Wait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token);
-        return range.AcquireWrite(ref wait) == LockStatus.Acquired;
+        if (range.AcquireWrite(ref wait) != LockStatus.Acquired)
+        {
+            return false;
+        }
+
+        ObjectVersion.BeginWrite(range.View.Locks, range.First, range.Last); // the range is written next (object versions, §4.1)
+        return true;
     }
 
     /// <summary>Releases a group's range; a block one of the group's requests rewrote whole loses its torn mark.</summary>
@@ -565,7 +571,16 @@ internal sealed unsafe class AsyncApplier : IDisposable
             spans[i] = new WrittenSpan(written[i].Offset, Covered(written[i]));
         }
 
-        range.ReleaseWrite(spans);
+        PublishAndRelease(range, spans);
+    }
+
+    /// <summary>The end of a write of a range locked by <see cref="LockRange"/>: publishes the object's new version
+    /// while the locks are still held, releases them, then wakes version waiters (object versions, §4.1).</summary>
+    private static void PublishAndRelease(BlockRange range, ReadOnlySpan<WrittenSpan> written)
+    {
+        long published = ObjectVersion.Publish(range.View.Locks, range.First, range.Last); // the data is in place, the locks still held
+        range.ReleaseWrite(written);
+        ObjectVersion.WakeIfSleepers(range.View.Locks, published);
     }
 
     private void RunRequests(List<RandomAccessRequest> requests)
@@ -738,7 +753,8 @@ internal sealed unsafe class AsyncApplier : IDisposable
         if (isLast)
         {
             // The whole range was written: the whole-block check of the release is against all of it.
-            t.View.Range(_multiOffset, _multiLength).ReleaseWrite(_multiOffset, _multiLength);
+            var whole = new WrittenSpan(_multiOffset, _multiLength);
+            PublishAndRelease(t.View.Range(_multiOffset, _multiLength), new ReadOnlySpan<WrittenSpan>(in whole));
             _multiTarget = null;
         }
     }

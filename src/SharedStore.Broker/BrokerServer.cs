@@ -97,6 +97,7 @@ internal sealed class BrokerServer : IDisposable
             BytesInUse = (ulong)snap.BytesInUse,
             MemoryLimit = (ulong)_options.MemoryLimit,
             SessionCount = (uint)snap.Sessions,
+            NameWaits = (uint)State.Names.Count,
         };
         if (Metrics is not null)
         {

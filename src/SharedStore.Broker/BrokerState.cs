@@ -14,6 +14,7 @@ namespace SharedStore.Broker;
 /// <item><see cref="SegmentPlacement"/>: where objects go and the memory limit;</item>
 /// <item><see cref="LockRepair"/> and <see cref="SessionRecovery"/>: lock records of members that left or died;</item>
 /// <item><see cref="BrokerIntrospection"/>: status figures, list, holders;</item>
+/// <item><see cref="NameWaiters"/>: sessions waiting for a name to be created (a leaf lock of its own);</item>
 /// <item><see cref="DurableStore"/>: the files of durable containers (its own locks, inside the model lock).</item>
 /// </list>
 /// Lock order, outermost first: <see cref="DurableContainer.FlushGate"/>, the model lock, the durable catalog, a
@@ -86,6 +87,15 @@ internal sealed class BrokerState : IDisposable
         _registry.ResolveAsync(session, containerId, objectId, out target, out canWrite);
 
     public bool IsMember(ClientSession session) => _registry.IsMember(session);
+
+    // ---- Name waits (NameWaiters; issue 17) ------------------------------------------------------------------
+
+    /// <summary>Sessions waiting for names to be created. Its lock is a leaf: it is never held while the model lock
+    /// is taken (the existence check runs after the registration, outside it).</summary>
+    public NameWaiters Names { get; } = new();
+
+    /// <summary>Whether the container or object a name wait asks for exists now (<see cref="ContainerRegistry.NameExists"/>).</summary>
+    public bool NameExists(ClientSession session, NameWait req) => _registry.NameExists(session, req);
 
     // ---- Lock records and recovery (LockRepair, SessionRecovery) ----------------------------------------------
 

@@ -121,6 +121,7 @@ internal sealed partial class ClientSession
                 }
             }
 
+            _state.Names.SessionClosed(this);
             _state.SessionClosed(this);
             _socket.Dispose();
         }
@@ -188,7 +189,14 @@ internal sealed partial class ClientSession
                 {
                     TryCancel(cts);
                 }
+                else
+                {
+                    _state.Names.Cancel(this, req.Cancel.RequestId);
+                }
 
+                return true;
+            case Request.BodyOneofCase.NameWait:
+                WaitForName(req); // answered now or pushed later (ClientSession.Names.cs)
                 return true;
             default:
                 Reply(Execute(req, CancellationToken.None));
@@ -246,6 +254,7 @@ internal sealed partial class ClientSession
             {
                 case Request.BodyOneofCase.ContainerCreate:
                     resp.Container = _state.CreateContainer(this, req.ContainerCreate).Info;
+                    _state.Names.Created(0, req.ContainerCreate.Name); // push to waiters (NameWaiters)
                     break;
                 case Request.BodyOneofCase.ContainerJoin:
                     resp.Container = _state.JoinContainer(this, req.ContainerJoin).Info;
@@ -259,6 +268,7 @@ internal sealed partial class ClientSession
                 case Request.BodyOneofCase.ObjectCreate:
                 {
                     (resp.Object, grant) = _state.CreateObject(this, req.ObjectCreate);
+                    _state.Names.Created(req.ObjectCreate.ContainerId, req.ObjectCreate.Name); // push to waiters
                     resp.Segments.AddRange(grant.Segments);
                     break;
                 }

@@ -27,6 +27,28 @@ public unsafe class LayoutTests
     }
 
     [Test]
+    public void ObjectVersion_Layout_LivesInTheReservedBytesOfTheWriterLine()
+    {
+        // Contract: the block version (every record) and the object's version word (record 0) sit in bytes 88-103,
+        // after Seq and inside the record's second cache line, 8-aligned for 64-bit atomics; the futex is the word's
+        // low half (little-endian), so a version change changes the futex value.
+        using (Assert.EnterMultipleScope())
+        {
+            Assert.That(ObjectVersionDescriptor.LayoutVersion, Is.EqualTo(1u));
+            Assert.That(ObjectVersionDescriptor.BlockVersionOffset, Is.EqualTo(88));
+            Assert.That(ObjectVersionDescriptor.VersionWordOffset, Is.EqualTo(96));
+            Assert.That(ObjectVersionDescriptor.BlockVersionOffset, Is.GreaterThanOrEqualTo(BlockLockDescriptor.SeqOffset + sizeof(int)));
+            Assert.That(ObjectVersionDescriptor.VersionWordOffset + sizeof(long), Is.LessThanOrEqualTo(BlockLockDescriptor.Size));
+            Assert.That(ObjectVersionDescriptor.BlockVersionOffset / 64, Is.EqualTo(1), "writer-side cache line");
+            Assert.That(ObjectVersionDescriptor.VersionWordOffset / 64, Is.EqualTo(1), "writer-side cache line");
+            Assert.That(ObjectVersionDescriptor.BlockVersionOffset % 8, Is.Zero);
+            Assert.That(ObjectVersionDescriptor.VersionWordOffset % 8, Is.Zero);
+            Assert.That(ObjectVersionDescriptor.VersionIncrement, Is.EqualTo(ObjectVersionDescriptor.SleepersBit << 1));
+            Assert.That(BitConverter.IsLittleEndian, Is.True, "the futex word is the low half");
+        }
+    }
+
+    [Test]
     public void LockSegmentHeader_Layout_MatchesDescriptor()
     {
         // Contract: version 1 header fields at fixed offsets; records start on the second page.
@@ -46,7 +68,7 @@ public unsafe class LayoutTests
             Assert.That((byte*)&h.Slots - b, Is.EqualTo(56));
             Assert.That(LockSegmentDescriptor.RecordsOffset, Is.EqualTo(4096));
             Assert.That(LockSegmentDescriptor.Magic, Is.EqualTo(BitConverter.ToUInt64("SSLOCK01"u8)));
-            Assert.That(LockSegmentDescriptor.LayoutVersion, Is.EqualTo(1u));
+            Assert.That(LockSegmentDescriptor.LayoutVersion, Is.EqualTo(2u), "2: records carry object versions");
         }
     }
 

@@ -30,6 +30,8 @@ public class WireProtocolTests
             new() { Flush = new Flush { ContainerId = 3 } },
             new() { SegmentFetch = new SegmentFetch { ContainerId = 3, SegmentId = 2 } },
             new() { LockCheck = new LockCheck { ContainerId = 3, ObjectId = 4, Block = 1UL << 40 } },
+            new() { SegmentFetch = new SegmentFetch { ContainerId = 3, SegmentId = 5 } },
+            new() { NameWait = new NameWait { ContainerId = 3, Name = "o" } },
         };
         Assert.That(bodies.Select(b => b.BodyCase).Distinct().Count(), Is.EqualTo(Enum.GetValues<Request.BodyOneofCase>().Length - 1), "every body kind is covered");
         foreach (var b in bodies)

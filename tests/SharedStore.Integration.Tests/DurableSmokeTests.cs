@@ -7,7 +7,8 @@ public sealed class DurableSmokeTests : CrossProcessTest
     public void FlushedWrites_SurviveKill9AndRestart_WithGroupAndPolicy()
     {
         // Contract: after a flush, a kill -9 of the broker and a restart on the same socket, the durable container
-        // and its object come back with their group and write policy, and the flushed bytes are intact.
+        // and its object come back with their group and write policy, and the flushed bytes are intact. The restored
+        // object is at version 1 with every block changed since 0 (issue 17).
         using var broker = StartBroker();
         string store = Path.Combine(broker.Directory, "store");
         Directory.CreateDirectory(store);
@@ -21,6 +22,7 @@ public sealed class DurableSmokeTests : CrossProcessTest
             o.Write(0, data.AsSpan(0, 1 << 20));
             Assert.That(o.AWrite(1 << 20, data.AsSpan(1 << 20)).Wait(TimeSpan.FromSeconds(30)), Is.True);
             c.Flush(TimeSpan.FromSeconds(30));
+            Assert.That(o.Version, Is.EqualTo(2), "a write and an applied asynchronous write (the flush waited for its locks)");
         }
 
         broker.Kill();
@@ -32,6 +34,8 @@ public sealed class DurableSmokeTests : CrossProcessTest
         Assert.That(c2.GroupId, Is.EqualTo(SharedStoreClient.ProcessGroupId));
         var o2 = c2.JoinObject("o");
         Assert.That(o2.Size, Is.EqualTo(data.Length));
+        Assert.That(o2.Version, Is.EqualTo(1), "a durable restore is one version, published once the bytes are in place");
+        Assert.That(o2.ChangedBlocksSince(0), Is.EqualTo(new long[] { 0, 1, 2, 3 }), "the restore wrote every block");
         using var lease = o2.Get(0, data.Length);
         Assert.That(lease.Torn, Is.False);
         Assert.That(lease.Span.SequenceEqual(data), Is.True, "the flushed bytes came back");

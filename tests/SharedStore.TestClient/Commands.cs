@@ -19,12 +19,14 @@ internal sealed unsafe class Commands
     private readonly LockCommands _locks;
     private readonly List<Protocol.SeqPacketSocket> _flood = [];
     private readonly HostileCommands _hostile = new();
+    private readonly VersionCommands _versions;
 
     public Commands(Stream stdout)
     {
         _out = new StreamWriter(stdout) { AutoFlush = true, NewLine = "\n" };
         _async = new AsyncCommands(this);
         _locks = new LockCommands(this);
+        _versions = new VersionCommands(this);
     }
 
     internal SharedStoreClient Client => _client ?? throw new InvalidOperationException("not connected");
@@ -187,6 +189,8 @@ internal sealed unsafe class Commands
                         case "staging": opts.AsyncStagingBytes = L(p[1]); break;
                         case "full": opts.AsyncFullMode = p[1] == "fail" ? AsyncFullMode.Fail : AsyncFullMode.Wait; break;
                         case "submit-timeout": opts.AsyncSubmitTimeout = Ms(p[1]); break;
+                        case "spin-us": opts.LockSpin = TimeSpan.FromMicroseconds(L(p[1])); break;
+                        case "slice-ms": opts.TestSleepSlice = Ms(p[1]); break;
                         default: throw new NotSupportedException($"unknown connect option '{kv}'");
                     }
                 }
@@ -232,6 +236,30 @@ internal sealed unsafe class Commands
                 // join-container-when NAME TIMEOUTMS: the seed's reader loop, while ((con = container_join(NAME)) < 0);
                 _container = Client.JoinContainerWhenCreated(a[1], Ms(a[2]));
                 return $"ok {_container.Id}";
+
+            case "wait-container":
+            {
+                // wait-container NAME TIMEOUTMS [CANCELMS] → ok ID ELAPSEDMS: WaitForContainer (pushed by the broker, no
+                // polling), its token canceled after CANCELMS.
+                using var cts = new CancellationTokenSource();
+                if (a.Length > 3)
+                {
+                    cts.CancelAfter(Ms(a[3]));
+                }
+
+                var sw = Stopwatch.StartNew();
+                _container = Client.WaitForContainer(a[1], Ms(a[2]), cts.Token);
+                return $"ok {_container.Id} {sw.ElapsedMilliseconds}";
+            }
+
+            case "wait-object":
+            {
+                // wait-object NAME TIMEOUTMS → ok ID ELAPSEDMS: WaitForObject in the current container.
+                var sw = Stopwatch.StartNew();
+                var o = Container.WaitForObject(a[1], Ms(a[2]));
+                _objects[a[1]] = o;
+                return $"ok {o.Id} {sw.ElapsedMilliseconds}";
+            }
 
             case "leave-container":
                 Container.Leave();
@@ -403,7 +431,7 @@ internal sealed unsafe class Commands
                 return "ok";
 
             default:
-                return _async.Execute(a) ?? _files.Execute(a) ?? _locks.Execute(a) ?? _hostile.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
+                return _async.Execute(a) ?? _files.Execute(a) ?? _locks.Execute(a) ?? _hostile.Execute(a) ?? _versions.Execute(a) ?? throw new NotSupportedException($"unknown command '{a[0]}'");
         }
     }
 }

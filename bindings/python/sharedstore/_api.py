@@ -172,6 +172,12 @@ class Container:
         """object_join."""
         return Object(_check(library().object_join(self.id, _name(name)), "object_join(%r)" % (name,)), name)
 
+    def wait_for_object(self, name, timeout=None):
+        """object_join_wait: joins the object as soon as another member creates it (the broker pushes the news; nothing
+        polls), waiting up to ``timeout`` seconds (None: for ever)."""
+        rc = library().object_join_wait(self.id, _name(name), _ms(timeout))
+        return Object(_check(rc, "object_join_wait(%r)" % (name,)), name)
+
     def flush(self, timeout=None):
         """container_flush: returns once every completed write is on disk (durable containers)."""
         _check(library().container_flush_timed(self.id, _ms(timeout)), "container_flush")
@@ -217,6 +223,16 @@ class Object:
         addr, n, keep = _buffer_address(data, writable=False)
         _check(library().object_write_timed(self.id, offset, addr, n, _ms(timeout)), "object_write")
         del keep
+
+    @property
+    def version(self):
+        """object_version: 0 when created, one more for every completed write (one load, no system call)."""
+        return _check(library().object_version(self.id), "object_version")
+
+    def wait_for_change(self, version, timeout=None):
+        """object_wait: sleeps until the object's version is no longer ``version`` and returns the new one (at once
+        when it already differs); ``timeout`` in seconds (None: for ever) raises the TIMEOUT error when it ends."""
+        return _check(library().object_wait(self.id, version, _ms(timeout)), "object_wait")
 
     def get(self, offset=0, size=None, timeout=None):
         """object_get: a :class:`Lease`; ``with obj.get(off, n) as view`` gives a memoryview over the shared memory

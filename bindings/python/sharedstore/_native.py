@@ -63,6 +63,7 @@ def _declare(lib):
         "container_create_ex": [p, i, ctypes.POINTER(ContainerOptions)],
         "container_join": [p],
         "container_join_timed": [p, i],
+        "container_join_wait": [p, i],
         "container_leave": [i],
         "container_destroy": [i],
         "container_destroy_timed": [i, i],
@@ -70,6 +71,7 @@ def _declare(lib):
         "container_flush_timed": [i, i],
         "object_create": [i, p, s],
         "object_join": [i, p],
+        "object_join_wait": [i, p, i],
         "object_leave": [i],
         "object_destroy": [i],
         "object_destroy_timed": [i, i],
@@ -90,6 +92,10 @@ def _declare(lib):
         fn = getattr(lib, name)
         fn.argtypes = args
         fn.restype = i
+    lib.object_version.argtypes = [i]
+    lib.object_version.restype = ctypes.c_int64
+    lib.object_wait.argtypes = [i, ctypes.c_int64, i]
+    lib.object_wait.restype = ctypes.c_int64
     lib.sharedstore_strerror.argtypes = [i]
     lib.sharedstore_strerror.restype = p
     lib.sharedstore_last_error.argtypes = []

@@ -171,6 +171,9 @@ internal sealed unsafe class DurableRestore(DurableStore catalog, IDeviceAccessS
         // bit, so a corrupt block is rewritten, flagged torn, at the next pass).
         d.View.All.MarkCleanUnlessTorn();
 
+        // The restored bytes are in place and no one has the object yet: version 1, every block of it (object versions, §4.1).
+        ObjectVersion.Publish(d.View.Locks, 0, n - 1);
+
         Interlocked.Add(ref _tornSlots, torn);
         Interlocked.Add(ref _corruptBlocks, corrupt);
         return new RestoreReport(dc.Meta.Name, o.Name, n, torn, corrupt);

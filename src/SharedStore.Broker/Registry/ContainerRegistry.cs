@@ -412,6 +412,26 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         }
     }
 
+    /// <summary>name_wait's check: whether the container (<see cref="NameWait.ContainerId"/> 0) or object named by
+    /// <paramref name="req"/> exists and is not being destroyed. Takes the model lock; called by
+    /// <see cref="NameWaiters"/> outside its own lock (see its class comment).</summary>
+    /// <exception cref="BrokerError">InvalidArgument (a bad name); NotFound (an object wait by a non-member of the
+    /// container).</exception>
+    public bool NameExists(ClientSession session, NameWait req)
+    {
+        AccessPolicy.ValidateName(req.Name, req.ContainerId == 0 ? "container" : "object");
+        using (model.Enter())
+        {
+            if (req.ContainerId == 0)
+            {
+                return model.TryGet(req.Name, out var c) && !c.Destroying;
+            }
+
+            var m = model.Member(session, req.ContainerId);
+            return m.Container.Objects.TryGetValue(req.Name, out var o) && !o.Destroying;
+        }
+    }
+
     // ---- Durable containers ---------------------------------------------------------------------------------
 
     /// <summary>container_flush: every write that completed before it is on disk when it returns.</summary>

@@ -33,7 +33,11 @@ internal sealed class BrokerConnection : IDisposable
         _options = options;
         SocketPath = socketPath;
         Generation = generation;
-        WaitPolicy = new LockWaitPolicy { SpinTicks = (long)(options.LockSpin.TotalSeconds * Stopwatch.Frequency) };
+        WaitPolicy = new LockWaitPolicy
+        {
+            SpinTicks = (long)(options.LockSpin.TotalSeconds * Stopwatch.Frequency),
+            SleepSliceNs = options.TestSleepSlice is { } slice ? (long)slice.TotalNanoseconds : LockWaitPolicy.MaxSleepSliceNs,
+        };
         _receiver = new Thread(ReceiveLoop) { IsBackground = true, Name = "sharedstore-receive" };
         _receiver.Start();
     }

@@ -114,6 +114,19 @@ public sealed class Container : IDisposable
         return Open(r.Response, r.Fds);
     }
 
+    /// <summary>Joins the object <paramref name="name"/> as soon as it exists in this container: at once if it does,
+    /// else when the broker pushes the news of its creation (no polling: <c>name_wait</c>, docs/ARCHITECTURE.md §6).</summary>
+    /// <exception cref="SharedStoreException">Timeout when it did not appear in time; BrokerUnavailable.</exception>
+    /// <exception cref="OperationCanceledException">The token fired.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
+    public SharedObject WaitForObject(string name, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
+        ThrowIfClosed();
+        return NameWaitLoop.Run($"object '{name}' of container '{Name}'", timeout, cancellationToken, () => JoinObject(name, cancellationToken), () => _conn, Id, name, retryBrokerLoss: false);
+    }
+
     /// <summary>The seed's <c>container_destroy</c>: waits for this process's own pending asynchronous writes, refuses
     /// new joins, blocks until every other member has left, then frees the container and everything in it. This handle
     /// is closed afterwards. <paramref name="timeout"/> covers all of it.</summary>

@@ -40,6 +40,11 @@ public readonly unsafe struct ObjectLease : IDisposable
     /// </summary>
     public bool Torn => Live.Torn;
 
+    /// <summary>The object's version (<see cref="SharedObject.Version"/>) read once the range was locked: every write of
+    /// the range's blocks with a version up to this one is in the leased bytes, and none after it (until the lease is
+    /// disposed). Bytes written through a lease's span do not advance versions.</summary>
+    public long Version => Live.Version;
+
     /// <summary>The range as a span (ranges up to 2 GiB − 1; use <see cref="Pointer"/> and <see cref="Length"/> beyond).
     /// Writing through it is the caller's business: gets share the range, so only write what no other holder reads
     /// (the seed's <c>get</c> hands out a writable buffer too); a read-only member's span faults on write.</summary>
@@ -117,6 +122,7 @@ internal sealed class LeaseRecord
     public long First;
     public long Last;
     public bool Torn;
+    public long Version;
     private LeaseRecord? _next;
     private LeaseCache? _owner;
 

@@ -28,6 +28,10 @@ public sealed class SharedStoreClientOptions
     /// wake of a halted vCPU on the reference machine (about 22 µs).</summary>
     public TimeSpan LockSpin { get; set; } = TimeSpan.FromMicroseconds(30);
 
+    /// <summary>Tests only: the longest single futex sleep of a waiter (default 50 ms). Lengthened, a wait ends only
+    /// through a real FUTEX_WAKE (or its timeout), so a lost wake-up shows instead of hiding behind the slice.</summary>
+    internal TimeSpan? TestSleepSlice { get; set; }
+
     /// <summary>A name for this client in the broker's logs.</summary>
     public string ClientName { get; set; } = AppDomain.CurrentDomain.FriendlyName;
 

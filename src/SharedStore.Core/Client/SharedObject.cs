@@ -18,7 +18,7 @@ public readonly record struct ObjectAttributes(long Size, nint DataAddress);
 /// object's block locks; none of them talks to the broker. Thread-safe, except that leave and destroy must not race
 /// with other calls on the same handle. Disposing leaves the object (<c>object_leave</c>).
 /// </summary>
-public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
+public sealed unsafe partial class SharedObject : IDisposable, ILockRepairRequester
 {
     private readonly Container _container;
     private readonly BrokerConnection _conn;
@@ -90,6 +90,7 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
         rec.First = range.First;
         rec.Last = range.Last;
         rec.Torn = torn;
+        rec.Version = ObjectVersion.Read(_view.Locks); // under the read locks: every write of these blocks up to it is in
         return new ObjectLease(rec, rec.Generation);
     }
 
@@ -154,8 +155,11 @@ public sealed unsafe class SharedObject : IDisposable, ILockRepairRequester
             ThrowFor(s, "write", cancellationToken);
         }
 
+        ObjectVersion.BeginWrite(_view.Locks, range.First, range.Last);
         data.CopyTo(new Span<byte>(_view.Data + offset, data.Length));
+        long published = ObjectVersion.Publish(_view.Locks, range.First, range.Last); // after the data, before the locks go
         range.ReleaseWrite(offset, data.Length);
+        ObjectVersion.WakeIfSleepers(_view.Locks, published); // no system call unless a waiter sleeps
     }
 
     /// <summary><see cref="Write(long, ReadOnlySpan{byte}, TimeSpan, CancellationToken)"/> without a timeout.</summary>

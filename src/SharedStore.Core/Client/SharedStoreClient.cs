@@ -180,38 +180,28 @@ public sealed class SharedStoreClient : IDisposable
         return Track(new Container(this, conn, r.Response.Container));
     }
 
-    /// <summary>Joins a container, waiting (polling every <paramref name="pollInterval"/>) until it exists, as the
-    /// seed's reader does with <c>while ((con = container_join("con")) &lt; 0);</c>. A broker that is down or
-    /// restarting meanwhile is waited for too.</summary>
-    /// <exception cref="SharedStoreException">Timeout when it did not appear in time; PermissionDenied.</exception>
-    public Container JoinContainerWhenCreated(string name, TimeSpan timeout, TimeSpan pollInterval = default, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Joins the container <paramref name="name"/> as soon as it exists: at once if it does, else when the broker
+    /// pushes the news of its creation (no polling: <c>name_wait</c>, docs/ARCHITECTURE.md §6). A broker that is down
+    /// or restarting meanwhile is waited for too (the one case that retries, every 50 ms: there is no broker to push).
+    /// </summary>
+    /// <exception cref="SharedStoreException">Timeout when it did not appear in time; PermissionDenied; NoResources
+    /// (63 members); AlreadyExists (this client is a member already); BrokerUnavailable only when the broker cannot be
+    /// reached and the timeout ends.</exception>
+    /// <exception cref="OperationCanceledException">The token fired.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
+    public Container WaitForContainer(string name, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        if (pollInterval <= TimeSpan.Zero)
-        {
-            pollInterval = TimeSpan.FromMilliseconds(10);
-        }
-
-        var sw = Stopwatch.StartNew();
-        while (true)
-        {
-            try
-            {
-                return JoinContainer(name, cancellationToken);
-            }
-            catch (SharedStoreException e) when (e.Code is ErrorCode.NotFound or ErrorCode.Destroyed or ErrorCode.BrokerUnavailable)
-            {
-                // A broker that is restarting is one more reason the container is not there yet: the next try connects
-                // again (and may start a broker, as the options say).
-                if (timeout != Timeout.InfiniteTimeSpan && sw.Elapsed >= timeout)
-                {
-                    throw new SharedStoreException(ErrorCode.Timeout, $"container '{name}' did not appear within {timeout} (last: {e.Code}: {e.Message})", e);
-                }
-
-                cancellationToken.WaitHandle.WaitOne(pollInterval);
-                cancellationToken.ThrowIfCancellationRequested();
-            }
-        }
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        WireStrings.ThrowIfNotValidUtf16(name);
+        return NameWaitLoop.Run($"container '{name}'", timeout, cancellationToken, () => JoinContainer(name, cancellationToken), Live, 0, name, retryBrokerLoss: true);
     }
+
+    /// <summary>The seed's reader, <c>while ((con = container_join("con")) &lt; 0);</c>, without the polling:
+    /// <see cref="WaitForContainer"/>. <paramref name="pollInterval"/> is ignored (kept for source compatibility).</summary>
+    /// <exception cref="SharedStoreException">Timeout when it did not appear in time; PermissionDenied.</exception>
+    public Container JoinContainerWhenCreated(string name, TimeSpan timeout, TimeSpan pollInterval = default, CancellationToken cancellationToken = default) =>
+        WaitForContainer(name, timeout, cancellationToken);
 
     /// <summary>Every container the broker holds, with its members and objects (operator tooling: <c>sharedstore ls</c>).
     /// Any client may list; the list shows names, groups, pids and sizes, never data.</summary>

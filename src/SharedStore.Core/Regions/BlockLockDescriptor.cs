@@ -28,6 +28,7 @@ namespace SharedStore.Regions;
 /// cleared by recovery.</item>
 /// <item><b>Seq</b>: the futex word. Bit 0 means "someone may sleep on this record"; every wake adds 1 first.</item>
 /// </list>
+/// Bytes 88–103 of layout 2 hold the object versions: <see cref="ObjectVersionDescriptor"/>.
 /// Publication rule: a read is held exactly while its slot's byte is non-zero and Owner is not active; a write is
 /// held exactly while Owner carries the writer's slot with the active bit.
 /// </summary>

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace SharedStore.Regions;
 
 /// <summary>
-/// Layout of a segment's lock memfd, version 1. The first 4 KiB page is the header; block lock records
+/// Layout of a segment's lock memfd, version 2. The first 4 KiB page is the header; block lock records
 /// (<see cref="BlockLockDescriptor"/>) follow from <see cref="RecordsOffset"/>.
 /// <code>
 ///  0        8        12       16       20       24               32               40               48
@@ -22,7 +22,8 @@ namespace SharedStore.Regions;
 internal static class LockSegmentDescriptor
 {
     public const ulong Magic = 0x3130_4B43_4F4C_5353; // "SSLOCK01" little-endian
-    public const uint LayoutVersion = 1;
+    /// <summary>2: the block lock records carry the object versions (<see cref="ObjectVersionDescriptor"/>, issue 17).</summary>
+    public const uint LayoutVersion = 2;
 
     public const int MagicOffset = 0;
     public const int VersionOffset = 8;

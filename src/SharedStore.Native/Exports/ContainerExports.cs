@@ -29,6 +29,9 @@ internal static unsafe class ContainerExports
     [UnmanagedCallersOnly(EntryPoint = "container_join_timed")]
     public static int JoinTimed(sbyte* name, int timeoutMs) => JoinCore(name, timeoutMs);
 
+    [UnmanagedCallersOnly(EntryPoint = "container_join_wait")]
+    public static int JoinWait(sbyte* name, int timeoutMs) => JoinCore(name, timeoutMs);
+
     [UnmanagedCallersOnly(EntryPoint = "container_leave")]
     public static int Leave(int containerId) => CloseCore(containerId, destroy: false, System.Threading.Timeout.InfiniteTimeSpan);
 
@@ -94,7 +97,7 @@ internal static unsafe class ContainerExports
 
             var connection = Connection.Current();
             var container = waitMilliseconds is int ms
-                ? connection.Client.JoinContainerWhenCreated(name, Calls.Timeout(ms))
+                ? connection.Client.WaitForContainer(name, Calls.Timeout(ms)) // pushed by the broker: no polling
                 : connection.Client.JoinContainer(name);
             return Register(container, connection);
         }

@@ -34,6 +34,15 @@ internal static unsafe class ObjectExports
     [UnmanagedCallersOnly(EntryPoint = "object_join")]
     public static int Join(int containerId, sbyte* name) => OpenCore(containerId, name, 0, create: false);
 
+    [UnmanagedCallersOnly(EntryPoint = "object_join_wait")]
+    public static int JoinWait(int containerId, sbyte* name, int timeoutMs) => OpenCore(containerId, name, 0, create: false, waitMs: timeoutMs);
+
+    [UnmanagedCallersOnly(EntryPoint = "object_version")]
+    public static long Version(int objectId) => VersionCore(objectId, wait: false, 0, 0);
+
+    [UnmanagedCallersOnly(EntryPoint = "object_wait")]
+    public static long Wait(int objectId, long lastVersion, int timeoutMs) => VersionCore(objectId, wait: true, lastVersion, timeoutMs);
+
     [UnmanagedCallersOnly(EntryPoint = "object_leave")]
     public static int Leave(int objectId) => CloseCore(objectId, destroy: false, System.Threading.Timeout.InfiniteTimeSpan);
 
@@ -161,7 +170,7 @@ internal static unsafe class ObjectExports
         }
     }
 
-    private static int OpenCore(int containerId, sbyte* namePtr, nuint size, bool create)
+    private static int OpenCore(int containerId, sbyte* namePtr, nuint size, bool create, int? waitMs = null)
     {
         var ch = Calls.Containers.Enter(containerId);
         if (ch is null)
@@ -194,7 +203,7 @@ internal static unsafe class ObjectExports
             }
             else
             {
-                obj = ch.Container.JoinObject(name);
+                obj = waitMs is int ms ? ch.Container.WaitForObject(name, Calls.Timeout(ms)) : ch.Container.JoinObject(name);
             }
 
             var oh = new ObjectHandle(obj, ch);
@@ -261,6 +270,29 @@ internal static unsafe class ObjectExports
         catch (Exception e)
         {
             return Errors.From(e);
+        }
+    }
+
+    /// <summary>object_version (one load) and object_wait (SharedObject.WaitForChange): the version, or -(error).</summary>
+    private static long VersionCore(int objectId, bool wait, long lastVersion, int timeoutMs)
+    {
+        var h = Calls.Objects.Enter(objectId);
+        if (h is null)
+        {
+            return Calls.NotFound("object", objectId);
+        }
+
+        try
+        {
+            return wait ? h.Object.WaitForChange(lastVersion, Calls.Timeout(timeoutMs)) : h.Object.Version;
+        }
+        catch (Exception e)
+        {
+            return Errors.From(e);
+        }
+        finally
+        {
+            h.Exit();
         }
     }
 

@@ -359,6 +359,12 @@ internal static unsafe class ChildRoles
             case "spsc-consumer":
                 return SpscBaseline.RunConsumerChild(args[1..]);
 
+            case "notify":
+                return NotifyCrossProcess.Child(args);
+
+            case "wait-container":
+                return WaitContainerCrossProcess.Child(args);
+
             default:
                 Console.Error.WriteLine($"unknown child role {args[0]}");
                 return 2;

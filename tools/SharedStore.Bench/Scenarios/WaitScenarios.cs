@@ -1,0 +1,266 @@
+using System.Diagnostics;
+using System.Globalization;
+using SharedStore.Locks;
+using SharedStore.Protocol;
+using SharedStore.Regions;
+
+namespace SharedStore.Bench;
+
+internal static partial class ScenarioRegistry
+{
+    private static IEnumerable<IScenario> WaitScenarios() =>
+    [
+        new WriteWithoutWaiters("write-64mib-nowaiter", 64 << 20, 2),
+        new WriteWithoutWaiters("write-64b-nowaiter", 64, 2_000_000),
+        new NotifyCrossProcess("notify-xproc", spinning: false),
+        new NotifyCrossProcess("notify-xproc-spinning", spinning: true),
+        new WaitContainerCrossProcess(),
+    ];
+}
+
+/// <summary>
+/// A write with no waiter against the same write before issue 17: the baseline takes the same block write locks and
+/// copies the same bytes into the same mapping, without the version steps (Pending stores, the locked add, the block
+/// version stores, the sleepers-bit test). Rounds alternate so both see the same machine.
+/// </summary>
+internal sealed unsafe class WriteWithoutWaiters(string name, int size, int iterations) : IScenario
+{
+    public string Name => name;
+
+    public string Description => $"ns per Write of {size} bytes with no waiter vs the same locks and copy without the version steps (the write before issue 17)";
+
+    public IReadOnlyList<BenchResult> Run(BenchContext context)
+    {
+        using var broker = new BenchBroker(context);
+        using var client = broker.Connect();
+        using var con = client.CreateContainer("bench-nowaiter", SharedStoreClient.ProcessGroupId);
+        using var obj = con.CreateObject("w", size);
+        byte[] src = new byte[size];
+        new Random(1).NextBytes(src);
+        int iters = Math.Max(size > 1 << 20 ? 1 : 10_000, (int)(iterations * context.Scale));
+        var values = new List<double>();
+        var baselines = new List<double>();
+        var gate = new object();
+        int[] localWaiters = new int[obj.BlockCount];
+        BlockLockRecord* locks = obj.LockRecords;
+        long last = (size - 1) >> System.Numerics.BitOperations.Log2((uint)con.BlockSize);
+        int rounds = size > 1 << 20 ? 31 : 11;
+        for (int round = 0; round < rounds; round++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < iters; i++)
+            {
+                obj.Write(0, src);
+            }
+
+            values.Add(Stats.Ns(Stopwatch.GetTimestamp() - t0) / iters);
+
+            t0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < iters; i++)
+            {
+                // The write before issue 17, step by step as SharedObject.Write did it: the range and permission
+                // checks, the WouldDeadlock check, program order after this process's awrites, locks in ascending
+                // order, copy, release.
+                if (obj.Connection.Lost || (ulong)size > (ulong)obj.Size || !con.CanWrite)
+                {
+                    throw new InvalidOperationException("cannot write");
+                }
+
+                obj.ThrowIfHolds(0, size);
+                obj.Connection.OrderAfterAsyncWrites(Timeout.InfiniteTimeSpan);
+                var wait = new LockWait(obj.Connection.WaitPolicy, Timeout.InfiniteTimeSpan, default, obj);
+                for (long b = 0; b <= last; b++)
+                {
+                    BlockLock.AcquireWrite(locks + b, con.Slot, gate, ref localWaiters[b], ref wait);
+                }
+
+                src.CopyTo(new Span<byte>(obj.DataPointer, size));
+                for (long b = 0; b <= last; b++)
+                {
+                    BlockLock.ReleaseWrite(locks + b, wroteWholeBlock: true, markDirty: false);
+                }
+            }
+
+            baselines.Add(Stats.Ns(Stopwatch.GetTimestamp() - t0) / iters);
+        }
+
+        return [new BenchResult(Name, "median", "ns", Stats.Median(values.Skip(1)), "write-before-versions", Stats.Median(baselines.Skip(1)))];
+    }
+}
+
+/// <summary>µs from the return of a Write in one process to the return of WaitForChange in another (the waiter asleep
+/// on the futex, or spinning), against half a futex round trip between the same two processes.</summary>
+internal sealed unsafe class NotifyCrossProcess(string name, bool spinning) : IScenario
+{
+    public string Name => name;
+
+    public string Description => $"µs from a Write's call to WaitForChange's return in another process, the waiter {(spinning ? "spinning" : "asleep")}, vs half a futex round trip";
+
+    public IReadOnlyList<BenchResult> Run(BenchContext context)
+    {
+        using var broker = new BenchBroker(context);
+        using var client = broker.Connect();
+        using var con = client.CreateContainer("bench-handoff", SharedStoreClient.ProcessGroupId); // the pingpong child's container
+        using var obj = con.CreateObject("n", 4096);
+        using var ctl = con.CreateObject("ctl", 4096);
+        long* c = (long*)ctl.GetAttributes().DataAddress; // [0] phase, [2] waiter's return time, [8] futex word
+        int rounds = Math.Max(50, (int)(2000 * context.Scale));
+        using var child = new ChildProcess("notify", broker.SocketPath, "bench-handoff", rounds.ToString(CultureInfo.InvariantCulture), spinning ? "spin" : "sleep");
+        var samples = new List<double>();
+        byte[] one = [1];
+        long word = (long)obj.LockRecords + ObjectVersionDescriptor.VersionWordOffset;
+        for (int i = 0; i < rounds; i++)
+        {
+            HandoffCrossProcess.SpinUntil(c, (2 * i) + 1); // the waiter is about to wait for version i + 1
+            if (!spinning)
+            {
+                // Observe the waiter asleep: it set the sleepers bit (after its 30 µs of spinning).
+                while ((Volatile.Read(ref *(long*)word) & ObjectVersionDescriptor.SleepersBit) == 0)
+                {
+                    Thread.SpinWait(20);
+                }
+            }
+            else
+            {
+                long until = Stopwatch.GetTimestamp() + (Stopwatch.Frequency / 20_000); // 50 µs: it spins by now
+                while (Stopwatch.GetTimestamp() < until)
+                {
+                    Thread.SpinWait(10);
+                }
+            }
+
+            // From the call: the wake happens inside Write (after the locks are released), so a woken waiter on the
+            // other vCPU often returns before the writer's FUTEX_WAKE system call does (a negative figure "from the
+            // return"). The copy of one byte and the locks cost well under a microsecond.
+            long called = Stopwatch.GetTimestamp();
+            obj.Write(0, one);
+            SpinPast(c, (2 * i) + 1); // phase 2i+2, or already the next round's 2i+3 (c[2] stays until our next write)
+            samples.Add(Stats.Us(Volatile.Read(ref c[2]) - called));
+        }
+
+        _ = child.Read(TimeSpan.FromSeconds(30)); // "done"
+        double halfRtt = FutexPingPong(context, broker, c);
+        return [new BenchResult(Name, "median", "us", Stats.Median(samples.Skip(5)), "futex-pingpong", halfRtt)];
+    }
+
+    private static void SpinPast(long* c, long phase)
+    {
+        var sw = Stopwatch.StartNew();
+        var spinner = default(SpinWait);
+        while (Volatile.Read(ref c[0]) <= phase)
+        {
+            spinner.SpinOnce(sleep1Threshold: -1);
+            if (sw.ElapsedMilliseconds > 30_000)
+            {
+                throw new TimeoutException($"phase {phase + 1} never came");
+            }
+        }
+    }
+
+    /// <summary>Half a futex round trip between this process and a child, over a word of <paramref name="c"/>'s memory.</summary>
+    internal static double FutexPingPong(BenchContext context, BenchBroker broker, long* c)
+    {
+        int pings = Math.Max(200, (int)(5000 * context.Scale));
+        using var ponger = new ChildProcess("pingpong", broker.SocketPath, "bench-handoff", pings.ToString(CultureInfo.InvariantCulture));
+        _ = ponger.Read(TimeSpan.FromSeconds(30)); // "ready"
+        int* w = (int*)(c + 8);
+        Volatile.Write(ref *w, 0);
+        long t0 = Stopwatch.GetTimestamp();
+        for (int i = 0; i < pings; i++)
+        {
+            Volatile.Write(ref *w, (2 * i) + 1);
+            Interop.Libc.FutexWake(w, 1);
+            while (Volatile.Read(ref *w) != (2 * i) + 2)
+            {
+                Interop.Libc.FutexWait(w, (2 * i) + 1, 1_000_000_000);
+            }
+        }
+
+        double halfRtt = Stats.Us(Stopwatch.GetTimestamp() - t0) / pings / 2;
+        _ = ponger.Read(TimeSpan.FromSeconds(30));
+        return halfRtt;
+    }
+
+    /// <summary>The waiter: announces each round, waits for the next version, stamps its return.</summary>
+    public static int Child(string[] args)
+    {
+        bool spin = args[4] == "spin";
+        using var client = SharedStoreClient.Connect(new SharedStoreClientOptions
+        {
+            SocketPath = args[1],
+            LockSpin = spin ? TimeSpan.FromSeconds(10) : TimeSpan.FromMicroseconds(30),
+        });
+        using var con = client.JoinContainer(args[2]);
+        using var obj = con.JoinObject("n");
+        using var ctl = con.JoinObject("ctl");
+        long* c = (long*)ctl.GetAttributes().DataAddress;
+        int rounds = int.Parse(args[3], CultureInfo.InvariantCulture);
+        long seen = obj.Version;
+        for (int i = 0; i < rounds; i++)
+        {
+            Volatile.Write(ref c[0], (2 * i) + 1);
+            seen = obj.WaitForChange(seen, TimeSpan.FromSeconds(30));
+            Volatile.Write(ref c[2], Stopwatch.GetTimestamp());
+            Volatile.Write(ref c[0], (2 * i) + 2);
+        }
+
+        Console.WriteLine("done");
+        return 0;
+    }
+}
+
+/// <summary>ms from the return of CreateContainer in one process to the return of WaitForContainer in another (the
+/// broker pushed the event; the waiter then joined), against one control round trip (<c>status</c>).</summary>
+internal sealed class WaitContainerCrossProcess : IScenario
+{
+    public string Name => "wait-container-xproc";
+
+    public string Description => "ms from CreateContainer's return to WaitForContainer's return in another process vs one status round trip";
+
+    public IReadOnlyList<BenchResult> Run(BenchContext context)
+    {
+        using var broker = new BenchBroker(context);
+        using var client = broker.Connect();
+        int rounds = Math.Max(20, (int)(200 * context.Scale));
+        using var child = new ChildProcess("wait-container", broker.SocketPath, rounds.ToString(CultureInfo.InvariantCulture));
+        var samples = new List<double>();
+        for (int i = 0; i < rounds; i++)
+        {
+            while (client.Call(new Request { Status = new StatusRequest() }, TimeSpan.FromSeconds(30), default).Response.Status.NameWaits == 0)
+            {
+                Thread.Yield(); // until the waiter's wait is in the broker
+            }
+
+            using var con = client.CreateContainer("bench-wait-" + i.ToString(CultureInfo.InvariantCulture), SharedStoreClient.ProcessGroupId);
+            long created = Stopwatch.GetTimestamp();
+            long joined = long.Parse(child.Read(TimeSpan.FromSeconds(30)), CultureInfo.InvariantCulture);
+            samples.Add(Stats.Us(joined - created) / 1000);
+            con.Destroy(TimeSpan.FromSeconds(30)); // the waiter left before it answered
+        }
+
+        var rtts = new List<double>();
+        for (int i = 0; i < rounds * 5; i++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            client.Call(new Request { Status = new StatusRequest() }, TimeSpan.FromSeconds(30), default);
+            rtts.Add(Stats.Us(Stopwatch.GetTimestamp() - t0) / 1000);
+        }
+
+        return [new BenchResult(Name, "median", "ms", Stats.Median(samples.Skip(2)), "status-roundtrip", Stats.Median(rtts.Skip(5)))];
+    }
+
+    public static int Child(string[] args)
+    {
+        using var client = SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = args[1] });
+        int rounds = int.Parse(args[2], CultureInfo.InvariantCulture);
+        for (int i = 0; i < rounds; i++)
+        {
+            var con = client.WaitForContainer("bench-wait-" + i.ToString(CultureInfo.InvariantCulture), TimeSpan.FromSeconds(60));
+            long t = Stopwatch.GetTimestamp();
+            con.Leave();
+            Console.WriteLine(t.ToString(CultureInfo.InvariantCulture));
+        }
+
+        return 0;
+    }
+}
