@@ -393,11 +393,14 @@ static void cross_process_calls(const char *self)
     blocker_start(&w, WRITE_BLOCK0, obj, 20000);
     int rc = 0;
     double t0 = now_ms();
-    while (now_ms() - t0 < 10000) {
+    /* Poll with a pause between tries: under valgrind, which runs one thread at a time, a loop of gets that succeed
+     * at once can keep the blocker thread from ever reaching its wait (seen once, with the machine loaded). */
+    while (now_ms() - t0 < 30000) {
         rc = object_get_timed(obj, 0, 10, &p, 20);
         if (rc < 0)
             break;
         object_put(rc);
+        usleep(2000);
     }
     check(rc == SHAREDSTORE_E_TIMEOUT, "object_get_timed times out behind a waiting writer", rc);
 
