@@ -189,23 +189,7 @@ internal sealed unsafe class HandoffCrossProcess(string name, int holdMicros) : 
         _ = child.Read(TimeSpan.FromSeconds(30)); // "done"
 
         // Baseline: futex ping-pong between the same two processes over a word of the same shared memory.
-        int pings = Math.Max(200, (int)(5000 * context.Scale));
-        using var ponger = new ChildProcess("pingpong", broker.SocketPath, "bench-handoff", pings.ToString(CultureInfo.InvariantCulture));
-        _ = ponger.Read(TimeSpan.FromSeconds(30)); // "ready"
-        int* w = (int*)(c + 8);
-        long t0 = Stopwatch.GetTimestamp();
-        for (int i = 0; i < pings; i++)
-        {
-            Volatile.Write(ref *w, (2 * i) + 1);
-            Interop.Libc.FutexWake(w, 1);
-            while (Volatile.Read(ref *w) != (2 * i) + 2)
-            {
-                Interop.Libc.FutexWait(w, (2 * i) + 1, 1_000_000_000);
-            }
-        }
-
-        double halfRtt = Stats.Us(Stopwatch.GetTimestamp() - t0) / pings / 2;
-        _ = ponger.Read(TimeSpan.FromSeconds(30));
+        double halfRtt = NotifyCrossProcess.FutexPingPong(context, broker, c);
         return [new BenchResult(Name, "median", "us", Stats.Median(samples.Skip(5)), "futex-pingpong", halfRtt)];
     }
 
