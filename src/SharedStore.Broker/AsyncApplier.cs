@@ -558,7 +558,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
             return false;
         }
 
-        ObjectVersion.BeginWrite(range.View.Locks, range.First, range.Last); // the range is written next (object versions, §4.1)
+        ObjectVersion.BeginWrite(range.View, range.First, range.Last); // the range is written next (object versions, §4.1)
         return true;
     }
 
@@ -578,7 +578,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
     /// while the locks are still held, releases them, then wakes version waiters (object versions, §4.1).</summary>
     private static void PublishAndRelease(BlockRange range, ReadOnlySpan<WrittenSpan> written)
     {
-        long published = ObjectVersion.Publish(range.View.Locks, range.First, range.Last); // the data is in place, the locks still held
+        long published = ObjectVersion.Publish(range.View, range.First, range.Last); // the data is in place, the locks still held
         range.ReleaseWrite(written);
         ObjectVersion.WakeIfSleepers(range.View.Locks, published);
     }

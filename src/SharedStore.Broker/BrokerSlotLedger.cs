@@ -4,7 +4,8 @@ using SharedStore.Regions;
 namespace SharedStore.Broker;
 
 /// <summary>
-/// What the broker's own lock slot (<see cref="BlockLockDescriptor.BrokerSlot"/>, 63) really holds on the blocks of one
+/// What the broker's own lock slot (<see cref="BlockLockDescriptor.BrokerSlot"/>, the last of the records; 63 below)
+/// really holds on the blocks of one
 /// object: the broker-side ledger that lets a repair tell a forged broker-slot word from a real one. Every member
 /// maps the lock records read-write, so any of them can write slot 63's reader byte, an Owner of 64 or Waiting bit 63;
 /// unlike a member's slot, whose words are trusted while the member lives, the broker knows its own threads, and this
@@ -33,9 +34,9 @@ namespace SharedStore.Broker;
 /// that coincides with a real hold (byte 63 at most Reads while a forged 1 and a waiting reader are both there): it is
 /// cleared by the next check once the real hold is gone.</para>
 /// </summary>
-internal sealed unsafe class BrokerSlotLedger(long blockCount) : ISlotLedger
+internal sealed unsafe class BrokerSlotLedger(long blockCount, int slot) : ISlotLedger
 {
-    private const int Slot = BlockLockDescriptor.BrokerSlot;
+    private readonly int Slot = slot;
     private readonly object _gate = new();
     private readonly long _blockCount = blockCount;
     private int[]? _reads;   // per block: broker reads acquiring or held
@@ -90,19 +91,23 @@ internal sealed unsafe class BrokerSlotLedger(long blockCount) : ISlotLedger
     /// slot is judged against this ledger under its gate. A record that names the broker slot nowhere is judged
     /// without the gate (there is nothing of slot 63 to clear; a word forged after the look is the next check's).
     /// </summary>
-    public RepairResult ClearUnowned(BlockLockRecord* rec, long block, ulong liveSlots)
+    public RepairResult ClearUnowned(BlockLockRecord* rec, long block, int lines, SlotSet liveSlots)
     {
-        const ulong brokerBit = 1UL << Slot;
         if (!BlockLock.NamesSlot(rec, Slot))
         {
-            return BlockLock.ClearUnowned(rec, new SlotClaims { LiveSlots = liveSlots | brokerBit });
+            var trusted = liveSlots.Clone();
+            trusted.Add(Slot);
+            return BlockLock.ClearUnowned(rec, lines, new SlotClaims { LiveSlots = trusted, BrokerSlot = Slot });
         }
 
         lock (_gate)
         {
-            return BlockLock.ClearUnowned(rec, new SlotClaims
+            var members = liveSlots.Clone();
+            members.Remove(Slot);
+            return BlockLock.ClearUnowned(rec, lines, new SlotClaims
             {
-                LiveSlots = liveSlots & ~brokerBit,
+                LiveSlots = members,
+                BrokerSlot = Slot,
                 BrokerReads = _reads is { } r ? Volatile.Read(ref r[block]) : 0,
                 BrokerOwns = _owned is { } o && o[block] != 0,
                 BrokerWaits = _waiters is { } w && w[block] > 0,

@@ -6,9 +6,11 @@ using SharedStore.Regions;
 namespace SharedStore.Core.Tests;
 
 /// <summary>State-level tests of <see cref="BlockLock"/> on one record in memory, with threads standing in for slots.
-/// Cross-process behaviour is covered by SharedStore.Integration.Tests.</summary>
-[TestFixture]
-public unsafe class BlockLockTests
+/// Cross-process behaviour is covered by SharedStore.Integration.Tests. Every test runs on a record of one reader line
+/// (63 members) and on one of 17 (1 024 members), where the test's slots 0, 1, 2, … are spread over different lines.</summary>
+[TestFixture(1)]
+[TestFixture(17)]
+public unsafe class BlockLockTests(int lines)
 {
     private BlockLockRecord* _rec;
     private LockWaitPolicy _policy = null!;
@@ -18,26 +20,29 @@ public unsafe class BlockLockTests
     [SetUp]
     public void SetUp()
     {
-        _rec = (BlockLockRecord*)NativeMemory.AlignedAlloc((nuint)BlockLockDescriptor.Size, 128);
-        *_rec = default;
+        _rec = TestRecords.Allocate(lines);
         _policy = new LockWaitPolicy();
         _gate = new object();
         _waiters = new int[BlockLockDescriptor.MaxSlots];
     }
 
+    /// <summary>The record slot standing for the test's slot <paramref name="i"/>: itself on one line; else spread
+    /// over the lines (i · 67 mod slots: 1 → line 1, 2 → line 2, …).</summary>
+    private int S(int i) => lines == 1 ? i : i * 67 % (lines * BlockLockDescriptor.SlotsPerLine);
+
     [TearDown]
-    public void TearDown() => NativeMemory.AlignedFree(_rec);
+    public void TearDown() => TestRecords.Free(_rec);
 
     private LockStatus Read(int slot, int timeoutMs = 5000)
     {
         var w = new LockWait(_policy, TimeSpan.FromMilliseconds(timeoutMs), default);
-        return BlockLock.AcquireRead(_rec, slot, ref w);
+        return BlockLock.AcquireRead(_rec, S(slot), ref w);
     }
 
     private LockStatus Write(int slot, int timeoutMs = 5000)
     {
         var w = new LockWait(_policy, TimeSpan.FromMilliseconds(timeoutMs), default);
-        return BlockLock.AcquireWrite(_rec, slot, _gate, ref _waiters[slot], ref w);
+        return BlockLock.AcquireWrite(_rec, S(slot), _gate, ref _waiters[S(slot)], ref w);
     }
 
     [Test]
@@ -46,10 +51,12 @@ public unsafe class BlockLockTests
         // Contract: a read is exactly the slot's byte; no other field changes.
         Assert.That(Read(9), Is.EqualTo(LockStatus.Acquired));
         Assert.That(Read(9), Is.EqualTo(LockStatus.Acquired));
-        Assert.That(_rec->Readers[1], Is.EqualTo(2UL << 8));
+        Assert.That(TestRecords.Byte(_rec, S(9)), Is.EqualTo(2));
+        Assert.That(TestRecords.NonZeroBytes(_rec, lines), Is.EqualTo(new[] { S(9) }), "no other slot's byte changed");
+        Assert.That(_rec->ReaderLines, Is.EqualTo(1UL << (S(9) >> 6)), "the slot's line is announced");
         Assert.That(_rec->Owner, Is.Zero);
-        BlockLock.ReleaseRead(_rec, 9);
-        BlockLock.ReleaseRead(_rec, 9);
+        BlockLock.ReleaseRead(_rec, S(9));
+        BlockLock.ReleaseRead(_rec, S(9));
         Assert.That(BlockLock.AnyReaders(_rec), Is.False);
     }
 
@@ -61,9 +68,9 @@ public unsafe class BlockLockTests
         Assert.That(Write(2, 50), Is.EqualTo(LockStatus.Timeout));
         Assert.That(_rec->Owner, Is.Zero);
         Assert.That(_rec->Waiting, Is.Zero);
-        BlockLock.ReleaseRead(_rec, 1);
+        BlockLock.ReleaseRead(_rec, S(1));
         Assert.That(Write(2), Is.EqualTo(LockStatus.Acquired));
-        Assert.That(_rec->Owner, Is.EqualTo(3u | BlockLockDescriptor.OwnerActiveBit));
+        Assert.That(_rec->Owner, Is.EqualTo((uint)(S(2) + 1) | BlockLockDescriptor.OwnerActiveBit));
         BlockLock.ReleaseWrite(_rec, wroteWholeBlock: true);
         Assert.That(_rec->Owner, Is.Zero);
     }
@@ -87,9 +94,9 @@ public unsafe class BlockLockTests
         SpinUntil(() => _rec->Owner != 0, "writer to announce itself");
         Assert.That(Read(3, 100), Is.EqualTo(LockStatus.Timeout), "a new reader must queue behind the waiting writer");
         Assert.That(Read(1, 100), Is.EqualTo(LockStatus.Acquired), "re-entry must not block behind the writer");
-        BlockLock.ReleaseRead(_rec, 1);
+        BlockLock.ReleaseRead(_rec, S(1));
         Assert.That(writer.IsCompleted, Is.False);
-        BlockLock.ReleaseRead(_rec, 1);
+        BlockLock.ReleaseRead(_rec, S(1));
         Assert.That(writer.Wait(10_000), Is.True);
         Assert.That(writer.Result, Is.EqualTo(LockStatus.Acquired));
         BlockLock.ReleaseWrite(_rec, false);
@@ -107,7 +114,7 @@ public unsafe class BlockLockTests
         {
             var s = Read(3, 10_000);
             order.Enqueue("reader");
-            BlockLock.ReleaseRead(_rec, 3);
+            BlockLock.ReleaseRead(_rec, S(3));
             return s;
         });
         FutexSleepers.WaitFor(&_rec->Seq, 2, "writer B and the reader to sleep on the record");
@@ -129,11 +136,11 @@ public unsafe class BlockLockTests
         var writer = Task.Run(() =>
         {
             var w = new LockWait(policy, TimeSpan.FromSeconds(10), default);
-            return BlockLock.AcquireWrite(_rec, 2, _gate, ref _waiters[2], ref w);
+            return BlockLock.AcquireWrite(_rec, S(2), _gate, ref _waiters[S(2)], ref w);
         });
         SpinUntil(() => (_rec->Seq & 1) != 0, "writer to sleep");
         var sw = Stopwatch.StartNew();
-        BlockLock.ReleaseRead(_rec, 1);
+        BlockLock.ReleaseRead(_rec, S(1));
         Assert.That(writer.Wait(5_000), Is.True);
         Assert.That(sw.ElapsedMilliseconds, Is.LessThan(LockWaitPolicy.MaxSleepSliceNs / 1_000_000), "woken, not timed out of a sleep slice");
         BlockLock.ReleaseWrite(_rec, false);
@@ -146,17 +153,17 @@ public unsafe class BlockLockTests
         Assert.That(Read(7), Is.EqualTo(LockStatus.Acquired));
         Assert.That(Read(7), Is.EqualTo(LockStatus.Acquired));
         Assert.That(Read(8), Is.EqualTo(LockStatus.Acquired));
-        _rec->Waiting |= 1UL << 7;
-        var r = BlockLock.ScrubSlot(_rec, 7);
+        TestRecords.ForgeWaiting(_rec, S(7));
+        var r = BlockLock.ScrubSlot(_rec, S(7));
         using (Assert.EnterMultipleScope())
         {
             Assert.That(r.ReadHolds, Is.EqualTo(2));
             Assert.That(r.Waiting, Is.True);
-            Assert.That(BlockLock.ReadHolds(_rec, 7), Is.Zero);
-            Assert.That(BlockLock.ReadHolds(_rec, 8), Is.EqualTo(1));
+            Assert.That(BlockLock.ReadHolds(_rec, S(7)), Is.Zero);
+            Assert.That(BlockLock.ReadHolds(_rec, S(8)), Is.EqualTo(1));
             Assert.That(_rec->Waiting, Is.Zero);
         }
-        BlockLock.ReleaseRead(_rec, 8);
+        BlockLock.ReleaseRead(_rec, S(8));
     }
 
     [Test]
@@ -164,7 +171,7 @@ public unsafe class BlockLockTests
     {
         // Contract (torn writes): a writer that died while active leaves the block marked torn; a whole-block write clears it.
         Assert.That(Write(5), Is.EqualTo(LockStatus.Acquired));
-        var r = BlockLock.ScrubSlot(_rec, 5);
+        var r = BlockLock.ScrubSlot(_rec, S(5));
         Assert.That(r.Owned && r.Torn, Is.True);
         Assert.That(BlockLock.IsTorn(_rec), Is.True);
         Assert.That(_rec->Owner, Is.Zero);
@@ -182,14 +189,14 @@ public unsafe class BlockLockTests
         // Contract: a writer that died before its readers drained wrote nothing: no torn mark, and readers proceed.
         Assert.That(Read(1), Is.EqualTo(LockStatus.Acquired));
         var w = Task.Run(() => Write(2, 10_000));
-        SpinUntil(() => _rec->Owner == 3, "writer pending");
+        SpinUntil(() => _rec->Owner == (uint)S(2) + 1, "writer pending");
         // Simulate the writer's death: the broker scrubs its slot while its thread is stuck. (The thread itself is
         // then released by the reader's put; in a real crash it no longer exists.)
-        var r = BlockLock.ScrubSlot(_rec, 2);
+        var r = BlockLock.ScrubSlot(_rec, S(2));
         Assert.That(r.Owned && !r.Torn, Is.True);
         Assert.That(Read(3, 1000), Is.EqualTo(LockStatus.Acquired), "new readers are no longer held off");
-        BlockLock.ReleaseRead(_rec, 3);
-        BlockLock.ReleaseRead(_rec, 1);
+        BlockLock.ReleaseRead(_rec, S(3));
+        BlockLock.ReleaseRead(_rec, S(1));
         Assert.That(w.Wait(10_000), Is.True);
         if (w.Result == LockStatus.Acquired)
         {
@@ -203,12 +210,12 @@ public unsafe class BlockLockTests
         // Contract (spin model F1): a slot's byte may be 1 only because another thread of the process is between its
         // 0→1 CAS and its back-out. A "re-entrant" read on that byte must not enter while a writer is active.
         Assert.That(Write(1), Is.EqualTo(LockStatus.Acquired));
-        _rec->Readers[0] += 1; // thread A of slot 0: tentative increment, back-out pending
+        TestRecords.AddToByte(_rec, S(0), 1); // thread A of slot 0: tentative increment, back-out pending
         Assert.That(Read(0, 50), Is.EqualTo(LockStatus.Timeout), "thread B of slot 0 must not read under the active writer");
-        _rec->Readers[0] -= 1; // A backs out
+        TestRecords.AddToByte(_rec, S(0), -1); // A backs out
         BlockLock.ReleaseWrite(_rec, false);
         Assert.That(Read(0), Is.EqualTo(LockStatus.Acquired));
-        BlockLock.ReleaseRead(_rec, 0);
+        BlockLock.ReleaseRead(_rec, S(0));
     }
 
     [Test]
@@ -224,10 +231,10 @@ public unsafe class BlockLockTests
         });
         SpinUntil(() => (_rec->Seq & 1) != 0, "reader to sleep");
         Volatile.Write(ref _rec->Owner, 0u); // the writer released... and died before its wake
-        var r = BlockLock.ScrubSlot(_rec, 2);
+        var r = BlockLock.ScrubSlot(_rec, S(2));
         Assert.That(r.Any, Is.False);
         Assert.That(reader.Wait(TimeSpan.FromSeconds(10)), Is.True, "woken by recovery, not by a 30 s sleep slice");
-        BlockLock.ReleaseRead(_rec, 5);
+        BlockLock.ReleaseRead(_rec, S(5));
     }
 
     [Test]
@@ -257,7 +264,7 @@ public unsafe class BlockLockTests
                     if (v <= 0) { Interlocked.Increment(ref violations); }
                     Thread.SpinWait(20);
                     Interlocked.Decrement(ref inside);
-                    BlockLock.ReleaseRead(_rec, slot);
+                    BlockLock.ReleaseRead(_rec, S(slot));
                 }
             }
         })).ToArray();
@@ -266,6 +273,76 @@ public unsafe class BlockLockTests
         Assert.That(BlockLock.AnyReaders(_rec), Is.False);
         Assert.That(_rec->Owner, Is.Zero);
         Assert.That(_rec->Waiting, Is.Zero);
+    }
+
+    [Test]
+    public void Writer_DrainsReadersOnEveryAnnouncedLine_AndReadsOnlyThoseLines()
+    {
+        // Contract (layout 3): a reader announces its line in ReaderLines before its first increment; a writer drains
+        // every reader on an announced line, and a count on a line nobody announced is not looked at (so an
+        // uncontended writer reads one line per used line, not per possible reader).
+        Assert.That(Read(1), Is.EqualTo(LockStatus.Acquired));
+        Assert.That(Read(5), Is.EqualTo(LockStatus.Acquired));
+        Assert.That(Write(2, 30), Is.EqualTo(LockStatus.Timeout), "readers on announced lines hold the writer off");
+        BlockLock.ReleaseRead(_rec, S(1));
+        Assert.That(Write(2, 30), Is.EqualTo(LockStatus.Timeout), "the reader of the other line still holds it off");
+        BlockLock.ReleaseRead(_rec, S(5));
+        Assert.That(Write(2), Is.EqualTo(LockStatus.Acquired));
+        BlockLock.ReleaseWrite(_rec, false);
+        if (lines > 1)
+        {
+            int unannounced = (lines * BlockLockDescriptor.SlotsPerLine) - 2; // on the last line, which no test slot used
+            Assume.That(_rec->ReaderLines & (1UL << (unannounced >> 6)), Is.Zero);
+            TestRecords.AddToByte(_rec, unannounced, 1);
+            Assert.That(BlockLock.AnyReaders(_rec), Is.False, "a line that ReaderLines does not name is not read");
+            TestRecords.AddToByte(_rec, unannounced, -1);
+        }
+    }
+
+    [Test]
+    public void WaitingWriters_OfOneLine_KeepTheLineBitUntilTheLastOneLeaves()
+    {
+        // Contract: Waiting is one bit per reader line; a slot's own flag says it waits. When one of two waiting slots
+        // of a line stops waiting, the bit stays (the other still waits); when the last stops, it is cleared.
+        int a = S(3), b = a + 1; // two slots of one line
+        Assert.That(Write(7), Is.EqualTo(LockStatus.Acquired)); // the block is held
+        var wa = Task.Run(() => WriteSlot(a, _gate));
+        var wb = Task.Run(() => WriteSlot(b, new object())); // another process: its own gate
+        SpinUntil(() => TestRecords.Byte(_rec, a) == BlockLockDescriptor.SlotWaitFlag && TestRecords.Byte(_rec, b) == BlockLockDescriptor.SlotWaitFlag, "both writers to wait");
+        Assert.That(_rec->Waiting, Is.EqualTo(1UL << (a >> 6)));
+        Assert.That(Read(8, 30), Is.EqualTo(LockStatus.Timeout), "a new reader queues behind the waiting writers");
+        BlockLock.ReleaseWrite(_rec, false); // one of a, b gets it; the other still waits
+        SpinUntil(() => wa.IsCompleted || wb.IsCompleted, "one writer to get the block");
+        Assert.That(_rec->Waiting, Is.EqualTo(1UL << (a >> 6)), "the other writer of the line still waits");
+        BlockLock.ReleaseWrite(_rec, false);
+        Assert.That(Task.WaitAll([wa, wb], 10_000), Is.True);
+        Assert.That((wa.Result, wb.Result), Is.EqualTo((LockStatus.Acquired, LockStatus.Acquired)));
+        BlockLock.ReleaseWrite(_rec, false);
+        Assert.That(_rec->Waiting, Is.Zero);
+        Assert.That(TestRecords.Byte(_rec, a) | TestRecords.Byte(_rec, b), Is.Zero);
+    }
+
+    private LockStatus WriteSlot(int recordSlot, object gate)
+    {
+        var w = new LockWait(_policy, TimeSpan.FromSeconds(10), default);
+        return BlockLock.AcquireWrite(_rec, recordSlot, gate, ref _waiters[recordSlot], ref w);
+    }
+
+    [Test]
+    public void RefreshWaiting_ClearsALineBitThatNoSlotFlags_AndKeepsOneThatASlotFlags()
+    {
+        // Contract (recovery): a slot that died between clearing its flag and clearing its line's bit leaves the bit
+        // with no waiter; ScrubSlot and the repair clear it. A bit whose line has a flagged slot stays.
+        int dead = S(2), waiter = S(4);
+        Interlocked.Or(ref _rec->Waiting, 1UL << (dead >> 6)); // flag already cleared, bit left behind
+        Assert.That(Read(1, 30), Is.EqualTo(LockStatus.Timeout), "the stale bit keeps new readers out");
+        BlockLock.ScrubSlot(_rec, dead);
+        Assert.That(_rec->Waiting, Is.Zero);
+        Assert.That(Read(1), Is.EqualTo(LockStatus.Acquired));
+        BlockLock.ReleaseRead(_rec, S(1));
+        TestRecords.ForgeWaiting(_rec, waiter);
+        BlockLock.RefreshWaiting(_rec, waiter >> 6);
+        Assert.That(_rec->Waiting, Is.EqualTo(1UL << (waiter >> 6)), "a flagged slot keeps its line's bit");
     }
 
     private static void SpinUntil(Func<bool> condition, string what)

@@ -7,16 +7,18 @@ namespace SharedStore.Core.Tests;
 /// <summary>State-level tests of the block-range protocol (<see cref="BlockRange"/>) and the object view
 /// (<see cref="ObjectView"/>) over real memfd mappings in this process: a three-block object with a short last block,
 /// other slots' holds written into the records the way another process's would be. The callers' cross-process
-/// behaviour is covered by SharedStore.Integration.Tests.</summary>
-[TestFixture]
-public unsafe class BlockRangeTests
+/// behaviour is covered by SharedStore.Integration.Tests. Every test runs with records of one reader line and of 17.</summary>
+[TestFixture(1)]
+[TestFixture(17)]
+public unsafe class BlockRangeTests(int lines)
 {
     private const int Shift = 12;                          // 1 << 12 = 4096-byte blocks
     private const int BlockSize = 1 << Shift;
     private const long Size = (2 * BlockSize) + 1000;      // blocks 0, 1 whole, block 2 short (1000 bytes)
     private const int Me = 0;                              // this process's slot
-    private const int Other = 5;                           // another member's slot
-    private const int Broker = BlockLockDescriptor.BrokerSlot;
+    private int Other => lines == 1 ? 5 : 600;             // another member's slot (on another line with 17 lines)
+
+    private int Broker => BlockLockDescriptor.BrokerSlot(lines);
 
     private SafeFd _dataFd = null!;
     private SafeFd _lockFd = null!;
@@ -50,7 +52,7 @@ public unsafe class BlockRangeTests
 
     private ObjectView View(bool durable = false, ISlotLedger? ledger = null, int slot = Me)
     {
-        var v = new ObjectView("o", _data, 0, _locks, 0, Size, Shift, slot, durable, repair: null, ledger);
+        var v = new ObjectView("o", _data, 0, _locks, 0, lines, Size, Shift, slot, durable, repair: null, ledger);
         _views.Add(v);
         return v;
     }
@@ -59,12 +61,7 @@ public unsafe class BlockRangeTests
 
     private static LockWait Patient() => new(new LockWaitPolicy(), TimeSpan.FromSeconds(5), default);
 
-    private static void SetReader(BlockLockRecord* rec, int slot, ulong count)
-    {
-        ulong* word = (ulong*)rec + (slot >> 3);
-        int shift = (slot & 7) << 3;
-        *word = (*word & ~(0xFFUL << shift)) | (count << shift);
-    }
+    private static void SetReader(BlockLockRecord* rec, int slot, int count) => TestRecords.ForgeReads(rec, slot, count);
 
     // ---- The view's references on its mappings ---------------------------------------------------------------
 
@@ -113,9 +110,9 @@ public unsafe class BlockRangeTests
     {
         // Contract: an object that does not fit its mappings (data or lock records) is refused with Internal, and the
         // refused view keeps no reference: disposing the regions unmaps them.
-        var e1 = Assert.Throws<SharedStoreException>(() => _ = new ObjectView("o", _data, 3 * BlockSize, _locks, 0, Size, Shift, Me, false, null));
+        var e1 = Assert.Throws<SharedStoreException>(() => _ = new ObjectView("o", _data, 3 * BlockSize, _locks, 0, lines, Size, Shift, Me, false, null));
         Assert.That(e1!.Code, Is.EqualTo(ErrorCode.Internal));
-        var e2 = Assert.Throws<SharedStoreException>(() => _ = new ObjectView("o", _data, 0, _locks, 4096 - BlockLockDescriptor.Size, Size, Shift, Me, false, null));
+        var e2 = Assert.Throws<SharedStoreException>(() => _ = new ObjectView("o", _data, 0, _locks, 4096 - BlockLockDescriptor.RecordSize(lines), lines, Size, Shift, Me, false, null));
         Assert.That(e2!.Code, Is.EqualTo(ErrorCode.Internal));
         _data.Dispose();
         _locks.Dispose();
@@ -132,22 +129,22 @@ public unsafe class BlockRangeTests
         // every block it had taken released: no Owner, no Waiting bit of its slot, flags as they were (a torn mark
         // stays, nothing is marked dirty).
         var v = View(durable: true);
-        BlockLock.MarkTorn(v.Locks);
-        v.Locks[0].Flags &= ~BlockLockDescriptor.FlagDirty;
-        v.Locks[2].Owner = Other + 1;
+        BlockLock.MarkTorn(v.Record(0));
+        v.Record(0)->Flags &= ~BlockLockDescriptor.FlagDirty;
+        v.Record(2)->Owner = (uint)Other + 1;
         var wait = NoWait();
         Assert.That(v.All.AcquireWrite(ref wait), Is.EqualTo(LockStatus.Timeout));
         Assert.Multiple(() =>
         {
-            Assert.That(v.Locks[0].Owner, Is.Zero);
-            Assert.That(v.Locks[1].Owner, Is.Zero);
-            Assert.That(v.Locks[2].Owner, Is.EqualTo(Other + 1), "the other slot's claim is untouched");
-            Assert.That(v.Locks[0].Waiting | v.Locks[1].Waiting | v.Locks[2].Waiting, Is.Zero);
-            Assert.That(v.Locks[0].Flags, Is.EqualTo(BlockLockDescriptor.FlagTorn));
-            Assert.That(v.Locks[1].Flags, Is.Zero);
+            Assert.That(v.Record(0)->Owner, Is.Zero);
+            Assert.That(v.Record(1)->Owner, Is.Zero);
+            Assert.That(v.Record(2)->Owner, Is.EqualTo((uint)Other + 1), "the other slot's claim is untouched");
+            Assert.That(v.Record(0)->Waiting | v.Record(1)->Waiting | v.Record(2)->Waiting, Is.Zero);
+            Assert.That(v.Record(0)->Flags, Is.EqualTo(BlockLockDescriptor.FlagTorn));
+            Assert.That(v.Record(1)->Flags, Is.Zero);
         });
 
-        v.Locks[2].Owner = 0;
+        v.Record(2)->Owner = 0;
         wait = Patient();
         Assert.That(v.All.AcquireWrite(ref wait), Is.EqualTo(LockStatus.Acquired), "nothing was left held");
     }
@@ -157,7 +154,7 @@ public unsafe class BlockRangeTests
     {
         // Contract: the same for reads: the blocks read-held before the one that timed out are released.
         var v = View();
-        v.Locks[1].Owner = (Other + 1) | BlockLockDescriptor.OwnerActiveBit;
+        v.Record(1)->Owner = (uint)(Other + 1) | BlockLockDescriptor.OwnerActiveBit;
         var wait = NoWait();
         Assert.That(v.All.AcquireRead(ref wait, out _), Is.EqualTo(LockStatus.Timeout));
         Assert.That(BlockLock.ReadHolds(v.Locks, Me), Is.Zero);
@@ -170,13 +167,13 @@ public unsafe class BlockRangeTests
         // Contract: the no-wait read takes every block or none; the one-block get path refuses a longer range
         // without touching it, and reports the block's torn mark when it takes it.
         var v = View();
-        v.Locks[2].Owner = Other + 1;
+        v.Record(2)->Owner = (uint)Other + 1;
         Assert.That(v.All.TryAcquireReadFast(), Is.False);
         Assert.That(v.All.FirstReadHeld(), Is.EqualTo(-1));
         Assert.That(v.Range(0, 2 * BlockSize).TryAcquireOneReadFast(out _), Is.False);
         Assert.That(v.All.FirstReadHeld(), Is.EqualTo(-1));
 
-        BlockLock.MarkTorn(v.Locks + 1);
+        BlockLock.MarkTorn(v.Record(1));
         Assert.That(v.Range(BlockSize + 10, 20).TryAcquireOneReadFast(out bool torn), Is.True);
         Assert.That(torn, Is.True);
         Assert.That(v.All.FirstReadHeld(), Is.EqualTo(1));
@@ -209,17 +206,17 @@ public unsafe class BlockRangeTests
         var wait = Patient();
         Assert.That(v.All.AcquireWrite(ref wait), Is.EqualTo(LockStatus.Acquired));
         v.All.ReleaseWrite(100, Size - 100); // block 0 from byte 100; blocks 1 and 2 whole
-        Assert.That(BlockLock.IsTorn(v.Locks + 0), Is.True, "block 0 was written in part");
-        Assert.That(BlockLock.IsTorn(v.Locks + 1), Is.False);
-        Assert.That(BlockLock.IsTorn(v.Locks + 2), Is.False, "the short last block, written to the object's end");
+        Assert.That(BlockLock.IsTorn(v.Record(0)), Is.True, "block 0 was written in part");
+        Assert.That(BlockLock.IsTorn(v.Record(1)), Is.False);
+        Assert.That(BlockLock.IsTorn(v.Record(2)), Is.False, "the short last block, written to the object's end");
 
         var block0 = v.Block(0);
         wait = Patient();
         Assert.That(block0.AcquireWrite(ref wait), Is.EqualTo(LockStatus.Acquired));
         block0.ReleaseWrite(0, BlockSize); // exactly the block
-        Assert.That(BlockLock.IsTorn(v.Locks + 0), Is.False);
+        Assert.That(BlockLock.IsTorn(v.Record(0)), Is.False);
         Assert.That(v.All.AnyTorn(), Is.False);
-        Assert.That(v.Locks[0].Owner | v.Locks[1].Owner | v.Locks[2].Owner, Is.Zero);
+        Assert.That(v.Record(0)->Owner | v.Record(1)->Owner | v.Record(2)->Owner, Is.Zero);
     }
 
     [Test]
@@ -244,8 +241,8 @@ public unsafe class BlockRangeTests
         var wait = Patient();
         Assert.That(durable.Range(0, 10).AcquireWrite(ref wait), Is.EqualTo(LockStatus.Acquired));
         durable.Range(0, 10).ReleaseWrite(0, 10);
-        Assert.That(BlockLock.IsDirty(durable.Locks + 0), Is.True);
-        Assert.That(BlockLock.IsDirty(durable.Locks + 1), Is.False);
+        Assert.That(BlockLock.IsDirty(durable.Record(0)), Is.True);
+        Assert.That(BlockLock.IsDirty(durable.Record(1)), Is.False);
         Assert.That(durable.Block(0).TakeDirty(), Is.True);
 
         var plain = View();
@@ -264,10 +261,10 @@ public unsafe class BlockRangeTests
         var wait = Patient();
         Assert.That(v.Range(0, 2 * BlockSize).AcquireWrite(ref wait), Is.EqualTo(LockStatus.Acquired));
         v.Range(0, 2 * BlockSize).ReleaseWriteTorn();
-        Assert.That(BlockLock.IsTorn(v.Locks + 0) && BlockLock.IsTorn(v.Locks + 1), Is.True);
-        Assert.That(BlockLock.IsDirty(v.Locks + 0) && BlockLock.IsDirty(v.Locks + 1), Is.True);
-        Assert.That(BlockLock.IsTorn(v.Locks + 2), Is.False, "outside the range");
-        Assert.That(v.Locks[0].Owner | v.Locks[1].Owner, Is.Zero);
+        Assert.That(BlockLock.IsTorn(v.Record(0)) && BlockLock.IsTorn(v.Record(1)), Is.True);
+        Assert.That(BlockLock.IsDirty(v.Record(0)) && BlockLock.IsDirty(v.Record(1)), Is.True);
+        Assert.That(BlockLock.IsTorn(v.Record(2)), Is.False, "outside the range");
+        Assert.That(v.Record(0)->Owner | v.Record(1)->Owner, Is.Zero);
     }
 
     [Test]
@@ -278,9 +275,9 @@ public unsafe class BlockRangeTests
         v.All.MarkDirty();
         v.Block(1).MarkTorn();
         v.All.MarkCleanUnlessTorn();
-        Assert.That(BlockLock.IsDirty(v.Locks + 0), Is.False);
-        Assert.That(BlockLock.IsDirty(v.Locks + 1), Is.True);
-        Assert.That(BlockLock.IsDirty(v.Locks + 2), Is.False);
+        Assert.That(BlockLock.IsDirty(v.Record(0)), Is.False);
+        Assert.That(BlockLock.IsDirty(v.Record(1)), Is.True);
+        Assert.That(BlockLock.IsDirty(v.Record(2)), Is.False);
     }
 
     // ---- The WouldDeadlock check ------------------------------------------------------------------------------
@@ -291,9 +288,9 @@ public unsafe class BlockRangeTests
         // Contract: the check that refuses a write over the writer's own leases sees its own slot's holds, not other
         // members' (a write over those waits for them instead).
         var v = View();
-        SetReader(v.Locks + 1, Other, 1);
+        SetReader(v.Record(1), Other, 1);
         Assert.That(v.All.FirstReadHeld(), Is.EqualTo(-1));
-        SetReader(v.Locks + 2, Me, 1);
+        SetReader(v.Record(2), Me, 1);
         Assert.That(v.All.FirstReadHeld(), Is.EqualTo(2));
         Assert.That(v.Range(0, 2 * BlockSize).FirstReadHeld(), Is.EqualTo(-1));
     }
@@ -305,24 +302,24 @@ public unsafe class BlockRangeTests
     {
         // Contract: a view with a ledger (the broker's slot) records every read and write it takes, so a repair keeps
         // them; after their release the same words are forgeries, and the repair clears them.
-        var ledger = new BrokerSlotLedger(3);
+        var ledger = new BrokerSlotLedger(3, Broker);
         var v = View(ledger: ledger, slot: Broker);
         var wait = Patient();
         Assert.That(v.All.AcquireWrite(ref wait), Is.EqualTo(LockStatus.Acquired));
         for (long b = 0; b < 3; b++)
         {
-            Assert.That(ledger.ClearUnowned(v.Locks + b, b, liveSlots: 0).Any, Is.False, $"block {b}: the broker's write is recorded");
+            Assert.That(ledger.ClearUnowned(v.Record(b), b, lines, new SlotSet()).Any, Is.False, $"block {b}: the broker's write is recorded");
         }
 
         v.All.ReleaseWrite(0, Size);
         wait = Patient();
         Assert.That(v.All.AcquireRead(ref wait, out _), Is.EqualTo(LockStatus.Acquired));
-        Assert.That(ledger.ClearUnowned(v.Locks + 2, 2, liveSlots: 0).Any, Is.False, "the broker's read is recorded");
+        Assert.That(ledger.ClearUnowned(v.Record(2), 2, lines, new SlotSet()).Any, Is.False, "the broker's read is recorded");
         v.All.ReleaseRead();
 
-        v.Locks[0].Owner = Broker + 1;
-        SetReader(v.Locks + 1, Broker, 1);
-        Assert.That(ledger.ClearUnowned(v.Locks + 0, 0, liveSlots: 0).Owner, Is.EqualTo((uint)Broker + 1));
-        Assert.That(ledger.ClearUnowned(v.Locks + 1, 1, liveSlots: 0).ReaderSlots, Is.EqualTo(1UL << Broker));
+        v.Record(0)->Owner = (uint)Broker + 1;
+        SetReader(v.Record(1), Broker, 1);
+        Assert.That(ledger.ClearUnowned(v.Record(0), 0, lines, new SlotSet()).Owner, Is.EqualTo((uint)Broker + 1));
+        Assert.That(ledger.ClearUnowned(v.Record(1), 1, lines, new SlotSet()).ReaderSlots!.Slots, Is.EqualTo(new[] { Broker }));
     }
 }

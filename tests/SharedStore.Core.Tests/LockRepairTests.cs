@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using SharedStore.Broker;
 using SharedStore.Locks;
 using SharedStore.Regions;
@@ -8,48 +7,56 @@ namespace SharedStore.Core.Tests;
 
 /// <summary>State-level tests of the repair of forged lock state: <see cref="BlockLock.ClearUnowned"/>, the broker
 /// slot's <see cref="BrokerSlotLedger"/> and <see cref="LockWait"/>'s repair clock, on one record in memory with
-/// threads standing in for processes. The cross-process forgeries are in SharedStore.Integration.Tests.</summary>
-[TestFixture]
-public unsafe class LockRepairTests
+/// threads standing in for processes. The cross-process forgeries are in SharedStore.Integration.Tests.
+/// Every test runs on a record of one reader line and on one of 17 (slots spread over the lines).</summary>
+[TestFixture(1)]
+[TestFixture(17)]
+public unsafe class LockRepairTests(int lines)
 {
-    private const int Broker = BlockLockDescriptor.BrokerSlot;
     private BlockLockRecord* _rec;
 
+    private int Broker => BlockLockDescriptor.BrokerSlot(lines);
+
     [SetUp]
-    public void SetUp()
-    {
-        _rec = (BlockLockRecord*)NativeMemory.AlignedAlloc((nuint)BlockLockDescriptor.Size, 128);
-        *_rec = default;
-    }
+    public void SetUp() => _rec = TestRecords.Allocate(lines);
 
     [TearDown]
-    public void TearDown() => NativeMemory.AlignedFree(_rec);
+    public void TearDown() => TestRecords.Free(_rec);
 
-    private void SetReader(int slot, ulong count)
-    {
-        ulong* word = (ulong*)_rec + (slot >> 3);
-        int shift = (slot & 7) << 3;
-        *word = (*word & ~(0xFFUL << shift)) | (count << shift);
-    }
+    /// <summary>The record slot standing for the test's slot <paramref name="i"/> (spread over the lines).</summary>
+    private int S(int i) => lines == 1 ? i : i * 67 % ((lines * BlockLockDescriptor.SlotsPerLine) - 1);
 
-    private static SlotClaims Live(params int[] slots) => new() { LiveSlots = slots.Aggregate(0UL, (m, s) => m | (1UL << s)) };
+    private void SetReader(int slot, int count) => TestRecords.ForgeReads(_rec, slot, count);
+
+    private void SetWaiting(int slot) => TestRecords.ForgeWaiting(_rec, slot);
+
+    private SlotClaims Live(params int[] slots) => new() { LiveSlots = new SlotSet(slots), BrokerSlot = Broker };
+
+    private static int[] Slots(SlotSet? set) => set?.Slots.ToArray() ?? [];
+
+    private BrokerSlotLedger NewLedger() => new(8, Broker);
+
+    private static SlotSet None => new();
 
     [Test]
     public void ClearUnowned_LiveMembersWords_AreLeftAsTheyAre()
     {
         // Contract: everything that names a live member stays, whatever it is (the broker cannot tell it from a real
         // hold), and the record is not even woken.
-        SetReader(0, 2);
-        SetReader(9, 255);
-        _rec->Owner = 10 | BlockLockDescriptor.OwnerActiveBit;
-        _rec->Waiting = 1UL << 0 | 1UL << 9;
+        SetReader(S(0), 2);
+        SetReader(S(9), 127);
+        _rec->Owner = (uint)(S(9) + 1) | BlockLockDescriptor.OwnerActiveBit;
+        SetWaiting(S(0));
+        SetWaiting(S(9));
+        ulong waiting = _rec->Waiting;
         _rec->Seq = 1;
-        var r = BlockLock.ClearUnowned(_rec, Live(0, 9));
+        var r = BlockLock.ClearUnowned(_rec, lines, Live(S(0), S(9)));
         Assert.That(r.Any, Is.False, r.ToString());
-        Assert.That(BlockLock.ReadHolds(_rec, 0), Is.EqualTo(2));
-        Assert.That(BlockLock.ReadHolds(_rec, 9), Is.EqualTo(255));
-        Assert.That(_rec->Owner, Is.EqualTo(10 | BlockLockDescriptor.OwnerActiveBit));
-        Assert.That(_rec->Waiting, Is.EqualTo(1UL << 0 | 1UL << 9));
+        Assert.That(BlockLock.ReadHolds(_rec, S(0)), Is.EqualTo(2));
+        Assert.That(BlockLock.ReadHolds(_rec, S(9)), Is.EqualTo(127));
+        Assert.That(_rec->Owner, Is.EqualTo((uint)(S(9) + 1) | BlockLockDescriptor.OwnerActiveBit));
+        Assert.That(_rec->Waiting, Is.EqualTo(waiting));
+        Assert.That(TestRecords.Byte(_rec, S(9)), Is.EqualTo(127 | BlockLockDescriptor.SlotWaitFlag));
         Assert.That(_rec->Seq, Is.EqualTo(1), "nothing changed: no wake");
         Assert.That(BlockLock.IsTorn(_rec), Is.False);
     }
@@ -60,31 +67,34 @@ public unsafe class LockRepairTests
         // Contract: a reader byte, an active Owner and a Waiting bit of a slot with no member are cleared (the live
         // member's byte in the same word stays); clearing an active owner marks the block torn and dirty; sleepers
         // are woken (Seq changes).
-        SetReader(0, 1);
-        SetReader(5, 3);
-        _rec->Owner = 6 | BlockLockDescriptor.OwnerActiveBit;
-        _rec->Waiting = 1UL << 5 | 1UL << 0;
+        int live = S(0), dead = S(0) + 5; // two slots of one word
+        SetReader(live, 1);
+        SetReader(dead, 3);
+        _rec->Owner = (uint)(dead + 1) | BlockLockDescriptor.OwnerActiveBit;
+        SetWaiting(dead);
+        SetWaiting(live);
+        SetWaiting(S(5)); // alone on its line (17 lines)
         _rec->Seq = 1;
-        var r = BlockLock.ClearUnowned(_rec, Live(0));
-        Assert.That(r.ReaderSlots, Is.EqualTo(1UL << 5));
-        Assert.That(r.Owner, Is.EqualTo(6 | BlockLockDescriptor.OwnerActiveBit));
-        Assert.That(r.WaitingSlots, Is.EqualTo(1UL << 5));
-        Assert.That(BlockLock.ReadHolds(_rec, 0), Is.EqualTo(1), "the live slot's byte in the same word");
-        Assert.That(BlockLock.ReadHolds(_rec, 5), Is.Zero);
+        var r = BlockLock.ClearUnowned(_rec, lines, Live(live));
+        Assert.That(Slots(r.ReaderSlots), Is.EqualTo(new[] { dead }));
+        Assert.That(r.Owner, Is.EqualTo((uint)(dead + 1) | BlockLockDescriptor.OwnerActiveBit));
+        Assert.That(Slots(r.WaitingSlots), Is.EqualTo(new[] { live, dead, S(5) }.Distinct().Where(s => s != live).Order().ToArray()));
+        Assert.That(BlockLock.ReadHolds(_rec, live), Is.EqualTo(1), "the live slot's byte in the same word");
+        Assert.That(BlockLock.ReadHolds(_rec, dead), Is.Zero);
         Assert.That(_rec->Owner, Is.Zero);
-        Assert.That(_rec->Waiting, Is.EqualTo(1UL << 0));
+        Assert.That(_rec->Waiting, Is.EqualTo(1UL << (live >> 6)), "the line of the live waiter only");
         Assert.That(BlockLock.IsTorn(_rec) && BlockLock.IsDirty(_rec), Is.True);
         Assert.That(_rec->Seq, Is.Not.EqualTo(1), "woken");
     }
 
     [TestCase(BlockLockDescriptor.OwnerActiveBit)] // active, no slot
-    [TestCase(0x100u)]                             // junk above the slot field, no slot
-    [TestCase(200u)]                               // a slot number that does not exist
+    [TestCase(0x2000u)]                            // junk above the slot field, no slot
+    [TestCase(4097u)]                              // a slot number that does not exist
     public void ClearUnowned_OwnerNamingNoSlot_IsCleared(uint owner)
     {
         // Contract: an Owner whose slot field names no slot at all belongs to nobody.
         _rec->Owner = owner;
-        Assert.That(BlockLock.ClearUnowned(_rec, Live(0, 1)).Owner, Is.EqualTo(owner));
+        Assert.That(BlockLock.ClearUnowned(_rec, lines, Live(0, 1)).Owner, Is.EqualTo(owner));
         Assert.That(_rec->Owner, Is.Zero);
     }
 
@@ -94,7 +104,7 @@ public unsafe class LockRepairTests
         // Contract (the documented limit): a word naming a live member is that member's as far as the broker can tell,
         // even with bits no real Owner has (a forger may have OR-ed them into a real hold, which clearing would break).
         _rec->Owner = 2 | 0x0001_0000;
-        Assert.That(BlockLock.ClearUnowned(_rec, Live(1)).Any, Is.False);
+        Assert.That(BlockLock.ClearUnowned(_rec, lines, Live(1)).Any, Is.False);
         Assert.That(_rec->Owner, Is.EqualTo(2 | 0x0001_0000u));
     }
 
@@ -103,14 +113,15 @@ public unsafe class LockRepairTests
     {
         // Contract: the broker slot's byte, an Owner of slot 63 and Waiting bit 63 are cleared when no broker thread
         // holds or waits for them, even though the slot "belongs" to the broker.
-        var ledger = new BrokerSlotLedger(8);
+        var ledger = NewLedger();
         SetReader(Broker, 4);
-        _rec->Owner = Broker + 1;
-        _rec->Waiting = 1UL << Broker;
-        var r = ledger.ClearUnowned(_rec, 0, liveSlots: 0);
-        Assert.That(r.ReaderSlots, Is.EqualTo(1UL << Broker));
+        _rec->Owner = (uint)Broker + 1;
+        SetWaiting(Broker);
+        var r = ledger.ClearUnowned(_rec, 0, lines, None);
+        Assert.That(Slots(r.ReaderSlots), Is.EqualTo(new[] { Broker }));
         Assert.That(r.Owner, Is.EqualTo((uint)Broker + 1));
-        Assert.That(r.WaitingSlots, Is.EqualTo(1UL << Broker));
+        Assert.That(Slots(r.WaitingSlots), Is.EqualTo(new[] { Broker }));
+        Assert.That(_rec->Waiting, Is.Zero);
         Assert.That(BlockLock.NamesSlot(_rec, Broker), Is.False);
     }
 
@@ -119,21 +130,21 @@ public unsafe class LockRepairTests
     {
         // Contract: what a broker thread really holds stays: a read hold keeps byte 63 at one (a forged excess above it
         // goes), a write keeps Owner; a forged owner is cleared once the write is released.
-        var ledger = new BrokerSlotLedger(8);
+        var ledger = NewLedger();
         Assert.That(ledger.TryAcquireReadFast(_rec, 0), Is.True);
         SetReader(Broker, 5); // forged on top of the real hold
-        var r = ledger.ClearUnowned(_rec, 0, liveSlots: 0);
+        var r = ledger.ClearUnowned(_rec, 0, lines, None);
         Assert.That(BlockLock.ReadHolds(_rec, Broker), Is.EqualTo(1), r.ToString());
         ledger.ReleaseRead(_rec, 0);
         Assert.That(BlockLock.ReadHolds(_rec, Broker), Is.Zero);
 
         var wait = new LockWait(new LockWaitPolicy(), TimeSpan.FromSeconds(5), default);
         Assert.That(ledger.AcquireWrite(_rec, 0, ref wait), Is.EqualTo(LockStatus.Acquired));
-        Assert.That(ledger.ClearUnowned(_rec, 0, liveSlots: 0).Any, Is.False, "the broker's real active write");
+        Assert.That(ledger.ClearUnowned(_rec, 0, lines, None).Any, Is.False, "the broker's real active write");
         Assert.That(_rec->Owner, Is.EqualTo((Broker + 1) | BlockLockDescriptor.OwnerActiveBit));
         ledger.ReleaseWrite(_rec, 0, wroteWholeBlock: false, markDirty: false);
-        _rec->Owner = Broker + 1; // forged after the release
-        Assert.That(ledger.ClearUnowned(_rec, 0, liveSlots: 0).Owner, Is.EqualTo((uint)Broker + 1));
+        _rec->Owner = (uint)Broker + 1; // forged after the release
+        Assert.That(ledger.ClearUnowned(_rec, 0, lines, None).Owner, Is.EqualTo((uint)Broker + 1));
     }
 
     [Test]
@@ -141,25 +152,26 @@ public unsafe class LockRepairTests
     {
         // Contract: a forged Owner naming the broker slot while a broker thread waits to own the block is cleared (the
         // thread has not claimed it), the waiting thread's own Waiting bit 63 stays, and the thread then gets the block.
-        var ledger = new BrokerSlotLedger(8);
-        _rec->Owner = Broker + 1; // forged
+        var ledger = NewLedger();
+        _rec->Owner = (uint)Broker + 1; // forged
         var t = Task.Run(() =>
         {
             var wait = new LockWait(new LockWaitPolicy(), TimeSpan.FromSeconds(10), default);
             return ledger.AcquireWrite(_rec, 3, ref wait);
         });
         var sw = Stopwatch.StartNew();
-        while ((Volatile.Read(ref _rec->Waiting) & (1UL << Broker)) == 0)
+        while ((TestRecords.Byte(_rec, Broker) & BlockLockDescriptor.SlotWaitFlag) == 0)
         {
             Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)), "the broker thread never waited");
             Thread.Sleep(1);
         }
 
-        var r = ledger.ClearUnowned(_rec, 3, liveSlots: 0);
+        var r = ledger.ClearUnowned(_rec, 3, lines, None);
         Assert.That(r.Owner, Is.EqualTo((uint)Broker + 1), r.ToString());
-        Assert.That(r.WaitingSlots, Is.Zero, "the waiting bit is the waiting thread's own");
+        Assert.That(r.WaitingSlots, Is.Null, "the wait flag is the waiting thread's own");
+        Assert.That(r.WaitingLines, Is.Zero, "and so is its line's bit");
         Assert.That(t.Wait(TimeSpan.FromSeconds(10)) && t.Result == LockStatus.Acquired, Is.True);
-        Assert.That(ledger.ClearUnowned(_rec, 3, liveSlots: 0).Any, Is.False, "now really owned");
+        Assert.That(ledger.ClearUnowned(_rec, 3, lines, None).Any, Is.False, "now really owned");
         ledger.ReleaseWrite(_rec, 3, wroteWholeBlock: false, markDirty: false);
         Assert.That(_rec->Owner, Is.Zero);
     }
@@ -171,7 +183,7 @@ public unsafe class LockRepairTests
         // further interval; when the check clears the forged word (and wakes), the wait completes.
         var policy = new LockWaitPolicy { RepairAfterTicks = Stopwatch.Frequency / 50 }; // 20 ms
         _rec->Owner = 41; // forged: slot 40, no member
-        var broker = new ClearingRequester(_rec, clearAfter: 3);
+        var broker = new ClearingRequester(_rec, lines, clearAfter: 3);
         var sw = Stopwatch.StartNew();
         var wait = new LockWait(policy, TimeSpan.FromSeconds(10), default, broker);
         Assert.That(BlockLock.AcquireWrite(_rec, 0, new object(), ref _localWaiters, ref wait), Is.EqualTo(LockStatus.Acquired));
@@ -183,7 +195,7 @@ public unsafe class LockRepairTests
     private int _localWaiters;
 
     /// <summary>Stands in for the broker: clears the record on the n-th check.</summary>
-    private sealed class ClearingRequester(BlockLockRecord* rec, int clearAfter) : ILockRepairRequester
+    private sealed class ClearingRequester(BlockLockRecord* rec, int lines, int clearAfter) : ILockRepairRequester
     {
         public int Calls;
 
@@ -192,7 +204,7 @@ public unsafe class LockRepairTests
             Assert.That(r == rec, Is.True);
             if (++Calls == clearAfter)
             {
-                BlockLock.ClearUnowned(r, new SlotClaims { LiveSlots = 1 });
+                BlockLock.ClearUnowned(r, lines, new SlotClaims { LiveSlots = new SlotSet([0]), BrokerSlot = BlockLockDescriptor.BrokerSlot(lines) });
             }
         }
     }

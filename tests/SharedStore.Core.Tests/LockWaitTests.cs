@@ -20,7 +20,7 @@ public unsafe class LockWaitTests
         // Bug: the slice was left_ticks * 1e9 / Frequency, which overflows long once more than ~9.2 s are left
         // (Frequency is 1e9 on Linux). The wrapped value was negative for 9.2-18.4 s, 27.7-36.9 s, ... left, so the
         // slice became 1 µs and a waiter with such a timeout spun through FUTEX_WAITs, burning a CPU.
-        var rec = (BlockLockRecord*)NativeMemory.AlignedAlloc((nuint)BlockLockDescriptor.Size, 128);
+        var rec = TestRecords.Allocate(1);
         try
         {
             *rec = default;
@@ -31,7 +31,7 @@ public unsafe class LockWaitTests
         }
         finally
         {
-            NativeMemory.AlignedFree(rec);
+            TestRecords.Free(rec);
         }
     }
 
@@ -39,7 +39,7 @@ public unsafe class LockWaitTests
     public void Check_FewMillisecondsLeft_SliceEndsAtTheDeadline()
     {
         // Contract: the last slice is no longer than what is left of the budget (at least 1 µs).
-        var rec = (BlockLockRecord*)NativeMemory.AlignedAlloc((nuint)BlockLockDescriptor.Size, 128);
+        var rec = TestRecords.Allocate(1);
         try
         {
             *rec = default;
@@ -50,7 +50,7 @@ public unsafe class LockWaitTests
         }
         finally
         {
-            NativeMemory.AlignedFree(rec);
+            TestRecords.Free(rec);
         }
     }
 }

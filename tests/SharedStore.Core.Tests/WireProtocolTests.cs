@@ -63,8 +63,11 @@ public class WireProtocolTests
     [Test]
     public void LockCheckReply_RoundTrips()
     {
-        // Contract: the repair report keeps all 64 slot bits and the cleared Owner word.
-        var r = new Response { LockCheck = new LockCheckReply { ReaderSlots = 1UL << 63 | 1, Owner = 0x8000_0040, WaitingSlots = 1UL << 40 } };
+        // Contract: the repair report keeps every slot (up to 4 095), the cleared Owner word and the line bits.
+        var check = new LockCheckReply { Owner = 0x8000_0040, WaitingLines = 1UL << 63 | 1 };
+        check.ReaderSlots.AddRange([0, 63, 1087, 4095]);
+        check.WaitingSlots.Add(40);
+        var r = new Response { LockCheck = check };
         Assert.That(Response.Parser.ParseFrom(r.ToByteArray()), Is.EqualTo(r));
     }
 

@@ -113,24 +113,22 @@ public unsafe class TortureTests
         var found = new List<(int, int, string)>();
         for (int b = 0; b < obj.BlockCount; b++)
         {
-            BlockLockRecord* rec = obj.LockRecords + b;
-            for (int slot = 0; slot < BlockLockDescriptor.MaxSlots; slot++)
+            var s = Locks.BlockLockSnapshot.Take(obj.LockRecord(b), obj.LockLines);
+            found.AddRange(s.ReaderSlots.Select(slot => (b, slot, "read-held")));
+            found.AddRange(s.WaitingSlots.Select(slot => (b, slot, "waited on")));
+            for (ulong lines = s.WaitingLines; lines != 0; lines &= lines - 1)
             {
-                if (Locks.BlockLock.ReadHolds(rec, slot) != 0)
+                // A line's Waiting bit with no slot of the line flagged keeps readers out for no writer.
+                int line = System.Numerics.BitOperations.TrailingZeroCount(lines);
+                if (!s.WaitingSlots.Any(slot => slot >> 6 == line))
                 {
-                    found.Add((b, slot, "read-held"));
-                }
-
-                if ((Volatile.Read(ref rec->Waiting) & (1UL << slot)) != 0)
-                {
-                    found.Add((b, slot, "waited on"));
+                    found.Add((b, -1 - line, "line waited on by no slot"));
                 }
             }
 
-            uint owner = Volatile.Read(ref rec->Owner) & BlockLockDescriptor.OwnerSlotMask;
-            if (owner != 0)
+            if (s.Owner != 0)
             {
-                found.Add((b, (int)owner - 1, "owned"));
+                found.Add((b, s.OwnerSlot, "owned"));
             }
         }
 
@@ -153,7 +151,7 @@ public unsafe class TortureTests
         for (int b = 0; b < obj.BlockCount; b++)
         {
             bool valid = BlockPattern.IsValid(span.Slice(b * BlockSize, BlockSize));
-            bool markedTorn = Locks.BlockLock.IsTorn(obj.LockRecords + b);
+            bool markedTorn = Locks.BlockLock.IsTorn(obj.LockRecord(b));
             Assert.That(valid || markedTorn, Is.True, $"round {round}: block {b} is neither a complete write nor marked torn");
             torn += markedTorn ? 1 : 0;
         }

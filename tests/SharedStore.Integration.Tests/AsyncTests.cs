@@ -1155,7 +1155,7 @@ public sealed partial class AsyncTests : CrossProcessTest
     private static bool BrokerOwnsBlock(SharedStoreClient client, long block)
     {
         var holders = client.Call(new Request { Holders = new HoldersRequest { ContainerName = "c", ObjectName = "o" } }, Soon, default).Response.Holders;
-        return holders.Blocks.Any(b => (long)b.Block == block && b.Writer is { } w && w.Slot == BlockLockDescriptor.BrokerSlot);
+        return holders.Blocks.Any(b => (long)b.Block == block && b.Writer is { } w && w.Slot == BlockLockDescriptor.BrokerSlot(1));
     }
 
     private static List<int> MemberPids(SharedStoreClient client, string container) =>

@@ -16,7 +16,7 @@ public sealed class LockRepairTests : CrossProcessTest
 {
     private const int BlockSize = 64 << 10; // 64 KiB: eight blocks, one per forged word
     private const int FreeSlot = 40;        // a slot no process is member in
-    private const int BrokerSlot = BlockLockDescriptor.BrokerSlot;
+    private static readonly int BrokerSlot = BlockLockDescriptor.BrokerSlot(1); // the default 63 members: one reader line
 
     /// <summary>The repair bound the library documents: a waiter asks after 250 ms of waiting
     /// (LockWaitPolicy.DefaultRepairAfterTicks).</summary>
@@ -199,7 +199,7 @@ public sealed class LockRepairTests : CrossProcessTest
         _forger.Ok($"forge o 1 reader {FreeSlot} 3");
         var repaired = raw.Call(new Request { LockCheck = new LockCheck { ContainerId = cid, ObjectId = oid, Block = 1 } });
         Assert.That(repaired.Error, Is.EqualTo(Protocol.ErrorCode.Ok), repaired.Message);
-        Assert.That(repaired.LockCheck.ReaderSlots, Is.EqualTo(1UL << FreeSlot), "the check reports the slot it cleared");
+        Assert.That(repaired.LockCheck.ReaderSlots, Is.EqualTo(new[] { (uint)FreeSlot }), "the check reports the slot it cleared");
         AssertClean(1, "the checked block");
 
         // The three checks above took tokens from this connection's bucket; the burst below must meet a full one. The

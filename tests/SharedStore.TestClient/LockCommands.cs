@@ -8,10 +8,12 @@ namespace SharedStore.TestClient;
 /// Commands that forge and inspect a joined object's block lock records directly in the mapped lock memfd, as a
 /// hostile member can (every member maps it read-write: docs/ARCHITECTURE.md §2), and that time a write or a get.
 /// <list type="bullet">
-/// <item><c>forge OBJ BLOCK reader SLOT COUNT</c>: sets slot SLOT's reader byte to COUNT (the other bytes stay)</item>
+/// <item><c>forge OBJ BLOCK reader SLOT COUNT</c>: sets slot SLOT's read count to COUNT (the other bytes stay) and
+/// its line's ReaderLines bit, so writers see it</item>
 /// <item><c>forge OBJ BLOCK owner VALUE</c>: stores VALUE (decimal or 0x hex) into Owner</item>
-/// <item><c>forge OBJ BLOCK waiting SLOT</c>: sets Waiting bit SLOT</item>
-/// <item><c>lockword OBJ BLOCK</c> → <c>ok readers=R0,…,R7 owner=0x… waiting=0x… flags=0x…</c> (hex words)</item>
+/// <item><c>forge OBJ BLOCK waiting SLOT</c>: sets slot SLOT's wait flag and its line's Waiting bit</item>
+/// <item><c>lockword OBJ BLOCK</c> → <c>ok readers=R0,…,Rn owner=0x… waiting=0x… lines=0x… flags=0x…</c> (hex words,
+/// every reader word of the record)</item>
 /// <item><c>timed-write OBJ OFFSET SIZE BYTE TIMEOUTMS</c> → <c>ok ELAPSEDMS</c>: a write of SIZE bytes of BYTE</item>
 /// <item><c>timed-get OBJ OFFSET SIZE TIMEOUTMS</c> → <c>ok ELAPSEDMS torn=0|1</c>: a get, put at once</item>
 /// </list>
@@ -32,15 +34,9 @@ internal sealed unsafe class LockCommands(Commands commands)
                     case "reader":
                     {
                         int slot = Commands.I(a[4]);
-                        ulong count = ulong.Parse(a[5], CultureInfo.InvariantCulture) & 0xFF;
-                        ulong* word = (ulong*)rec + (slot >> 3);
-                        int shift = (slot & 7) << 3;
-                        ulong old;
-                        do
-                        {
-                            old = Volatile.Read(ref *word);
-                        }
-                        while (Interlocked.CompareExchange(ref *word, (old & ~(0xFFUL << shift)) | (count << shift), old) != old);
+                        ulong count = ulong.Parse(a[5], CultureInfo.InvariantCulture) & BlockLockDescriptor.MaxHoldsPerSlot;
+                        SetByte(rec, slot, BlockLockDescriptor.MaxHoldsPerSlot, count);
+                        Interlocked.Or(ref rec->ReaderLines, 1UL << (slot >> 6));
                         return "ok";
                     }
 
@@ -48,8 +44,13 @@ internal sealed unsafe class LockCommands(Commands commands)
                         Interlocked.Exchange(ref rec->Owner, Parse(a[4]));
                         return "ok";
                     case "waiting":
-                        Interlocked.Or(ref rec->Waiting, 1UL << Commands.I(a[4]));
+                    {
+                        int slot = Commands.I(a[4]);
+                        SetByte(rec, slot, BlockLockDescriptor.SlotWaitFlag, BlockLockDescriptor.SlotWaitFlag);
+                        Interlocked.Or(ref rec->Waiting, 1UL << (slot >> 6));
                         return "ok";
+                    }
+
                     default:
                         throw new NotSupportedException($"unknown lock field '{a[3]}'");
                 }
@@ -58,13 +59,14 @@ internal sealed unsafe class LockCommands(Commands commands)
             case "lockword":
             {
                 BlockLockRecord* rec = Record(a[1], a[2]);
-                var readers = new string[BlockLockDescriptor.ReaderWords];
+                var readers = new string[commands.Obj(a[1]).LockLines * BlockLockDescriptor.WordsPerLine];
+                ulong* words = (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset);
                 for (int w = 0; w < readers.Length; w++)
                 {
-                    readers[w] = Volatile.Read(ref ((ulong*)rec)[w]).ToString("x", CultureInfo.InvariantCulture);
+                    readers[w] = Volatile.Read(ref words[w]).ToString("x", CultureInfo.InvariantCulture);
                 }
 
-                return $"ok readers={string.Join(',', readers)} owner=0x{Volatile.Read(ref rec->Owner):x} waiting=0x{Volatile.Read(ref rec->Waiting):x} flags=0x{Volatile.Read(ref rec->Flags):x}";
+                return $"ok readers={string.Join(',', readers)} owner=0x{Volatile.Read(ref rec->Owner):x} waiting=0x{Volatile.Read(ref rec->Waiting):x} lines=0x{Volatile.Read(ref rec->ReaderLines):x} flags=0x{Volatile.Read(ref rec->Flags):x}";
             }
 
             case "timed-write":
@@ -94,7 +96,21 @@ internal sealed unsafe class LockCommands(Commands commands)
         var o = commands.Obj(obj);
         long b = Commands.L(block);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(b, o.BlockCount);
-        return o.LockRecords + b;
+        return o.LockRecord(b);
+    }
+
+    /// <summary>Replaces the bits <paramref name="mask"/> of slot <paramref name="slot"/>'s byte with
+    /// <paramref name="value"/> (CAS on its word: the neighbours' bytes stay).</summary>
+    private static void SetByte(BlockLockRecord* rec, int slot, ulong mask, ulong value)
+    {
+        ulong* word = (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset) + (slot >> 3);
+        int shift = (slot & 7) << 3;
+        ulong old;
+        do
+        {
+            old = Volatile.Read(ref *word);
+        }
+        while (Interlocked.CompareExchange(ref *word, (old & ~(mask << shift)) | (value << shift), old) != old);
     }
 
     private static uint Parse(string s) => s.StartsWith("0x", StringComparison.OrdinalIgnoreCase)

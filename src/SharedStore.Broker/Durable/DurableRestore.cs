@@ -172,7 +172,7 @@ internal sealed unsafe class DurableRestore(DurableStore catalog, IDeviceAccessS
         d.View.All.MarkCleanUnlessTorn();
 
         // The restored bytes are in place and no one has the object yet: version 1, every block of it (object versions, §4.1).
-        ObjectVersion.Publish(d.View.Locks, 0, n - 1);
+        ObjectVersion.Publish(d.View, 0, n - 1);
 
         Interlocked.Add(ref _tornSlots, torn);
         Interlocked.Add(ref _corruptBlocks, corrupt);

@@ -124,6 +124,7 @@ internal sealed unsafe class DurableStore : IDisposable
             BlockSize = (uint)c.BlockSize,
             CreatorUid = c.CreatorUid,
             NextFile = 1,
+            MaxMembers = (uint)c.MaxMembers,
         };
         var dc = new DurableContainer(folder, meta);
         try

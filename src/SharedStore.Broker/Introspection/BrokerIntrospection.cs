@@ -108,16 +108,15 @@ internal sealed class BrokerIntrospection(BrokerModel model, MemoryBudget memory
 
     private static unsafe BlockHolders? DescribeBlock(ContainerState c, BlockLockRecord* rec, long block)
     {
-        var s = BlockLockSnapshot.Take(rec);
+        var s = BlockLockSnapshot.Take(rec, c.Lines);
         if (s.Unheld)
         {
             return null;
         }
 
         var entry = new BlockHolders { Block = (ulong)block, Torn = s.Torn };
-        for (ulong readers = s.ReaderSlots; readers != 0; readers &= readers - 1)
+        foreach (int slot in s.ReaderSlots)
         {
-            int slot = System.Numerics.BitOperations.TrailingZeroCount(readers);
             var h = Holder(c, slot);
             h.Count = (uint)s.ReadHolds(slot);
             entry.Readers.Add(h);
@@ -131,9 +130,9 @@ internal sealed class BrokerIntrospection(BrokerModel model, MemoryBudget memory
             entry.Writer = h;
         }
 
-        for (ulong waiting = s.WaitingSlots; waiting != 0; waiting &= waiting - 1)
+        foreach (int slot in s.WaitingSlots)
         {
-            entry.Waiting.Add(Holder(c, System.Numerics.BitOperations.TrailingZeroCount(waiting)));
+            entry.Waiting.Add(Holder(c, slot));
         }
 
         return entry;

@@ -40,8 +40,9 @@ internal sealed class BrokerModel
 
     /// <summary>A new container with the next id, not listed yet (<see cref="Add"/>): created by a client or brought
     /// back by restore.</summary>
-    public ContainerState NewContainer(string name, long groupId, uint creatorUid, Protocol.WritePolicy writePolicy, int blockSize) => new()
+    public ContainerState NewContainer(string name, long groupId, uint creatorUid, Protocol.WritePolicy writePolicy, int blockSize, int maxMembers) => new()
     {
+        MaxMembers = maxMembers,
         Id = _nextContainerId++,
         Name = name,
         GroupId = groupId,

@@ -17,7 +17,33 @@ internal sealed class ContainerState
     public required Protocol.WritePolicy WritePolicy { get; init; }
     public required int BlockSize { get; init; }
     public bool Destroying { get; set; }
-    public Membership?[] Slots { get; } = new Membership?[BlockLockDescriptor.MaxSlots];
+
+    /// <summary>Member processes admitted at once (1 … <see cref="BlockLockDescriptor.MaxMembersLimit"/>), chosen at
+    /// create time; they take slots 0 … MaxMembers − 1.</summary>
+    public required int MaxMembers
+    {
+        get => _slots.Length;
+        init
+        {
+            _slots = new Membership?[value];
+            Lines = BlockLockDescriptor.LinesFor(value);
+        }
+    }
+
+    /// <summary>Reader lines of the container's lock records (64 slots each; the last slot of the last line is the
+    /// broker's).</summary>
+    public int Lines { get; private init; }
+
+    /// <summary>Bytes of one lock record of the container.</summary>
+    public int RecordSize => BlockLockDescriptor.RecordSize(Lines);
+
+    /// <summary>The broker's own lock slot in the container's records.</summary>
+    public int BrokerSlot => BlockLockDescriptor.BrokerSlot(Lines);
+
+    private Membership?[] _slots = [];
+
+    /// <summary>The member of each slot, or null (index = slot).</summary>
+    public Membership?[] Slots => _slots;
     public Dictionary<string, ObjectState> Objects { get; } = new(StringComparer.Ordinal);
     public Dictionary<uint, ObjectState> ObjectsById { get; } = [];
     public List<Segment> Segments { get; } = [];
@@ -30,15 +56,15 @@ internal sealed class ContainerState
 
     public int MemberCount => Slots.Count(m => m is not null);
 
-    /// <summary>Bit s set: slot s has a member.</summary>
-    public ulong LiveSlots()
+    /// <summary>The slots that have a member.</summary>
+    public SlotSet LiveSlots()
     {
-        ulong live = 0;
-        for (int s = 0; s < BlockLockDescriptor.MaxMembers; s++)
+        var live = new SlotSet();
+        for (int s = 0; s < _slots.Length; s++)
         {
-            if (Slots[s] is not null)
+            if (_slots[s] is not null)
             {
-                live |= 1UL << s;
+                live.Add(s);
             }
         }
 
@@ -68,5 +94,7 @@ internal sealed class ContainerState
         CanWrite = m?.CanWrite ?? false,
         CreatorUid = (int)CreatorUid,
         DurablePath = Durable?.Directory ?? "",
+        MaxMembers = (uint)MaxMembers,
+        LockLines = (uint)Lines,
     };
 }

@@ -32,7 +32,7 @@ internal sealed class ObjectState
     public DurableObject? Durable { get; set; }
 
     /// <summary>What the broker's own lock slot holds on the object's blocks (appliers and write-back lock through it).</summary>
-    public BrokerSlotLedger Ledger => LazyInitializer.EnsureInitialized(ref _ledger, () => new BrokerSlotLedger(BlockCount));
+    public BrokerSlotLedger Ledger => LazyInitializer.EnsureInitialized(ref _ledger, () => new BrokerSlotLedger(BlockCount, BlockLockDescriptor.BrokerSlot(Segment.Lines)));
 
     private BrokerSlotLedger? _ledger;
 
@@ -43,7 +43,7 @@ internal sealed class ObjectState
         Size = (ulong)Size,
         SegmentId = Segment.Id,
         DataOffset = (ulong)DataOffset,
-        LockOffset = (ulong)(LockSegmentDescriptor.RecordsOffset + (RecordIndex * BlockLockDescriptor.Size)),
+        LockOffset = (ulong)(LockSegmentDescriptor.RecordsOffset + (RecordIndex * Segment.RecordSize)),
         BlockCount = (uint)BlockCount,
     };
 }

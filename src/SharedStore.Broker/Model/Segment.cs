@@ -15,8 +15,10 @@ internal sealed unsafe class Segment : IDisposable
     private readonly RangeAllocator _records;
     private SafeFd? _dataReadOnly;
 
-    public Segment(uint id, uint containerId, long dataCapacity, long recordCapacity, long blockSize, bool dedicated, BrokerIdentity broker)
+    public Segment(uint id, uint containerId, long dataCapacity, long recordCapacity, long blockSize, int lines, bool dedicated, BrokerIdentity broker)
     {
+        Lines = lines;
+        RecordSize = BlockLockDescriptor.RecordSize(lines);
         Id = id;
         Dedicated = dedicated;
         DataCapacity = dataCapacity;
@@ -24,7 +26,7 @@ internal sealed unsafe class Segment : IDisposable
         DataFd = Memfd.Create($"sharedstore-c{containerId}-s{id}-data", dataCapacity);
         try
         {
-            LockLength = LockSegmentDescriptor.LengthFor(recordCapacity);
+            LockLength = LockSegmentDescriptor.LengthFor(recordCapacity, RecordSize);
             LockFd = Memfd.Create($"sharedstore-c{containerId}-s{id}-locks", LockLength);
             if (!Memfd.Reserve(LockFd, 0, LockLength, out int errno))
             {
@@ -42,7 +44,8 @@ internal sealed unsafe class Segment : IDisposable
             h->BrokerStart = broker.StartTicks;
             h->RecordCapacity = recordCapacity;
             h->BlockSize = blockSize;
-            h->Slots = BlockLockDescriptor.MaxSlots;
+            h->Slots = lines * BlockLockDescriptor.SlotsPerLine;
+            h->RecordSize = RecordSize;
             Volatile.Write(ref h->Magic, LockSegmentDescriptor.Magic); // last: a region with a magic is complete
         }
         catch
@@ -56,6 +59,12 @@ internal sealed unsafe class Segment : IDisposable
     }
 
     public uint Id { get; }
+
+    /// <summary>Reader lines of every record (the container's).</summary>
+    public int Lines { get; }
+
+    /// <summary>Bytes of one record.</summary>
+    public int RecordSize { get; }
 
     public bool Dedicated { get; }
 
@@ -82,13 +91,13 @@ internal sealed unsafe class Segment : IDisposable
     public SafeFd DataReadOnlyFd => LazyInitializer.EnsureInitialized(ref _dataReadOnly, () => Memfd.ReopenReadOnly(DataFd));
 
     public BlockLockRecord* Record(long index) =>
-        (BlockLockRecord*)(LockMap.Pointer + LockSegmentDescriptor.RecordsOffset + (index * BlockLockDescriptor.Size));
+        (BlockLockRecord*)(LockMap.Pointer + LockSegmentDescriptor.RecordsOffset + (index * RecordSize));
 
     /// <summary>A view of object <paramref name="o"/> (which lives in this segment) for the broker's own lock slot:
     /// every lock goes through the object's ledger. Dispose it before the object is freed.</summary>
     public ObjectView BrokerView(ObjectState o, int blockSize, bool durable, ILockRepairRequester? repair) =>
-        new(o.Name, DataMap, o.DataOffset, LockMap, LockSegmentDescriptor.RecordsOffset + (o.RecordIndex * BlockLockDescriptor.Size),
-            o.Size, BitOperations.Log2((uint)blockSize), BlockLockDescriptor.BrokerSlot, durable, repair, o.Ledger);
+        new(o.Name, DataMap, o.DataOffset, LockMap, LockSegmentDescriptor.RecordsOffset + (o.RecordIndex * RecordSize), Lines,
+            o.Size, BitOperations.Log2((uint)blockSize), BlockLockDescriptor.BrokerSlot(Lines), durable, repair, o.Ledger);
 
     public bool TryAllocate(long size, long blockCount, out long dataOffset, out long recordIndex)
     {
@@ -115,7 +124,7 @@ internal sealed unsafe class Segment : IDisposable
     {
         // Nobody uses the object any more (destroy waited for that): zero its records for the next owner and give
         // whole pages of its data back to the system.
-        System.Runtime.InteropServices.NativeMemory.Clear(Record(recordIndex), (nuint)(blockCount * BlockLockDescriptor.Size)); // may exceed 2 GiB: no Span
+        System.Runtime.InteropServices.NativeMemory.Clear(Record(recordIndex), (nuint)(blockCount * RecordSize)); // may exceed 2 GiB: no Span
         Memfd.Release(DataFd, dataOffset, size);
         _data.Free(dataOffset, size);
         _records.Free(recordIndex, blockCount);

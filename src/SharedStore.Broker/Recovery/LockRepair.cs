@@ -19,7 +19,8 @@ internal sealed class LockRepair(BrokerModel model, ILogger logger)
     {
         long released = 0, repaired = 0;
         var what = default(RepairResult);
-        ulong live = c.LiveSlots() & ~(1UL << slot);
+        var live = c.LiveSlots();
+        live.Remove(slot);
         c.ForEachRecord((o, b, rec) =>
         {
             if (BlockLock.ScrubSlot(rec, slot).Any)
@@ -27,7 +28,7 @@ internal sealed class LockRepair(BrokerModel model, ILogger logger)
                 released++;
             }
 
-            var r = o.Ledger.ClearUnowned(rec, b, live);
+            var r = o.Ledger.ClearUnowned(rec, b, c.Lines, live);
             if (r.Any)
             {
                 repaired++;
@@ -50,10 +51,11 @@ internal sealed class LockRepair(BrokerModel model, ILogger logger)
     {
         long repaired = 0;
         var what = default(RepairResult);
-        var claims = new SlotClaims { LiveSlots = ~(1UL << slot) }; // every other slot, the broker's too, as it is
+        var others = new SlotSet(Enumerable.Range(0, c.Lines * BlockLockDescriptor.SlotsPerLine).Where(s => s != slot));
+        var claims = new SlotClaims { LiveSlots = others, BrokerSlot = c.BrokerSlot }; // every other slot, the broker's too, as it is
         c.ForEachRecord((o, b, rec) =>
         {
-            var r = BlockLock.ClearUnowned(rec, claims);
+            var r = BlockLock.ClearUnowned(rec, c.Lines, claims);
             if (r.Any)
             {
                 repaired++;
@@ -70,7 +72,7 @@ internal sealed class LockRepair(BrokerModel model, ILogger logger)
     /// <summary>Under the model lock: clears what names no live member in one record of <paramref name="o"/>.</summary>
     private unsafe RepairResult RepairRecord(ContainerState c, ObjectState o, long block, string occasion)
     {
-        var r = o.Ledger.ClearUnowned(o.Segment.Record(o.RecordIndex + block), block, c.LiveSlots());
+        var r = o.Ledger.ClearUnowned(o.Segment.Record(o.RecordIndex + block), block, c.Lines, c.LiveSlots());
         if (r.Any)
         {
             Log.LockStateRepaired(logger, 1, c.Name, r.ToString(), $"{occasion} ('{o.Name}' block {block})");
@@ -98,7 +100,10 @@ internal sealed class LockRepair(BrokerModel model, ILogger logger)
             }
 
             var r = RepairRecord(m.Container, o, (long)req.Block, $"check asked by pid {session.Credentials.Pid}");
-            return new LockCheckReply { ReaderSlots = r.ReaderSlots, Owner = r.Owner, WaitingSlots = r.WaitingSlots };
+            var reply = new LockCheckReply { Owner = r.Owner, WaitingLines = r.WaitingLines };
+            reply.ReaderSlots.AddRange((r.ReaderSlots?.Slots ?? []).Select(s => (uint)s));
+            reply.WaitingSlots.AddRange((r.WaitingSlots?.Slots ?? []).Select(s => (uint)s));
+            return reply;
         }
     }
 
@@ -113,7 +118,7 @@ internal sealed class LockRepair(BrokerModel model, ILogger logger)
                 return;
             }
 
-            long block = rec - o.Segment.Record(o.RecordIndex);
+            long block = ((byte*)rec - (byte*)o.Segment.Record(o.RecordIndex)) / o.Segment.RecordSize;
             if (block >= 0 && block < o.BlockCount)
             {
                 RepairRecord(c, o, block, "check by an applier of the broker");

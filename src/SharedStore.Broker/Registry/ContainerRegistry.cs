@@ -31,6 +31,13 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
             throw new BrokerError(ErrorCode.InvalidArgument, $"block size {req.BlockSize} must be a power of two from 4 KiB to 1 GiB");
         }
 
+        if (req.MaxMembers > BlockLockDescriptor.MaxMembersLimit)
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, $"max members {req.MaxMembers} is above the limit of {BlockLockDescriptor.MaxMembersLimit}");
+        }
+
+        int maxMembers = req.MaxMembers == 0 ? BlockLockDescriptor.DefaultMaxMembers : (int)req.MaxMembers;
+
         using (model.Enter())
         {
             if (model.Contains(req.Name))
@@ -38,7 +45,7 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
                 throw new BrokerError(ErrorCode.AlreadyExists, $"container '{req.Name}' already exists");
             }
 
-            var c = model.NewContainer(req.Name, req.GroupId, who.Uid, req.WritePolicy, blockSize);
+            var c = model.NewContainer(req.Name, req.GroupId, who.Uid, req.WritePolicy, blockSize, maxMembers);
             if (req.DurablePath.Length > 0)
             {
                 c.Durable = durable!.CreateContainer(c, req.DurablePath, who);
@@ -80,10 +87,10 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
             throw new BrokerError(ErrorCode.AlreadyExists, $"this client is already a member of container '{c.Name}'");
         }
 
-        int slot = Array.IndexOf(c.Slots, null, 0, BlockLockDescriptor.MaxMembers); // the last slot is the broker's
+        int slot = Array.IndexOf(c.Slots, null); // slots 0 … MaxMembers − 1; the broker's is beyond them
         if (slot < 0)
         {
-            throw new BrokerError(ErrorCode.NoResources, $"container '{c.Name}' has its maximum of {BlockLockDescriptor.MaxMembers} member processes");
+            throw new BrokerError(ErrorCode.NoResources, $"container '{c.Name}' has its maximum of {c.MaxMembers} member processes (chosen at create time)");
         }
 
         // A free slot's words may have been forged while it was free (docs/ARCHITECTURE.md §2): clear them before the
@@ -470,7 +477,8 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
                         throw new InvalidDataException($"a container named '{meta.Name}' exists already");
                     }
 
-                    c = model.NewContainer(meta.Name, meta.GroupId, meta.CreatorUid, meta.WritePolicy, (int)meta.BlockSize);
+                    c = model.NewContainer(meta.Name, meta.GroupId, meta.CreatorUid, meta.WritePolicy, (int)meta.BlockSize,
+                        meta.MaxMembers is > 0 and <= BlockLockDescriptor.MaxMembersLimit ? (int)meta.MaxMembers : BlockLockDescriptor.DefaultMaxMembers);
                     durable.AdoptContainer(dc);
                     c.Durable = dc;
                     model.Add(c);

@@ -35,7 +35,7 @@ internal sealed class SegmentPlacement(BrokerModel model, BrokerOptions options,
         bool dedicated = size >= options.DedicatedThreshold;
         if (seg is null)
         {
-            newSegmentBytes = LockSegmentDescriptor.LengthFor(dedicated ? blocks : options.LockRecordsPerSegment);
+            newSegmentBytes = LockSegmentDescriptor.LengthFor(dedicated ? blocks : SharedRecords(c), c.RecordSize);
         }
 
         // Charged before anything is made: a refusal leaves nothing behind. The object's pages go to its creator's uid,
@@ -47,8 +47,8 @@ internal sealed class SegmentPlacement(BrokerModel model, BrokerOptions options,
             try
             {
                 seg = dedicated
-                    ? new Segment(model.NextSegmentId(), c.Id, pageBytes, blocks, c.BlockSize, dedicated: true, identity)
-                    : new Segment(model.NextSegmentId(), c.Id, options.SegmentCapacity, options.LockRecordsPerSegment, c.BlockSize, dedicated: false, identity);
+                    ? new Segment(model.NextSegmentId(), c.Id, pageBytes, blocks, c.BlockSize, c.Lines, dedicated: true, identity)
+                    : new Segment(model.NextSegmentId(), c.Id, options.SegmentCapacity, SharedRecords(c), c.BlockSize, c.Lines, dedicated: false, identity);
             }
             catch (SharedStoreException e)
             {
@@ -119,6 +119,11 @@ internal sealed class SegmentPlacement(BrokerModel model, BrokerOptions options,
 
         c.Segments.Clear();
     }
+
+    /// <summary>Records of a shared segment of <paramref name="c"/>: the configured number for one reader line, and
+    /// proportionally fewer (at least 4 096) for records of more lines, so that a container made for many members
+    /// does not reserve lock memory for 65 536 blocks of 1 KiB-sized records per 64 MiB of small objects.</summary>
+    private long SharedRecords(ContainerState c) => Math.Max(4096, options.LockRecordsPerSegment / c.Lines);
 
     private void ReleaseSegment(ContainerState c, Segment seg)
     {

@@ -30,7 +30,16 @@ public sealed class Container : IDisposable
         Slot = (int)info.MemberSlot;
         CanWrite = info.CanWrite;
         DurablePath = info.DurablePath.Length == 0 ? null : info.DurablePath;
+        MaxMembers = (int)info.MaxMembers;
+        LockLines = (int)info.LockLines;
     }
+
+    /// <summary>Member processes the container admits at once (<see cref="ContainerOptions.MaxMembers"/>, chosen by its
+    /// creator).</summary>
+    public int MaxMembers { get; }
+
+    /// <summary>Reader lines of the container's lock records (docs/ARCHITECTURE.md §3.2).</summary>
+    internal int LockLines { get; }
 
     /// <summary>The directory the broker keeps this container's objects in, or null for a memory-only container.</summary>
     public string? DurablePath { get; }
@@ -316,7 +325,7 @@ public sealed class Container : IDisposable
                 throw new SharedStoreException(ErrorCode.Internal, $"segment_fetch of segment {segmentId} answered {resp.Segments.Count} segment(s) and {fds.Count} descriptor(s)");
             }
 
-            var seg = ClientSegment.Map(resp.Segments[0], fds[0], fds[1], _conn.BrokerPid, _conn.BrokerStart);
+            var seg = ClientSegment.Map(resp.Segments[0], fds[0], fds[1], _conn.BrokerPid, _conn.BrokerStart, LockLines);
             _segments[segmentId] = seg;
             return seg;
         }
@@ -345,7 +354,7 @@ public sealed class Container : IDisposable
 
                     if (!_segments.ContainsKey(info.SegmentId))
                     {
-                        _segments[info.SegmentId] = ClientSegment.Map(info, fds[2 * i], fds[(2 * i) + 1], _conn.BrokerPid, _conn.BrokerStart);
+                        _segments[info.SegmentId] = ClientSegment.Map(info, fds[2 * i], fds[(2 * i) + 1], _conn.BrokerPid, _conn.BrokerStart, LockLines);
                     }
                 }
 
@@ -380,11 +389,15 @@ public sealed class Container : IDisposable
 /// <summary>This client's mappings of one container segment.</summary>
 internal sealed unsafe class ClientSegment : IDisposable
 {
-    private ClientSegment(MappedRegion data, MappedRegion locks)
+    private ClientSegment(MappedRegion data, MappedRegion locks, int lines)
     {
         Data = data;
         Locks = locks;
+        Lines = lines;
     }
+
+    /// <summary>Reader lines of each lock record.</summary>
+    public int Lines { get; }
 
     public MappedRegion Data { get; }
 
@@ -394,15 +407,18 @@ internal sealed unsafe class ClientSegment : IDisposable
     /// made by the broker instance this client said hello to (<paramref name="brokerPid"/> and
     /// <paramref name="brokerStart"/>, docs/ARCHITECTURE.md §3.1).</summary>
     /// <exception cref="SharedStoreException">VersionMismatch: any of these differ.</exception>
-    public static ClientSegment Map(SegmentInfo info, SafeFd dataFd, SafeFd lockFd, int brokerPid, long brokerStart)
+    public static ClientSegment Map(SegmentInfo info, SafeFd dataFd, SafeFd lockFd, int brokerPid, long brokerStart, int lines)
     {
         var locks = MappedRegion.Map(lockFd, (long)info.LockLength, writable: true);
         var h = (LockSegmentHeader*)locks.Pointer;
+        // The record shape comes from the broker's reply (lines), and the header must agree: a member can write the
+        // header (the lock memfd is mapped read-write), so it is checked, never the source of an offset.
         if (Volatile.Read(ref h->Magic) != LockSegmentDescriptor.Magic || h->Version != LockSegmentDescriptor.LayoutVersion || h->BrokerPid != brokerPid
-            || h->BrokerStart != brokerStart)
+            || h->BrokerStart != brokerStart || lines is < 1 or > BlockLockDescriptor.MaxLines
+            || h->Slots != lines * BlockLockDescriptor.SlotsPerLine || h->RecordSize != BlockLockDescriptor.RecordSize(lines))
         {
             // The message reads the header: before the unmap (reading it after faulted).
-            string message = $"segment {info.SegmentId}'s lock table has magic {h->Magic:X}, layout {h->Version}, broker pid {h->BrokerPid} started at {h->BrokerStart}; expected layout {LockSegmentDescriptor.LayoutVersion} of broker {brokerPid} started at {brokerStart}";
+            string message = $"segment {info.SegmentId}'s lock table has magic {h->Magic:X}, layout {h->Version}, broker pid {h->BrokerPid} started at {h->BrokerStart}, {h->Slots} slots of {h->RecordSize}-byte records; expected layout {LockSegmentDescriptor.LayoutVersion} of broker {brokerPid} started at {brokerStart} with {lines} reader line(s)";
             locks.Dispose();
             throw new SharedStoreException(ErrorCode.VersionMismatch, message);
         }
@@ -410,7 +426,7 @@ internal sealed unsafe class ClientSegment : IDisposable
         try
         {
             var data = MappedRegion.Map(dataFd, (long)info.DataLength, writable: !info.ReadOnly);
-            return new ClientSegment(data, locks);
+            return new ClientSegment(data, locks, lines);
         }
         catch
         {

@@ -79,4 +79,10 @@ public sealed class ContainerOptions
     /// (written back in the background; <see cref="Container.Flush(TimeSpan, CancellationToken)"/> makes them durable)
     /// and restores the container when it restarts. Disk space: twice the objects' size (shadow slots).</summary>
     public string? DurablePath { get; set; }
+
+    /// <summary>Member processes the container admits at once: 1 to 4 095. Default 0: 63. The process over it gets
+    /// <see cref="ErrorCode.NoResources"/> from its join. Each block lock record has one byte per possible member,
+    /// in 64-byte lines: 63 members make 128-byte records, 1 024 make 1 152-byte ones (docs/ARCHITECTURE.md §3.2);
+    /// a writer reads only the lines that readers have used.</summary>
+    public int MaxMembers { get; set; }
 }

@@ -34,7 +34,7 @@ public sealed unsafe partial class SharedObject
     {
         ThrowIfClosed();
         var changed = new List<long>();
-        ObjectVersion.ChangedSince(_view.Locks, BlockCount, version, changed);
+        ObjectVersion.ChangedSince(_view, version, changed);
         return changed;
     }
 

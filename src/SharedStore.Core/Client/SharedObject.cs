@@ -34,7 +34,7 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
         Name = info.Name;
         Size = (long)info.Size;
         BlockCount = (int)info.BlockCount;
-        _view = new ObjectView(Name, segment.Data, (long)info.DataOffset, segment.Locks, (long)info.LockOffset, Size,
+        _view = new ObjectView(Name, segment.Data, (long)info.DataOffset, segment.Locks, (long)info.LockOffset, segment.Lines, Size,
             BitOperations.Log2((uint)container.BlockSize), container.Slot, container.IsDurable, repair: this);
 
         // Build this process's page-table entries for the object now (0.31 µs a page) instead of faulting on first
@@ -155,9 +155,9 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
             ThrowFor(s, "write", cancellationToken);
         }
 
-        ObjectVersion.BeginWrite(_view.Locks, range.First, range.Last);
+        ObjectVersion.BeginWrite(_view, range.First, range.Last);
         data.CopyTo(new Span<byte>(_view.Data + offset, data.Length));
-        long published = ObjectVersion.Publish(_view.Locks, range.First, range.Last); // after the data, before the locks go
+        long published = ObjectVersion.Publish(_view, range.First, range.Last); // after the data, before the locks go
         range.ReleaseWrite(offset, data.Length);
         ObjectVersion.WakeIfSleepers(_view.Locks, published); // no system call unless a waiter sleeps
     }
@@ -351,6 +351,12 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     internal byte* DataPointer => _view.Data;
 
     internal BlockLockRecord* LockRecords => _view.Locks;
+
+    /// <summary>Block <paramref name="block"/>'s lock record (tests that forge words, as a hostile member can).</summary>
+    internal BlockLockRecord* LockRecord(long block) => _view.Record(block);
+
+    /// <summary>Reader lines of each lock record.</summary>
+    internal int LockLines => _view.Lines;
 
     internal BrokerConnection Connection => _conn;
 

@@ -152,6 +152,11 @@ public sealed class SharedStoreClient : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), options.WritePolicy, "the write policy is not a WritePolicy value");
         }
 
+        if (options.MaxMembers is < 0 or > Regions.BlockLockDescriptor.MaxMembersLimit)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxMembers, $"MaxMembers must be 0 (the default, 63) or 1 to {Regions.BlockLockDescriptor.MaxMembersLimit}");
+        }
+
         var conn = Live();
         var r = conn.Call(new Request
         {
@@ -162,6 +167,7 @@ public sealed class SharedStoreClient : IDisposable
                 WritePolicy = (Protocol.WritePolicy)options.WritePolicy,
                 BlockSize = (uint)options.BlockSize,
                 DurablePath = options.DurablePath ?? "",
+                MaxMembers = (uint)options.MaxMembers,
             },
         }, _options.RequestTimeout, cancellationToken);
         return Track(new Container(this, conn, r.Response.Container));
@@ -169,7 +175,7 @@ public sealed class SharedStoreClient : IDisposable
 
     /// <summary>The seed's <c>container_join</c>.</summary>
     /// <exception cref="SharedStoreException">NotFound; Destroyed (destroy is in progress); PermissionDenied;
-    /// NoResources (63 member processes already); AlreadyExists (this client is already a member); BrokerUnavailable.</exception>
+    /// NoResources (the container's MaxMembers processes are members already); AlreadyExists (this client is already a member); BrokerUnavailable.</exception>
     /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
     public Container JoinContainer(string name, CancellationToken cancellationToken = default)
     {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using SharedStore.Regions;
 
@@ -102,15 +103,34 @@ internal static unsafe class BlockLock
 {
     // ---- Readers ------------------------------------------------------------------------------------------
 
+    /// <summary>The 64-bit word holding slot <paramref name="slot"/>'s byte: word <c>slot / 8</c> of the reader lines,
+    /// which follow the writer line back to back.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ulong* ReaderWord(BlockLockRecord* rec, int slot) => (ulong*)rec + (slot >> 3);
+    private static ulong* ReaderWord(BlockLockRecord* rec, int slot) => (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset) + (slot >> 3);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int ReaderShift(int slot) => (slot & 7) << 3;
 
+    /// <summary>Bit of <paramref name="slot"/>'s reader line in ReaderLines and Waiting.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong LineBit(int slot) => 1UL << (slot >> 6);
+
     /// <summary>The number of reads <paramref name="slot"/> holds on the block.</summary>
     public static int ReadHolds(BlockLockRecord* rec, int slot) =>
-        (int)((Volatile.Read(ref *ReaderWord(rec, slot)) >> ReaderShift(slot)) & 0xFF);
+        (int)((Volatile.Read(ref *ReaderWord(rec, slot)) >> ReaderShift(slot)) & BlockLockDescriptor.MaxHoldsPerSlot);
+
+    /// <summary>Reader step 0: before a slot's first hold, its line's ReaderLines bit, so a writer that reads
+    /// ReaderLines after our increment looks at our line. The bit is never cleared while the record is in use, so a
+    /// plain load that finds it set suffices (it was set by a locked OR that precedes the load).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AnnounceLine(BlockLockRecord* rec, int slot)
+    {
+        ulong bit = LineBit(slot);
+        if ((Volatile.Read(ref rec->ReaderLines) & bit) == 0)
+        {
+            Interlocked.Or(ref rec->ReaderLines, bit);
+        }
+    }
 
     /// <summary>Reader steps 1–3 once, without waiting: false if a writer is present, the CAS met contention, or the
     /// slot's count is saturated (the caller then takes <see cref="AcquireRead"/>). The uncontended get path.</summary>
@@ -120,9 +140,18 @@ internal static unsafe class BlockLock
         ulong* word = ReaderWord(rec, slot);
         int shift = ReaderShift(slot);
         ulong old = Volatile.Read(ref *word);
-        uint mine = (uint)(old >> shift) & 0xFF;
-        if ((mine == 0 ? WriterPresent(rec) : (mine == BlockLockDescriptor.MaxHoldsPerSlot || WriterActive(rec)))
-            || Interlocked.CompareExchange(ref *word, old + (1UL << shift), old) != old)
+        uint mine = (uint)(old >> shift) & BlockLockDescriptor.MaxHoldsPerSlot;
+        if (mine == 0 ? WriterPresent(rec) : (mine == BlockLockDescriptor.MaxHoldsPerSlot || WriterActive(rec)))
+        {
+            return false;
+        }
+
+        if (mine == 0)
+        {
+            AnnounceLine(rec, slot);
+        }
+
+        if (Interlocked.CompareExchange(ref *word, old + (1UL << shift), old) != old)
         {
             return false;
         }
@@ -146,7 +175,7 @@ internal static unsafe class BlockLock
         while (true)
         {
             ulong old = Volatile.Read(ref *word);
-            uint mine = (uint)(old >> shift) & 0xFF;
+            uint mine = (uint)(old >> shift) & BlockLockDescriptor.MaxHoldsPerSlot;
             if (mine == 0 ? WriterPresent(rec) : (mine == BlockLockDescriptor.MaxHoldsPerSlot || WriterActive(rec)))
             {
                 LockStatus s = wait.WaitFor(rec, &ReaderMayEnter, slot);
@@ -156,6 +185,11 @@ internal static unsafe class BlockLock
                 }
 
                 continue;
+            }
+
+            if (mine == 0)
+            {
+                AnnounceLine(rec, slot); // step 0
             }
 
             // Step 2. The CAS also orders step 3's loads after it (a locked instruction is a full fence).
@@ -190,7 +224,7 @@ internal static unsafe class BlockLock
             // CAS rather than a blind subtract: a count that is already 0 (a misuse race) must not borrow from the
             // neighbouring slot's byte. The locked RMW also orders our read of Seq after the release (no lost wake-up).
             ulong old = Volatile.Read(ref *word);
-            if (((old >> shift) & 0xFF) == 0)
+            if (((old >> shift) & BlockLockDescriptor.MaxHoldsPerSlot) == 0)
             {
                 Debug.Fail("release of a read the slot does not hold");
                 return;
@@ -221,17 +255,30 @@ internal static unsafe class BlockLock
 
     // ---- Writers ------------------------------------------------------------------------------------------
 
-    /// <summary>Whether any slot holds a read on the block.</summary>
+    /// <summary>Whether any slot holds a read on the block: the counts of every reader line that ReaderLines names,
+    /// each word read once (a reader that increments after its word was read either is a tentative 0→1 that sees the
+    /// writer in its step 3, or was seen by an earlier look: the drain and the active re-check each read after the
+    /// locked RMW that announced them, see the class comment).</summary>
     public static bool AnyReaders(BlockLockRecord* rec)
     {
-        ulong* r = (ulong*)rec;
-        ulong any = 0;
-        for (int i = 0; i < BlockLockDescriptor.ReaderWords; i++)
+        ulong lines = Volatile.Read(ref rec->ReaderLines);
+        ulong* r = (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset);
+        for (; lines != 0; lines &= lines - 1)
         {
-            any |= Volatile.Read(ref r[i]);
+            ulong* line = r + (BitOperations.TrailingZeroCount(lines) * BlockLockDescriptor.WordsPerLine);
+            ulong any = 0;
+            for (int i = 0; i < BlockLockDescriptor.WordsPerLine; i++)
+            {
+                any |= Volatile.Read(ref line[i]);
+            }
+
+            if ((any & BlockLockDescriptor.CountsMask) != 0)
+            {
+                return true;
+            }
         }
 
-        return any != 0;
+        return false;
     }
 
     /// <summary>
@@ -315,13 +362,14 @@ internal static unsafe class BlockLock
 
     private static LockStatus WaitForOwnership(BlockLockRecord* rec, int slot, uint me, object waitGate, ref int localWaiters, ref LockWait wait, ref int owned)
     {
-        ulong bit = 1UL << slot;
         lock (waitGate)
         {
             if (localWaiters++ == 0)
             {
-                // Locked RMW: readers that CAS after this see W ≠ 0 in their step 3.
-                Interlocked.Or(ref rec->Waiting, bit);
+                // The slot's flag first, then the line's Waiting bit with a locked RMW: readers that CAS after this
+                // see W ≠ 0 in their step 3; a refresh that clears the bit finds the flag and sets it again.
+                SetWaitFlag(rec, slot, true);
+                Interlocked.Or(ref rec->Waiting, LineBit(slot));
             }
         }
 
@@ -346,7 +394,8 @@ internal static unsafe class BlockLock
                 if (--localWaiters == 0)
                 {
                     // Clear only after Owner is ours (or we gave up): readers never see a gap between the two.
-                    Interlocked.And(ref rec->Waiting, ~bit);
+                    SetWaitFlag(rec, slot, false);
+                    RefreshWaiting(rec, slot >> 6);
                     cleared = true;
                 }
             }
@@ -355,6 +404,59 @@ internal static unsafe class BlockLock
             {
                 WakeIfSleepers(rec);
             }
+        }
+    }
+
+    /// <summary>Sets or clears bit 7 of the slot's byte (CAS on its word: the neighbours' bytes are theirs).</summary>
+    private static void SetWaitFlag(BlockLockRecord* rec, int slot, bool on)
+    {
+        ulong* word = ReaderWord(rec, slot);
+        ulong flag = (ulong)BlockLockDescriptor.SlotWaitFlag << ReaderShift(slot);
+        while (true)
+        {
+            ulong old = Volatile.Read(ref *word);
+            ulong next = on ? old | flag : old & ~flag;
+            if (next == old || Interlocked.CompareExchange(ref *word, next, old) == old)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Whether any slot of reader line <paramref name="line"/> has its wait flag set.</summary>
+    private static bool LineHasWaiters(BlockLockRecord* rec, int line)
+    {
+        ulong* w = (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset) + (line * BlockLockDescriptor.WordsPerLine);
+        ulong any = 0;
+        for (int i = 0; i < BlockLockDescriptor.WordsPerLine; i++)
+        {
+            any |= Volatile.Read(ref w[i]);
+        }
+
+        return (any & BlockLockDescriptor.WaitFlagsMask) != 0;
+    }
+
+    /// <summary>
+    /// Clears line <paramref name="line"/>'s Waiting bit if no slot of the line waits: after a slot cleared its own
+    /// flag, and in recovery and repair. <i>Why no waiter is left unannounced:</i> a waiter sets its flag before its OR
+    /// of the bit. If the bit is cleared here (a locked And) and the line is looked at again afterwards, then a waiter
+    /// whose OR came before the And had set its flag before it too, so the second look finds the flag and sets the bit
+    /// again; a waiter whose OR comes after the And sets the bit itself. Between the And and the OR the bit may be
+    /// clear while a slot waits: readers can slip in there, which costs writer priority for that moment (like the
+    /// hand-off gap of docs/MODEL.md F3), never exclusion. Idempotent; any thread may run it at any time.
+    /// </summary>
+    internal static void RefreshWaiting(BlockLockRecord* rec, int line)
+    {
+        ulong bit = 1UL << line;
+        if ((Volatile.Read(ref rec->Waiting) & bit) == 0 || LineHasWaiters(rec, line))
+        {
+            return;
+        }
+
+        Interlocked.And(ref rec->Waiting, ~bit);
+        if (LineHasWaiters(rec, line))
+        {
+            Interlocked.Or(ref rec->Waiting, bit);
         }
     }
 
@@ -464,9 +566,10 @@ internal static unsafe class BlockLock
     // ---- Recovery -----------------------------------------------------------------------------------------
 
     /// <summary>
-    /// Removes every trace of <paramref name="slot"/> from the record: its read holds, its ownership (marking the
-    /// block torn if the write was active) and its waiting bit; wakes sleepers if anything changed. Only for a slot
-    /// whose process can no longer act (dead, or left with no operation in flight). Returns what it released.
+    /// Removes every trace of <paramref name="slot"/> from the record: its read holds and wait flag (its whole byte),
+    /// its ownership (marking the block torn if the write was active), and its line's Waiting bit unless another slot
+    /// of the line waits; wakes sleepers. Only for a slot whose process can no longer act (dead, or left with no
+    /// operation in flight). Returns what it released.
     /// </summary>
     public static ScrubResult ScrubSlot(BlockLockRecord* rec, int slot)
     {
@@ -484,7 +587,8 @@ internal static unsafe class BlockLock
 
             if (Interlocked.CompareExchange(ref *word, old & ~mask, old) == old)
             {
-                result.ReadHolds = (int)((old & mask) >> shift);
+                result.ReadHolds = (int)((old >> shift) & BlockLockDescriptor.MaxHoldsPerSlot);
+                result.Waiting = ((old >> shift) & BlockLockDescriptor.SlotWaitFlag) != 0;
                 break;
             }
         }
@@ -503,11 +607,9 @@ internal static unsafe class BlockLock
             result.Owned = true;
         }
 
-        ulong bit = 1UL << slot;
-        if ((Interlocked.And(ref rec->Waiting, ~bit) & bit) != 0)
-        {
-            result.Waiting = true;
-        }
+        // Always, not only when its flag was set: the process may have died between clearing its flag and clearing
+        // the line's bit, which would keep new readers out with no writer waiting.
+        RefreshWaiting(rec, slot >> 6);
 
         // Always wake, even when nothing was released: the dead process may have released and then died before its
         // own wake (spin model F2), or inside WakeAll between clearing the sleepers bit and FUTEX_WAKE (F2b), leaving
@@ -517,58 +619,91 @@ internal static unsafe class BlockLock
         return result;
     }
 
-    /// <summary>Whether the record has anything set for <paramref name="slot"/>: a read, an Owner naming it, its
-    /// Waiting bit. A racy look (for skipping work), not a judgement.</summary>
+    /// <summary>Whether the record has anything set for <paramref name="slot"/>: a read or wait flag in its byte, or
+    /// an Owner naming it. A racy look (for skipping work), not a judgement.</summary>
     public static bool NamesSlot(BlockLockRecord* rec, int slot) =>
-        ReadHolds(rec, slot) != 0
-        || (Volatile.Read(ref rec->Owner) & BlockLockDescriptor.OwnerSlotMask) == (uint)slot + 1
-        || (Volatile.Read(ref rec->Waiting) & (1UL << slot)) != 0;
+        ((Volatile.Read(ref *ReaderWord(rec, slot)) >> ReaderShift(slot)) & 0xFF) != 0
+        || (Volatile.Read(ref rec->Owner) & BlockLockDescriptor.OwnerSlotMask) == (uint)slot + 1;
 
     /// <summary>Most CAS attempts on one word per call: a member flipping a word in a loop must not keep the broker
     /// (which calls this under its state lock) spinning. A word left unrepaired is repaired by the next check.</summary>
     private const int MaxRepairAttempts = 64;
 
     /// <summary>
-    /// The repair of "Repair" in the class comment: lowers every reader byte above what its slot may hold (0 for a slot
-    /// with no live member), clears an Owner that names no slot that may own, and clears the Waiting bits of slots
-    /// that may not wait, each with a CAS or an atomic And from the value judged, so that no live member's word is
-    /// touched; marks the block torn if it clears an active Owner (like <see cref="ScrubSlot"/>); wakes sleepers if
-    /// it changed anything. The caller must hold what makes <paramref name="claims"/> true while this runs: the
-    /// broker's state lock (no slot gains a member) and the broker slot's ledger gate (no broker thread claims).
+    /// The repair of "Repair" in the class comment: lowers every reader count above what its slot may hold (0 for a
+    /// slot with no live member) and clears the wait flag of every slot that may not wait, on every reader line of
+    /// the record (<paramref name="lines"/>), each with a CAS from the word judged, so that no live member's byte is
+    /// touched; then clears the Waiting bits of lines where no slot waits (<see cref="RefreshWaiting"/>); clears an
+    /// Owner that names no slot that may own; marks the block torn if it clears an active Owner (like
+    /// <see cref="ScrubSlot"/>); wakes sleepers if it changed anything. The caller must hold what makes
+    /// <paramref name="claims"/> true while this runs: the broker's state lock (no slot gains a member) and the broker
+    /// slot's ledger gate (no broker thread claims). A forged byte on a line whose ReaderLines bit is clear blocks no
+    /// one (writers do not look there) but is lowered here too, so a later reader of that line does not reveal it.
     /// </summary>
-    public static RepairResult ClearUnowned(BlockLockRecord* rec, in SlotClaims claims)
+    public static RepairResult ClearUnowned(BlockLockRecord* rec, int lines, in SlotClaims claims)
     {
         var result = default(RepairResult);
-        ulong* words = (ulong*)rec;
-        for (int w = 0; w < BlockLockDescriptor.ReaderWords; w++)
+        ulong* words = (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset);
+        for (int w = 0; w < lines * BlockLockDescriptor.WordsPerLine; w++)
         {
             for (int attempt = 0; attempt < MaxRepairAttempts; attempt++)
             {
                 ulong old = Volatile.Read(ref words[w]);
+                if (old == 0)
+                {
+                    break;
+                }
+
                 ulong next = old;
-                ulong lowered = 0;
-                for (int i = 0; i < 8 && (old >> (i << 3)) != 0; i++)
+                ulong loweredReads = 0, clearedWaits = 0;
+                for (int i = 0; i < 8; i++)
                 {
                     int slot = (w << 3) | i;
                     int shift = i << 3;
-                    uint count = (uint)(old >> shift) & 0xFF;
+                    uint b = (uint)(old >> shift) & 0xFF;
+                    if (b == 0)
+                    {
+                        continue;
+                    }
+
+                    uint count = b & BlockLockDescriptor.MaxHoldsPerSlot;
                     uint may = claims.MayRead(slot);
                     if (count > may)
                     {
-                        next = (next & ~(0xFFUL << shift)) | ((ulong)may << shift);
-                        lowered |= 1UL << slot;
+                        next = (next & ~((ulong)BlockLockDescriptor.MaxHoldsPerSlot << shift)) | ((ulong)may << shift);
+                        loweredReads |= 1UL << (slot & 63);
+                    }
+
+                    if ((b & BlockLockDescriptor.SlotWaitFlag) != 0 && !claims.MayWait(slot))
+                    {
+                        next &= ~((ulong)BlockLockDescriptor.SlotWaitFlag << shift);
+                        clearedWaits |= 1UL << (slot & 63);
                     }
                 }
 
                 // CAS from the word judged: a live member's concurrent change of its own byte fails the CAS, and
                 // the word is judged again (its byte is never changed by this).
-                if (lowered == 0 || Interlocked.CompareExchange(ref words[w], next, old) == old)
+                if (next == old || Interlocked.CompareExchange(ref words[w], next, old) == old)
                 {
-                    result.ReaderSlots |= lowered;
+                    result.AddReaders(w >> 3, loweredReads);
+                    result.AddWaiting(w >> 3, clearedWaits);
                     break;
                 }
             }
         }
+
+        ulong waitingLines = Volatile.Read(ref rec->Waiting);
+        for (ulong m = waitingLines; m != 0; m &= m - 1)
+        {
+            int line = BitOperations.TrailingZeroCount(m);
+            RefreshWaiting(rec, line);
+            if (line >= lines)
+            {
+                Interlocked.And(ref rec->Waiting, ~(1UL << line)); // a line the record does not have: forged
+            }
+        }
+
+        result.WaitingLines = waitingLines & ~Volatile.Read(ref rec->Waiting);
 
         uint owner = Volatile.Read(ref rec->Owner);
         if (owner != 0 && !claims.MayOwn(owner) && Interlocked.CompareExchange(ref rec->Owner, 0, owner) == owner)
@@ -584,13 +719,6 @@ internal static unsafe class BlockLock
             result.Owner = owner;
         }
 
-        ulong mayWait = claims.MayWait;
-        if ((Volatile.Read(ref rec->Waiting) & ~mayWait) != 0)
-        {
-            // One atomic And: it clears exactly the bits no live slot may own and leaves every other bit as it is.
-            result.WaitingSlots = Interlocked.And(ref rec->Waiting, mayWait) & ~mayWait;
-        }
-
         if (result.Any)
         {
             WakeAllSleepers(rec);
@@ -604,9 +732,13 @@ internal static unsafe class BlockLock
 /// member slots, and of the broker's own slot exactly what the broker's threads may hold now.</summary>
 internal readonly struct SlotClaims
 {
-    /// <summary>Bit s: slot s has a live member; its reader byte, an Owner naming it and its Waiting bit are left as
-    /// they are (the broker cannot tell its own words from forged ones). Bit 63 set: the broker slot is trusted too.</summary>
-    public ulong LiveSlots { get; init; }
+    /// <summary>Slots with a live member: their reader bytes and an Owner naming them are left as they are (the broker
+    /// cannot tell its own words from forged ones). Containing <see cref="BrokerSlot"/>: the broker slot is trusted
+    /// too.</summary>
+    public SlotSet LiveSlots { get; init; }
+
+    /// <summary>The broker's slot in this container's records (the last one).</summary>
+    public int BrokerSlot { get; init; }
 
     /// <summary>Read holds the broker's threads may have on the block: those acquiring or holding one. The broker
     /// slot's byte is lowered to this.</summary>
@@ -615,12 +747,12 @@ internal readonly struct SlotClaims
     /// <summary>A broker thread has claimed Owner (pending or active).</summary>
     public bool BrokerOwns { get; init; }
 
-    /// <summary>A broker thread waits to become owner (the broker slot's Waiting bit is its own).</summary>
+    /// <summary>A broker thread waits to become owner (the broker slot's wait flag is its own).</summary>
     public bool BrokerWaits { get; init; }
 
     internal uint MayRead(int slot) =>
-        (LiveSlots & (1UL << slot)) != 0 ? BlockLockDescriptor.MaxHoldsPerSlot
-        : slot == BlockLockDescriptor.BrokerSlot ? (uint)Math.Min(BrokerReads, BlockLockDescriptor.MaxHoldsPerSlot)
+        LiveSlots.Contains(slot) ? BlockLockDescriptor.MaxHoldsPerSlot
+        : slot == BrokerSlot ? (uint)Math.Min(BrokerReads, BlockLockDescriptor.MaxHoldsPerSlot)
         : 0;
 
     internal bool MayOwn(uint owner)
@@ -632,55 +764,64 @@ internal readonly struct SlotClaims
         }
 
         int slot = (int)field - 1;
-        return (LiveSlots & (1UL << slot)) != 0 || (slot == BlockLockDescriptor.BrokerSlot && BrokerOwns);
+        return LiveSlots.Contains(slot) || (slot == BrokerSlot && BrokerOwns);
     }
 
-    internal ulong MayWait => LiveSlots | (BrokerWaits ? 1UL << BlockLockDescriptor.BrokerSlot : 0);
+    internal bool MayWait(int slot) => LiveSlots.Contains(slot) || (slot == BrokerSlot && BrokerWaits);
 }
 
 /// <summary>What <see cref="BlockLock.ClearUnowned"/> cleared from one record.</summary>
 internal struct RepairResult
 {
-    /// <summary>Bit s: slot s's reader byte was lowered (to 0, or for the broker slot to what it may hold).</summary>
-    public ulong ReaderSlots;
+    /// <summary>Slots whose read count was lowered (to 0, or for the broker slot to what it may hold); null: none.</summary>
+    public SlotSet? ReaderSlots;
 
     /// <summary>The Owner value cleared, or 0.</summary>
     public uint Owner;
 
-    /// <summary>Bit s: slot s's Waiting bit was cleared.</summary>
-    public ulong WaitingSlots;
+    /// <summary>Slots whose wait flag was cleared; null: none.</summary>
+    public SlotSet? WaitingSlots;
 
-    public readonly bool Any => ReaderSlots != 0 || Owner != 0 || WaitingSlots != 0;
+    /// <summary>Bit g: line g's Waiting bit was cleared (no slot of it waits).</summary>
+    public ulong WaitingLines;
+
+    public readonly bool Any => ReaderSlots is not null || Owner != 0 || WaitingSlots is not null || WaitingLines != 0;
+
+    internal void AddReaders(int line, ulong mask)
+    {
+        if (mask != 0)
+        {
+            (ReaderSlots ??= new SlotSet()).AddLine(line, mask);
+        }
+    }
+
+    internal void AddWaiting(int line, ulong mask)
+    {
+        if (mask != 0)
+        {
+            (WaitingSlots ??= new SlotSet()).AddLine(line, mask);
+        }
+    }
 
     /// <summary>Adds another result (of another record) for a summary.</summary>
     public void Add(in RepairResult other)
     {
-        ReaderSlots |= other.ReaderSlots;
+        if (other.ReaderSlots is { } r)
+        {
+            (ReaderSlots ??= new SlotSet()).UnionWith(r);
+        }
+
+        if (other.WaitingSlots is { } w)
+        {
+            (WaitingSlots ??= new SlotSet()).UnionWith(w);
+        }
+
         Owner |= other.Owner;
-        WaitingSlots |= other.WaitingSlots;
+        WaitingLines |= other.WaitingLines;
     }
 
     public override readonly string ToString() =>
-        $"reader slots {Slots(ReaderSlots)}, owner {(Owner == 0 ? "-" : $"0x{Owner:x8}")}, waiting slots {Slots(WaitingSlots)}";
-
-    private static string Slots(ulong mask)
-    {
-        if (mask == 0)
-        {
-            return "-";
-        }
-
-        var list = new List<int>();
-        for (int s = 0; mask != 0; s++, mask >>= 1)
-        {
-            if ((mask & 1) != 0)
-            {
-                list.Add(s);
-            }
-        }
-
-        return string.Join(',', list);
-    }
+        $"reader slots {ReaderSlots?.ToString() ?? "-"}, owner {(Owner == 0 ? "-" : $"0x{Owner:x8}")}, waiting slots {WaitingSlots?.ToString() ?? "-"}";
 }
 
 /// <summary>What <see cref="BlockLock.ScrubSlot"/> released from one record.</summary>

@@ -77,7 +77,7 @@ internal readonly unsafe struct BlockRange
             return false;
         }
 
-        torn = BlockLock.IsTorn(_view.Locks + First);
+        torn = BlockLock.IsTorn(_view.Record(First));
         return true;
     }
 
@@ -104,7 +104,7 @@ internal readonly unsafe struct BlockRange
         torn = false;
         for (long b = First; b <= Last; b++)
         {
-            BlockLockRecord* rec = _view.Locks + b;
+            BlockLockRecord* rec = _view.Record(b);
             LockStatus s = _view.Ledger is { } ledger ? ledger.AcquireRead(rec, b, ref wait) : BlockLock.AcquireRead(rec, _view.Slot, ref wait);
             if (s != LockStatus.Acquired)
             {
@@ -134,7 +134,7 @@ internal readonly unsafe struct BlockRange
     {
         for (long b = First; b <= Last; b++)
         {
-            if (BlockLock.ReadHolds(_view.Locks + b, _view.Slot) != 0)
+            if (BlockLock.ReadHolds(_view.Record(b), _view.Slot) != 0)
             {
                 return b;
             }
@@ -151,7 +151,7 @@ internal readonly unsafe struct BlockRange
     {
         for (long b = First; b <= Last; b++)
         {
-            BlockLockRecord* rec = _view.Locks + b;
+            BlockLockRecord* rec = _view.Record(b);
             LockStatus s = _view.Ledger is { } ledger
                 ? ledger.AcquireWrite(rec, b, ref wait)
                 : BlockLock.AcquireWrite(rec, _view.Slot, _view.WaitGate, ref _view.LocalWaiters(b), ref wait);
@@ -204,7 +204,7 @@ internal readonly unsafe struct BlockRange
     {
         for (long b = First; b <= Last; b++)
         {
-            BlockLock.MarkTorn(_view.Locks + b);
+            BlockLock.MarkTorn(_view.Record(b));
             ReleaseWriteOf(_view, b, wroteWholeBlock: false, _view.Durable);
         }
     }
@@ -226,7 +226,7 @@ internal readonly unsafe struct BlockRange
     {
         for (long b = First; b <= Last; b++)
         {
-            if (BlockLock.IsTorn(_view.Locks + b))
+            if (BlockLock.IsTorn(_view.Record(b)))
             {
                 return true;
             }
@@ -240,7 +240,7 @@ internal readonly unsafe struct BlockRange
     {
         for (long b = First; b <= Last; b++)
         {
-            if (BlockLock.IsDirty(_view.Locks + b))
+            if (BlockLock.IsDirty(_view.Record(b)))
             {
                 return true;
             }
@@ -255,7 +255,7 @@ internal readonly unsafe struct BlockRange
         bool any = false;
         for (long b = First; b <= Last; b++)
         {
-            any |= BlockLock.TakeDirty(_view.Locks + b);
+            any |= BlockLock.TakeDirty(_view.Record(b));
         }
 
         return any;
@@ -266,7 +266,7 @@ internal readonly unsafe struct BlockRange
     {
         for (long b = First; b <= Last; b++)
         {
-            BlockLock.MarkDirty(_view.Locks + b);
+            BlockLock.MarkDirty(_view.Record(b));
         }
     }
 
@@ -275,7 +275,7 @@ internal readonly unsafe struct BlockRange
     {
         for (long b = First; b <= Last; b++)
         {
-            BlockLock.MarkTorn(_view.Locks + b);
+            BlockLock.MarkTorn(_view.Record(b));
         }
     }
 
@@ -285,7 +285,7 @@ internal readonly unsafe struct BlockRange
     {
         for (long b = First; b <= Last; b++)
         {
-            BlockLock.ClearDirtyUnlessTorn(_view.Locks + b);
+            BlockLock.ClearDirtyUnlessTorn(_view.Record(b));
         }
     }
 
@@ -293,18 +293,18 @@ internal readonly unsafe struct BlockRange
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool TryReadFast(ObjectView v, long b) =>
-        v.Ledger is { } ledger ? ledger.TryAcquireReadFast(v.Locks + b, b) : BlockLock.TryAcquireReadFast(v.Locks + b, v.Slot);
+        v.Ledger is { } ledger ? ledger.TryAcquireReadFast(v.Record(b), b) : BlockLock.TryAcquireReadFast(v.Record(b), v.Slot);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void ReleaseReadOf(ObjectView v, long b)
     {
         if (v.Ledger is { } ledger)
         {
-            ledger.ReleaseRead(v.Locks + b, b);
+            ledger.ReleaseRead(v.Record(b), b);
         }
         else
         {
-            BlockLock.ReleaseRead(v.Locks + b, v.Slot);
+            BlockLock.ReleaseRead(v.Record(b), v.Slot);
         }
     }
 
@@ -312,11 +312,11 @@ internal readonly unsafe struct BlockRange
     {
         if (v.Ledger is { } ledger)
         {
-            ledger.ReleaseWrite(v.Locks + b, b, wroteWholeBlock, markDirty);
+            ledger.ReleaseWrite(v.Record(b), b, wroteWholeBlock, markDirty);
         }
         else
         {
-            BlockLock.ReleaseWrite(v.Locks + b, wroteWholeBlock, markDirty);
+            BlockLock.ReleaseWrite(v.Record(b), wroteWholeBlock, markDirty);
         }
     }
 

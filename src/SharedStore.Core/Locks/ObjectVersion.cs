@@ -57,29 +57,29 @@ internal static unsafe class ObjectVersion
 
     /// <summary>The version of the last completed write of block <paramref name="block"/>, or
     /// <see cref="ObjectVersionDescriptor.Pending"/>.</summary>
-    public static long ReadBlock(BlockLockRecord* locks, long block) => Volatile.Read(ref *BlockVersion(locks + block));
+    public static long ReadBlock(ObjectView view, long block) => Volatile.Read(ref *BlockVersion(view.Record(block)));
 
     /// <summary>Step 1: the caller holds the write locks of [first, last] and is about to copy into them.</summary>
-    public static void BeginWrite(BlockLockRecord* locks, long first, long last)
+    public static void BeginWrite(ObjectView view, long first, long last)
     {
         for (long b = first; b <= last; b++)
         {
             // Release store: program order before the copy; a reader that sees the copy's bytes under a later lock
             // sees Pending or the final version, never the old one.
-            Volatile.Write(ref *BlockVersion(locks + b), ObjectVersionDescriptor.Pending);
+            Volatile.Write(ref *BlockVersion(view.Record(b)), ObjectVersionDescriptor.Pending);
         }
     }
 
     /// <summary>Steps 3 and 4: the data of [first, last] is in place and its write locks are still held. Returns the
     /// version word after the add, for <see cref="WakeIfSleepers"/> once the locks are released.</summary>
-    public static long Publish(BlockLockRecord* locks, long first, long last)
+    public static long Publish(ObjectView view, long first, long last)
     {
         // Locked add: sequentially consistent with the waiters' CAS (the Dekker pair of the wake argument).
-        long word = Interlocked.Add(ref *Word(locks), ObjectVersionDescriptor.VersionIncrement);
+        long word = Interlocked.Add(ref *Word(view.Locks), ObjectVersionDescriptor.VersionIncrement);
         long v = word >> 1;
         for (long b = first; b <= last; b++)
         {
-            Volatile.Write(ref *BlockVersion(locks + b), v);
+            Volatile.Write(ref *BlockVersion(view.Record(b)), v);
         }
 
         return word;
@@ -107,11 +107,11 @@ internal static unsafe class ObjectVersion
 
     /// <summary>Blocks changed by writes of a version above <paramref name="since"/> (and blocks being written now),
     /// in ascending order, appended to <paramref name="into"/>.</summary>
-    public static void ChangedSince(BlockLockRecord* locks, long blockCount, long since, List<long> into)
+    public static void ChangedSince(ObjectView view, long since, List<long> into)
     {
-        for (long b = 0; b < blockCount; b++)
+        for (long b = 0; b < view.BlockCount; b++)
         {
-            if (Volatile.Read(ref *BlockVersion(locks + b)) > since)
+            if (Volatile.Read(ref *BlockVersion(view.Record(b))) > since)
             {
                 into.Add(b);
             }

@@ -1,16 +1,16 @@
 namespace SharedStore.Regions;
 
 /// <summary>
-/// Layout of an object's versions, version 1, inside the block lock records of lock segment layout 2
-/// (<see cref="LockSegmentDescriptor.LayoutVersion"/>): the bytes 88–103 that layout 1 left reserved in the writer-side
-/// cache line of each <see cref="BlockLockDescriptor"/> record.
+/// Layout of an object's versions, version 1, inside the block lock records of lock segment layouts 2 and 3
+/// (<see cref="LockSegmentDescriptor.LayoutVersion"/>): in layout 3, bytes 32–47 of the writer line of each
+/// <see cref="BlockLockDescriptor"/> record (layout 2 had them at 88–103).
 /// <code>
-///  record of block b (every block):                  record of block 0 only:
-///  64        68        72                  80   84   88                  96                  104         128
-///  +---------+---------+-------------------+----+----+-------------------+-------------------+-----------+
-///  | Owner   | Flags   | Waiting           | Seq|rsvd| BlockVersion (u64)| VersionWord (u64) | reserved  |
-///  +---------+---------+-------------------+----+----+-------------------+-------------------+-----------+
-///  VersionWord = (object version &lt;&lt; 1) | SleepersBit; its low 32 bits (offset 96) are the futex word.
+///  record of block b (every block):                                        record of block 0 only:
+///  0       4       8           16    20    24            32                  40                  48         64
+///  +-------+-------+-----------+-----+-----+-------------+-------------------+-------------------+----------+
+///  | Owner | Flags | Waiting   | Seq | rsvd| ReaderLines | BlockVersion (u64)| VersionWord (u64) | reserved |
+///  +-------+-------+-----------+-----+-----+-------------+-------------------+-------------------+----------+
+///  VersionWord = (object version &lt;&lt; 1) | SleepersBit; its low 32 bits (offset 40) are the futex word.
 /// </code>
 /// <list type="bullet">
 /// <item><b>VersionWord</b> (record 0): the object's version, 0 for a new object, one more for every completed write
@@ -31,11 +31,11 @@ internal static class ObjectVersionDescriptor
     public const uint LayoutVersion = 1;
 
     /// <summary>Offset in every block lock record of the block's version.</summary>
-    public const int BlockVersionOffset = 88;
+    public const int BlockVersionOffset = 32;
 
     /// <summary>Offset in the object's first block lock record of the version word (8-aligned for the 64-bit locked
     /// add; the futex word is its low half, little-endian).</summary>
-    public const int VersionWordOffset = 96;
+    public const int VersionWordOffset = 40;
 
     /// <summary>Bit 0 of the version word: a waiter may sleep on it; the writer that sees it wakes.</summary>
     public const long SleepersBit = 0x1;

@@ -37,6 +37,8 @@ internal sealed unsafe class ObjectView : IDisposable
     /// <param name="dataOffset">Byte offset of the object's byte 0 in <paramref name="data"/>.</param>
     /// <param name="locks">The mapping of the segment's lock memfd.</param>
     /// <param name="lockOffset">Byte offset of the object's first lock record in <paramref name="locks"/>.</param>
+    /// <param name="lines">Reader lines of each record (the container's; records are
+    /// <see cref="BlockLockDescriptor.RecordSize"/> of it apart).</param>
     /// <param name="size">Bytes of object data.</param>
     /// <param name="blockShift">log2 of the container's block size.</param>
     /// <param name="slot">The lock slot this process holds the container's blocks with.</param>
@@ -46,11 +48,17 @@ internal sealed unsafe class ObjectView : IDisposable
     /// <param name="ledger">Records the slot's holds (the broker's slot); null for a member's slot.</param>
     /// <exception cref="SharedStoreException">Internal: the object lies outside its mappings (nothing is referenced).</exception>
     /// <exception cref="ObjectDisposedException">A mapping was already disposed.</exception>
-    public ObjectView(string name, MappedRegion data, long dataOffset, MappedRegion locks, long lockOffset, long size, int blockShift, int slot, bool durable, ILockRepairRequester? repair, ISlotLedger? ledger = null)
+    public ObjectView(string name, MappedRegion data, long dataOffset, MappedRegion locks, long lockOffset, int lines, long size, int blockShift, int slot, bool durable, ILockRepairRequester? repair, ISlotLedger? ledger = null)
     {
         long blockCount = (size + (1L << blockShift) - 1) >> blockShift;
+        if (lines is < 1 or > BlockLockDescriptor.MaxLines)
+        {
+            throw new SharedStoreException(ErrorCode.Internal, $"object '{name}': {lines} reader lines per lock record");
+        }
+
+        int recordSize = BlockLockDescriptor.RecordSize(lines);
         if (dataOffset < 0 || size < 0 || dataOffset + size > data.Length
-            || lockOffset < 0 || lockOffset + (blockCount * BlockLockDescriptor.Size) > locks.Length)
+            || lockOffset < 0 || lockOffset + (blockCount * recordSize) > locks.Length)
         {
             throw new SharedStoreException(ErrorCode.Internal, $"object '{name}' lies outside its segment");
         }
@@ -76,6 +84,8 @@ internal sealed unsafe class ObjectView : IDisposable
         Name = name;
         Data = data.Pointer + dataOffset;
         Locks = (BlockLockRecord*)(locks.Pointer + lockOffset);
+        Lines = lines;
+        RecordSize = recordSize;
         Size = size;
         BlockShift = blockShift;
         BlockCount = blockCount;
@@ -94,8 +104,18 @@ internal sealed unsafe class ObjectView : IDisposable
     /// <summary>The object's byte 0 in this process.</summary>
     public byte* Data { get; }
 
-    /// <summary>The lock record of block 0; block b's is <c>Locks + b</c>.</summary>
+    /// <summary>The lock record of block 0 (it also holds the object's version word); block b's is <see cref="Record"/>.</summary>
     public BlockLockRecord* Locks { get; }
+
+    /// <summary>Reader lines of each record.</summary>
+    public int Lines { get; }
+
+    /// <summary>Bytes from one block's record to the next.</summary>
+    public int RecordSize { get; }
+
+    /// <summary>The lock record of block <paramref name="block"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public BlockLockRecord* Record(long block) => (BlockLockRecord*)((byte*)Locks + (block * RecordSize));
 
     public long Size { get; }
 
@@ -136,7 +156,7 @@ internal sealed unsafe class ObjectView : IDisposable
     public BlockRange All => new(this, 0, BlockCount - 1);
 
     /// <summary>The block whose record is <paramref name="rec"/>.</summary>
-    public long BlockOf(BlockLockRecord* rec) => rec - Locks;
+    public long BlockOf(BlockLockRecord* rec) => ((byte*)rec - (byte*)Locks) / RecordSize;
 
     /// <summary>A new lock wait through this view: <paramref name="timeout"/> and <paramref name="token"/> bound the
     /// whole call, and long waits ask <see cref="Repair"/> to check their block.</summary>

@@ -92,7 +92,7 @@ internal static unsafe class DurableBench
         long n = 0;
         for (long b = 0; b < blocks; b++)
         {
-            if ((Volatile.Read(ref obj.LockRecords[b].Flags) & BlockLockDescriptor.FlagDirty) != 0)
+            if ((Volatile.Read(ref obj.LockRecord(b)->Flags) & BlockLockDescriptor.FlagDirty) != 0)
             {
                 n++;
             }
