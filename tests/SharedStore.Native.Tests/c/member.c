@@ -1,8 +1,9 @@
 /* One small member process of a container, for the many-members test and the join-1024 bench: a C client over
  * libsharedstore.so costs a few MiB per process, where a .NET client costs tens.
  * Usage: member CONTAINER OBJECT hold|loop   ($SHAREDSTORE_SOCKET)
- *   hold: join, take a read lease on block 0 (bytes 0-4095), print "held", wait for a line on stdin, then take
- *         CLOCK_MONOTONIC, put, print "put NS" (the time just before the put) and exit 0.
+ *   hold: join, print "joined", then read commands from stdin, one per line: "g" takes a read lease on block 0
+ *         (bytes 0-4095) and prints "held"; "p" takes CLOCK_MONOTONIC, puts the lease and prints "put NS" (the time
+ *         just before the put). End of file: exit 0 (a lease still held is released by the broker).
  *   loop: join, print "joined", then get and put bytes 0-4095 in a loop (hold 20-60 ms, pause 20-60 ms) until stdin
  *         reaches end of file; then leave the object and the container and exit 0.
  * A failed join prints "err CODE" (CODE the negative error) and exits 2; a failed get or put prints "fail WHAT CODE"
@@ -64,26 +65,33 @@ int main(int argc, char **argv)
 
     char *p;
     if (strcmp(argv[3], "hold") == 0) {
-        int op = object_get_timed(obj, 0, 4096, &p, 120000);
-        if (op < 0) {
-            fprintf(stderr, "fail get %d\n", op);
-            return 3;
-        }
-
-        printf("held\n");
+        printf("joined\n");
         fflush(stdout);
         char line[16];
-        if (fgets(line, sizeof line, stdin) == NULL)
-            return 0; /* the driver went away: exit holding the lease (the broker releases it) */
-        long long t = now_ns();
-        int rc = object_put(op);
-        if (rc < 0) {
-            fprintf(stderr, "fail put %d\n", rc);
-            return 3;
+        int op = -1;
+        while (fgets(line, sizeof line, stdin) != NULL) {
+            if (line[0] == 'g') {
+                op = object_get_timed(obj, 0, 4096, &p, 120000);
+                if (op < 0) {
+                    fprintf(stderr, "fail get %d\n", op);
+                    return 3;
+                }
+
+                printf("held\n");
+            } else if (line[0] == 'p') {
+                long long t = now_ns();
+                int rc = object_put(op);
+                if (rc < 0) {
+                    fprintf(stderr, "fail put %d\n", rc);
+                    return 3;
+                }
+
+                printf("put %lld\n", t);
+            }
+
+            fflush(stdout);
         }
 
-        printf("put %lld\n", t);
-        fflush(stdout);
         return 0;
     }
 
