@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using SharedStore.Regions;
 
 namespace SharedStore.Locks;
@@ -262,23 +263,53 @@ internal static unsafe class BlockLock
     public static bool AnyReaders(BlockLockRecord* rec)
     {
         ulong lines = Volatile.Read(ref rec->ReaderLines);
-        ulong* r = (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset);
-        for (; lines != 0; lines &= lines - 1)
+        byte* r = (byte*)rec + BlockLockDescriptor.ReadersOffset;
+        if (Vector256.IsHardwareAccelerated)
         {
-            ulong* line = r + (BitOperations.TrailingZeroCount(lines) * BlockLockDescriptor.WordsPerLine);
-            ulong any = 0;
-            for (int i = 0; i < BlockLockDescriptor.WordsPerLine; i++)
+            // One OR over every announced line and one test at the end: no branch or reduction per line (a writer
+            // of a record whose 17 lines were all used once reads 34 vectors).
+            Vector256<ulong> acc = Vector256<ulong>.Zero;
+            for (; lines != 0; lines &= lines - 1)
             {
-                any |= Volatile.Read(ref line[i]);
+                byte* line = r + (BitOperations.TrailingZeroCount(lines) * BlockLockDescriptor.ReaderLineSize);
+                acc |= Vector256.Load((ulong*)line) | Vector256.Load((ulong*)(line + 32));
             }
 
-            if ((any & BlockLockDescriptor.CountsMask) != 0)
+            return (acc & Vector256.Create(BlockLockDescriptor.CountsMask)) != Vector256<ulong>.Zero;
+        }
+
+        for (; lines != 0; lines &= lines - 1)
+        {
+            if ((LineOr(r + (BitOperations.TrailingZeroCount(lines) * BlockLockDescriptor.ReaderLineSize)) & BlockLockDescriptor.CountsMask) != 0)
             {
                 return true;
             }
         }
 
         return false;
+    }
+
+    /// <summary>The OR of a reader line's eight words, read with two 32-byte loads. Each 8-byte word of a load is
+    /// read whole (an aligned vector load does not tear its 8-byte lanes on x86-64), and the loads cannot move before
+    /// the caller's locked RMW (a full fence, also for the JIT), which is all the drain argument needs of them:
+    /// every word is read after the writer's announcement (class comment).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong LineOr(byte* line)
+    {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<ulong> v = Vector256.Load((ulong*)line) | Vector256.Load((ulong*)(line + 32));
+            return v.GetElement(0) | v.GetElement(1) | v.GetElement(2) | v.GetElement(3);
+        }
+
+        ulong* w = (ulong*)line;
+        ulong any = 0;
+        for (int i = 0; i < BlockLockDescriptor.WordsPerLine; i++)
+        {
+            any |= Volatile.Read(ref w[i]);
+        }
+
+        return any;
     }
 
     /// <summary>
@@ -424,17 +455,8 @@ internal static unsafe class BlockLock
     }
 
     /// <summary>Whether any slot of reader line <paramref name="line"/> has its wait flag set.</summary>
-    private static bool LineHasWaiters(BlockLockRecord* rec, int line)
-    {
-        ulong* w = (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset) + (line * BlockLockDescriptor.WordsPerLine);
-        ulong any = 0;
-        for (int i = 0; i < BlockLockDescriptor.WordsPerLine; i++)
-        {
-            any |= Volatile.Read(ref w[i]);
-        }
-
-        return (any & BlockLockDescriptor.WaitFlagsMask) != 0;
-    }
+    private static bool LineHasWaiters(BlockLockRecord* rec, int line) =>
+        (LineOr((byte*)rec + BlockLockDescriptor.ReadersOffset + (line * BlockLockDescriptor.ReaderLineSize)) & BlockLockDescriptor.WaitFlagsMask) != 0;
 
     /// <summary>
     /// Clears line <paramref name="line"/>'s Waiting bit if no slot of the line waits: after a slot cleared its own
