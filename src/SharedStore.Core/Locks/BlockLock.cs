@@ -19,7 +19,13 @@ internal enum LockStatus
 /// Cross-process, writer-priority reader/writer lock over one <see cref="BlockLockRecord"/> in shared memory.
 /// <para><b>Algorithm.</b> A per-slot counting reader/writer lock with a Dekker-style announcement between the two
 /// sides, a futex sequence word for sleeping, and ownership that is recorded by the atomic operation itself.</para>
-/// <para><b>States</b> of a record (slot <c>s</c> is a container member process; <c>R</c> = all reader bytes,
+/// <para><b>Layout 3</b> (<see cref="BlockLockDescriptor"/>): slot s's byte (count in bits 0-6, wait flag in bit 7) is
+/// on reader line g = s / 64; <c>L</c> = ReaderLines (bit g: line g may hold reads; set by a reader before its first
+/// hold, never cleared while the record is in use); <c>W</c> = Waiting is one bit per line (some slot of the line may
+/// wait; the slot's flag says which). Below, "R" means the counts of the lines L names, and "W ≠ 0" reads the line
+/// bits. The arguments that a writer may skip the lines L does not name, and that the shared W bit loses no waiter,
+/// are in docs/ARCHITECTURE.md §4 and at <see cref="AnyReaders"/> and <see cref="RefreshWaiting"/>.</para>
+/// <para><b>States</b> of a record (slot <c>s</c> is a container member process; <c>R</c> = all read counts,
 /// <c>O</c> = Owner, <c>W</c> = Waiting):</para>
 /// <code>
 ///   free            R = 0, O = 0
@@ -32,7 +38,8 @@ internal enum LockStatus
 /// <item>Read its byte b. If b = 0 and (O ≠ 0 or W ≠ 0), a writer owns or waits: sleep until O = 0 and W = 0
 /// (writer priority). If b &gt; 0 the process already holds a read and goes on even past a waiting writer
 /// (re-entry must not deadlock behind a writer that waits for this very read).</item>
-/// <item>CAS its byte b → b+1 on the readers word (fails and retries if any byte of the word changed).</item>
+/// <item>If b = 0, set its line's bit in L unless a load finds it set. Then CAS its byte b → b+1 on the readers word
+/// (fails and retries if any byte of the word changed).</item>
 /// <item>If b was 0, re-read O and W. If either is set, a writer announced itself between 1 and 2: undo 2 and
 /// go back to 1. If b was above 0, re-read O: if it is active, undo 2 and wait for it to clear (b may have been another
 /// thread's tentative 0→1, about to be undone, rather than a hold). With writer steps 1 and 3 these are Dekker
@@ -40,8 +47,9 @@ internal enum LockStatus
 /// </list>
 /// <para><b>Writer of slot s:</b></para>
 /// <list type="number">
-/// <item>CAS O: 0 → s+1. If it fails, set bit s of W (first waiting thread of the process), sleep until O = 0,
-/// retry; clear bit s of W once O is ours (last waiting thread of the process).</item>
+/// <item>CAS O: 0 → s+1. If it fails, set the slot's wait flag, then its line's bit of W (first waiting thread of the
+/// process), sleep until O = 0, retry; once O is ours the last waiting thread of the process clears its flag and
+/// refreshes the line's bit (<see cref="RefreshWaiting"/>).</item>
 /// <item>Read all reader words; sleep until they are all 0. New readers that do not already hold the block see
 /// O ≠ 0 and back off (reader step 3), so the drain terminates once present holders put.</item>
 /// <item>Set Active in O with a locked RMW, then re-read the reader words: if any is non-zero (a reader incremented
@@ -55,23 +63,24 @@ internal enum LockStatus
 /// FUTEX_WAIT either returns EAGAIN or is woken). Waiters spin for <see cref="LockWaitPolicy.SpinTicks"/> first:
 /// on this machine a futex wake of a halted vCPU costs ~22 µs while a spinning peer sees a store in ~0.05 µs.</para>
 /// <para><b>Crash safety.</b> Every shared fact is attributed to a slot by the word that carries it: a read is slot
-/// s's byte, a write is O = s+1, a waiting writer is bit s of W. So there is no window between an atomic update and
+/// s's count, a write is O = s+1, a waiting writer is slot s's wait flag. So there is no window between an atomic update and
 /// separate bookkeeping, and the broker's recovery (<see cref="ScrubSlot"/>) needs no log: it clears byte s, O if it
-/// names s (marking the block torn if O was active), and bit s of W, then wakes sleepers. A dead sleeper leaves at
+/// names s (marking the block torn if O was active), and refreshes its line's W bit, then wakes sleepers. A dead sleeper leaves at
 /// most bit 0 of Seq set, which costs one spurious wake.</para>
 /// <para><b>Repair of forged state</b> (<see cref="ClearUnowned"/>). Every member maps the records read-write, so a
 /// member can write any word, e.g. name a slot nobody holds in O: every later writer and reader of the block would
 /// wait forever. The broker therefore clears, from a record, everything attributed to a slot that has no live member:
-/// reader bytes (lowered to 0), an O whose slot field names no member (or no slot at all), W bits. It does so for every
+/// read counts (lowered to 0), an O whose slot field names no member (or no slot at all), wait flags (then W bits of lines
+/// where no flag is left). It does so for every
 /// record of a container when a member leaves or dies, and for one record when a waiter that has waited
 /// <see cref="LockWaitPolicy.RepairAfterTicks"/> (250 ms) asks (<see cref="ILockRepairRequester"/>, the wire's
-/// lock_check). The broker's own slot 63 has no member; for it the broker's ledger of what its threads really hold
+/// lock_check). The broker's own slot (the last of the record, 63 for one line) has no member; for it the broker's ledger of what its threads really hold
 /// stands in (the broker's BrokerSlotLedger: reads counted before their CAS, the O claim and release made under the
-/// ledger's gate with an owned flag in the same critical section, W bit 63 set and cleared under that gate with the
+/// ledger's gate with an owned flag in the same critical section, its wait flag set and cleared under that gate with the
 /// process-local waiter count).</para>
 /// <para><i>Why this cannot break mutual exclusion among live members.</i> Exclusion is the two Dekker handshakes
 /// above, and each is between words a live member wrote itself: its own byte, and O holding its own slot. The repair
-/// changes only words attributed to slots outside the live set, with a CAS (or an atomic And of exactly those W bits)
+/// changes only words attributed to slots outside the live set, with a CAS (and a W bit only by <see cref="RefreshWaiting"/>, which puts back any bit whose line has a flag)
 /// from the value it judged, so no live member's byte, W bit or O is ever altered: a live member's concurrent change of
 /// its own byte in the same word fails the CAS and the word is judged again, and if O changed after it was read (even
 /// back to the same memberless value and then to a live writer's slot) the CAS from the judged value fails unless the
@@ -80,7 +89,7 @@ internal enum LockStatus
 /// live writer's CAS 0 → s+1 succeed, and no live process believes it holds that O; clearing a memberless W bit only
 /// lets new readers in (writer priority, not exclusion). For slot 63 the same holds because the ledger's gate makes the
 /// judgement and the broker's own claims mutually exclusive: while it is held no broker thread can raise its read
-/// count, claim O or change W bit 63, so what is cleared is held by no broker thread (a broker read's tentative
+/// count, claim O or change its wait flag, so what is cleared is held by no broker thread (a broker read's tentative
 /// increment is already counted, so the byte is never lowered below it).</para>
 /// <para><i>Races with a slot being reassigned.</i> Slots are given to members under the broker's state lock, and the
 /// whole judgement runs under it, so the set of live slots cannot change while a record is judged: a member that joins
