@@ -13,6 +13,7 @@ internal sealed unsafe class Segment : IDisposable
 {
     private readonly RangeAllocator _data;
     private readonly RangeAllocator _records;
+    private readonly ulong[]? _reservedPages; // shared segments: bit p = page p is reserved and broker-populated, not punched since
     private SafeFd? _dataReadOnly;
 
     public Segment(uint id, uint containerId, long dataCapacity, long recordCapacity, long blockSize, bool dedicated, BrokerIdentity broker)
@@ -53,6 +54,7 @@ internal sealed unsafe class Segment : IDisposable
 
         _data = new RangeAllocator(dataCapacity);
         _records = new RangeAllocator(recordCapacity);
+        _reservedPages = dedicated ? null : new ulong[((dataCapacity >> 12) + 63) / 64];
     }
 
     public uint Id { get; }
@@ -111,12 +113,58 @@ internal sealed unsafe class Segment : IDisposable
         return true;
     }
 
+    /// <summary>Whether every page of [offset, offset+size) is reserved and populated in the broker's mapping already
+    /// (a shared segment's small objects share pages: 4 objects of 1 KiB to a page), so a create there needs neither
+    /// the fallocate nor the populate, two system calls of 2-5 µs each on this machine kind. Always false in a
+    /// dedicated segment.</summary>
+    public bool PagesReserved(long offset, long size)
+    {
+        if (_reservedPages is null)
+        {
+            return false;
+        }
+
+        for (long p = offset >> 12, end = (offset + size + 4095) >> 12; p < end; p++)
+        {
+            if ((_reservedPages[p >> 6] & (1UL << (int)(p & 63))) == 0)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Records that the pages of [offset, offset+size) were reserved (and are being populated).</summary>
+    public void MarkReserved(long offset, long size) => SetPages(offset >> 12, (offset + size + 4095) >> 12, true);
+
+    private void SetPages(long first, long end, bool reserved)
+    {
+        if (_reservedPages is null)
+        {
+            return;
+        }
+
+        for (long p = first; p < end; p++)
+        {
+            if (reserved)
+            {
+                _reservedPages[p >> 6] |= 1UL << (int)(p & 63);
+            }
+            else
+            {
+                _reservedPages[p >> 6] &= ~(1UL << (int)(p & 63));
+            }
+        }
+    }
+
     public void Free(long dataOffset, long size, long recordIndex, long blockCount)
     {
         // Nobody uses the object any more (destroy waited for that): zero its records for the next owner and give
         // whole pages of its data back to the system.
         System.Runtime.InteropServices.NativeMemory.Clear(Record(recordIndex), (nuint)(blockCount * BlockLockDescriptor.Size)); // may exceed 2 GiB: no Span
         Memfd.Release(DataFd, dataOffset, size);
+        SetPages((dataOffset + 4095) >> 12, (dataOffset + size) >> 12, false); // the whole pages Release punched
         _data.Free(dataOffset, size);
         _records.Free(recordIndex, blockCount);
     }

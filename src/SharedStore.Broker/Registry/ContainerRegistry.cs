@@ -246,7 +246,10 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         // before issue 16) outlived the creator's use, so it could run on after the object was destroyed, allocating
         // freed pages again, or after the segment was unmapped. Here the creator's use (its session, this thread)
         // keeps the object and its mapping alive until the population ends.
-        PopulateBeforeReply(o.Segment.DataMap, o.DataOffset, size);
+        if (o.FreshPages)
+        {
+            PopulateBeforeReply(o.Segment.DataMap, o.DataOffset, size);
+        }
 
         using (model.Enter())
         {

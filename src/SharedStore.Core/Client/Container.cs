@@ -88,7 +88,8 @@ public sealed class Container : IDisposable
     internal BrokerConnection Connection => _conn;
 
     /// <summary>The seed's <c>object_create</c>: allocates <paramref name="size"/> bytes (zeroed) and joins the object.
-    /// The memory is reserved before this returns, so running out is this call's NoResources, never a fault later.</summary>
+    /// The memory is reserved before this returns, so running out is this call's NoResources, never a fault later, and
+    /// it is present in this process's page tables (and the broker's): touching it takes no page fault.</summary>
     /// <exception cref="SharedStoreException">AlreadyExists; NoResources; PermissionDenied (creator-only container);
     /// Destroyed; InvalidArgument (size 0 or above 1 TiB, bad name); BrokerUnavailable.</exception>
     /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
