@@ -43,8 +43,9 @@ internal sealed class BrokerOptions
     /// <summary>Block size of containers that do not choose one (1 &lt;&lt; 20, 1 MiB, as in the seed).</summary>
     public int DefaultBlockSize { get; set; } = 1 << 20;
 
-    /// <summary>Objects at least this large are populated in the background after create (1 &lt;&lt; 26, 64 MiB).</summary>
-    public long BackgroundPopulateThreshold { get; set; } = 1L << 26;
+    /// <summary>Objects at least this large are populated by two threads at create (1 &lt;&lt; 26, 64 MiB); smaller ones
+    /// by the session thread alone. Either way before the reply (docs/ARCHITECTURE.md §7).</summary>
+    public long ParallelPopulateThreshold { get; set; } = 1L << 26;
 
     /// <summary>The device scheduler that applies asynchronous writes to objects' memory-region devices (Auto:
     /// <see cref="SharedStore.Devices.DeviceSchedulers"/> decides). docs/ARCHITECTURE.md §9 has the measurements.</summary>

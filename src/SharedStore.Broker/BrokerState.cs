@@ -73,6 +73,8 @@ internal sealed class BrokerState : IDisposable
 
     public void LeaveObject(ClientSession session, ObjectLeave req) => _registry.LeaveObject(session, req);
 
+    public bool TryDestroyObjectNow(ClientSession session, ObjectDestroy req) => _registry.TryDestroyObjectNow(session, req);
+
     public void DestroyObject(ClientSession session, ObjectDestroy req, TimeSpan timeout, CancellationToken token) =>
         _registry.DestroyObject(session, req, timeout, token);
 

@@ -179,6 +179,8 @@ internal sealed partial class ClientSession
 
         switch (req.BodyCase)
         {
+            case Request.BodyOneofCase.ObjectDestroy when DestroyObjectNow(req):
+                return true; // answered: no other member used it
             case Request.BodyOneofCase.ContainerDestroy:
             case Request.BodyOneofCase.ObjectDestroy:
             case Request.BodyOneofCase.Flush:
@@ -215,6 +217,27 @@ internal sealed partial class ClientSession
         catch (ObjectDisposedException)
         {
         }
+    }
+
+    /// <summary>object_destroy on the session thread when it need not wait (<see cref="ContainerRegistry.TryDestroyObjectNow"/>):
+    /// answered here, true; else false, nothing changed, and the caller runs it on the pool.</summary>
+    private bool DestroyObjectNow(Request req)
+    {
+        var resp = new Response { Id = req.Id };
+        try
+        {
+            if (!_state.TryDestroyObjectNow(this, req.ObjectDestroy))
+            {
+                return false;
+            }
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            ErrorReplies.Fill(resp, e, Kind(req.BodyCase), _server.Logger);
+        }
+
+        Reply((resp, null));
+        return true;
     }
 
     private void RunBlocking(Request req)

@@ -341,6 +341,73 @@ public sealed class DestroyTests : CrossProcessTest
         Assert.That(Entry(client, "c").Objects, Is.Empty);
     }
 
+    [Test]
+    public void ObjectDestroy_ThousandsInRandomOrder_FreeEveryByteAndRecordAndTheSameCreatesReuseTheSameSpace()
+    {
+        // Contract (issue 16): destroying many objects one by one, in any order, gives back every byte and lock record:
+        // the broker's charged bytes drop to what the container's shared segments' lock tables hold, the same creates
+        // again land at the same addresses (the freed ranges coalesced back: nothing grew, no segment was added), the
+        // reused lock records are zero (a new object's version is 0 after the old one was written), the objects'
+        // other handles are closed, and a second cycle leaks nothing. The container destroy then frees the rest.
+        const int count = 3000;
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        long before = client.Status().BytesInUse;
+        var c = client.CreateContainer("many", Gid);
+        var rng = new Random(16);
+        long[] sizes = [.. Enumerable.Range(0, count).Select(_ => (long)rng.Next(1, 48 << 10))]; // about 72 MiB: two shared segments
+        var order = Enumerable.Range(0, count).ToArray();
+        long? emptied = null;
+        nint[]? addresses = null;
+        for (int cycle = 0; cycle < 2; cycle++)
+        {
+            var objects = new SharedObject[count];
+            for (int i = 0; i < count; i++)
+            {
+                objects[i] = c.CreateObject($"o{i}", sizes[i]);
+                Assert.That(objects[i].Version, Is.Zero, $"cycle {cycle}: object {i}'s reused lock record is zero");
+            }
+
+            nint[] now = [.. objects.Select(o => o.GetAttributes().DataAddress)];
+            if (addresses is null)
+            {
+                addresses = now;
+            }
+            else
+            {
+                Assert.That(now, Is.EqualTo(addresses), "the same creates after a mass destroy reuse the same space");
+            }
+
+            var status = client.Status();
+            Assert.That(status.ObjectCount, Is.EqualTo(count));
+            var second = new Dictionary<int, SharedObject>();
+            for (int i = 0; i < count; i += 10)
+            {
+                objects[i].Write(0, [1], TimeSpan.FromSeconds(5));
+                second[i] = c.JoinObject($"o{i}"); // a second handle: the destroy through the first closes it too
+            }
+
+            rng.Shuffle(order);
+            foreach (int i in order)
+            {
+                objects[i].Destroy(TimeSpan.FromSeconds(10));
+                if (second.TryGetValue(i, out var other))
+                {
+                    Assert.Throws<ObjectDisposedException>(() => other.GetAttributes(), $"object {i}'s other handle is closed");
+                }
+            }
+
+            status = client.Status();
+            Assert.That(status.ObjectCount, Is.Zero);
+            Assert.That(status.BytesInUse - before, Is.GreaterThan(0).And.LessThan(32L << 20), "only the shared segments' lock tables are left");
+            emptied ??= status.BytesInUse;
+            Assert.That(status.BytesInUse, Is.EqualTo(emptied), $"cycle {cycle}: nothing leaked");
+        }
+
+        c.Destroy(TimeSpan.FromSeconds(30));
+        Assert.That(client.Status().BytesInUse, Is.EqualTo(before), "the container destroy freed its segments");
+    }
+
     /// <summary>Waits until a destroy has started waiting, as every client can see it: from that moment the broker refuses
     /// joins with Destroyed (the first test of this file). <paramref name="join"/> must change nothing that lasts: a
     /// member's second join of its container (AlreadyExists until the destroy starts), or a join of an object, whose

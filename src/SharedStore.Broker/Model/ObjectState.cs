@@ -19,6 +19,10 @@ internal sealed class ObjectState
     /// <summary>The uid whose memory quota the object's pages are charged to (its creator).</summary>
     public required uint ChargedUid { get; init; }
 
+    /// <summary>Some of the object's pages were not reserved before its create (see <see cref="Segment.PagesReserved"/>):
+    /// the create populates them in the broker's mapping.</summary>
+    public bool FreshPages { get; init; } = true;
+
     public bool Destroying { get; set; }
 
     /// <summary>Joins by all memberships (a membership may join an object several times).</summary>

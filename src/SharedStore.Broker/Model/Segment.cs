@@ -13,6 +13,7 @@ internal sealed unsafe class Segment : IDisposable
 {
     private readonly RangeAllocator _data;
     private readonly RangeAllocator _records;
+    private readonly ulong[]? _reservedPages; // shared segments: bit p = page p is reserved and broker-populated, not punched since
     private SafeFd? _dataReadOnly;
 
     public Segment(uint id, uint containerId, long dataCapacity, long recordCapacity, long blockSize, int lines, bool dedicated, BrokerIdentity broker)
@@ -56,6 +57,7 @@ internal sealed unsafe class Segment : IDisposable
 
         _data = new RangeAllocator(dataCapacity);
         _records = new RangeAllocator(recordCapacity);
+        _reservedPages = dedicated ? null : new ulong[((dataCapacity >> 12) + 63) / 64];
     }
 
     public uint Id { get; }
@@ -120,12 +122,58 @@ internal sealed unsafe class Segment : IDisposable
         return true;
     }
 
+    /// <summary>Whether every page of [offset, offset+size) is reserved and populated in the broker's mapping already
+    /// (a shared segment's small objects share pages: 4 objects of 1 KiB to a page), so a create there needs neither
+    /// the fallocate nor the populate, two system calls of 2-5 µs each on this machine kind. Always false in a
+    /// dedicated segment.</summary>
+    public bool PagesReserved(long offset, long size)
+    {
+        if (_reservedPages is null)
+        {
+            return false;
+        }
+
+        for (long p = offset >> 12, end = (offset + size + 4095) >> 12; p < end; p++)
+        {
+            if ((_reservedPages[p >> 6] & (1UL << (int)(p & 63))) == 0)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Records that the pages of [offset, offset+size) were reserved (and are being populated).</summary>
+    public void MarkReserved(long offset, long size) => SetPages(offset >> 12, (offset + size + 4095) >> 12, true);
+
+    private void SetPages(long first, long end, bool reserved)
+    {
+        if (_reservedPages is null)
+        {
+            return;
+        }
+
+        for (long p = first; p < end; p++)
+        {
+            if (reserved)
+            {
+                _reservedPages[p >> 6] |= 1UL << (int)(p & 63);
+            }
+            else
+            {
+                _reservedPages[p >> 6] &= ~(1UL << (int)(p & 63));
+            }
+        }
+    }
+
     public void Free(long dataOffset, long size, long recordIndex, long blockCount)
     {
         // Nobody uses the object any more (destroy waited for that): zero its records for the next owner and give
         // whole pages of its data back to the system.
         System.Runtime.InteropServices.NativeMemory.Clear(Record(recordIndex), (nuint)(blockCount * RecordSize)); // may exceed 2 GiB: no Span
         Memfd.Release(DataFd, dataOffset, size);
+        SetPages((dataOffset + 4095) >> 12, (dataOffset + size) >> 12, false); // the whole pages Release punched
         _data.Free(dataOffset, size);
         _records.Free(recordIndex, blockCount);
     }
@@ -140,12 +188,19 @@ internal sealed unsafe class Segment : IDisposable
     }
 }
 
-/// <summary>First-fit allocator of [0, capacity) ranges with coalescing frees. Broker-only, under the model lock.</summary>
+/// <summary>First-fit allocator of [0, capacity) ranges with coalescing frees. Broker-only, under the model lock.
+/// Free ranges are kept by start (ordered: first fit by address) and by end, so a free finds both neighbours it merges
+/// with in O(log n); it used to look for the range ending at its offset by walking every hole, which made freeing
+/// 100 000 objects quadratic once they were freed out of address order.</summary>
 internal sealed class RangeAllocator
 {
-    private readonly SortedDictionary<long, long> _free = new(); // offset -> length
+    private readonly SortedDictionary<long, long> _free = new(); // start -> length
+    private readonly Dictionary<long, long> _byEnd = []; // end -> start, of the same ranges
 
-    public RangeAllocator(long capacity) => _free[0] = capacity;
+    public RangeAllocator(long capacity) => Add(0, capacity);
+
+    /// <summary>Free ranges (for tests: a fully freed allocator has exactly one).</summary>
+    public int HoleCount => _free.Count;
 
     public long Allocate(long length, long align)
     {
@@ -158,16 +213,16 @@ internal sealed class RangeAllocator
                 continue;
             }
 
-            _free.Remove(offset);
+            RemoveRange(offset, len);
             if (pad > 0)
             {
-                _free[offset] = pad;
+                Add(offset, pad);
             }
 
             long rest = len - pad - length;
             if (rest > 0)
             {
-                _free[start + length] = rest;
+                Add(start + length, rest);
             }
 
             return start;
@@ -181,26 +236,30 @@ internal sealed class RangeAllocator
         long end = offset + length;
         if (_free.TryGetValue(end, out long nextLen))
         {
-            _free.Remove(end);
+            RemoveRange(end, nextLen);
             length += nextLen;
         }
 
-        // Find a free range ending exactly at offset (linear in the number of holes; holes are few).
-        foreach (var (o, l) in _free)
+        if (_byEnd.TryGetValue(offset, out long prevStart))
         {
-            if (o + l == offset)
-            {
-                _free[o] = l + length;
-                return;
-            }
-
-            if (o > offset)
-            {
-                break;
-            }
+            RemoveRange(prevStart, offset - prevStart);
+            length += offset - prevStart;
+            offset = prevStart;
         }
 
-        _free[offset] = length;
+        Add(offset, length);
+    }
+
+    private void Add(long offset, long length)
+    {
+        _free.Add(offset, length);
+        _byEnd.Add(offset + length, offset);
+    }
+
+    private void RemoveRange(long offset, long length)
+    {
+        _free.Remove(offset);
+        _byEnd.Remove(offset + length);
     }
 }
 

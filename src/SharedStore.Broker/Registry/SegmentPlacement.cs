@@ -64,8 +64,10 @@ internal sealed class SegmentPlacement(BrokerModel model, BrokerOptions options,
             }
         }
 
-        // Reserve the memory now: running out is a clean error here, never a SIGBUS in a client later.
-        if (reserve && !Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
+        // Reserve the memory now: running out is a clean error here, never a SIGBUS in a client later. Pages that
+        // earlier objects of a shared segment reserved and did not give back (partly used pages) are reserved already.
+        bool freshPages = !seg.PagesReserved(dataOffset, size);
+        if (reserve && freshPages && !Memfd.Reserve(seg.DataFd, dataOffset, size, out int errno))
         {
             seg.Free(dataOffset, size, record, blocks);
             memory.Release(chargeUid, pageBytes);
@@ -75,6 +77,11 @@ internal sealed class SegmentPlacement(BrokerModel model, BrokerOptions options,
             }
 
             throw new BrokerError(ErrorCode.NoResources, $"cannot reserve {size} bytes of shared memory: {Interop.Libc.StrError(errno)}");
+        }
+
+        if (reserve && freshPages)
+        {
+            seg.MarkReserved(dataOffset, size);
         }
 
         var o = new ObjectState
@@ -87,6 +94,7 @@ internal sealed class SegmentPlacement(BrokerModel model, BrokerOptions options,
             RecordIndex = record,
             BlockCount = blocks,
             ChargedUid = chargeUid,
+            FreshPages = freshPages,
         };
         seg.ObjectCount++;
         c.Objects.Add(o.Name, o);

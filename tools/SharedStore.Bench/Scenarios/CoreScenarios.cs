@@ -18,6 +18,7 @@ internal static partial class ScenarioRegistry
         new RecoveryKill9(),
         new CreateCost("create-16mib", 16L << 20),
         new CreateCost("create-1gib", 1L << 30),
+        new ManyObjects(),
         new SpscBaseline(),
     ];
 }
