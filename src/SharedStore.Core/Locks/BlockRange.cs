@@ -169,6 +169,20 @@ internal readonly unsafe struct BlockRange
         return LockStatus.Acquired;
     }
 
+    /// <summary>Write-holds every block only if none of them needs a wait, all or nothing: false, holding nothing, as
+    /// soon as one block is owned by another writer, has readers (this process's own leases included) or is wanted by
+    /// a waiting writer that got there first. Used by an asynchronous write that its caller applies itself when the
+    /// blocks are free (<c>SharedObject.AWrite</c>). It is <see cref="AcquireWrite"/> with a zero budget: every step
+    /// is tried once, nothing spins or sleeps, and the blocks taken before a busy one are released in reverse,
+    /// unchanged. A failed try may have announced itself for an instant (the Waiting bit, an Owner word while it
+    /// looked for readers); readers that backed off meanwhile are woken by the release, as after any writer that gave
+    /// up.</summary>
+    public bool TryAcquireWriteNow(LockWaitPolicy policy)
+    {
+        var wait = new LockWait(policy, TimeSpan.Zero, CancellationToken.None);
+        return AcquireWrite(ref wait) == LockStatus.Acquired;
+    }
+
     /// <summary>Releases the write of every block (ascending) after [<paramref name="offset"/>,
     /// <paramref name="offset"/>+<paramref name="length"/>) was written: see <see cref="ReleaseWrite(ReadOnlySpan{WrittenSpan})"/>.</summary>
     public void ReleaseWrite(long offset, long length)
