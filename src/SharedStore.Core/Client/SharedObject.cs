@@ -236,7 +236,7 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
-        if (data.Length > InlineMax && TryWriteDirect(offset, data))
+        if (MayWriteDirect(data.Length) && TryWriteDirect(offset, data))
         {
             return AppliedDirectly(data.Length);
         }
@@ -250,7 +250,7 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
-        if (data.Length > InlineMax && TryWriteDirect(offset, data))
+        if (MayWriteDirect(data.Length) && TryWriteDirect(offset, data))
         {
             operation = AppliedDirectly(data.Length);
             return true;
@@ -431,6 +431,10 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     /// rounds of 2048 writes went staged after one). Spending the time the staging copy would take anyway costs the
     /// caller nothing when the wait fails, and saves the second copy when it succeeds.</summary>
     private static long DirectWaitTicks(int bytes) => Math.Min(Stopwatch.Frequency / 1000, bytes * Stopwatch.Frequency / 16_000_000_000L);
+
+    /// <summary>Whether an awrite of <paramref name="bytes"/> may try the direct path: larger than a slot's inline
+    /// bytes, and the client's <see cref="AsyncWritePath"/> allows it.</summary>
+    private bool MayWriteDirect(int bytes) => bytes > InlineMax && _conn.Options.AsyncWritePath == AsyncWritePath.Client;
 
     private static AsyncOperation AppliedDirectly(int bytes)
     {
