@@ -13,7 +13,7 @@ internal readonly record struct WrittenSpan(long Offset, long Length);
 /// the blocks already taken are released in reverse order before the call returns, so a failed call holds nothing.
 /// A write release decides per block whether the block was rewritten whole (only then may its torn mark be cleared)
 /// and, in a durable container, marks it dirty. The range also owns the reads and changes of the blocks' Torn and
-/// Dirty flags. Every caller takes ranges through it: <c>SharedObject</c> (get, put, write, the WouldDeadlock check),
+/// Dirty flags. Every caller takes ranges through it: <c>SharedObject</c> (get, put, write, the direct path of awrite, the WouldDeadlock check),
 /// <c>ClientReadOperation</c> (aread), the broker's <c>AsyncApplier</c> (groups, chunked writes, broker-path reads)
 /// and <c>DurableStore</c> (write-back holds, restore's marks).
 /// <para><b>Why ascending order cannot deadlock.</b> Call a thread that waits inside a range acquisition
