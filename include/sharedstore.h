@@ -219,8 +219,12 @@ int object_write(int object_id, size_t offset, char *buf, size_t size);
 int object_write_timed(int object_id, size_t offset, char *buf, size_t size, int timeout_ms);
 
 /* Asynchronous object_write: returns an operation id (>= 0) as soon as `buf` has been copied into shared memory, so
- * `buf` need stay valid ONLY UNTIL THIS CALL RETURNS. The broker applies the write under the blocks' write locks;
- * this process's writes apply in submission order. Follow it with object_opstatus / object_opwait /
+ * `buf` need stay valid ONLY UNTIL THIS CALL RETURNS. A write of more than 84 bytes whose blocks are all free, while
+ * nothing this process submitted is still pending, is copied into the object by this call itself under the blocks'
+ * write locks (one copy, as object_write) and its operation is already completed when the call returns
+ * (object_opstatus 0, object_opcancel NOT_CANCELED, object_return the byte count). Otherwise the payload is staged
+ * and the broker applies it under the blocks' write locks. The call never waits for readers or other writers, and
+ * this process's writes apply in submission order either way. Follow it with object_opstatus / object_opwait /
  * object_opcancel, and end the id with object_return.
  * Errors: NOT_FOUND; INVALID_ARGUMENT (range outside the object, size 2 GiB or more, buf NULL); PERMISSION
  * (read-only member); WOULD_DEADLOCK (a write larger than a quarter of the staging area (2 MiB by default) over

@@ -178,7 +178,8 @@ internal sealed unsafe class Commands
 
             case "connect":
             {
-                // connect SOCKET [slots=N] [staging=BYTES] [full=wait|fail] [submit-timeout=MS]: the async options.
+                // connect SOCKET [slots=N] [staging=BYTES] [full=wait|fail] [submit-timeout=MS] [write-path=client|broker]:
+                // the async options.
                 var opts = new SharedStoreClientOptions { SocketPath = a[1], ClientName = $"testclient-{Environment.ProcessId}" };
                 foreach (string kv in a.Skip(2))
                 {
@@ -189,6 +190,7 @@ internal sealed unsafe class Commands
                         case "staging": opts.AsyncStagingBytes = L(p[1]); break;
                         case "full": opts.AsyncFullMode = p[1] == "fail" ? AsyncFullMode.Fail : AsyncFullMode.Wait; break;
                         case "submit-timeout": opts.AsyncSubmitTimeout = Ms(p[1]); break;
+                        case "write-path": opts.AsyncWritePath = p[1] == "broker" ? AsyncWritePath.Broker : AsyncWritePath.Client; break;
                         case "spin-us": opts.LockSpin = TimeSpan.FromMicroseconds(L(p[1])); break;
                         case "slice-ms": opts.TestSleepSlice = Ms(p[1]); break;
                         default: throw new NotSupportedException($"unknown connect option '{kv}'");

@@ -244,7 +244,9 @@ class Object:
         return Lease(op, ptr.value or 0, size, self.writable)
 
     def awrite(self, offset, data):
-        """object_awrite: returns an :class:`Operation` once ``data`` is copied into shared memory."""
+        """object_awrite: returns an :class:`Operation` once ``data`` is copied into shared memory. A write of more
+        than 84 bytes over free blocks, with nothing of this process pending, is applied by the call itself and its
+        operation is already completed; otherwise the broker applies it later, in submission order."""
         addr, n, keep = _buffer_address(data, writable=False)
         op = _check(library().object_awrite(self.id, offset, addr, n), "object_awrite")
         del keep

@@ -99,6 +99,10 @@ internal sealed unsafe class AsyncChannel : IDisposable
     /// <summary>Whether operations submitted so far are not all terminal yet (a racy but monotonic hint).</summary>
     public bool HasPending => Status.AnyPendingBelow(_producer.Position);
 
+    /// <summary>Spins (never sleeps) up to <paramref name="budgetTicks"/> until every operation submitted so far is
+    /// terminal by CompletedThrough; true when they are (at once when none is pending).</summary>
+    public bool SettleWithin(long budgetTicks) => Status.SpinCompletedThrough(_producer.Position, budgetTicks);
+
     /// <summary>Waits until every operation submitted so far is terminal (before a flush, leave or destroy, and before
     /// a synchronous write); false on timeout. True at once for a gone channel or a lost broker.</summary>
     /// <exception cref="OperationCanceledException"><paramref name="token"/> fired.</exception>

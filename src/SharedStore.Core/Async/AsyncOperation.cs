@@ -41,6 +41,21 @@ public enum AsyncReadPath
     Broker = 1,
 }
 
+/// <summary>Who copies an <see cref="SharedObject.AWrite(long, ReadOnlySpan{byte})"/> larger than a ring slot's
+/// inline bytes (84) into the object (docs/ARCHITECTURE.md §9.5, "Direct writes").</summary>
+public enum AsyncWritePath
+{
+    /// <summary>The calling thread, under the blocks' write locks, with one copy, when every block is free and nothing
+    /// this client submitted is still pending; the operation is then completed when the call returns. Otherwise the
+    /// write is staged and the broker applies it. The default.</summary>
+    Client = 0,
+
+    /// <summary>Always staged: the call copies the payload into staging and the broker copies it into the object (two
+    /// copies, the second on the broker's thread). For callers that want the call to return before the object is
+    /// touched, and for tests of the staged path.</summary>
+    Broker = 1,
+}
+
 /// <summary>
 /// Handle of an asynchronous operation (the seed's operation id): <see cref="Status"/> is <c>object_opstatus</c>,
 /// <see cref="Cancel"/> is <c>object_opcancel</c>, <see cref="Result"/> is <c>object_opreturn</c>. It is a value: copy
@@ -64,7 +79,8 @@ public readonly struct AsyncOperation : IEquatable<AsyncOperation>
         _last = last;
     }
 
-    /// <summary>The operation id: for writes, the ring position of its (last) message.</summary>
+    /// <summary>The operation id: for a staged write, the ring position of its (last) message; for a write its caller
+    /// applied itself (born completed), a negative number unique in this process.</summary>
     public long Id => _last;
 
     /// <summary>Whether this is a default (never submitted) handle.</summary>

@@ -1,8 +1,8 @@
 namespace SharedStore.Async;
 
 /// <summary>An operation whose state lives in this process's managed memory, not in a channel status word: a client-path
-/// aread, a broker-path read (finished by the completion thread), or a submission refused because the ring or staging
-/// was full. <see cref="AsyncOperation"/> wraps either this or a ring operation.</summary>
+/// aread, a broker-path read (finished by the completion thread), a submission refused because the ring or staging
+/// was full, or a write its caller applied itself (born completed). <see cref="AsyncOperation"/> wraps either this or a ring operation.</summary>
 internal abstract class ClientOperation
 {
     private const int Running = 0;
@@ -13,6 +13,22 @@ internal abstract class ClientOperation
     private long _result;
     private TaskCompletionSource<long>? _tcs;
     private readonly object _gate = new();
+
+    protected ClientOperation()
+    {
+    }
+
+    /// <summary>An operation that is terminal from birth: nothing can observe it running, so no lock is needed.</summary>
+    protected ClientOperation(AsyncStatus status, long result)
+    {
+        _result = result;
+        _state = status switch
+        {
+            AsyncStatus.Completed => DoneState,
+            AsyncStatus.Canceled => CanceledState,
+            _ => FailedState,
+        };
+    }
 
     public AsyncStatus Status => Volatile.Read(ref _state) switch
     {
@@ -114,9 +130,28 @@ internal abstract class ClientOperation
 /// Busy from the start, nothing submitted.</summary>
 internal sealed class RejectedOperation : ClientOperation
 {
-    public RejectedOperation() => Finish(AsyncStatus.Failed, -(long)ErrorCode.Busy);
+    public RejectedOperation()
+        : base(AsyncStatus.Failed, -(long)ErrorCode.Busy)
+    {
+    }
 
     public override long Id => -1;
+
+    public override bool Cancel() => false;
+}
+
+/// <summary>An asynchronous write that its caller applied itself, under the block write locks, before the call
+/// returned (docs/ARCHITECTURE.md §9.5, "Direct writes"): Completed with its byte count from the start. opcancel
+/// answers false (it was applied whole), opreturn the byte count, awaiting returns at once. Its id is negative and
+/// unique in this process (ring operations have ids ≥ 0, the refused submission -1).</summary>
+internal sealed class AppliedWriteOperation : ClientOperation
+{
+    private static long s_nextId = -1;
+
+    public AppliedWriteOperation(long bytes)
+        : base(AsyncStatus.Completed, bytes) => Id = Interlocked.Decrement(ref s_nextId);
+
+    public override long Id { get; }
 
     public override bool Cancel() => false;
 }

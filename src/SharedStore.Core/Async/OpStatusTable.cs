@@ -227,6 +227,39 @@ internal sealed unsafe class OpStatusTable
         }
     }
 
+    /// <summary>Spins, never sleeping, until every operation below ring position <paramref name="end"/> is terminal by
+    /// CompletedThrough; false once <paramref name="budgetTicks"/> passed (or the broker is lost). True at once when
+    /// nothing was submitted or the channel is gone (nothing of it is pending any more, as in <see cref="AnyPendingBelow"/>).
+    /// The direct path of an awrite spends at most about its own staging copy's time here (docs/ARCHITECTURE.md §9.5).</summary>
+    public bool SpinCompletedThrough(long end, long budgetTicks)
+    {
+        if (end == 0 || !_region.TryEnter())
+        {
+            return true;
+        }
+
+        try
+        {
+            long start = Stopwatch.GetTimestamp();
+            var spinner = default(SpinWait);
+            while (CompletedThrough < end)
+            {
+                if (_region.BrokerLost || Stopwatch.GetTimestamp() - start >= budgetTicks)
+                {
+                    return false;
+                }
+
+                spinner.SpinOnce(sleep1Threshold: -1);
+            }
+
+            return true;
+        }
+        finally
+        {
+            _region.Exit();
+        }
+    }
+
     /// <summary>Every op below this ring position is terminal (the broker's locked store after a batch's statuses).
     /// The caller holds a reference.</summary>
     private long CompletedThrough => Volatile.Read(ref _h->CompletedThrough);

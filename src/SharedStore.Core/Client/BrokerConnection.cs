@@ -20,6 +20,7 @@ internal sealed class BrokerConnection : IDisposable
 {
     private readonly SeqPacketSocket _socket;
     private readonly ConcurrentDictionary<ulong, PendingCall> _pending = new();
+    private long _directAsyncWrites;
     private readonly Thread _receiver;
     private readonly SharedStoreClientOptions _options;
     private readonly Lock _asyncGate = new();
@@ -182,6 +183,18 @@ internal sealed class BrokerConnection : IDisposable
             ThrowHelper.Timeout("write (waiting for this process's earlier asynchronous writes)");
         }
     }
+
+    /// <summary>Whether every asynchronous operation this process submitted through the ring so far is terminal, by
+    /// the channel's CompletedThrough, spinning for at most <paramref name="budgetTicks"/> (never sleeping) while some
+    /// are not. Exact for the calling thread's own earlier submissions and for any that happen before this call. True
+    /// when the channel is not open yet (nothing was ever submitted) or is gone. The direct path of an awrite is taken
+    /// only when this is true (<c>SharedObject.TryWriteDirect</c> has the ordering argument).</summary>
+    public bool AsyncOperationsSettled(long budgetTicks) => Volatile.Read(ref _channel) is not { } c || c.SettleWithin(budgetTicks);
+
+    /// <summary>Asynchronous writes this connection's callers applied themselves (the direct path).</summary>
+    public long DirectAsyncWrites => Interlocked.Read(ref _directAsyncWrites);
+
+    public void CountDirectAsyncWrite() => Interlocked.Increment(ref _directAsyncWrites);
 
     // ---- Calls --------------------------------------------------------------------------------------------
 

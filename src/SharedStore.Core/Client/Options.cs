@@ -47,6 +47,10 @@ public sealed class SharedStoreClientOptions
     /// <summary>Where <see cref="SharedObject.ARead(long, Memory{byte})"/> copies. Default: this process.</summary>
     public AsyncReadPath AsyncReadPath { get; set; } = AsyncReadPath.Client;
 
+    /// <summary>Who copies an <see cref="SharedObject.AWrite(long, ReadOnlySpan{byte})"/> larger than a ring slot's
+    /// inline bytes into the object. Default: this process, when it can without waiting (docs/ARCHITECTURE.md §9.5).</summary>
+    public AsyncWritePath AsyncWritePath { get; set; } = AsyncWritePath.Client;
+
     /// <summary>Submission ring slots (a power of two, 64 to 1 Mi; 0 = 16 Ki). Each slot is 128 bytes.</summary>
     public int AsyncRingSlots { get; set; }
 

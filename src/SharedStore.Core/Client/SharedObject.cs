@@ -1,8 +1,10 @@
+using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using SharedStore.Async;
 using SharedStore.Locks;
 using SharedStore.Protocol;
+using SharedStore.Queues;
 using SharedStore.Regions;
 
 namespace SharedStore;
@@ -155,6 +157,17 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
             ThrowFor(s, "write", cancellationToken);
         }
 
+        CopyAndRelease(range, offset, data);
+    }
+
+    /// <summary>The one copy of a write whose blocks <paramref name="range"/> this thread write-holds, and the release:
+    /// the blocks' versions go Pending, the bytes are copied, the object's version is published (after the data,
+    /// before the locks go: issue 17), the locks are released (a block rewritten whole loses its torn mark; a durable
+    /// container's blocks are marked dirty while still held), and a sleeper on the version is woken. Shared by
+    /// <see cref="Write(long, ReadOnlySpan{byte}, TimeSpan, CancellationToken)"/> and the direct path of
+    /// <see cref="AWrite(long, ReadOnlySpan{byte})"/>, so both leave exactly the same state.</summary>
+    private void CopyAndRelease(BlockRange range, long offset, ReadOnlySpan<byte> data)
+    {
         ObjectVersion.BeginWrite(_view, range.First, range.Last);
         data.CopyTo(new Span<byte>(_view.Data + offset, data.Length));
         long published = ObjectVersion.Publish(_view, range.First, range.Last); // after the data, before the locks go
@@ -162,18 +175,58 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
         ObjectVersion.WakeIfSleepers(_view.Locks, published); // no system call unless a waiter sleeps
     }
 
+    /// <summary>
+    /// The direct path of an asynchronous write (docs/ARCHITECTURE.md §9.5, "Direct writes"): when this process has
+    /// no asynchronous operation still pending and every block of the range can be write-held without waiting, the
+    /// caller copies the data into the object itself, once, exactly as <see cref="Write(long, ReadOnlySpan{byte}, TimeSpan, CancellationToken)"/>
+    /// does, and returns an operation that is born completed. Otherwise nothing was touched and the write is staged.
+    /// <para><b>Why this keeps the order of this process's writes.</b> (1) No earlier write can land after this one:
+    /// the path is taken only when the channel's CompletedThrough has reached the ring position of every submission
+    /// made so far (<see cref="BrokerConnection.AsyncOperationsSettled"/>; it may spin briefly for that, see
+    /// <see cref="DirectWaitTicks"/>), and the broker stores CompletedThrough only
+    /// after it released the write locks of everything below it, so every staged write that precedes this call in
+    /// program order (or happens before it through another thread) is already in the object, its locks released.
+    /// (2) No later write can land before this one: this call returns only after the bytes are copied and the locks
+    /// released, so any write submitted after it, staged or direct or synchronous, is submitted after this one is in
+    /// place. Writes of two threads whose calls overlap in time have no order to keep, as with two staged writes whose
+    /// submissions race for the submission lock. Broker-path reads count as pending operations too, so a direct write
+    /// never overtakes a read queued before it.</para>
+    /// </summary>
+    private bool TryWriteDirect(long offset, ReadOnlySpan<byte> data)
+    {
+        if (!_conn.AsyncOperationsSettled(DirectWaitTicks(data.Length)))
+        {
+            return false;
+        }
+
+        BlockRange range = _view.Range(offset, data.Length);
+        if (!range.TryAcquireWriteNow(_conn.WaitPolicy))
+        {
+            return false; // a block is held or wanted by someone else (or by a lease of this process): staged
+        }
+
+        CopyAndRelease(range, offset, data);
+        _conn.CountDirectAsyncWrite();
+        return true;
+    }
+
     /// <summary><see cref="Write(long, ReadOnlySpan{byte}, TimeSpan, CancellationToken)"/> without a timeout.</summary>
     public void Write(long offset, ReadOnlySpan<byte> data) => Write(offset, data, Timeout.InfiniteTimeSpan);
 
     /// <summary>
-    /// The seed's <c>object_awrite</c>: returns as soon as <paramref name="data"/> is in shared memory (in its ring
-    /// slot, or staged when larger than a slot); the broker's device scheduler applies it under the block write locks
-    /// later, so this never waits for readers. This process's writes apply in the order of their submissions. Writes
-    /// larger than a quarter of the staging area go in chunks that the broker applies under one hold of the range's
-    /// locks, as a whole; such a call waits until its last chunk is staged.
+    /// The seed's <c>object_awrite</c>: returns as soon as <paramref name="data"/> is in shared memory, and never waits
+    /// for readers or other writers. A write larger than a ring slot's inline bytes (84) whose blocks are all free, while
+    /// this process has no asynchronous operation pending, is copied into the object by this call itself, under the
+    /// blocks' write locks, with one copy (as <see cref="Write(long, ReadOnlySpan{byte}, TimeSpan, CancellationToken)"/>
+    /// would) and its operation is born completed. Otherwise the payload goes into its ring slot (up to 84 bytes) or is
+    /// staged, and the broker's device scheduler applies it under the block write locks later. Either way this
+    /// process's writes apply in the order of their submissions. Staged writes larger than a quarter of the staging area
+    /// go in chunks that the broker applies under one hold of the range's locks, as a whole; such a call waits until
+    /// its last chunk is staged.
     /// </summary>
-    /// <returns>The operation (object_opstatus / object_opcancel / object_opreturn); with
-    /// <see cref="AsyncFullMode.Fail"/>, an operation already Failed with <see cref="ErrorCode.Busy"/> when full.</returns>
+    /// <returns>The operation (object_opstatus / object_opcancel / object_opreturn): already Completed when this call
+    /// applied the write (opcancel then answers false); with <see cref="AsyncFullMode.Fail"/>, an operation already
+    /// Failed with <see cref="ErrorCode.Busy"/> when full.</returns>
     /// <exception cref="ArgumentOutOfRangeException">The range is outside the object (nothing submitted).</exception>
     /// <exception cref="ObjectDisposedException">The object or container was left.</exception>
     /// <exception cref="SharedStoreException">PermissionDenied (read-only member); WouldDeadlock (a chunked write over
@@ -183,6 +236,11 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
+        if (MayWriteDirect(data.Length) && TryWriteDirect(offset, data))
+        {
+            return AppliedDirectly(data.Length);
+        }
+
         return ChannelFor(offset, data.Length).SubmitWrite(ChannelTarget, offset, data, _conn.SubmitWait);
     }
 
@@ -192,6 +250,12 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     {
         ValidateRange(offset, data.Length);
         CheckWritable();
+        if (MayWriteDirect(data.Length) && TryWriteDirect(offset, data))
+        {
+            operation = AppliedDirectly(data.Length);
+            return true;
+        }
+
         operation = ChannelFor(offset, data.Length).SubmitWrite(ChannelTarget, offset, data, SpaceWait.FailAtOnce);
         return !(operation.Status == AsyncStatus.Failed && operation.Error == ErrorCode.Busy);
     }
@@ -359,6 +423,30 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     internal int LockLines => _view.Lines;
 
     internal BrokerConnection Connection => _conn;
+
+    /// <summary>Largest awrite carried inline in a ring slot of the default size (84 bytes); only larger ones may be
+    /// applied directly (<see cref="TryWriteDirect"/>), the ones that would otherwise be copied twice (staging, then
+    /// the object). An inline write costs one small copy into its slot and keeps the ring's batching (tens of millions
+    /// a second), where the direct path pays the lock and version protocol per write.</summary>
+    private const int InlineMax = ChannelDescriptor.DefaultSlotSize - RingDescriptor.SlotHeaderSize - ChannelMessage.HeaderSize;
+
+    /// <summary>How long an awrite of <paramref name="bytes"/> may spin for this process's earlier asynchronous
+    /// operations to finish before it gives up the direct path: about what its staging copy would cost (16 bytes a
+    /// nanosecond, a copy that stays in cache here), at most 1 ms. Without it, one staged write made every later one of
+    /// a stream staged too, each finding its predecessor still in the broker's hands (seen in awrite-1mib: whole
+    /// rounds of 2048 writes went staged after one). Spending the time the staging copy would take anyway costs the
+    /// caller nothing when the wait fails, and saves the second copy when it succeeds.</summary>
+    private static long DirectWaitTicks(int bytes) => Math.Min(Stopwatch.Frequency / 1000, bytes * Stopwatch.Frequency / 16_000_000_000L);
+
+    /// <summary>Whether an awrite of <paramref name="bytes"/> may try the direct path: larger than a slot's inline
+    /// bytes, and the client's <see cref="AsyncWritePath"/> allows it.</summary>
+    private bool MayWriteDirect(int bytes) => bytes > InlineMax && _conn.Options.AsyncWritePath == AsyncWritePath.Client;
+
+    private static AsyncOperation AppliedDirectly(int bytes)
+    {
+        var op = new AppliedWriteOperation(bytes);
+        return new AsyncOperation(op, 0, op.Id);
+    }
 
     /// <summary>The ids a channel message names this object by.</summary>
     internal ChannelTarget ChannelTarget => new(_container.Id, Id);

@@ -86,6 +86,11 @@ public sealed class SharedStoreClient : IDisposable
     /// <summary>Slots of this client's submission ring (opens the channel).</summary>
     public int AsyncRingSlots => Live().Channel.SlotCount;
 
+    /// <summary>Asynchronous writes (<see cref="SharedObject.AWrite(long, ReadOnlySpan{byte})"/>) that their callers
+    /// applied themselves because the blocks were free and nothing of this client was pending (born completed), since
+    /// this client last connected to its broker. The others went through the ring.</summary>
+    public long DirectAsyncWrites => Volatile.Read(ref _connection).DirectAsyncWrites;
+
     /// <summary>Waits until every asynchronous operation this client submitted so far has finished; false on timeout.</summary>
     public bool WaitForAsyncOperations(TimeSpan timeout) => Volatile.Read(ref _connection).WaitForAsyncOperations(timeout);
 

@@ -13,7 +13,7 @@ internal readonly record struct WrittenSpan(long Offset, long Length);
 /// the blocks already taken are released in reverse order before the call returns, so a failed call holds nothing.
 /// A write release decides per block whether the block was rewritten whole (only then may its torn mark be cleared)
 /// and, in a durable container, marks it dirty. The range also owns the reads and changes of the blocks' Torn and
-/// Dirty flags. Every caller takes ranges through it: <c>SharedObject</c> (get, put, write, the WouldDeadlock check),
+/// Dirty flags. Every caller takes ranges through it: <c>SharedObject</c> (get, put, write, the direct path of awrite, the WouldDeadlock check),
 /// <c>ClientReadOperation</c> (aread), the broker's <c>AsyncApplier</c> (groups, chunked writes, broker-path reads)
 /// and <c>DurableStore</c> (write-back holds, restore's marks).
 /// <para><b>Why ascending order cannot deadlock.</b> Call a thread that waits inside a range acquisition
@@ -167,6 +167,20 @@ internal readonly unsafe struct BlockRange
         }
 
         return LockStatus.Acquired;
+    }
+
+    /// <summary>Write-holds every block only if none of them needs a wait, all or nothing: false, holding nothing, as
+    /// soon as one block is owned by another writer, has readers (this process's own leases included) or is wanted by
+    /// a waiting writer that got there first. Used by an asynchronous write that its caller applies itself when the
+    /// blocks are free (<c>SharedObject.AWrite</c>). It is <see cref="AcquireWrite"/> with a zero budget: every step
+    /// is tried once, nothing spins or sleeps, and the blocks taken before a busy one are released in reverse,
+    /// unchanged. A failed try may have announced itself for an instant (the Waiting bit, an Owner word while it
+    /// looked for readers); readers that backed off meanwhile are woken by the release, as after any writer that gave
+    /// up.</summary>
+    public bool TryAcquireWriteNow(LockWaitPolicy policy)
+    {
+        var wait = new LockWait(policy, TimeSpan.Zero, CancellationToken.None);
+        return AcquireWrite(ref wait) == LockStatus.Acquired;
     }
 
     /// <summary>Releases the write of every block (ascending) after [<paramref name="offset"/>,
