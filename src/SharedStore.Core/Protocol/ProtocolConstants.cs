@@ -7,8 +7,9 @@ internal static class ProtocolConstants
     /// <remarks>2: replies larger than one part are split into parts (Response.part/more); holders lists every block.
     /// 3: the wire ErrorCode has the public ErrorCode's numbers (BUSY moved from 11, WouldDeadlock's number, to 13) and
     /// gained IO_ERROR = 14; internal errors carry an error id instead of the broker's stack trace.
-    /// 4: name_wait and its pushed name_event; lock tables of layout 2 (object versions in each lock record).</remarks>
-    public const uint ProtocolVersion = 4;
+    /// 4: name_wait and its pushed name_event; lock tables of layout 2 (object versions in each lock record).
+    /// 5: name_wait.join: the broker joins on the waiter's behalf and pushes the join's reply.</remarks>
+    public const uint ProtocolVersion = 5;
 
     /// <summary>Largest datagram either side sends or accepts (1 &lt;&lt; 20, 1 MiB).</summary>
     public const int MaxMessageBytes = 1 << 20;
