@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Model-checks model/blocklock.pml with spin (see docs/MODEL.md). One line per check, then "N passed, M failed".
+# Model-checks model/blocklock.pml and model/version.pml with spin (see docs/MODEL.md). One line per check, then "N passed, M failed".
 # Exits non-zero if any check has an unexpected outcome: a must-pass check with a violation or an incomplete
 # search, a mutant / expected counterexample that spin does NOT find, or spin/gcc/pan not running at all.
 #   pass : spin must explore the whole state space and find no violation.
@@ -20,7 +20,7 @@ command -v gcc >/dev/null 2>&1 || { echo "gcc is required" >&2; exit 2; }
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cp -r "$here"/blocklock.pml "$here"/mutants "$work"/
+cp -r "$here"/blocklock.pml "$here"/version.pml "$here"/mutants "$work"/
 JOBS=${JOBS:-2}
 
 SAFE="-DSAFETY -DNOCLAIM -DCOLLAPSE"     # assertions + invalid end states
@@ -32,7 +32,7 @@ run_check() {
     local idx=$1 name=$2 expect=$3 model=$4 dflags=$5 cflags=$6 pflags=$7 pattern=${8:-.}
     local dir="$work/run.$idx"
     mkdir -p "$dir/mutants"
-    cp "$work/blocklock.pml" "$dir"/; cp "$work"/mutants/*.pml "$dir/mutants/"
+    cp "$work/blocklock.pml" "$work/version.pml" "$dir"/; cp "$work"/mutants/*.pml "$dir/mutants/"
     local t0 t1 rc
     t0=$(date +%s.%N)
     ( cd "$dir" && spin -a $dflags "$model" >spin.out 2>&1 && gcc -O2 $cflags -o pan pan.c >cc.out 2>&1 \
@@ -125,6 +125,19 @@ check mutant-repair-ignores-ledger-c8 fail mutants/repair_ignores_ledger.pml "$F
 check mutant-repair-ignores-ledger-c9 fail mutants/repair_ignores_ledger.pml "$F -DCFG=9" "$SAFE" "$DEPTH" 'R\[s\]>0|nw==0|nr==0'
 check mutant-claim-outside-gate    fail mutants/claim_outside_gate.pml    "$F -DCFG=8" "$SAFE" "$DEPTH" "$MUTEX"
 check mutant-join-no-scrub         fail mutants/join_no_scrub.pml         "$F -DCFG=7 -DNFORGE=1" "$LIVE" "$DEPTH -a -f" 'acceptance cycle'
+V=version.pml
+LOST='excused'
+section "== Must pass: object versions (ObjectVersion; 2 writers, a waiter of 2 rounds, a reader), without and with one crash of any writer or the waiter at any step =="
+check version-nocrash              pass $V "-DMAXCRASH=0"              "$SAFE" "$DEPTH"
+check version-crash                pass $V "-DMAXCRASH=1"              "$SAFE" "$DEPTH"
+section "== Must fail: V1, a writer killed between its And and its FUTEX_WAKE: the next writer does not wake (the sleep slice does; documented) =="
+check V1-next-writer-wakes         fail $V "-DMAXCRASH=1 -DNEXT_WRITER_WAKES" "$SAFE" "$DEPTH" "$LOST"
+section "== Must fail: mutants of the version protocol (a protocol step removed or reordered) =="
+check mutant-version-no-wake       fail $V "-DMUT_NO_WAKE"             "$SAFE" "$DEPTH" "$LOST"
+check mutant-version-no-cas        fail $V "-DMUT_NO_CAS"              "$SAFE" "$DEPTH" "$LOST"
+check mutant-version-wake-before-clear fail $V "-DMUT_WAKE_BEFORE_CLEAR" "$SAFE" "$DEPTH" "$LOST"
+check mutant-version-add-before-copy fail $V "-DMUT_ADD_BEFORE_COPY"   "$SAFE" "$DEPTH" 'copied>=v'
+check mutant-version-no-pending    fail $V "-DMUT_NO_PENDING"          "$SAFE" "$DEPTH" 'b==255'
 wait
 
 passed=0 failed=0

@@ -84,6 +84,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
     private long _groupFirstBlock = long.MaxValue;
     private long _groupLastBlock = -1;
     private int _groupPending;
+    private bool _holdDone; // see HoldDone
 
     // A chunked write in progress.
     private AsyncTarget? _multiTarget;
@@ -535,8 +536,17 @@ internal sealed unsafe class AsyncApplier : IDisposable
         var range = new BlockRange(_groupTarget.View, _groupFirstBlock, _groupLastBlock);
         if (LockRange(range))
         {
+            _holdDone = true; // completions wait for the version (HoldDone)
             RunRequests(_group);
+            _holdDone = false;
             UnlockRange(range, _group);
+            foreach (var r in _group)
+            {
+                foreach (OpBinding b in r.Bindings)
+                {
+                    FinishHeld(b);
+                }
+            }
         }
         else
         {
@@ -660,13 +670,18 @@ internal sealed unsafe class AsyncApplier : IDisposable
         ref OpBinding? b = ref _bindings[pos & _slotMask];
         b ??= new OpBinding(this);
         b.Reset((nint)src, length);
+        b.HeldResult = -1;
         b.Position = pos;
         return b;
     }
 
     private void BindingDone(OpBinding b, TransferResult r)
     {
-        if (r.Succeeded)
+        if (r.Succeeded && Volatile.Read(ref _holdDone))
+        {
+            b.HeldResult = b.ResultOverride >= 0 ? b.ResultOverride : r.BytesTransferred; // finished by FinishHeld
+        }
+        else if (r.Succeeded)
         {
             Finish(b.Position, OpState.Done, b.ResultOverride >= 0 ? b.ResultOverride : r.BytesTransferred);
         }
@@ -675,7 +690,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
             Finish(b.Position, OpState.Failed, -(long)DeviceException.CodeOf(r.Errno, r.Status)); // one table: OutOfRange is InvalidArgument, EIO IoError
         }
 
-        if (b.Length >= LargeBinding)
+        if (b.Length >= LargeBinding && b.HeldResult < 0)
         {
             // A large staged write frees its staging when its own copy is done, not at the end of the batch: the
             // client may be waiting for exactly that space. Fence (status store before the sleeper check), then wake.
@@ -686,6 +701,33 @@ internal sealed unsafe class AsyncApplier : IDisposable
         if (Interlocked.Decrement(ref _groupPending) == 0)
         {
             _groupDone.Set();
+        }
+    }
+
+    // ---- Completion after publication (issue 17) ------------------------------------------------------------
+    //
+    // HoldDone: a write's Done must not be visible before the object's version counts it, so that a client that saw
+    // its awrite complete reads the new version (ObjectVersion, docs/ARCHITECTURE.md §4.1). While _holdDone is set (a
+    // group's copies, the last chunk of a chunked write) a successful binding keeps its result in HeldResult instead
+    // of finishing; the applier finishes it with FinishHeld after PublishAndRelease. Failures finish at once (they
+    // claim no version), and so do the earlier chunks of a chunked write (their staging must free while the client
+    // still submits).
+
+    /// <summary>Finishes a binding whose Done was held for the version's publication (no-op for one that was not).</summary>
+    private void FinishHeld(OpBinding b)
+    {
+        if (b.HeldResult < 0)
+        {
+            return;
+        }
+
+        Finish(b.Position, OpState.Done, b.HeldResult);
+        bool large = b.Length >= LargeBinding;
+        b.HeldResult = -1;
+        if (large)
+        {
+            Interlocked.MemoryBarrier(); // status store before the sleeper check, as in BindingDone
+            WakeClientIfWaiting();
         }
     }
 
@@ -755,6 +797,7 @@ internal sealed unsafe class AsyncApplier : IDisposable
             // The whole range was written: the whole-block check of the release is against all of it.
             var whole = new WrittenSpan(_multiOffset, _multiLength);
             PublishAndRelease(t.View.Range(_multiOffset, _multiLength), new ReadOnlySpan<WrittenSpan>(in whole));
+            FinishHeld(_bindings[pos & _slotMask]!); // the operation's Done after its version (HoldDone)
             _multiTarget = null;
         }
     }
@@ -773,7 +816,9 @@ internal sealed unsafe class AsyncApplier : IDisposable
         var req = Request(t.Device, RandomAccessOperation.Write, offset).Add(b);
         Covered(req) = length;
         _group.Add(req);
+        _holdDone = last; // the last chunk's Done waits for the version (HoldDone)
         RunRequests(_group);
+        _holdDone = false;
         ReturnRequests(_group);
         b.ResultOverride = -1;
     }
@@ -797,6 +842,9 @@ internal sealed unsafe class AsyncApplier : IDisposable
         public long Position { get; set; }
 
         public long ResultOverride { get; set; } = -1;
+
+        /// <summary>A Done result held until the version is published (HoldDone); -1 when none is held.</summary>
+        public long HeldResult { get; set; } = -1;
 
         protected internal override void OnTransferCompleted(TransferResult result) => Applier.BindingDone(this, result);
     }

@@ -64,8 +64,21 @@ internal sealed class BrokerState : IDisposable
 
     public void LeaveContainer(ClientSession session, uint containerId) => _registry.LeaveContainer(session, containerId);
 
-    public void DestroyContainer(ClientSession session, uint containerId, TimeSpan timeout, CancellationToken token) =>
-        _registry.DestroyContainer(session, containerId, timeout, token);
+    /// <summary>A destroy that times out or is canceled puts the container back (joins work again): the waiters for its
+    /// name, which found it "being destroyed", are told it exists (issue 17).</summary>
+    public void DestroyContainer(ClientSession session, uint containerId, TimeSpan timeout, CancellationToken token)
+    {
+        string? name = _registry.NameOf(session, containerId, null);
+        try
+        {
+            _registry.DestroyContainer(session, containerId, timeout, token);
+        }
+        catch (BrokerError e) when (e.Code is ErrorCode.Timeout or ErrorCode.Canceled && name is not null)
+        {
+            Names.Created(0, name); // after the model lock was released, as for a create (NameWaiters)
+            throw;
+        }
+    }
 
     public (ObjectInfo Info, SegmentGrant Grant) CreateObject(ClientSession session, ObjectCreate req) => _registry.CreateObject(session, req);
 
@@ -75,8 +88,21 @@ internal sealed class BrokerState : IDisposable
 
     public bool TryDestroyObjectNow(ClientSession session, ObjectDestroy req) => _registry.TryDestroyObjectNow(session, req);
 
-    public void DestroyObject(ClientSession session, ObjectDestroy req, TimeSpan timeout, CancellationToken token) =>
-        _registry.DestroyObject(session, req, timeout, token);
+    /// <summary>As <see cref="DestroyContainer"/>: an object put back by a timed-out or canceled destroy is announced
+    /// to its name's waiters.</summary>
+    public void DestroyObject(ClientSession session, ObjectDestroy req, TimeSpan timeout, CancellationToken token)
+    {
+        string? name = _registry.NameOf(session, req.ContainerId, req.ObjectId);
+        try
+        {
+            _registry.DestroyObject(session, req, timeout, token);
+        }
+        catch (BrokerError e) when (e.Code is ErrorCode.Timeout or ErrorCode.Canceled && name is not null)
+        {
+            Names.Created(req.ContainerId, name);
+            throw;
+        }
+    }
 
     public SegmentGrant FetchSegment(ClientSession session, SegmentFetch req) => _registry.FetchSegment(session, req);
 

@@ -121,6 +121,7 @@ internal sealed partial class ClientSession
                 }
             }
 
+            CloseNameJoins(); // no join for a name wait after this: the close below releases every membership
             _state.Names.SessionClosed(this);
             _state.SessionClosed(this);
             _socket.Dispose();

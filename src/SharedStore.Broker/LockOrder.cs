@@ -3,7 +3,9 @@ namespace SharedStore.Broker;
 /// <summary>The broker's ordered locks, outermost first. A thread may take a lock only while every lock it holds has a
 /// lower level (docs/ARCHITECTURE.md, "Who owns which lock"). Locks not listed here are leaves: their holders take no
 /// other lock (MemoryBudget, BrokerSlotLedger, ConnectionLimiter, BrokerServer's session list, the pools, NameWaiters: it
-/// checks existence under the model lock only after releasing its own, and sends only after taking a waiter out).</summary>
+/// checks existence under the model lock only after releasing its own, and sends only after taking a waiter out). One
+/// unlisted lock sits above them all: a session's name-join gate (ClientSession.Names.cs) is taken while holding no
+/// lock, and takes the model lock inside (the join made for a name waiter).</summary>
 internal enum LockLevel
 {
     /// <summary><see cref="DurableContainer.FlushGate"/>: one flush or write-back pass per durable container.</summary>

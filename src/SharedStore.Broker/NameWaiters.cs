@@ -13,6 +13,10 @@ namespace SharedStore.Broker;
 /// first, and the check sees the name, or the check came first, and then the registration (before the check) precedes
 /// the create's <see cref="Created"/>, which finds it. When both happen the waiter is taken out once: whoever removes it
 /// from the table under this lock sends the one answer (<see cref="TryTake"/>); so do the timer and a cancel.</para>
+/// <para><b>Join on the waiter's behalf</b> (<c>name_wait.join</c>, protocol 5). With a <see cref="JoinForWaiter"/> the
+/// answer is not a name_event but the reply of the join the waiter would make next, made by the broker for it (same
+/// checks, same errors): the waiter's return costs the one push, not a second round trip. A name destroyed between
+/// the event and that join (NotFound, Destroyed) is waited for again with the time left.</para>
 /// <para><b>Bounds.</b> At most <see cref="MaxPerSession"/> waits per session (BUSY beyond), each removed by its
 /// answer, its timeout (a timer), its cancel, or the session's end.</para>
 /// </summary>
@@ -44,9 +48,15 @@ internal sealed class NameWaiters
     /// ends, or the wait is canceled.</summary>
     /// <exception cref="BrokerError">Busy (too many waits), InvalidArgument (request id in use), or what
     /// <paramref name="exists"/> throws (NotFound for an object wait of a non-member…); nothing stays registered.</exception>
-    public void Wait(ClientSession session, ulong requestId, uint containerId, string name, TimeSpan timeout, Func<bool> exists)
+    /// <summary>Joins the awaited name for the waiting session and returns the reply to push; null when there is no
+    /// one to push to (the session is closing, and joins nothing). Throws <see cref="BrokerError"/> for the join's
+    /// errors; NotFound and Destroyed mean "the name went again".</summary>
+    public delegate (Response Response, SegmentGrant? Grant)? JoinForWaiter();
+
+    public void Wait(ClientSession session, ulong requestId, uint containerId, string name, TimeSpan timeout, Func<bool> exists, JoinForWaiter? join = null)
     {
-        var w = new Waiter(session, requestId, (containerId, name)) { Owner = this };
+        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        var w = new Waiter(session, requestId, (containerId, name)) { Owner = this, Exists = exists, Join = join, Deadline = deadline };
         lock (_gate)
         {
             int n = _perSession.GetValueOrDefault(session);
@@ -235,6 +245,12 @@ internal sealed class NameWaiters
     private static void Send(Waiter w, ErrorCode? error)
     {
         w.Timer?.Dispose();
+        if (error is null && w.Join is { } join)
+        {
+            SendJoined(w, join);
+            return;
+        }
+
         var r = new Response { Id = w.RequestId };
         if (error is { } e)
         {
@@ -251,6 +267,46 @@ internal sealed class NameWaiters
         w.Session.Push(r);
     }
 
+    // The name exists (or existed a moment ago): join it for the waiter and push the join's reply; when it went again,
+    // wait again with the time left (the waiter was taken out of the tables: this is a new registration).
+    private static void SendJoined(Waiter w, JoinForWaiter join)
+    {
+        (Response Response, SegmentGrant? Grant)? reply;
+        try
+        {
+            reply = join();
+        }
+        catch (BrokerError e) when (e.Code is ErrorCode.NotFound or ErrorCode.Destroyed)
+        {
+            long left = w.Deadline == long.MaxValue ? -1 : w.Deadline - Environment.TickCount64;
+            if (left == 0 || left < -1)
+            {
+                w.Session.Push(new Response { Id = w.RequestId, Error = Protocol.ErrorCode.Timeout, Message = $"{Describe(w)} did not appear in time" });
+                return;
+            }
+
+            try
+            {
+                w.Owner.Wait(w.Session, w.RequestId, w.Key.ContainerId, w.Key.Name, left == -1 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(left), w.Exists, join);
+            }
+            catch (BrokerError again)
+            {
+                w.Session.Push(new Response { Id = w.RequestId, Error = (Protocol.ErrorCode)again.Code, Message = again.Message });
+            }
+
+            return;
+        }
+        catch (BrokerError e)
+        {
+            reply = (new Response { Id = w.RequestId, Error = (Protocol.ErrorCode)e.Code, Message = e.Message }, null);
+        }
+
+        if (reply is { } r)
+        {
+            w.Session.Push(r);
+        }
+    }
+
     private static string Describe(Waiter w) =>
         w.Key.ContainerId == 0 ? $"container '{w.Key.Name}'" : $"object '{w.Key.Name}' (container {w.Key.ContainerId})";
 
@@ -263,6 +319,14 @@ internal sealed class NameWaiters
         public (uint ContainerId, string Name) Key { get; } = key;
 
         public NameWaiters Owner { get; set; } = null!;
+
+        public Func<bool> Exists { get; set; } = null!;
+
+        /// <summary>Set for name_wait.join: what builds the pushed reply.</summary>
+        public JoinForWaiter? Join { get; set; }
+
+        /// <summary>Environment.TickCount64 at which the wait ends; long.MaxValue for none.</summary>
+        public long Deadline { get; set; }
 
         public Timer? Timer { get; set; }
     }

@@ -68,6 +68,120 @@ public sealed class WaitTests : CrossProcessTest
     }
 
     [Test]
+    public void WaitForContainerAndObject_TheBrokerJoinsForTheWaiter_NoJoinRequestFollowsTheEvent()
+    {
+        // Contract (protocol 5): the broker joins a created name on the waiter's behalf and pushes the join, so the
+        // waiter's return costs the one push: no container_join or object_join request reaches the broker, and the
+        // handles work. (On protocol 4 the waiter sent a join after the event: one of each.)
+        using var broker = StartBroker();
+        using var observer = ConnectInProcess(broker);
+        var reader = Connect(broker, "reader");
+        var writer = Connect(broker, "writer");
+        int wait = reader.Send("wait-container later 30000");
+        Observe(() => writer.Ok("name-waits")[0] == "1", "the reader's container wait reaches the broker");
+        writer.Ok($"create-container later {Gid}");
+        reader.ExpectOk(wait);
+        wait = reader.Send("wait-object A 30000");
+        Observe(() => writer.Ok("name-waits")[0] == "1", "the reader's object wait reaches the broker");
+        writer.Ok("create-object A 4096");
+        reader.ExpectOk(wait);
+        Assert.That(Operations(observer, "container_join"), Is.EqualTo(0), "the broker joined the container for the waiter");
+        Assert.That(Operations(observer, "object_join"), Is.EqualTo(0), "the broker joined the object for the waiter");
+        writer.Ok("write A 0 10 7 5000");
+        Assert.That(ClientProcess.Field(reader.Ok("get A 0 10 5000"), "first"), Is.EqualTo("7"), "the pushed object handle maps the object");
+        Assert.That(Entry(observer, "later").MemberPids, Has.Count.EqualTo(2), "the waiter is a member, once");
+    }
+
+    [Test]
+    public void WaitForContainer_WaiterWithoutPermission_GetsPermissionDeniedAndNoMembership()
+    {
+        // Contract: the join the broker makes for a waiter has every check of a join: a user outside the container's
+        // group gets PermissionDenied when the container is created, not a handle, and is not made a member.
+        var (broker, root, nobody) = StartSystemBrokerWithNobody();
+        using var observer = ConnectInProcess(broker);
+        int wait = nobody.Send("wait-container private 30000");
+        Observe(() => root.Ok("name-waits")[0] == "1", "nobody's wait reaches the broker");
+        root.Ok($"create-container private {Gid}");
+        nobody.ExpectErr(wait, "PermissionDenied");
+        Assert.That(Entry(observer, "private").MemberPids, Has.Count.EqualTo(1), "only the creator is a member");
+        Assert.That(root.Ok("name-waits")[0], Is.EqualTo("0"));
+    }
+
+    [Test]
+    public void WaitForContainerAndObject_DuringADestroyThatIsPutBack_ReturnWhenTheNameIsBack()
+    {
+        // Contract: a name being destroyed does not exist for a waiter; when the destroy times out, the container or
+        // object is put back and its waiters return joined (the put-back announces the name as a create does). Seen
+        // failing on the code before: the waiters slept on to their timeout.
+        using var broker = StartBroker();
+        var owner = Connect(broker, "owner");
+        var member = Connect(broker, "member");
+        var waiter = Connect(broker, "waiter");
+        owner.Ok($"create-container c {Gid}");
+        owner.Ok("create-object A 4096");
+        member.Ok("join-container c");
+        member.Ok("join-object A");
+
+        int destroy = owner.Send("destroy-object A 1500");
+        owner.ExpectNoAnswerYet(destroy, because: "the member still uses A");
+        waiter.Ok("join-container c");
+        int wait = waiter.Send("wait-object A 30000");
+        Observe(() => owner.Ok("name-waits")[0] == "1", "the object wait reaches the broker while A is being destroyed");
+        owner.ExpectErr(destroy, "Timeout");
+        waiter.ExpectOk(wait);
+        waiter.Ok("leave-container");
+
+        destroy = owner.Send("destroy-container 1500");
+        owner.ExpectNoAnswerYet(destroy, because: "the member is still joined");
+        wait = waiter.Send("wait-container c 30000");
+        Observe(() => owner.Ok("name-waits")[0] == "1", "the container wait reaches the broker while c is being destroyed");
+        owner.ExpectErr(destroy, "Timeout");
+        waiter.ExpectOk(wait);
+    }
+
+    [Test]
+    public void AWrite_CompletedOperation_TheVersionAlreadyCountsIt()
+    {
+        // Contract: the broker publishes an awrite's version before its completion is visible, so a client that saw
+        // its awrite complete reads the new version; small awrites (a group) and a chunked one (its last chunk).
+        using var broker = StartBroker();
+        using var client = ConnectInProcess(broker);
+        using var c = client.CreateContainer("v", Gid);
+        using var obj = c.CreateObject("o", 64L << 20);
+        byte[] small = new byte[64];
+        for (int i = 1; i <= 2000; i++)
+        {
+            var op = obj.AWrite((i * 4096L) % obj.Size, small);
+            SpinUntilCompleted(op);
+            Assert.That(obj.Version, Is.EqualTo((long)i), $"awrite {i} completed");
+        }
+
+        byte[] big = new byte[48 << 20]; // above a quarter of the 32 MiB staging: chunked
+        var chunked = obj.AWrite(0, big);
+        SpinUntilCompleted(chunked);
+        Assert.That(obj.Version, Is.EqualTo(2001L), "the chunked awrite completed");
+    }
+
+    private static void SpinUntilCompleted(AsyncOperation op)
+    {
+        var sw = Stopwatch.StartNew();
+        while (op.Status == AsyncStatus.InProgress)
+        {
+            if (sw.Elapsed > s_observe)
+            {
+                Assert.Fail($"{op} did not complete within {s_observe}");
+            }
+
+            Thread.SpinWait(4); // look as often as a client that polls its operation would
+        }
+
+        Assert.That(op.Status, Is.EqualTo(AsyncStatus.Completed), op.ToString());
+    }
+
+    private static long Operations(SharedStoreClient observer, string kind) =>
+        (long)(observer.Status().Metrics.SingleOrDefault(m => m.Name == "sharedstore.broker.operations" && m.Tags == "kind=" + kind)?.Value ?? 0);
+
+    [Test]
     public void WaitForChange_WriteAWriteAndStillness_WakesOnEachWriteAndSleepsOtherwise()
     {
         // Contract: a waiter in another process sleeps (futex; its CPU time stays near 0) until a write completes,

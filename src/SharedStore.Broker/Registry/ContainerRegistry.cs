@@ -483,6 +483,23 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         }
     }
 
+    /// <summary>The name of the container <paramref name="containerId"/> (<paramref name="objectId"/> null) or of one
+    /// of its objects, for a member; null when there is none. Lets a destroy that was put back tell the name's
+    /// waiters (<see cref="BrokerState.DestroyContainer"/>).</summary>
+    public string? NameOf(ClientSession session, uint containerId, uint? objectId)
+    {
+        using (model.Enter())
+        {
+            if (!model.IsMember(session, containerId))
+            {
+                return null;
+            }
+
+            var c = model.Member(session, containerId).Container;
+            return objectId is not { } id ? c.Name : c.ObjectsById.TryGetValue(id, out var o) ? o.Name : null;
+        }
+    }
+
     // ---- Durable containers ---------------------------------------------------------------------------------
 
     /// <summary>container_flush: every write that completed before it is on disk when it returns.</summary>

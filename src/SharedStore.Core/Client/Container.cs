@@ -125,7 +125,8 @@ public sealed class Container : IDisposable
     }
 
     /// <summary>Joins the object <paramref name="name"/> as soon as it exists in this container: at once if it does,
-    /// else when the broker pushes the news of its creation (no polling: <c>name_wait</c>, docs/ARCHITECTURE.md §6).</summary>
+    /// else when the broker creates it, joins it for this client and pushes the join (no polling, no second round trip:
+    /// <c>name_wait</c>, docs/ARCHITECTURE.md §6).</summary>
     /// <exception cref="SharedStoreException">Timeout when it did not appear in time; BrokerUnavailable.</exception>
     /// <exception cref="OperationCanceledException">The token fired.</exception>
     /// <exception cref="ArgumentException"><paramref name="name"/> is null, empty or not valid UTF-16.</exception>
@@ -134,7 +135,7 @@ public sealed class Container : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(name);
         WireStrings.ThrowIfNotValidUtf16(name);
         ThrowIfClosed();
-        return NameWaitLoop.Run($"object '{name}' of container '{Name}'", timeout, cancellationToken, () => JoinObject(name, cancellationToken), () => _conn, Id, name, retryBrokerLoss: false);
+        return NameWaitLoop.Run($"object '{name}' of container '{Name}'", timeout, cancellationToken, () => _conn, Id, name, retryBrokerLoss: false, (_, resp, fds) => Open(resp, fds));
     }
 
     /// <summary>The seed's <c>container_destroy</c>: waits for this process's own pending asynchronous writes, refuses

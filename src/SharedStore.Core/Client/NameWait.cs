@@ -4,11 +4,12 @@ using SharedStore.Protocol;
 namespace SharedStore;
 
 /// <summary>
-/// Joining a container or object as soon as it exists, without polling (issue 17): try the join; when the name is not
-/// there, ask the broker to push a <c>name_event</c> when it is (<c>name_wait</c>, answered at once if it appeared
-/// meanwhile), then join again. The broker registers the wait before it checks the name, so no creation between the
-/// failed join and the wait is missed (docs/ARCHITECTURE.md §6, "Name waits"). A name destroyed between the event and
-/// the join is waited for again. One loop for both kinds; every caller uses it.
+/// Joining a container or object as soon as it exists, without polling (issue 17): one <c>name_wait</c> with
+/// <c>join</c> set. The broker registers the wait before it checks the name, so no creation is missed, and when the
+/// name exists (at once, or when it is created) it joins it on this client's behalf and pushes that join's reply
+/// (docs/ARCHITECTURE.md §6, "Name waits"): the call returns after the one push, with no second round trip. A name
+/// destroyed between the event and the join is waited for again by the broker. One loop for both kinds; every caller
+/// uses it.
 /// </summary>
 internal static class NameWaitLoop
 {
@@ -18,12 +19,12 @@ internal static class NameWaitLoop
     /// <param name="what">For messages: "container 'x'".</param>
     /// <param name="timeout">The whole call's budget.</param>
     /// <param name="cancellationToken">Cancels the wait (the broker's wait with it).</param>
-    /// <param name="join">The join; NotFound/Destroyed mean "not there yet".</param>
     /// <param name="connection">The connection to wait on (a container wait reconnects; an object wait uses its container's).</param>
     /// <param name="containerId">0 for a container name, else the object's container.</param>
     /// <param name="name">The name.</param>
     /// <param name="retryBrokerLoss">Wait across a broker restart (containers; an object's handles die with their broker).</param>
-    public static T Run<T>(string what, TimeSpan timeout, CancellationToken cancellationToken, Func<T> join, Func<BrokerConnection> connection, uint containerId, string name, bool retryBrokerLoss)
+    /// <param name="open">Makes the handle from the join reply the broker pushed (and the descriptors it carried).</param>
+    public static T Run<T>(string what, TimeSpan timeout, CancellationToken cancellationToken, Func<BrokerConnection> connection, uint containerId, string name, bool retryBrokerLoss, Func<BrokerConnection, Response, List<SafeFd>, T> open)
     {
         if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
         {
@@ -34,26 +35,17 @@ internal static class NameWaitLoop
         SharedStoreException? last = null;
         while (true)
         {
-            try
-            {
-                return join();
-            }
-            catch (SharedStoreException e) when (e.Code is ErrorCode.NotFound or ErrorCode.Destroyed
-                || (retryBrokerLoss && e.Code == ErrorCode.BrokerUnavailable))
-            {
-                last = e;
-            }
-
             TimeSpan left = timeout == Timeout.InfiniteTimeSpan ? Timeout.InfiniteTimeSpan : timeout - sw.Elapsed;
-            if (left != Timeout.InfiniteTimeSpan && left <= TimeSpan.Zero)
+            if (left != Timeout.InfiniteTimeSpan && left < TimeSpan.Zero)
             {
-                throw new SharedStoreException(ErrorCode.Timeout, $"{what} did not appear within {timeout} (last: {last.Code}: {last.Message})", last);
+                throw new SharedStoreException(ErrorCode.Timeout, $"{what} did not appear within {timeout}" + (last is null ? "" : $" (last: {last.Code}: {last.Message})"), last);
             }
 
             try
             {
                 var conn = connection();
-                conn.Call(new Request { NameWait = new Protocol.NameWait { ContainerId = containerId, Name = name } }, left, cancellationToken, brokerWaits: true);
+                var r = conn.Call(new Request { NameWait = new Protocol.NameWait { ContainerId = containerId, Name = name, Join = true } }, left, cancellationToken, brokerWaits: true);
+                return open(conn, r.Response, r.Fds);
             }
             catch (SharedStoreException e) when (e.Code == ErrorCode.Timeout)
             {
@@ -61,7 +53,7 @@ internal static class NameWaitLoop
             }
             catch (SharedStoreException e) when (retryBrokerLoss && e.Code == ErrorCode.BrokerUnavailable)
             {
-                // No broker to push anything: the next join connects again (and may start one, as the options say).
+                // No broker to push anything: the next wait connects again (and may start one, as the options say).
                 last = e;
                 cancellationToken.WaitHandle.WaitOne(s_brokerRetry);
                 cancellationToken.ThrowIfCancellationRequested();

@@ -193,7 +193,8 @@ public sealed class SharedStoreClient : IDisposable
 
     /// <summary>
     /// Joins the container <paramref name="name"/> as soon as it exists: at once if it does, else when the broker
-    /// pushes the news of its creation (no polling: <c>name_wait</c>, docs/ARCHITECTURE.md §6). A broker that is down
+    /// creates it, joins it for this client and pushes the join (no polling and no second round trip: <c>name_wait</c>,
+    /// docs/ARCHITECTURE.md §6). A broker that is down
     /// or restarting meanwhile is waited for too (the one case that retries, every 50 ms: there is no broker to push).
     /// </summary>
     /// <exception cref="SharedStoreException">Timeout when it did not appear in time; PermissionDenied; NoResources
@@ -205,7 +206,7 @@ public sealed class SharedStoreClient : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         WireStrings.ThrowIfNotValidUtf16(name);
-        return NameWaitLoop.Run($"container '{name}'", timeout, cancellationToken, () => JoinContainer(name, cancellationToken), Live, 0, name, retryBrokerLoss: true);
+        return NameWaitLoop.Run($"container '{name}'", timeout, cancellationToken, Live, 0, name, retryBrokerLoss: true, (conn, resp, _) => Track(new Container(this, conn, resp.Container)));
     }
 
     /// <summary>The seed's reader, <c>while ((con = container_join("con")) &lt; 0);</c>, without the polling:

@@ -38,10 +38,11 @@ internal enum VersionWaitStatus
 /// value returns EAGAIN at once. A write that finds the bit clear makes no system call: a write with no sleeper
 /// costs one locked add.</para>
 /// <para><b>Dead parties.</b> A waiter killed asleep leaves at most the bit: the next writer makes one needless
-/// FUTEX_WAKE and clears it. A writer killed between its add and its wake leaves sleepers queued with the bit set;
-/// they wake at the end of their sleep slice (<see cref="LockWaitPolicy.SleepSliceNs"/>, 50 ms) and see the new
-/// version, and the next writer wakes everyone anyway. A writer killed before its add leaves the version as it was
-/// (nothing completed) and its blocks Pending and torn.</para>
+/// FUTEX_WAKE and clears it. A writer killed between its add and its wake leaves sleepers queued; they wake at
+/// the end of their sleep slice (<see cref="LockWaitPolicy.SleepSliceNs"/>, 50 ms) and see the new version. The next
+/// writer wakes them sooner only while the bit is still set: a writer killed between its And and its FUTEX_WAKE has
+/// cleared it, so only the slice ends that sleep (finding V1 of model/version.pml, docs/MODEL.md). A writer killed
+/// before its add leaves the version as it was (nothing completed) and its blocks Pending and torn.</para>
 /// </summary>
 internal static unsafe class ObjectVersion
 {
@@ -142,10 +143,11 @@ internal static unsafe class ObjectVersion
         long start = Stopwatch.GetTimestamp();
         long deadline = timeoutTicks == long.MaxValue ? long.MaxValue : start + timeoutTicks;
         long spinEnd = Math.Min(deadline, start + policy.SpinTicks);
-        int spins = 0;
         while (Stopwatch.GetTimestamp() < spinEnd)
         {
-            Thread.SpinWait(++spins < 10 ? 1 << spins : 1 << 10);
+            // A short, fixed pause between looks, as the block locks' spin (LockWait): an exponential back-off to
+            // SpinWait(1024) (tens of µs) made a spinning waiter see a write 20 µs late (bench notify-xproc-spinning).
+            Thread.SpinWait(8);
             w = Volatile.Read(ref *word);
             if ((w >> 1) != lastSeen)
             {

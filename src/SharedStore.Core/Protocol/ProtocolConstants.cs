@@ -9,7 +9,8 @@ internal static class ProtocolConstants
     /// gained IO_ERROR = 14; internal errors carry an error id instead of the broker's stack trace.
     /// 4: name_wait and its pushed name_event; lock tables of layout 2 (object versions in each lock record).
     /// 5: lock tables of layout 3 (records of 1-64 reader lines, up to 4 096 slots); container_create's max_members;
-    /// ContainerInfo's max_members and lock_lines; lock_check lists slots instead of 64-bit masks.</remarks>
+    /// ContainerInfo's max_members and lock_lines; lock_check lists slots instead of 64-bit masks; name_wait.join: the
+    /// broker joins on the waiter's behalf and pushes the join's reply.</remarks>
     public const uint ProtocolVersion = 5;
 
     /// <summary>Largest datagram either side sends or accepts (1 &lt;&lt; 20, 1 MiB).</summary>

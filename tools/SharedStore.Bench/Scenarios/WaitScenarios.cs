@@ -89,12 +89,16 @@ internal sealed unsafe class WriteWithoutWaiters(string name, int size, int iter
 }
 
 /// <summary>µs from the return of a Write in one process to the return of WaitForChange in another (the waiter asleep
-/// on the futex, or spinning), against half a futex round trip between the same two processes.</summary>
+/// in FUTEX_WAIT on the version word, or spinning), against half a futex round trip between the same two processes.
+/// Both sides stamp with Stopwatch (CLOCK_MONOTONIC, one clock for every process): the writer right after Write
+/// returned, the waiter right after WaitForChange returned. The wake happens inside Write (after the locks are
+/// released), so a waiter woken on the other vCPU may return before the writer's FUTEX_WAKE system call does: such a
+/// sample is negative, and counts as it is. A second row gives the same from the Write's call.</summary>
 internal sealed unsafe class NotifyCrossProcess(string name, bool spinning) : IScenario
 {
     public string Name => name;
 
-    public string Description => $"µs from a Write's call to WaitForChange's return in another process, the waiter {(spinning ? "spinning" : "asleep")}, vs half a futex round trip";
+    public string Description => $"µs from a Write's return to WaitForChange's return in another process, the waiter {(spinning ? "spinning" : "asleep in FUTEX_WAIT (seen in /proc)")}, vs half a futex round trip";
 
     public IReadOnlyList<BenchResult> Run(BenchContext context)
     {
@@ -103,22 +107,18 @@ internal sealed unsafe class NotifyCrossProcess(string name, bool spinning) : IS
         using var con = client.CreateContainer("bench-handoff", SharedStoreClient.ProcessGroupId); // the pingpong child's container
         using var obj = con.CreateObject("n", 4096);
         using var ctl = con.CreateObject("ctl", 4096);
-        long* c = (long*)ctl.GetAttributes().DataAddress; // [0] phase, [2] waiter's return time, [8] futex word
+        long* c = (long*)ctl.GetAttributes().DataAddress; // [0] phase, [2] waiter's return time, [4] its word's address, [6] its tid, [8] futex word, [10] next-round word
         int rounds = Math.Max(50, (int)(2000 * context.Scale));
         using var child = new ChildProcess("notify", broker.SocketPath, "bench-handoff", rounds.ToString(CultureInfo.InvariantCulture), spinning ? "spin" : "sleep");
-        var samples = new List<double>();
+        var fromReturn = new List<double>();
+        var fromCall = new List<double>();
         byte[] one = [1];
-        long word = (long)obj.LockRecords + ObjectVersionDescriptor.VersionWordOffset;
         for (int i = 0; i < rounds; i++)
         {
             HandoffCrossProcess.SpinUntil(c, (2 * i) + 1); // the waiter is about to wait for version i + 1
             if (!spinning)
             {
-                // Observe the waiter asleep: it set the sleepers bit (after its 30 µs of spinning).
-                while ((Volatile.Read(ref *(long*)word) & ObjectVersionDescriptor.SleepersBit) == 0)
-                {
-                    Thread.SpinWait(20);
-                }
+                WaitUntilInFutexWait(child.Pid, c);
             }
             else
             {
@@ -129,18 +129,47 @@ internal sealed unsafe class NotifyCrossProcess(string name, bool spinning) : IS
                 }
             }
 
-            // From the call: the wake happens inside Write (after the locks are released), so a woken waiter on the
-            // other vCPU often returns before the writer's FUTEX_WAKE system call does (a negative figure "from the
-            // return"). The copy of one byte and the locks cost well under a microsecond.
             long called = Stopwatch.GetTimestamp();
             obj.Write(0, one);
-            SpinPast(c, (2 * i) + 1); // phase 2i+2, or already the next round's 2i+3 (c[2] stays until our next write)
-            samples.Add(Stats.Us(Volatile.Read(ref c[2]) - called));
+            long returned = Stopwatch.GetTimestamp();
+            SpinPast(c, (2 * i) + 1); // phase 2i+2: the waiter stamped its return
+            long woke = Volatile.Read(ref c[2]);
+            fromReturn.Add(Stats.Us(woke - returned));
+            fromCall.Add(Stats.Us(woke - called));
+            int* go = (int*)(c + 10);
+            Volatile.Write(ref *go, i + 1); // the waiter sleeps until then (see Child)
+            Interop.Libc.FutexWake(go, 1);
         }
 
         _ = child.Read(TimeSpan.FromSeconds(30)); // "done"
         double halfRtt = FutexPingPong(context, broker, c);
-        return [new BenchResult(Name, "median", "us", Stats.Median(samples.Skip(5)), "futex-pingpong", halfRtt)];
+        var r = fromReturn.Skip(5).ToList();
+        var k = fromCall.Skip(5).ToList();
+        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"  {Name}: from return p10/p50/p90 {Stats.Percentile(r, 10):F1}/{Stats.Percentile(r, 50):F1}/{Stats.Percentile(r, 90):F1} us, waiter first in {100.0 * r.Count(x => x < 0) / r.Count:F0} %; from call p10/p50/p90 {Stats.Percentile(k, 10):F1}/{Stats.Percentile(k, 50):F1}/{Stats.Percentile(k, 90):F1} us; futex-pingpong half RTT {halfRtt:F1} us"));
+        return
+        [
+            new BenchResult(Name, "median", "us", Stats.Median(fromReturn.Skip(5)), "futex-pingpong", halfRtt),
+            new BenchResult(Name + "-from-call", "median", "us", Stats.Median(fromCall.Skip(5)), "futex-pingpong", halfRtt),
+        ];
+    }
+
+    /// <summary>Observes the waiter's thread inside FUTEX_WAIT on its version word: /proc/PID/task/TID/syscall reads
+    /// "202 0xADDR …" (202 = futex on x86-64) while the thread is blocked in that call.</summary>
+    private static void WaitUntilInFutexWait(int pid, long* c)
+    {
+        string path = $"/proc/{pid}/task/{Volatile.Read(ref c[6])}/syscall";
+        string expect = $"202 0x{Volatile.Read(ref c[4]):x} ";
+        var sw = Stopwatch.StartNew();
+        while (!File.ReadAllText(path).StartsWith(expect, StringComparison.Ordinal))
+        {
+            if (sw.ElapsedMilliseconds > 30_000)
+            {
+                throw new TimeoutException($"the waiter never slept on its version word ({path}: {File.ReadAllText(path)})");
+            }
+
+            Thread.SpinWait(20);
+        }
     }
 
     private static void SpinPast(long* c, long phase)
@@ -195,6 +224,10 @@ internal sealed unsafe class NotifyCrossProcess(string name, bool spinning) : IS
         using var ctl = con.JoinObject("ctl");
         long* c = (long*)ctl.GetAttributes().DataAddress;
         int rounds = int.Parse(args[3], CultureInfo.InvariantCulture);
+        // For the parent's /proc check: this thread's id and the address it sleeps on (the version word).
+        string self = new FileInfo("/proc/thread-self").LinkTarget!; // "PID/task/TID"
+        Volatile.Write(ref c[4], (long)obj.LockRecords + ObjectVersionDescriptor.VersionWordOffset);
+        Volatile.Write(ref c[6], long.Parse(self[(self.LastIndexOf('/') + 1)..], CultureInfo.InvariantCulture));
         long seen = obj.Version;
         for (int i = 0; i < rounds; i++)
         {
@@ -202,6 +235,15 @@ internal sealed unsafe class NotifyCrossProcess(string name, bool spinning) : IS
             seen = obj.WaitForChange(seen, TimeSpan.FromSeconds(30));
             Volatile.Write(ref c[2], Stopwatch.GetTimestamp());
             Volatile.Write(ref c[0], (2 * i) + 2);
+
+            // Sleep (no spinning) until the parent has taken the sample: a waiter woken onto the writer's vCPU that
+            // went straight into its next WaitForChange would spin there for LockSpin and hold off the writer's
+            // return from Write, which is what the sample measures from.
+            int* go = (int*)(c + 10);
+            while (Volatile.Read(ref *go) != i + 1)
+            {
+                Interop.Libc.FutexWait(go, Volatile.Read(ref *go), 1_000_000_000);
+            }
         }
 
         Console.WriteLine("done");
