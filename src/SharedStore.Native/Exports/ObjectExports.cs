@@ -150,12 +150,12 @@ internal static unsafe class ObjectExports
                 return Calls.Invalid($"object_put: {operationId} is an asynchronous operation; end it with object_return");
             }
 
-            var lease = slot.Lease;
+            long first = slot.First, last = slot.Last;
             var owner = slot.Owner!;
             OperationTable.Return(slot);
             try
             {
-                lease.Dispose();
+                owner.Object.Put(first, last); // the claim above was the double-put check; the handle is open (the lease holds a use)
             }
             finally
             {
@@ -357,10 +357,10 @@ internal static unsafe class ObjectExports
                 return Errors.Fail(ErrorCode.NoResources, $"this process has {HandleId.Capacity} operations outstanding");
             }
 
-            ObjectLease lease;
+            Locks.BlockRange range;
             try
             {
-                lease = h.Object.Get(off, len, timeout);
+                range = h.Object.AcquireLease(off, len, timeout, default, out _, out _);
             }
             catch
             {
@@ -369,9 +369,14 @@ internal static unsafe class ObjectExports
             }
 
             slot.Kind = OperationKind.Lease;
-            slot.Lease = lease;
-            slot.Owner = h;
-            *buf = lease.Pointer;
+            slot.First = range.First;
+            slot.Last = range.Last;
+            if (!ReferenceEquals(slot.Owner, h))
+            {
+                slot.Owner = h;
+            }
+
+            *buf = h.Object.DataPointer + off;
             keepUse = true; // the lease holds its use of the object until object_put
             return OperationTable.Publish(slot);
         }

@@ -30,16 +30,22 @@ internal sealed class OperationSlot(int index)
     public int State = Free;
     public int Generation;
     public OperationKind Kind;
-    public ObjectLease Lease;
+
+    /// <summary>A lease's blocks (<see cref="SharedObject.AcquireLease"/>): released by object_put.</summary>
+    public long First;
+    public long Last;
     public AsyncOperation Operation;
+
+    /// <summary>The object the operation belongs to. Kept when the slot is freed: the next get through this slot is
+    /// most often on the same object, and a store of the same reference is skipped (no GC write barrier on the get
+    /// path); a stale owner in a free slot is never read (readers check <see cref="State"/> first), it only keeps the
+    /// closed handle alive until the slot is reused.</summary>
     public ObjectHandle? Owner;
     public ReadUse? Use;
 
     public void Clear()
     {
-        Lease = default;
         Operation = default;
-        Owner = null;
         Use = null;
     }
 }

@@ -11,6 +11,7 @@ internal static partial class ScenarioRegistry
     [
         new GetPut1Block(),
         new GetPut1Block2Proc(),
+        new GetPutPieces(),
         new Write64MiB(),
         new Write1MiB(),
         new Get64MiBCrossProcess(),

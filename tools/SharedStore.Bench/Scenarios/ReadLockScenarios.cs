@@ -173,3 +173,87 @@ internal sealed unsafe class GetPut1Block2Proc : IScenario
         }
     }
 }
+
+/// <summary>
+/// Where the time of a get+put goes (a diagnostic, no target): the same pair built up one piece at a time on the same
+/// block record, in one run, so the difference between two rows is the cost of the piece added. Rows, each against
+/// <c>pthread-rwlock-rd</c>: <c>two-cas</c> (a CAS increment and a CAS decrement of one word of the lock mapping: the
+/// floor of a reader lock whose release must be a locked RMW), <c>blocklock</c> (BlockLock.TryAcquireReadFast +
+/// ReleaseRead of block 0 with this process's slot: the writer checks, the Dekker re-check, the wake check),
+/// <c>blocklock+record</c> (plus renting and releasing a lease record), and <c>get-put</c> (SharedObject.Get + put).
+/// </summary>
+internal sealed unsafe class GetPutPieces : IScenario
+{
+    public string Name => "get-put-pieces";
+
+    public string Description => "diagnostic: ns of a get+put built up piece by piece (two CAS, block lock, lease record, full get/put) vs pthread-rwlock-rd";
+
+    public IReadOnlyList<BenchResult> Run(BenchContext context)
+    {
+        using var broker = new BenchBroker(context);
+        using var client = broker.Connect();
+        using var con = client.CreateContainer("bench-pieces", SharedStoreClient.ProcessGroupId);
+        using var obj = con.CreateObject("one-block", 1 << 20);
+        using var ctl = con.CreateObject("ctl", 4096);
+        byte* c = (byte*)ctl.GetAttributes().DataAddress;
+        long* word = (long*)c;
+        void* rw = c + 2048;
+        Pthread.InitShared(rw);
+        var rec = obj.LockRecords;
+        int slot = con.Slot;
+        int iters = Math.Max(100_000, (int)(5_000_000 * context.Scale));
+        string[] names = ["two-cas", "blocklock", "blocklock+record", "get-put", "pthread"];
+        var rows = names.Select(_ => new List<double>()).ToArray();
+        for (int round = 0; round < 9; round++)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < iters; i++)
+            {
+                long old = Volatile.Read(ref *word);
+                if (Interlocked.CompareExchange(ref *word, old + 1, old) == old)
+                {
+                    old++;
+                    _ = Interlocked.CompareExchange(ref *word, old - 1, old);
+                }
+            }
+
+            rows[0].Add(Stats.Ns(Stopwatch.GetTimestamp() - t0) / iters);
+
+            t0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < iters; i++)
+            {
+                if (Locks.BlockLock.TryAcquireReadFast(rec, slot))
+                {
+                    Locks.BlockLock.ReleaseRead(rec, slot);
+                }
+            }
+
+            rows[1].Add(Stats.Ns(Stopwatch.GetTimestamp() - t0) / iters);
+
+            t0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < iters; i++)
+            {
+                if (Locks.BlockLock.TryAcquireReadFast(rec, slot))
+                {
+                    var r = LeaseRecord.Rent(obj);
+                    Locks.BlockLock.ReleaseRead(rec, slot);
+                    LeaseRecord.Release(r, r.Generation);
+                }
+            }
+
+            rows[2].Add(Stats.Ns(Stopwatch.GetTimestamp() - t0) / iters);
+
+            t0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < iters; i++)
+            {
+                using var lease = obj.Get(0, 4096);
+            }
+
+            rows[3].Add(Stats.Ns(Stopwatch.GetTimestamp() - t0) / iters);
+            rows[4].Add(GetPut1Block2Proc.PthreadPairs(rw, iters));
+        }
+
+        double baseline = Stats.Median(rows[4].Skip(1));
+        return [.. names.Take(4).Select((n, i) => new BenchResult($"{Name}:{n}", "median", "ns", Stats.Median(rows[i].Skip(1)), "pthread-rwlock-rd", baseline))];
+    }
+}
