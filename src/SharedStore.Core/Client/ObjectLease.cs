@@ -111,8 +111,8 @@ public readonly unsafe struct ObjectLease : IDisposable
 
 /// <summary>The state behind an <see cref="ObjectLease"/>. Recycled through a per-thread free list, so a get/put
 /// pair allocates nothing; <see cref="Generation"/> tells a stale lease (a copy already put) from the live one.
-/// One thread-static read per rent and per release (the thread's <see cref="LeaseCache"/>); the record remembers its
-/// cache, which doubles as the owner-thread check.
+/// One thread-static read per rent (the thread's <see cref="LeaseCache"/>); the record remembers its cache, whose
+/// stack range is the owner-thread check of a release (<see cref="LeaseCache.IsCallingThread"/>).
 /// <para><b>No write barrier on the hot path.</b> The free list links records by index into the cache's array
 /// (<see cref="NextFree"/>), not by reference, and <see cref="Object"/> is stored only when it changes: a get/put
 /// pair writes no object reference, so it calls no GC write-barrier helper (three of them before: the object, the
@@ -152,7 +152,7 @@ internal sealed class LeaseRecord
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static LeaseRecord Rent(SharedObject obj)
     {
-        var r = LeaseCache.Current.Take();
+        var r = LeaseCache.Current.Take(); // the thread-static: the one cache that is surely this thread's
 
         // Only this thread references a record on its free list (stale leases compare generations and never write),
         // so a plain increment suffices here.
@@ -171,7 +171,7 @@ internal sealed class LeaseRecord
     public static bool Release(LeaseRecord r, int generation)
     {
         var owner = r.Owner;
-        if (owner == LeaseCache.CurrentOrNull)
+        if (owner.IsCallingThread())
         {
             if (r.Generation != generation)
             {
@@ -193,15 +193,34 @@ internal sealed class LeaseRecord
 /// <summary>A thread's lease records and their free list (indices into <see cref="_records"/>, so listing a record
 /// stores no reference). Records put by another thread are not listed by that thread; when the list is empty,
 /// <see cref="Take"/> looks for them (free: even generation, yet unlisted) before it makes new ones, and doubles the
-/// array when fewer than half were found, so the scan costs O(1) per rent, amortized.</summary>
+/// array when fewer than half were found, so the scan costs O(1) per rent, amortized.
+/// <para><b>Which thread is putting, without a thread-static read.</b> A [ThreadStatic] read costs a call to
+/// <c>__tls_get_addr</c> here (the runtime is a dlopen'ed library), about 2 ns, and a get/put pair made two (the
+/// bench's <c>get-put-pieces</c>). A rent still reads it (it must find the calling thread's own cache). A release only
+/// asks whether it runs on the record's owner thread: the cache records its thread's stack,
+/// [<see cref="_stackLow"/>, +<see cref="_stackSize"/>), from glibc when it is made, and <see cref="IsCallingThread"/>
+/// compares the address of a local with it. The stacks of live threads are disjoint, so while the owner lives, a
+/// caller whose stack pointer lies in its range is the owner. Once the owner has exited, new threads whose stacks reuse
+/// part of the range may take the owner path of its cache too, even two at once; but nobody takes records from a dead
+/// thread's cache any more (rents go through the thread-static), so what they list on it is never read again, and each
+/// of them only writes the generation of the record it puts, as the owner would. Managed code never runs on another
+/// stack (no sigaltstack, no fibers). When glibc cannot tell the range it is empty and every caller takes the
+/// other-thread path (a CAS; correct, and the record comes back through <see cref="Refill"/>). The one race this leaves
+/// is the one the thread-static check left too: two threads putting the same lease at the same instant, one of them on
+/// the owner path (see <see cref="ObjectLease.Dispose"/>).</para>
+/// </summary>
 internal sealed class LeaseCache
 {
     [ThreadStatic]
     private static LeaseCache? t_current;
 
+    private readonly nuint _stackLow;
+    private readonly nuint _stackSize;
     private LeaseRecord[] _records = [];
     private int _count;
     private int _free = -1;
+
+    private LeaseCache() => (_stackLow, _stackSize) = Interop.Libc.CurrentThreadStack();
 
     public static LeaseCache Current
     {
@@ -209,10 +228,12 @@ internal sealed class LeaseCache
         get => t_current ?? Create();
     }
 
-    public static LeaseCache? CurrentOrNull
+    /// <summary>Whether the caller runs on this cache's thread's stack (see the class comment).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public unsafe bool IsCallingThread()
     {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => t_current;
+        byte here = 0;
+        return (nuint)(&here) - _stackLow < _stackSize;
     }
 
     /// <summary>Unlists a free record (owner thread).</summary>
