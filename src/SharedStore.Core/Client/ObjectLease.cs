@@ -222,6 +222,9 @@ internal sealed class LeaseCache
 
     private LeaseCache() => (_stackLow, _stackSize) = Interop.Libc.CurrentThreadStack();
 
+    /// <summary>Records this thread has made (tests: records put by other threads come back instead of piling up).</summary>
+    internal int RecordCount => _count;
+
     public static LeaseCache Current
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
