@@ -78,22 +78,34 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     /// <exception cref="OperationCanceledException">The token fired while waiting. Nothing is held.</exception>
     public ObjectLease Get(long offset, long size, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ValidateRange(offset, size);
-        BlockRange range = _view.Range(offset, size);
-        if (!range.TryAcquireOneReadFast(out bool torn)) // the uncontended one-block get: one CAS, no clock, no wait state
-        {
-            torn = AcquireReads(range, timeout, cancellationToken);
-        }
-
-        var rec = LeaseRecord.Rent();
-        rec.Object = this;
+        BlockRange range = AcquireLease(offset, size, timeout, cancellationToken, out bool torn, out long version);
+        var rec = LeaseRecord.Rent(this);
         rec.Offset = offset;
         rec.Length = size;
         rec.First = range.First;
         rec.Last = range.Last;
         rec.Torn = torn;
-        rec.Version = ObjectVersion.Read(_view.Locks); // under the read locks: every write of these blocks up to it is in
+        rec.Version = version;
         return new ObjectLease(rec, rec.Generation);
+    }
+
+    /// <summary>The locking half of <see cref="Get(long, long, TimeSpan, CancellationToken)"/>, with its checks and
+    /// errors, for a caller that keeps the hold in a record of its own (the C library's operation table, whose slot
+    /// claim is the double-put check) instead of a lease record: the blocks of the range are read-held on return, and
+    /// <see cref="Put"/>(First, Last) releases them. <paramref name="version"/>: the object's version read under the
+    /// read locks, so every write of these blocks up to it is in the range.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal BlockRange AcquireLease(long offset, long size, TimeSpan timeout, CancellationToken cancellationToken, out bool torn, out long version)
+    {
+        ValidateRange(offset, size);
+        BlockRange range = _view.Range(offset, size);
+        if (!range.TryAcquireOneReadFast(out torn)) // the uncontended one-block get: one CAS, no clock, no wait state
+        {
+            torn = AcquireReads(range, timeout, cancellationToken);
+        }
+
+        version = ObjectVersion.Read(_view.Locks); // under the read locks: every write of these blocks up to it is in
+        return range;
     }
 
     private bool AcquireReads(BlockRange range, TimeSpan timeout, CancellationToken cancellationToken)
@@ -109,6 +121,7 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     }
 
     /// <summary><see cref="Get(long, long, TimeSpan, CancellationToken)"/> without a timeout.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // one call on the hot path, not two
     public ObjectLease Get(long offset, long size) => Get(offset, size, Timeout.InfiniteTimeSpan);
 
     /// <summary>Releases the read locks of a lease (called by <see cref="ObjectLease.Dispose"/>).</summary>

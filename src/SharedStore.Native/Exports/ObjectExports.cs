@@ -23,9 +23,10 @@ internal unsafe struct ObjectInfoNative
 }
 
 /// <summary>object_create, object_join, object_leave, object_destroy, object_getattr, object_write, object_get and
-/// object_put. Calls on an object id take a use of it (<see cref="Handle"/>) for their duration; a lease keeps its
-/// use until object_put, so leaving an object or its container while a lease is out is refused (Busy) instead of
-/// unmapping memory under the caller's pointer.</summary>
+/// object_put. Calls on an object id take a use of it (<see cref="Handle"/>) for their duration, except get and put,
+/// which announce themselves in their operation slot instead (<see cref="ObjectHandle"/>: no locked instruction
+/// beyond the block lock's and the put's claim); a lease lives in its slot until object_put, so leaving an object or
+/// its container while a lease is out is refused (Busy) instead of unmapping memory under the caller's pointer.</summary>
 internal static unsafe class ObjectExports
 {
     [UnmanagedCallersOnly(EntryPoint = "object_create")]
@@ -133,13 +134,15 @@ internal static unsafe class ObjectExports
         GetCore(objectId, offset, size, buf, Calls.Timeout(timeoutMs));
 
     /// <summary>object_put: ends the lease of an object_get. The slot is claimed with one CAS, so two threads putting
-    /// the same id cannot both release it, and a stale id (already put; its slot's generation moved on) is NotFound.</summary>
+    /// the same id cannot both release it, and a stale id (already put; its slot's generation moved on) is NotFound.
+    /// The put takes no use of the object: the claimed slot (Putting) keeps a close away until the release is done
+    /// (<see cref="ObjectHandle"/>).</summary>
     [UnmanagedCallersOnly(EntryPoint = "object_put")]
     public static int Put(int operationId)
     {
         try
         {
-            if (!OperationTable.TryClaim(operationId, out var slot))
+            if (!OperationTable.TryClaimForPut(operationId, out var slot))
             {
                 return Errors.Fail(ErrorCode.NotFound, $"object_put: {operationId} is not a lease this process holds (never got, or already put)");
             }
@@ -150,16 +153,13 @@ internal static unsafe class ObjectExports
                 return Calls.Invalid($"object_put: {operationId} is an asynchronous operation; end it with object_return");
             }
 
-            var lease = slot.Lease;
-            var owner = slot.Owner!;
-            OperationTable.Return(slot);
             try
             {
-                lease.Dispose();
+                slot.Owner!.Object.Put(slot.First, slot.Last); // the claim above was the double-put check
             }
             finally
             {
-                owner.Exit(); // the lease's use of its object
+                OperationTable.EndPut(slot);
             }
 
             return 0;
@@ -325,17 +325,18 @@ internal static unsafe class ObjectExports
         }
     }
 
+    /// <summary>object_get: no use of the object is taken; the rented slot announces the get before the closing bit
+    /// is checked, and holds the lease afterwards (<see cref="ObjectHandle"/>).</summary>
     private static int GetCore(int objectId, nuint offset, nuint size, byte** buf, TimeSpan timeout)
     {
-        var h = Calls.Objects.Enter(objectId);
-        if (h is null)
-        {
-            return Calls.NotFound("object", objectId);
-        }
-
-        bool keepUse = false;
         try
         {
+            var h = Calls.Objects.Find(objectId);
+            if (h is null)
+            {
+                return Calls.NotFound("object", objectId);
+            }
+
             if (buf is null)
             {
                 return Calls.Invalid("object_get: buf is NULL");
@@ -346,45 +347,50 @@ internal static unsafe class ObjectExports
                 return Calls.Invalid($"object_get: offset {offset} or size {size} is outside any object");
             }
 
-            if (h.BrokerLost)
-            {
-                return Calls.BrokerLost();
-            }
-
             var slot = OperationTable.Rent();
             if (slot is null)
             {
                 return Errors.Fail(ErrorCode.NoResources, $"this process has {HandleId.Capacity} operations outstanding");
             }
 
-            ObjectLease lease;
+            slot.Kind = OperationKind.Lease;
+            if (!ReferenceEquals(slot.Owner, h))
+            {
+                slot.Owner = h;
+            }
+
+            OperationTable.Announce(slot);
+            Locks.BlockRange range;
             try
             {
-                lease = h.Object.Get(off, len, timeout);
+                if (h.IsClosing) // after the announcement: see ObjectHandle
+                {
+                    OperationTable.Withdraw(slot);
+                    return Calls.NotFound("object", objectId);
+                }
+
+                if (h.BrokerLost)
+                {
+                    OperationTable.Withdraw(slot);
+                    return Calls.BrokerLost();
+                }
+
+                range = h.Object.AcquireLease(off, len, timeout, default, out _, out _);
             }
             catch
             {
-                OperationTable.Return(slot);
+                OperationTable.Withdraw(slot);
                 throw;
             }
 
-            slot.Kind = OperationKind.Lease;
-            slot.Lease = lease;
-            slot.Owner = h;
-            *buf = lease.Pointer;
-            keepUse = true; // the lease holds its use of the object until object_put
+            slot.First = range.First;
+            slot.Last = range.Last;
+            *buf = h.Object.DataPointer + off;
             return OperationTable.Publish(slot);
         }
         catch (Exception e)
         {
             return Errors.From(e);
-        }
-        finally
-        {
-            if (!keepUse)
-            {
-                h.Exit();
-            }
         }
     }
 }

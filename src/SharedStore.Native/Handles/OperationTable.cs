@@ -14,9 +14,10 @@ internal enum OperationKind
 /// <summary>
 /// One slot of the operation table. Slots are allocated once and reused, so a get/put pair allocates nothing.
 /// <see cref="State"/> is the id of the operation that lives in the slot, or -1 when it is free.
-/// <para><b>Publication rule</b>: the fields are written while <see cref="State"/> is -1 and by the one thread that
-/// rented the slot; then <see cref="State"/> is set to the id with a release store. A thread that <i>ends</i> the
-/// operation (put, return, leave) first CASes <see cref="State"/> from the id to -1: exactly one such thread wins, and
+/// <para><b>Publication rule</b>: the fields are written while <see cref="State"/> is -1 (or, for a get,
+/// <see cref="Announced"/>) and by the one thread that rented the slot; then <see cref="State"/> is set to the id with
+/// a release store. A thread that <i>ends</i> the operation (return, leave) first CASes <see cref="State"/> from the id
+/// to -1 (a put: to <see cref="Putting"/>, and to -1 once its release is done): exactly one such thread wins, and
 /// it owns the fields from then on (the CAS is a full fence, so it sees them as published). A thread that only
 /// <i>reads</i> (opstatus, opcancel, opwait) copies the fields between two reads of <see cref="State"/> with a full
 /// fence before the second (<see cref="OperationTable.TryRead"/>): if both read the id, nothing ended or reused the
@@ -26,20 +27,32 @@ internal sealed class OperationSlot(int index)
 {
     public const int Free = -1;
 
+    /// <summary>A get on <see cref="Owner"/> is in progress in this slot (see <see cref="ObjectHandle"/>).</summary>
+    public const int Announced = -2;
+
+    /// <summary>A put of the lease that lived in this slot is in progress.</summary>
+    public const int Putting = -3;
+
     public readonly int Index = index;
     public int State = Free;
     public int Generation;
     public OperationKind Kind;
-    public ObjectLease Lease;
+
+    /// <summary>A lease's blocks (<see cref="SharedObject.AcquireLease"/>): released by object_put.</summary>
+    public long First;
+    public long Last;
     public AsyncOperation Operation;
+
+    /// <summary>The object the operation belongs to. Kept when the slot is freed: the next get through this slot is
+    /// most often on the same object, and a store of the same reference is skipped (no GC write barrier on the get
+    /// path); a stale owner in a free slot is never read (readers check <see cref="State"/> first), it only keeps the
+    /// closed handle alive until the slot is reused.</summary>
     public ObjectHandle? Owner;
     public ReadUse? Use;
 
     public void Clear()
     {
-        Lease = default;
         Operation = default;
-        Owner = null;
         Use = null;
     }
 }
@@ -140,6 +153,58 @@ internal static class OperationTable
     {
         slot = Find(id)!;
         return slot is not null && Interlocked.CompareExchange(ref slot.State, OperationSlot.Free, id) == id;
+    }
+
+    /// <summary>A get on <paramref name="slot"/>'s owner starts (the slot is rented, its Kind and Owner set): the
+    /// announcement a close scans for. The caller loads the owner's closing bit after this.</summary>
+    public static void Announce(OperationSlot slot) => Volatile.Write(ref slot.State, OperationSlot.Announced);
+
+    /// <summary>Ends an announcement that published no operation (the get backed out or failed) and gives the slot back.</summary>
+    public static void Withdraw(OperationSlot slot)
+    {
+        Volatile.Write(ref slot.State, OperationSlot.Free);
+        Return(slot);
+    }
+
+    /// <summary>object_put's claim: the lease <paramref name="id"/> becomes a put in progress (one CAS, so two
+    /// threads putting the same id cannot both win). The caller ends it with <see cref="EndPut"/>, or gives the
+    /// operation back with <see cref="Publish"/>.</summary>
+    public static bool TryClaimForPut(int id, out OperationSlot slot)
+    {
+        slot = Find(id)!;
+        return slot is not null && Interlocked.CompareExchange(ref slot.State, OperationSlot.Putting, id) == id;
+    }
+
+    /// <summary>The put's release is done: the slot is free and given back.</summary>
+    public static void EndPut(OperationSlot slot)
+    {
+        Volatile.Write(ref slot.State, OperationSlot.Free);
+        Return(slot);
+    }
+
+    /// <summary>Whether a lease of <paramref name="owner"/> lives in a slot, or a get or put on it is in progress.
+    /// Run after the owner's closing bit is set and a process-wide barrier (<see cref="ObjectHandle"/>).</summary>
+    public static bool AnyLeaseOf(ObjectHandle owner)
+    {
+        int high = Volatile.Read(ref s_highWater);
+        for (int i = 0; i < high; i++)
+        {
+            var chunk = Volatile.Read(ref s_chunks[i >> HandleId.ChunkBits]);
+            var slot = chunk is null ? null : Volatile.Read(ref chunk[i & (HandleId.ChunkSize - 1)]);
+            if (slot is null)
+            {
+                continue;
+            }
+
+            int state = Volatile.Read(ref slot.State);
+            if (state != OperationSlot.Free && ReferenceEquals(Volatile.Read(ref slot.Owner), owner)
+                && (state < 0 || slot.Kind == OperationKind.Lease))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>A consistent copy of a live operation's fields without ending it (see <see cref="OperationSlot"/>).</summary>

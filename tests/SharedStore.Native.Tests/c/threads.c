@@ -1,6 +1,9 @@
 /* Threads of one process calling object_get/object_put concurrently on one object, while another thread submits
  * object_awrite of whole blocks (the broker applies them under the blocks' write locks, so a get sees a block all
- * old or all new), and pairs of threads race to put the same lease (exactly one put may succeed).
+ * old or all new), and pairs of threads race to put the same lease (exactly one put may succeed). Last, threads get
+ * and put while the main thread leaves their container: the leave succeeds only when no lease is out and no get or put
+ * is inside (gets and puts take no use of the object id: they announce themselves in their operation slot, which the
+ * leave scans after a process-wide barrier), after it gets are NOT_FOUND, and nothing touches the unmapped memory.
  * Usage: threads NAME   ($SHAREDSTORE_SOCKET). Exit 0 iff every check held. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -91,6 +94,35 @@ static void *writer(void *arg)
    then, so a descheduled peer on a busy machine costs a yield, not a time slice per round. */
 static atomic_int race_id, racer_wins, round_no, racer_done;
 
+#define LEAVE_GETTERS 3
+#define LEAVE_ROUNDS 30
+static int leave_obj;
+static atomic_int left;
+static atomic_long leave_gets;
+
+static void *leave_getter(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        char *p;
+        int op = object_get(leave_obj, 0, 8, &p);
+        if (op == SHAREDSTORE_E_NOT_FOUND)
+            return NULL; /* the container was left */
+        if (op < 0) {
+            report("object_get during the leave race", op);
+            return NULL;
+        }
+        volatile char c = p[0]; /* the mapping is there while the lease is out */
+        (void)c;
+        if (atomic_load(&left))
+            report("a lease was out when container_leave succeeded", op);
+        atomic_fetch_add(&leave_gets, 1);
+        int rc = object_put(op);
+        if (rc != 0)
+            report("object_put during the leave race", rc);
+    }
+}
+
 static void spin_until(atomic_int *word, int value)
 {
     for (unsigned n = 1; atomic_load_explicit(word, memory_order_acquire) != value; n++)
@@ -158,6 +190,35 @@ int main(int argc, char **argv)
     rc = container_destroy(con);
     if (rc != 0)
         report("container_destroy", rc);
+
+    /* Gets and puts race with a leave of their container (which unmaps it), LEAVE_ROUNDS times. */
+    long busy = 0;
+    for (int round = 0; round < LEAVE_ROUNDS && atomic_load(&errors) == 0; round++) {
+        char name2[256];
+        snprintf(name2, sizeof name2, "%s-leave", name);
+        int con2 = container_create(name2, (int)getgid());
+        leave_obj = con2 < 0 ? con2 : object_create(con2, "B", BLOCK);
+        if (leave_obj < 0)
+            return report("setup of the leave race", leave_obj), 1;
+        atomic_store(&left, 0);
+        atomic_store(&leave_gets, 0);
+        pthread_t lt[LEAVE_GETTERS];
+        for (int i = 0; i < LEAVE_GETTERS; i++)
+            pthread_create(&lt[i], NULL, leave_getter, NULL);
+        while (atomic_load(&leave_gets) < 2000 && atomic_load(&errors) == 0)
+            sched_yield();
+        while ((rc = container_leave(con2)) == SHAREDSTORE_E_BUSY)
+            busy++;
+        if (rc != 0)
+            report("container_leave during gets", rc);
+        atomic_store(&left, 1);
+        for (int i = 0; i < LEAVE_GETTERS; i++)
+            pthread_join(lt[i], NULL);
+        con2 = container_join(name2);
+        if (con2 < 0 || (rc = container_destroy(con2)) != 0)
+            report("container_destroy after the leave race", con2 < 0 ? con2 : rc);
+    }
+    printf("leave race: %d rounds, %ld busy leaves\n", LEAVE_ROUNDS, busy);
     printf("%ld gets, %d lease races, %d errors\n", atomic_load(&gets), RACES, atomic_load(&errors));
     return atomic_load(&errors) == 0 ? 0 : 1;
 }

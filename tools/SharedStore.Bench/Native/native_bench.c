@@ -4,7 +4,8 @@
  *   native_bench getput NAME ROUNDS ITERS   c-get-put-1block: ns per object_get + object_put of 4 KiB in one block,
  *                                           uncontended, against c-pthread-rwlock-rd: pthread_rwlock_rdlock + unlock of
  *                                           a PTHREAD_PROCESS_SHARED rwlock in MAP_SHARED memory. Rounds alternate;
- *                                           the first is a warm-up; medians.
+ *                                           the first is a warm-up; medians. A second row (diagnostic): two calls of
+ *                                           sharedstore_strerror(0), the cost of entering the library twice.
  *   native_bench load LIBRARY NAME          native-lib-load / native-first-call: ms of dlopen(LIBRARY) and of its first
  *                                           calls, against the time to spawn and reap /bin/true (process start scale).
  * The library is linked for getput (as a program would be) and dlopen'ed for load (so the load itself is timed). */
@@ -66,6 +67,7 @@ static int getput(char *name, int rounds, long iters)
     pthread_rwlock_init(lock, &attr);
 
     double *v = calloc((size_t)rounds, sizeof *v), *b = calloc((size_t)rounds, sizeof *b);
+    double *e = calloc((size_t)rounds, sizeof *e);
     volatile char sink = 0;
     for (int r = 0; r < rounds; r++) {
         double t0 = now_ns();
@@ -85,9 +87,20 @@ static int getput(char *name, int rounds, long iters)
             pthread_rwlock_unlock(lock);
         }
         b[r] = (now_ns() - t0) / (double)iters;
+
+        /* Diagnostic: two calls into the library that do nothing (the floor of two exports: the reverse-P/Invoke
+         * transitions in and out, twice). */
+        t0 = now_ns();
+        for (long i = 0; i < iters; i++) {
+            sink += *sharedstore_strerror(0);
+            sink += *sharedstore_strerror(0);
+        }
+        e[r] = (now_ns() - t0) / (double)iters;
     }
     (void)sink;
-    row("c-get-put-1block", "median", "ns", median(v + 1, rounds - 1), "c-pthread-rwlock-rd", median(b + 1, rounds - 1));
+    double base = median(b + 1, rounds - 1);
+    row("c-get-put-1block", "median", "ns", median(v + 1, rounds - 1), "c-pthread-rwlock-rd", base);
+    row("c-get-put-1block:two-empty-calls", "median", "ns", median(e + 1, rounds - 1), "c-pthread-rwlock-rd", base);
     object_leave(obj);
     container_destroy(con);
     return 0;

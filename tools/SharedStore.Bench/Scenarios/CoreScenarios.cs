@@ -10,6 +10,8 @@ internal static partial class ScenarioRegistry
     private static partial IEnumerable<IScenario> CoreScenarios() =>
     [
         new GetPut1Block(),
+        new GetPut1Block2Proc(),
+        new GetPutPieces(),
         new Write64MiB(),
         new Write1MiB(),
         new Get64MiBCrossProcess(),
@@ -21,50 +23,6 @@ internal static partial class ScenarioRegistry
         new ManyObjects(),
         new SpscBaseline(),
     ];
-}
-
-/// <summary>ns per get+put of one block, uncontended, against a CAS lock + release on the same mapped memory.</summary>
-internal sealed unsafe class GetPut1Block : IScenario
-{
-    public string Name => "get-put-1block";
-
-    public string Description => "ns per get+put of one block (uncontended) vs ns per CAS lock+release on the same mapped memory";
-
-    public IReadOnlyList<BenchResult> Run(BenchContext context)
-    {
-        using var broker = new BenchBroker(context);
-        using var client = broker.Connect();
-        using var con = client.CreateContainer("bench-getput", SharedStoreClient.ProcessGroupId);
-        using var obj = con.CreateObject("one-block", 1 << 20);
-        long* word = (long*)obj.GetAttributes().DataAddress;
-        int iters = Math.Max(100_000, (int)(5_000_000 * context.Scale));
-        var values = new List<double>();
-        var baselines = new List<double>();
-        for (int round = 0; round < 9; round++)
-        {
-            long t0 = Stopwatch.GetTimestamp();
-            for (int i = 0; i < iters; i++)
-            {
-                using var lease = obj.Get(0, 4096);
-            }
-
-            values.Add(Stats.Ns(Stopwatch.GetTimestamp() - t0) / iters);
-
-            t0 = Stopwatch.GetTimestamp();
-            for (int i = 0; i < iters; i++)
-            {
-                while (Interlocked.CompareExchange(ref *word, 1, 0) != 0)
-                {
-                }
-
-                Volatile.Write(ref *word, 0);
-            }
-
-            baselines.Add(Stats.Ns(Stopwatch.GetTimestamp() - t0) / iters);
-        }
-
-        return [new BenchResult(Name, "median", "ns", Stats.Median(values.Skip(1)), "cas-pair", Stats.Median(baselines.Skip(1)))];
-    }
 }
 
 /// <summary>GB/s of a 64 MiB synchronous write against a plain memcpy into the same mapped memory.</summary>
@@ -346,6 +304,9 @@ internal static unsafe class ChildRoles
 
             case "notify":
                 return NotifyCrossProcess.Child(args);
+
+            case "getput2":
+                return GetPut1Block2Proc.Child(args);
 
             case "wait-container":
                 return WaitContainerCrossProcess.Child(args);
