@@ -226,6 +226,6 @@ public sealed partial class AsyncTests
     private static bool BrokerOwnsBlockOf(SharedStoreClient client, string objectName, long block)
     {
         var holders = client.Call(new Protocol.Request { Holders = new Protocol.HoldersRequest { ContainerName = "c", ObjectName = objectName } }, Soon, default).Response.Holders;
-        return holders.Blocks.Any(b => (long)b.Block == block && b.Writer is { } w && w.Slot == Regions.BlockLockDescriptor.BrokerSlot);
+        return holders.Blocks.Any(b => (long)b.Block == block && b.Writer is { } w && w.Slot == Regions.BlockLockDescriptor.BrokerSlot(1));
     }
 }
