@@ -340,13 +340,7 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
     {
         using (model.Enter())
         {
-            var m = model.Member(session, req.ContainerId);
-            var o = BrokerModel.Object(m, req.ObjectId);
-            AccessPolicy.CheckWriter(m, "destroy");
-            if (o.Destroying)
-            {
-                throw new BrokerError(ErrorCode.Destroyed, $"object '{o.Name}' is already being destroyed");
-            }
+            var (m, o) = DestroyTarget(session, req);
 
             int mine = m.ObjectUses.GetValueOrDefault(o.Id);
             if (o.UseCount - mine != 0)
@@ -362,19 +356,28 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         }
     }
 
+    /// <summary>Under the model lock: the membership and object an object_destroy names, once the caller may destroy
+    /// it and no destroy of it is under way.</summary>
+    private (Membership M, ObjectState O) DestroyTarget(ClientSession session, ObjectDestroy req)
+    {
+        var m = model.Member(session, req.ContainerId);
+        var o = BrokerModel.Object(m, req.ObjectId);
+        AccessPolicy.CheckWriter(m, "destroy");
+        if (o.Destroying)
+        {
+            throw new BrokerError(ErrorCode.Destroyed, $"object '{o.Name}' is already being destroyed");
+        }
+
+        return (m, o);
+    }
+
     /// <summary>Blocks while other members use the object, then frees it. Joins are refused from the start. On
     /// timeout or cancellation the object is put back as it was.</summary>
     public void DestroyObject(ClientSession session, ObjectDestroy req, TimeSpan timeout, CancellationToken token)
     {
         using (model.Enter())
         {
-            var m = model.Member(session, req.ContainerId);
-            var o = BrokerModel.Object(m, req.ObjectId);
-            AccessPolicy.CheckWriter(m, "destroy");
-            if (o.Destroying)
-            {
-                throw new BrokerError(ErrorCode.Destroyed, $"object '{o.Name}' is already being destroyed");
-            }
+            var (m, o) = DestroyTarget(session, req);
 
             o.Destroying = true;
             int Mine() => m.ObjectUses.GetValueOrDefault(o.Id);

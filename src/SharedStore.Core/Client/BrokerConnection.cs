@@ -271,8 +271,7 @@ internal sealed class BrokerConnection : IDisposable
                 ? Timeout.InfiniteTimeSpan
                 : timeout + grace;
             // ManualResetEventSlim's own wait (a short spin, then a monitor) rather than WaitHandle.WaitAny over its
-            // WaitHandle, which made a kernel event per call: a round trip is tens of µs, and the event cost a
-            // quarter of a 1 KiB object_create (issue 16).
+            // WaitHandle, which made a kernel event object for every call (issue 16: a create is one round trip).
             bool signaled, canceled = false;
             try
             {

@@ -96,7 +96,9 @@ internal sealed unsafe class CreateCost(string name, long size) : IScenario
 /// <summary>create-100k, destroy-100k and container-destroy-100k: n = 100 000 objects of 1 KiB (scaled) in one
 /// container, made and destroyed one by one by one client, and a container holding n objects destroyed at once.
 /// Baselines, same run: the first 1 000 creates (destroys) extrapolated to n, and the container destroy of a
-/// container holding 1 000 objects times n / 1 000. Linear scaling means ratio 1.</summary>
+/// container holding 1 000 objects times n / 1 000. Linear scaling means ratio 1. A second row each for create and
+/// destroy compares the last 1 000 with the first 1 000 (less sensitive to one load spike than the extrapolation, and
+/// what grows when a per-object step scans what exists).</summary>
 internal sealed class ManyObjects : IScenario
 {
     private const int First = 1000;
@@ -129,7 +131,7 @@ internal sealed class ManyObjects : IScenario
         var con = client.CreateContainer("bench-many", SharedStoreClient.ProcessGroupId);
         var objects = new SharedObject[n];
         t0 = Stopwatch.GetTimestamp();
-        double create1k = 0;
+        double create1k = 0, createBeforeLast1k = 0;
         for (int i = 0; i < n; i++)
         {
             objects[i] = con.CreateObject($"o{i}", ObjectSize);
@@ -137,17 +139,25 @@ internal sealed class ManyObjects : IScenario
             {
                 create1k = Ms(t0);
             }
+            else if (i == n - First - 1)
+            {
+                createBeforeLast1k = Ms(t0);
+            }
         }
 
         double createAll = Ms(t0);
         t0 = Stopwatch.GetTimestamp();
-        double destroy1k = 0;
+        double destroy1k = 0, destroyBeforeLast1k = 0;
         for (int i = 0; i < n; i++)
         {
             objects[i].Destroy();
             if (i == First - 1)
             {
                 destroy1k = Ms(t0);
+            }
+            else if (i == n - First - 1)
+            {
+                destroyBeforeLast1k = Ms(t0);
             }
         }
 
@@ -166,7 +176,9 @@ internal sealed class ManyObjects : IScenario
         [
             new BenchResult($"create-{label}", "total", "ms", createAll, $"create-1k-x{scale:0.#}", create1k * scale),
             new BenchResult($"create-{label}", "per object", "us", createAll * 1000 / n, "create-1k per object", create1k * 1000 / First),
+            new BenchResult($"create-{label}", "last 1k", "ms", createAll - createBeforeLast1k, "first 1k", create1k),
             new BenchResult($"destroy-{label}", "total", "ms", destroyAll, $"destroy-1k-x{scale:0.#}", destroy1k * scale),
+            new BenchResult($"destroy-{label}", "last 1k", "ms", destroyAll - destroyBeforeLast1k, "first 1k", destroy1k),
             new BenchResult($"container-destroy-{label}", "total", "ms", destroyContainer, $"container-destroy-1k-x{scale:0.#}", destroySmallContainer * scale),
         ];
     }
