@@ -62,12 +62,7 @@ public sealed partial class AsyncTests
         using var client = ConnectInProcess(broker);
         using var c = client.CreateContainer("c", Gid);
         using var obj = c.CreateObject("o", 4 * MiB);
-        var a = JoinedClient(broker, "a");
-        var b = JoinedClient(broker, "b");
-        string held = a.Ok($"get o {2 * MiB} 10 5000")[0];
-        int write = b.Send($"write o 0 {3 * MiB} 6 30000"); // write-locks blocks 0 and 1, then waits on block 2
-        b.ExpectNoAnswerYet(write, because: "A leases block 2");
-        WaitUntilWriterWaits(broker, "c", "o", 2, b.Pid);
+        var (a, b, held, write) = WriterHoldingBlocks0And1(broker);
         long directBefore = client.DirectAsyncWrites;
 
         var op = obj.AWrite(4096, Pattern(100_000, 21));
@@ -159,12 +154,7 @@ public sealed partial class AsyncTests
         using var client = ConnectInProcess(broker);
         using var c = client.CreateContainer("c", Gid);
         using var obj = c.CreateObject("o", 4 * MiB);
-        var a = JoinedClient(broker, "a");
-        var b = JoinedClient(broker, "b");
-        string held = a.Ok($"get o {2 * MiB} 10 5000")[0];
-        int write = b.Send($"write o 0 {3 * MiB} 6 30000");
-        b.ExpectNoAnswerYet(write, because: "A leases block 2");
-        WaitUntilWriterWaits(broker, "c", "o", 2, b.Pid);
+        var (a, b, held, write) = WriterHoldingBlocks0And1(broker);
         b.Kill();
         var block0 = a.Ok("get o 0 10 10000"); // waits until the broker released the dead writer's locks
         Assert.That(ClientProcess.Field(block0, "torn"), Is.EqualTo("1"), "B died writing block 0");
@@ -216,6 +206,20 @@ public sealed partial class AsyncTests
         using var client2 = ConnectInProcess(broker);
         var o2 = client2.JoinContainer("dur").JoinObject("o");
         AssertContent(o2, 50, data, "the flushed direct awrite came back");
+    }
+
+    /// <summary>Two TestClients on c/o (1 MiB blocks): A leases block 2, and B's write of [0, 3 MiB) of bytes 6 has
+    /// write-locked blocks 0 and 1 and waits for block 2 (observed in the broker's holders). Returns A's lease and
+    /// the request number of B's write.</summary>
+    private (ClientProcess A, ClientProcess B, string Lease, int Write) WriterHoldingBlocks0And1(BrokerProcess broker)
+    {
+        var a = JoinedClient(broker, "a");
+        var b = JoinedClient(broker, "b");
+        string held = a.Ok($"get o {2 * MiB} 10 5000")[0];
+        int write = b.Send($"write o 0 {3 * MiB} 6 30000"); // write-locks blocks 0 and 1, then waits on block 2
+        b.ExpectNoAnswerYet(write, because: "A leases block 2");
+        WaitUntilWriterWaits(broker, "c", "o", 2, b.Pid);
+        return (a, b, held, write);
     }
 
     /// <summary>A broker metric by name (the status call's snapshot).</summary>

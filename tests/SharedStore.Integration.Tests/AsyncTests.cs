@@ -158,7 +158,7 @@ public sealed partial class AsyncTests : CrossProcessTest
         const int InlineRounds = 800, StagedRounds = 400, InlineLength = 64, StagedLength = 2_000;
         const long StagedBase = InlineRounds * InlineLength;
         using var broker = StartBroker();
-        using var client = ConnectInProcess(broker);
+        using var client = ConnectInProcess(broker, o => o.AsyncWritePath = AsyncWritePath.Broker); // the staged rounds race the applier, not born completed
         using var c = client.CreateContainer("c", Gid);
         using var obj = c.CreateObject("o", StagedBase + (StagedRounds * StagedLength));
         var rng = new Random(11);
@@ -229,7 +229,7 @@ public sealed partial class AsyncTests : CrossProcessTest
         using var client = ConnectInProcess(broker);
         using var c = client.CreateContainer("c", Gid);
         using var obj = c.CreateObject("o", MiB);
-        var writer = Connect(broker, "writer");
+        var writer = ConnectWithOptions(broker, "writer", "write-path=broker"); // the staged rounds race the applier
         writer.Ok("join-container c");
         writer.Ok("join-object o");
         (int Rounds, long Offset, int Length, ulong Seed)[] series = [(600, 0, 64, 5_000), (200, 40_000, 3_000, 7_000)];
@@ -326,7 +326,11 @@ public sealed partial class AsyncTests : CrossProcessTest
         // not at all. 16 rounds over the same 2.5 MiB range, each with a new pattern: after each round the whole range
         // holds the new pattern (Completed) or exactly what it held before (Canceled), never a mix.
         using var broker = StartBroker();
-        using var client = ConnectInProcess(broker, o => o.AsyncStagingBytes = 4 * MiB);
+        using var client = ConnectInProcess(broker, o =>
+        {
+            o.AsyncStagingBytes = 4 * MiB;
+            o.AsyncWritePath = AsyncWritePath.Broker; // chunked through the ring, racing the applier
+        });
         using var c = client.CreateContainer("c", Gid);
         const int Length = 5 * MiB / 2;
         using var obj = c.CreateObject("o", 3 * MiB);
