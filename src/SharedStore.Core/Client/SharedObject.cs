@@ -352,6 +352,9 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
 
     internal BlockLockRecord* LockRecords => _view.Locks;
 
+    /// <summary>The mapping and lock table (the bench's write-64b-nowaiter baseline locks through it as Write does).</summary>
+    internal ObjectView View => _view;
+
     internal BrokerConnection Connection => _conn;
 
     /// <summary>The ids a channel message names this object by.</summary>
