@@ -435,6 +435,9 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     /// <summary>Reader lines of each lock record.</summary>
     internal int LockLines => _view.Lines;
 
+    /// <summary>The mapping and lock table (the bench's write-64b-nowaiter baseline locks through it as Write does).</summary>
+    internal ObjectView View => _view;
+
     internal BrokerConnection Connection => _conn;
 
     /// <summary>Largest awrite carried inline in a ring slot of the default size (84 bytes); only larger ones may be

@@ -61,6 +61,7 @@ internal static unsafe class ObjectVersion
     public static long ReadBlock(ObjectView view, long block) => Volatile.Read(ref *BlockVersion(view.Record(block)));
 
     /// <summary>Step 1: the caller holds the write locks of [first, last] and is about to copy into them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // a 64-byte write pays for every call (bench write-64b-nowaiter)
     public static void BeginWrite(ObjectView view, long first, long last)
     {
         for (long b = first; b <= last; b++)
@@ -73,6 +74,7 @@ internal static unsafe class ObjectVersion
 
     /// <summary>Steps 3 and 4: the data of [first, last] is in place and its write locks are still held. Returns the
     /// version word after the add, for <see cref="WakeIfSleepers"/> once the locks are released.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] // a 64-byte write pays for every call (bench write-64b-nowaiter)
     public static long Publish(ObjectView view, long first, long last)
     {
         // Locked add: sequentially consistent with the waiters' CAS (the Dekker pair of the wake argument).
