@@ -186,16 +186,8 @@ internal static class OperationTable
     /// Run after the owner's closing bit is set and a process-wide barrier (<see cref="ObjectHandle"/>).</summary>
     public static bool AnyLeaseOf(ObjectHandle owner)
     {
-        int high = Volatile.Read(ref s_highWater);
-        for (int i = 0; i < high; i++)
+        foreach (var slot in AllSlots())
         {
-            var chunk = Volatile.Read(ref s_chunks[i >> HandleId.ChunkBits]);
-            var slot = chunk is null ? null : Volatile.Read(ref chunk[i & (HandleId.ChunkSize - 1)]);
-            if (slot is null)
-            {
-                continue;
-            }
-
             int state = Volatile.Read(ref slot.State);
             if (state != OperationSlot.Free && ReferenceEquals(Volatile.Read(ref slot.Owner), owner)
                 && (state < 0 || slot.Kind == OperationKind.Lease))
@@ -233,16 +225,8 @@ internal static class OperationTable
     public static List<(int Id, AsyncOperation Operation, ReadUse? Use)> LiveOperationsOf(HashSet<ObjectHandle> owners)
     {
         var found = new List<(int, AsyncOperation, ReadUse?)>();
-        int high = Volatile.Read(ref s_highWater);
-        for (int i = 0; i < high; i++)
+        foreach (var slot in AllSlots())
         {
-            var chunk = Volatile.Read(ref s_chunks[i >> HandleId.ChunkBits]);
-            var slot = chunk is null ? null : Volatile.Read(ref chunk[i & (HandleId.ChunkSize - 1)]);
-            if (slot is null)
-            {
-                continue;
-            }
-
             int id = Volatile.Read(ref slot.State);
             if (id != OperationSlot.Free && TryRead(id, out var kind, out var op, out var owner, out var use)
                 && kind == OperationKind.Async && owner is not null && owners.Contains(owner))
@@ -252,6 +236,21 @@ internal static class OperationTable
         }
 
         return found;
+    }
+
+    /// <summary>Every slot made so far (the scans of leave and close; slots are published once and never move).</summary>
+    private static IEnumerable<OperationSlot> AllSlots()
+    {
+        int high = Volatile.Read(ref s_highWater);
+        for (int i = 0; i < high; i++)
+        {
+            var chunk = Volatile.Read(ref s_chunks[i >> HandleId.ChunkBits]);
+            var slot = chunk is null ? null : Volatile.Read(ref chunk[i & (HandleId.ChunkSize - 1)]);
+            if (slot is not null)
+            {
+                yield return slot;
+            }
+        }
     }
 
     private static bool Refill(SlotCache cache)

@@ -15,15 +15,10 @@ internal sealed unsafe class GetPut1Block : IScenario
 
     public IReadOnlyList<BenchResult> Run(BenchContext context)
     {
-        using var broker = new BenchBroker(context);
-        using var client = broker.Connect();
-        using var con = client.CreateContainer("bench-getput", SharedStoreClient.ProcessGroupId);
-        using var obj = con.CreateObject("one-block", 1 << 20);
-        using var ctl = con.CreateObject("ctl", 4096);
-        byte* c = (byte*)ctl.GetAttributes().DataAddress;
-        long* word = (long*)c;
-        void* rw = c + 2048; // its own cache lines
-        Pthread.InitShared(rw);
+        using var setup = new ReadLockSetup(context, "bench-getput");
+        var obj = setup.Object;
+        long* word = (long*)setup.Control;
+        void* rw = setup.Rwlock;
         int iters = Math.Max(100_000, (int)(5_000_000 * context.Scale));
         var values = new List<double>();
         var cas = new List<double>();
@@ -61,6 +56,44 @@ internal sealed unsafe class GetPut1Block : IScenario
     }
 }
 
+/// <summary>What the read-lock scenarios share: a broker, a container with a 1 MiB object (the block got and put) and a
+/// 4 KiB control object whose first bytes are the scenarios' words and whose byte 2048 (its own cache lines) holds a
+/// PTHREAD_PROCESS_SHARED rwlock, initialized here: the baseline lock lives in the same kind of mapping as ours.</summary>
+internal sealed unsafe class ReadLockSetup : IDisposable
+{
+    private readonly SharedStoreClient _client;
+    private readonly Container _container;
+    private readonly SharedObject _control;
+
+    public ReadLockSetup(BenchContext context, string containerName)
+    {
+        Broker = new BenchBroker(context);
+        _client = Broker.Connect();
+        _container = _client.CreateContainer(containerName, SharedStoreClient.ProcessGroupId);
+        Object = _container.CreateObject("one-block", 1 << 20);
+        _control = _container.CreateObject("ctl", 4096);
+        Control = (byte*)_control.GetAttributes().DataAddress;
+        Pthread.InitShared(Rwlock);
+    }
+
+    public BenchBroker Broker { get; }
+
+    public SharedObject Object { get; }
+
+    public byte* Control { get; }
+
+    public void* Rwlock => Control + 2048;
+
+    public void Dispose()
+    {
+        _control.Dispose();
+        Object.Dispose();
+        _container.Dispose();
+        _client.Dispose();
+        Broker.Dispose();
+    }
+}
+
 /// <summary>
 /// Two processes get+put the same block in a loop at the same time: ns per pair per process (the mean of the two
 /// processes' own figures), against two processes taking libc's process-shared rwlock for reading
@@ -77,15 +110,11 @@ internal sealed unsafe class GetPut1Block2Proc : IScenario
 
     public IReadOnlyList<BenchResult> Run(BenchContext context)
     {
-        using var broker = new BenchBroker(context);
-        using var client = broker.Connect();
-        using var con = client.CreateContainer("bench-getput2", SharedStoreClient.ProcessGroupId);
-        using var obj = con.CreateObject("one-block", 1 << 20);
-        using var ctl = con.CreateObject("ctl", 4096);
-        byte* c = (byte*)ctl.GetAttributes().DataAddress;
-        Pthread.InitShared(c + 2048);
+        using var setup = new ReadLockSetup(context, "bench-getput2");
+        var obj = setup.Object;
+        byte* c = setup.Control;
         int iters = Math.Max(100_000, (int)(2_000_000 * context.Scale));
-        using var child = new ChildProcess("getput2", broker.SocketPath, "bench-getput2", Rounds.ToString(CultureInfo.InvariantCulture), iters.ToString(CultureInfo.InvariantCulture));
+        using var child = new ChildProcess("getput2", setup.Broker.SocketPath, "bench-getput2", Rounds.ToString(CultureInfo.InvariantCulture), iters.ToString(CultureInfo.InvariantCulture));
         _ = child.Read(TimeSpan.FromSeconds(60)); // "ready"
         var ours = new List<double>();
         var theirs = new List<double>();
@@ -190,17 +219,12 @@ internal sealed unsafe class GetPutPieces : IScenario
 
     public IReadOnlyList<BenchResult> Run(BenchContext context)
     {
-        using var broker = new BenchBroker(context);
-        using var client = broker.Connect();
-        using var con = client.CreateContainer("bench-pieces", SharedStoreClient.ProcessGroupId);
-        using var obj = con.CreateObject("one-block", 1 << 20);
-        using var ctl = con.CreateObject("ctl", 4096);
-        byte* c = (byte*)ctl.GetAttributes().DataAddress;
-        long* word = (long*)c;
-        void* rw = c + 2048;
-        Pthread.InitShared(rw);
+        using var setup = new ReadLockSetup(context, "bench-pieces");
+        var obj = setup.Object;
+        long* word = (long*)setup.Control;
+        void* rw = setup.Rwlock;
         var rec = obj.LockRecords;
-        int slot = con.Slot;
+        int slot = obj.Container.Slot;
         int iters = Math.Max(100_000, (int)(5_000_000 * context.Scale));
         string[] names = ["two-cas", "blocklock", "blocklock+record", "get-put", "pthread"];
         var rows = names.Select(_ => new List<double>()).ToArray();
