@@ -38,7 +38,7 @@ internal enum LockStatus
 /// <item>Read its byte b. If b = 0 and (O ≠ 0 or W ≠ 0), a writer owns or waits: sleep until O = 0 and W = 0
 /// (writer priority). If b &gt; 0 the process already holds a read and goes on even past a waiting writer
 /// (re-entry must not deadlock behind a writer that waits for this very read).</item>
-/// <item>If b = 0, set its line's bit in L unless a load finds it set. Then CAS its byte b → b+1 on the readers word
+/// <item>Set its line's bit in L unless a load finds it set (before every increment: docs/MODEL.md F5). Then CAS its byte b → b+1 on the readers word
 /// (fails and retries if any byte of the word changed).</item>
 /// <item>If b was 0, re-read O and W. If either is set, a writer announced itself between 1 and 2: undo 2 and
 /// go back to 1. If b was above 0, re-read O: if it is active, undo 2 and wait for it to clear (b may have been another
@@ -129,8 +129,10 @@ internal static unsafe class BlockLock
     public static int ReadHolds(BlockLockRecord* rec, int slot) =>
         (int)((Volatile.Read(ref *ReaderWord(rec, slot)) >> ReaderShift(slot)) & BlockLockDescriptor.MaxHoldsPerSlot);
 
-    /// <summary>Reader step 0: before a slot's first hold, its line's ReaderLines bit, so a writer that reads
-    /// ReaderLines after our increment looks at our line. The bit is never cleared while the record is in use, so a
+    /// <summary>Reader step 0: before every increment of a slot's count, its line's ReaderLines bit, so a writer that
+    /// reads ReaderLines after our increment looks at our line. Every increment, not only a slot's first hold: a count
+    /// above 0 may be forged (the broker slot has no member to vouch for its byte) on a line nobody announced (spin
+    /// model F5). The bit is never cleared while the record is in use, so a
     /// plain load that finds it set suffices (it was set by a locked OR that precedes the load).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AnnounceLine(BlockLockRecord* rec, int slot)
@@ -156,10 +158,7 @@ internal static unsafe class BlockLock
             return false;
         }
 
-        if (mine == 0)
-        {
-            AnnounceLine(rec, slot);
-        }
+        AnnounceLine(rec, slot); // before every increment, not only a first hold: spin model F5
 
         if (Interlocked.CompareExchange(ref *word, old + (1UL << shift), old) != old)
         {
@@ -197,10 +196,11 @@ internal static unsafe class BlockLock
                 continue;
             }
 
-            if (mine == 0)
-            {
-                AnnounceLine(rec, slot); // step 0
-            }
+            // Step 0, before every increment: a count above 0 need not be this process's own (the broker slot has no
+            // member, and a member can forge its byte on a line nobody announced); trusting it to mean "announced"
+            // let the broker's write-back read under a member's active write (spin model F5). A plain load of the
+            // line the caller has just read for Owner; the OR runs once per line per record.
+            AnnounceLine(rec, slot);
 
             // Step 2. The CAS also orders step 3's loads after it (a locked instruction is a full fence).
             if (Interlocked.CompareExchange(ref *word, old + unit, old) != old)
@@ -468,26 +468,42 @@ internal static unsafe class BlockLock
         (LineOr((byte*)rec + BlockLockDescriptor.ReadersOffset + (line * BlockLockDescriptor.ReaderLineSize)) & BlockLockDescriptor.WaitFlagsMask) != 0;
 
     /// <summary>
-    /// Clears line <paramref name="line"/>'s Waiting bit if no slot of the line waits: after a slot cleared its own
-    /// flag, and in recovery and repair. <i>Why no waiter is left unannounced:</i> a waiter sets its flag before its OR
-    /// of the bit. If the bit is cleared here (a locked And) and the line is looked at again afterwards, then a waiter
-    /// whose OR came before the And had set its flag before it too, so the second look finds the flag and sets the bit
-    /// again; a waiter whose OR comes after the And sets the bit itself. Between the And and the OR the bit may be
-    /// clear while a slot waits: readers can slip in there, which costs writer priority for that moment (like the
-    /// hand-off gap of docs/MODEL.md F3), never exclusion. Idempotent; any thread may run it at any time.
+    /// Brings line <paramref name="line"/>'s Waiting bit in agreement with the line's wait flags: run after a slot
+    /// cleared its own flag, and by recovery and repair. Idempotent; any thread may run it at any time.
+    /// <para><i>The loop.</i> Each round reads the bit and the line's flags: equal (bit set and a flag, or neither),
+    /// done; a flag and no bit, OR the bit; a bit and no flag, And it off; then look again. A single pass (And, look,
+    /// OR back) can leave a stale bit: refresher A Ands, sees B's flag, and before A's OR lands B stops waiting,
+    /// clears its flag and runs its own refresh, which sees the bit clear and returns; A's OR comes last and keeps new
+    /// readers out with no writer waiting (spin model F4). Looping until the two agree makes whoever changed the bit
+    /// last check it against the flags. The OR of a clear bit with a flag set also puts back a bit that a refresher
+    /// killed between its And and its OR lost for a line-mate still waiting (F4b).</para>
+    /// <para><i>Why no waiter is left unannounced:</i> a waiter sets its flag before its OR of the bit. An And of
+    /// this loop is followed by another look at the flags, so a waiter whose OR preceded the And (its flag too) is seen
+    /// and the bit put back; a waiter whose OR follows the And sets the bit itself. Between an And and the OR-back the
+    /// bit may be clear while a slot waits: readers can slip in there, which costs writer priority for that moment (like
+    /// the hand-off gap of docs/MODEL.md F3), never exclusion. It ends: each round either returns or changes the bit
+    /// towards what the flags say, and the flags change only when writers start or stop waiting.</para>
     /// </summary>
     internal static void RefreshWaiting(BlockLockRecord* rec, int line)
     {
         ulong bit = 1UL << line;
-        if ((Volatile.Read(ref rec->Waiting) & bit) == 0 || LineHasWaiters(rec, line))
+        while (true)
         {
-            return;
-        }
+            bool set = (Volatile.Read(ref rec->Waiting) & bit) != 0;
+            bool waiters = LineHasWaiters(rec, line);
+            if (set == waiters)
+            {
+                return;
+            }
 
-        Interlocked.And(ref rec->Waiting, ~bit);
-        if (LineHasWaiters(rec, line))
-        {
-            Interlocked.Or(ref rec->Waiting, bit);
+            if (waiters)
+            {
+                Interlocked.Or(ref rec->Waiting, bit);
+            }
+            else
+            {
+                Interlocked.And(ref rec->Waiting, ~bit);
+            }
         }
     }
 
@@ -724,14 +740,15 @@ internal static unsafe class BlockLock
         }
 
         ulong waitingLines = Volatile.Read(ref rec->Waiting);
-        for (ulong m = waitingLines; m != 0; m &= m - 1)
+        for (int line = 0; line < lines; line++)
         {
-            int line = BitOperations.TrailingZeroCount(m);
-            RefreshWaiting(rec, line);
-            if (line >= lines)
-            {
-                Interlocked.And(ref rec->Waiting, ~(1UL << line)); // a line the record does not have: forged
-            }
+            RefreshWaiting(rec, line); // also puts back a bit lost while a slot of the line still waits (F4b)
+        }
+
+        if ((waitingLines & ~(lines == BlockLockDescriptor.MaxLines ? ulong.MaxValue : (1UL << lines) - 1)) != 0)
+        {
+            // Bits of lines the record does not have: forged (no slot can wait there).
+            Interlocked.And(ref rec->Waiting, lines == BlockLockDescriptor.MaxLines ? ulong.MaxValue : (1UL << lines) - 1);
         }
 
         result.WaitingLines = waitingLines & ~Volatile.Read(ref rec->Waiting);
