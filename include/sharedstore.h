@@ -99,6 +99,9 @@ struct container_options {
     size_t block_size;        /* 0: the broker's default (1 MiB); else a power of two, 4 KiB to 1 GiB */
     const char *durable_path; /* NULL: memory only. Else an existing, empty directory the caller may write: the
                                  container is durable (written back there, restored when the broker restarts) */
+    int max_members;          /* 0: 63. Else 1 to 4095: member processes admitted at once; the next join gets
+                                 NO_RESOURCES. (Added with protocol 5: programs built against the three-field struct
+                                 must be recompiled.) */
 };
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -111,8 +114,9 @@ struct container_options {
  * BROKER_UNAVAILABLE; VERSION_MISMATCH. */
 int container_create(SHAREDSTORE_NAME container, int groupid);
 
-/* container_create with options (write policy, block size, durable directory); `options` may be NULL.
- * Errors: those of container_create; INVALID_ARGUMENT (write_policy, block_size; durable_path not a directory);
+/* container_create with options (write policy, block size, durable directory, max members); `options` may be NULL.
+ * Errors: those of container_create; INVALID_ARGUMENT (write_policy, block_size, max_members outside 0-4095;
+ * durable_path not a directory);
  * NOT_FOUND (durable_path missing); PERMISSION (durable_path not writable by the caller); ALREADY_EXISTS
  * (durable_path already holds a container). */
 int container_create_ex(SHAREDSTORE_NAME container, int groupid, const struct container_options *options);

@@ -123,14 +123,15 @@ class Client:
         return library_path()
 
     def create_container(self, name, group_id=None, *, write_policy=WritePolicy.ALL_MEMBERS, block_size=0,
-                         durable_path=None):
-        """container_create: a new container shared with Unix group ``group_id`` (default: this process's group)."""
+                         durable_path=None, max_members=0):
+        """container_create: a new container shared with Unix group ``group_id`` (default: this process's group).
+        ``max_members``: member processes admitted at once, 0 (63) or 1 to 4095."""
         gid = os.getgid() if group_id is None else group_id
-        if write_policy == WritePolicy.ALL_MEMBERS and block_size == 0 and durable_path is None:
+        if write_policy == WritePolicy.ALL_MEMBERS and block_size == 0 and durable_path is None and max_members == 0:
             rc = self._lib.container_create(_name(name), gid)
         else:
             opts = _native.ContainerOptions(int(write_policy), block_size,
-                                            None if durable_path is None else os.fsencode(durable_path))
+                                            None if durable_path is None else os.fsencode(durable_path), max_members)
             rc = self._lib.container_create_ex(_name(name), gid, ctypes.byref(opts))
         return Container(_check(rc, "container_create(%r)" % (name,)), name)
 

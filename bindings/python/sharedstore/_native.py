@@ -26,6 +26,7 @@ class ContainerOptions(ctypes.Structure):
         ("write_policy", ctypes.c_int),
         ("block_size", ctypes.c_size_t),
         ("durable_path", ctypes.c_char_p),
+        ("max_members", ctypes.c_int),
     ]
 
 

@@ -190,3 +190,24 @@ def test_threads_get_and_put_one_object(client, name):
         with obj.get(0, 8) as view:
             assert int(numpy.frombuffer(view, dtype=numpy.uint64)[0]) == 300
         obj.destroy()
+
+
+def test_max_members_is_chosen_at_create_and_the_next_process_is_refused(client, name):
+    # Contract (issue 16): create_container(max_members=N) admits N member processes at once; the next join gets
+    # NoResources; a value outside 0-4095 is InvalidArgument and creates nothing.
+    with pytest.raises(sharedstore.InvalidArgument):
+        client.create_container(name, max_members=4096)
+    with client.create_container(name, max_members=2) as con:  # this process is member 1
+        refused = run_python(
+            "import sys, subprocess, sharedstore\n"
+            "holder = subprocess.Popen([sys.executable, '-c', 'import sys, sharedstore; "
+            "c = sharedstore.Client().join_container(sys.argv[1]); print(\"in\", flush=True); sys.stdin.read()', "
+            "sys.argv[1]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)\n"
+            "assert holder.stdout.readline().strip() == 'in'\n"
+            "try:\n"
+            "    sharedstore.Client().join_container(sys.argv[1])\n"
+            "    print('joined')\n"
+            "except sharedstore.NoResources:\n"
+            "    print('NoResources')\n"
+            "holder.stdin.close(); holder.wait(timeout=30)\n", name)
+        assert refused.split() == ["NoResources"]

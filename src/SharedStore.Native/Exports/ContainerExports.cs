@@ -10,6 +10,7 @@ internal unsafe struct ContainerOptionsNative
     public int WritePolicy;
     public nuint BlockSize;
     public sbyte* DurablePath;
+    public int MaxMembers;
 }
 
 /// <summary>container_create, container_join, container_leave, container_destroy, container_flush and their timed
@@ -70,6 +71,7 @@ internal static unsafe class ContainerExports
                     return Calls.Invalid($"container_create_ex: block_size {o->BlockSize} is above 1 GiB");
                 }
 
+                options.MaxMembers = o->MaxMembers; // outside 0-4095: CreateContainer's ArgumentOutOfRangeException, INVALID_ARGUMENT
                 options.WritePolicy = (WritePolicy)o->WritePolicy;
                 options.BlockSize = (int)o->BlockSize;
                 options.DurablePath = Calls.Name(o->DurablePath);

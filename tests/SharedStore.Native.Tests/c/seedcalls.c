@@ -238,7 +238,7 @@ static void container_calls(void)
     snprintf(notutf8, sizeof notutf8, "%s\xff", nm("z"));
     EXPECT(container_create(notutf8, gid), SHAREDSTORE_E_INVALID_ARGUMENT);
     EXPECT(container_join(notutf8), SHAREDSTORE_E_INVALID_ARGUMENT);
-    struct container_options notutf8dir = {0, 0, "/tmp/\xfe"};
+    struct container_options notutf8dir = {0, 0, "/tmp/\xfe", 0};
     EXPECT(container_create_ex(nm("c3"), gid, &notutf8dir), SHAREDSTORE_E_INVALID_ARGUMENT);
     EXPECT(container_join(nm("missing")), SHAREDSTORE_E_NOT_FOUND);            /* seed: container does not exist */
     EXPECT(container_join_timed(nm("missing"), 50), SHAREDSTORE_E_TIMEOUT);
@@ -255,13 +255,17 @@ static void container_calls(void)
     EXPECT(container_destroy(con2), 0);
     EXPECT(container_join(nm("c1")), SHAREDSTORE_E_NOT_FOUND);
 
-    struct container_options bad = {7, 0, NULL};
+    struct container_options bad = {7, 0, NULL, 0};
     EXPECT(container_create_ex(nm("c2"), gid, &bad), SHAREDSTORE_E_INVALID_ARGUMENT);
-    struct container_options badblock = {0, 12345, NULL};
+    struct container_options badblock = {0, 12345, NULL, 0};
     EXPECT(container_create_ex(nm("c2"), gid, &badblock), SHAREDSTORE_E_INVALID_ARGUMENT);
-    struct container_options nodir = {0, 0, "/nonexistent/sharedstore-dir"};
+    struct container_options toomany = {0, 0, NULL, 4096};
+    EXPECT(container_create_ex(nm("c2"), gid, &toomany), SHAREDSTORE_E_INVALID_ARGUMENT);
+    struct container_options negative = {0, 0, NULL, -1};
+    EXPECT(container_create_ex(nm("c2"), gid, &negative), SHAREDSTORE_E_INVALID_ARGUMENT);
+    struct container_options nodir = {0, 0, "/nonexistent/sharedstore-dir", 0};
     EXPECT(container_create_ex(nm("c2"), gid, &nodir), SHAREDSTORE_E_NOT_FOUND);
-    struct container_options small = {SHAREDSTORE_WRITE_ALL_MEMBERS, 4096, NULL};
+    struct container_options small = {SHAREDSTORE_WRITE_ALL_MEMBERS, 4096, NULL, 0};
     EXPECT_ID(container_create_ex(nm("c2"), gid, &small), con);
     int obj;
     EXPECT_ID(object_create(con, "blocks", 3 * 4096), obj);
@@ -454,7 +458,7 @@ static void permission_calls(const char *self)
     }
     int con_root, con_shared, obj;
     struct peer_proc nobody;
-    struct container_options creator_only = {SHAREDSTORE_WRITE_CREATOR_ONLY, 0, NULL};
+    struct container_options creator_only = {SHAREDSTORE_WRITE_CREATOR_ONLY, 0, NULL, 0};
     EXPECT_ID(container_create(nm("root-only"), 0), con_root);
     EXPECT_ID(container_create_ex(nm("creator-only"), 65534, &creator_only), con_shared);
     EXPECT_ID(object_create(con_shared, "A", 4096), obj);

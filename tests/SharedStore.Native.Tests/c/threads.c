@@ -145,7 +145,7 @@ static void *racer(void *arg)
 int main(int argc, char **argv)
 {
     char *name = argc > 1 ? argv[1] : "threads";
-    struct container_options small = {SHAREDSTORE_WRITE_ALL_MEMBERS, BLOCK, NULL};
+    struct container_options small = {SHAREDSTORE_WRITE_ALL_MEMBERS, BLOCK, NULL, 0};
     int con = container_create_ex(name, (int)getgid(), &small);
     if (con < 0)
         return report("container_create_ex", con), 1;
