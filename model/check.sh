@@ -130,7 +130,7 @@ check forge-safety-c7-join         pass $M "$F -DCFG=7"                 "$SAFE" 
 check forge-safety-c8-applier      pass $M "$F -DCFG=8"                 "$SAFE" "$DEPTH"
 check forge-live-c7-join           pass $M "$F -DCFG=7 -DNFORGE=1"      "$LIVE" "$DEPTH -a -f"
 check forge-live-c8-applier        pass $M "$F -DCFG=8 -DNFORGE=1"      "$LIVE" "$DEPTH -a -f"
-check forge-live-c9-writeback      pass $M "$F -DCFG=9 -DNFORGE=1"      "$LIVE" "$DEPTH -a -f"
+check forge-live-c9-writeback      pass $M "$F -DCFG=9 -DNFORGE=1 -DFIX_ANNOUNCE_ALWAYS" "$LIVE" "$DEPTH -a -f"
 section "== Must fail: finding F5 in the C# code (a forged count in the broker slot's byte: the write-back's read skips AnnounceLine and a member writer does not look at its line); must pass: its proposed fix (announce before every increment) =="
 check F5-forged-broker-byte        fail $M "$F -DCFG=9"                 "$SAFE" "$DEPTH" "$MUTEX"
 check fix-F5-forge-safety-c9       pass $M "$F -DCFG=9 -DFIX_ANNOUNCE_ALWAYS" "$SAFE" "$DEPTH"
@@ -139,7 +139,7 @@ check mutant-repair-no-gate        fail mutants/repair_no_gate.pml        "$F -D
 check mutant-repair-ignores-ledger-c8 fail mutants/repair_ignores_ledger.pml "$F -DCFG=8" "$SAFE" "$DEPTH" "$MUTEX"
 check mutant-repair-ignores-ledger-c9 fail mutants/repair_ignores_ledger.pml "$F -DCFG=9 -DFIX_ANNOUNCE_ALWAYS" "$SAFE" "$DEPTH" 'R\[s\]>0|nw==0|nr==0'
 check mutant-claim-outside-gate    fail mutants/claim_outside_gate.pml    "$F -DCFG=8" "$SAFE" "$DEPTH" "$MUTEX"
-check mutant-join-no-scrub         fail mutants/join_no_scrub.pml         "$F -DCFG=7 -DNFORGE=1" "$LIVE" "$DEPTH -a -f" 'acceptance cycle'
+check mutant-join-no-scrub         fail mutants/join_no_scrub.pml         "$F -DCFG=7 -DNFORGE=1 -DFIX_ANNOUNCE_ALWAYS" "$LIVE" "$DEPTH -a -f" 'acceptance cycle'
 wait
 
 passed=0 failed=0
