@@ -152,6 +152,8 @@
  *  it after its CAS), SCRUB_REFRESH_IF_FLAG (recovery refreshes the line only if the dead slot's
  *  flag was set), NO_RELOOK (RefreshWaiting without the look after its And).
  *  FIX_REFRESH_LOOP: the proposed fix of finding F4 (RefreshWaiting starts again after its Or).
+ *  FIX_ANNOUNCE_ALWAYS: the proposed fix of finding F5 (a reader announces its line before every
+ *  increment, not only a first hold). CHECK_WAITANN: the WAITANN monitor (docs/MODEL.md).
  *  CRASHSLOT=n: only slot n may crash.
  *  Other switches: WAKE_ATOMIC (WakeAll's Seq CAS and FUTEX_WAKE are one step: no crash between
  *  them; separates F2 from F2b), SCRUB_WAKE_IF_SLEEPERS (the ScrubSlot between the F2 and F2b
