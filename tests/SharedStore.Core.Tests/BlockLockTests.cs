@@ -345,6 +345,35 @@ public unsafe class BlockLockTests(int lines)
         Assert.That(_rec->Waiting, Is.EqualTo(1UL << (waiter >> 6)), "a flagged slot keeps its line's bit");
     }
 
+    [Test]
+    public void RefreshWaiting_PutsBackABitLostWhileASlotStillWaits()
+    {
+        // Contract (spin model F4b): a refresher killed between its And and its OR-back leaves the bit clear while a
+        // slot of the line waits; the next refresh (the scrub of the dead slot, a repair, any waiter's) sets it again.
+        int waiter = S(4);
+        TestRecords.ForgeWaiting(_rec, waiter);
+        Interlocked.And(ref _rec->Waiting, 0UL); // the lost bit
+        BlockLock.RefreshWaiting(_rec, waiter >> 6);
+        Assert.That(_rec->Waiting, Is.EqualTo(1UL << (waiter >> 6)));
+    }
+
+    [Test]
+    public void Read_OverAForgedCountOnAnUnannouncedLine_AnnouncesTheLine_SoAWriterWaitsForIt()
+    {
+        // Contract (spin model F5): a count above 0 that the reader did not make (a forged broker-slot byte) must not
+        // stand for "this line is announced": a read on top of it announces the line, so a writer drains it.
+        int reader = (lines * BlockLockDescriptor.SlotsPerLine) - 1; // the broker's slot, on the last line
+        TestRecords.AddToByte(_rec, reader, 1); // forged, line not announced
+        Assume.That(_rec->ReaderLines & (1UL << (reader >> 6)), Is.Zero);
+        Assert.That(BlockLock.TryAcquireReadFast(_rec, reader), Is.True);
+        Assert.That(_rec->ReaderLines & (1UL << (reader >> 6)), Is.Not.Zero, "the read announced its line");
+        Assert.That(Write(1, 30), Is.EqualTo(LockStatus.Timeout), "the writer sees the read");
+        BlockLock.ReleaseRead(_rec, reader);
+        TestRecords.AddToByte(_rec, reader, -1);
+        Assert.That(Write(1), Is.EqualTo(LockStatus.Acquired));
+        BlockLock.ReleaseWrite(_rec, false);
+    }
+
     private static void SpinUntil(Func<bool> condition, string what)
     {
         var sw = Stopwatch.StartNew();

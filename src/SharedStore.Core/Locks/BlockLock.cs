@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using SharedStore.Regions;
 
 namespace SharedStore.Locks;
@@ -18,7 +19,13 @@ internal enum LockStatus
 /// Cross-process, writer-priority reader/writer lock over one <see cref="BlockLockRecord"/> in shared memory.
 /// <para><b>Algorithm.</b> A per-slot counting reader/writer lock with a Dekker-style announcement between the two
 /// sides, a futex sequence word for sleeping, and ownership that is recorded by the atomic operation itself.</para>
-/// <para><b>States</b> of a record (slot <c>s</c> is a container member process; <c>R</c> = all reader bytes,
+/// <para><b>Layout 3</b> (<see cref="BlockLockDescriptor"/>): slot s's byte (count in bits 0-6, wait flag in bit 7) is
+/// on reader line g = s / 64; <c>L</c> = ReaderLines (bit g: line g may hold reads; set by a reader before its first
+/// hold, never cleared while the record is in use); <c>W</c> = Waiting is one bit per line (some slot of the line may
+/// wait; the slot's flag says which). Below, "R" means the counts of the lines L names, and "W ≠ 0" reads the line
+/// bits. The arguments that a writer may skip the lines L does not name, and that the shared W bit loses no waiter,
+/// are in docs/ARCHITECTURE.md §4 and at <see cref="AnyReaders"/> and <see cref="RefreshWaiting"/>.</para>
+/// <para><b>States</b> of a record (slot <c>s</c> is a container member process; <c>R</c> = all read counts,
 /// <c>O</c> = Owner, <c>W</c> = Waiting):</para>
 /// <code>
 ///   free            R = 0, O = 0
@@ -31,7 +38,8 @@ internal enum LockStatus
 /// <item>Read its byte b. If b = 0 and (O ≠ 0 or W ≠ 0), a writer owns or waits: sleep until O = 0 and W = 0
 /// (writer priority). If b &gt; 0 the process already holds a read and goes on even past a waiting writer
 /// (re-entry must not deadlock behind a writer that waits for this very read).</item>
-/// <item>CAS its byte b → b+1 on the readers word (fails and retries if any byte of the word changed).</item>
+/// <item>Set its line's bit in L unless a load finds it set (before every increment: docs/MODEL.md F5). Then CAS its byte b → b+1 on the readers word
+/// (fails and retries if any byte of the word changed).</item>
 /// <item>If b was 0, re-read O and W. If either is set, a writer announced itself between 1 and 2: undo 2 and
 /// go back to 1. If b was above 0, re-read O: if it is active, undo 2 and wait for it to clear (b may have been another
 /// thread's tentative 0→1, about to be undone, rather than a hold). With writer steps 1 and 3 these are Dekker
@@ -39,8 +47,9 @@ internal enum LockStatus
 /// </list>
 /// <para><b>Writer of slot s:</b></para>
 /// <list type="number">
-/// <item>CAS O: 0 → s+1. If it fails, set bit s of W (first waiting thread of the process), sleep until O = 0,
-/// retry; clear bit s of W once O is ours (last waiting thread of the process).</item>
+/// <item>CAS O: 0 → s+1. If it fails, set the slot's wait flag, then its line's bit of W (first waiting thread of the
+/// process), sleep until O = 0, retry; once O is ours the last waiting thread of the process clears its flag and
+/// refreshes the line's bit (<see cref="RefreshWaiting"/>).</item>
 /// <item>Read all reader words; sleep until they are all 0. New readers that do not already hold the block see
 /// O ≠ 0 and back off (reader step 3), so the drain terminates once present holders put.</item>
 /// <item>Set Active in O with a locked RMW, then re-read the reader words: if any is non-zero (a reader incremented
@@ -54,23 +63,24 @@ internal enum LockStatus
 /// FUTEX_WAIT either returns EAGAIN or is woken). Waiters spin for <see cref="LockWaitPolicy.SpinTicks"/> first:
 /// on this machine a futex wake of a halted vCPU costs ~22 µs while a spinning peer sees a store in ~0.05 µs.</para>
 /// <para><b>Crash safety.</b> Every shared fact is attributed to a slot by the word that carries it: a read is slot
-/// s's byte, a write is O = s+1, a waiting writer is bit s of W. So there is no window between an atomic update and
+/// s's count, a write is O = s+1, a waiting writer is slot s's wait flag. So there is no window between an atomic update and
 /// separate bookkeeping, and the broker's recovery (<see cref="ScrubSlot"/>) needs no log: it clears byte s, O if it
-/// names s (marking the block torn if O was active), and bit s of W, then wakes sleepers. A dead sleeper leaves at
+/// names s (marking the block torn if O was active), and refreshes its line's W bit, then wakes sleepers. A dead sleeper leaves at
 /// most bit 0 of Seq set, which costs one spurious wake.</para>
 /// <para><b>Repair of forged state</b> (<see cref="ClearUnowned"/>). Every member maps the records read-write, so a
 /// member can write any word, e.g. name a slot nobody holds in O: every later writer and reader of the block would
 /// wait forever. The broker therefore clears, from a record, everything attributed to a slot that has no live member:
-/// reader bytes (lowered to 0), an O whose slot field names no member (or no slot at all), W bits. It does so for every
+/// read counts (lowered to 0), an O whose slot field names no member (or no slot at all), wait flags (then W bits of lines
+/// where no flag is left). It does so for every
 /// record of a container when a member leaves or dies, and for one record when a waiter that has waited
 /// <see cref="LockWaitPolicy.RepairAfterTicks"/> (250 ms) asks (<see cref="ILockRepairRequester"/>, the wire's
-/// lock_check). The broker's own slot 63 has no member; for it the broker's ledger of what its threads really hold
+/// lock_check). The broker's own slot (the last of the record, 63 for one line) has no member; for it the broker's ledger of what its threads really hold
 /// stands in (the broker's BrokerSlotLedger: reads counted before their CAS, the O claim and release made under the
-/// ledger's gate with an owned flag in the same critical section, W bit 63 set and cleared under that gate with the
+/// ledger's gate with an owned flag in the same critical section, its wait flag set and cleared under that gate with the
 /// process-local waiter count).</para>
 /// <para><i>Why this cannot break mutual exclusion among live members.</i> Exclusion is the two Dekker handshakes
 /// above, and each is between words a live member wrote itself: its own byte, and O holding its own slot. The repair
-/// changes only words attributed to slots outside the live set, with a CAS (or an atomic And of exactly those W bits)
+/// changes only words attributed to slots outside the live set, with a CAS (and a W bit only by <see cref="RefreshWaiting"/>, which puts back any bit whose line has a flag)
 /// from the value it judged, so no live member's byte, W bit or O is ever altered: a live member's concurrent change of
 /// its own byte in the same word fails the CAS and the word is judged again, and if O changed after it was read (even
 /// back to the same memberless value and then to a live writer's slot) the CAS from the judged value fails unless the
@@ -79,7 +89,7 @@ internal enum LockStatus
 /// live writer's CAS 0 → s+1 succeed, and no live process believes it holds that O; clearing a memberless W bit only
 /// lets new readers in (writer priority, not exclusion). For slot 63 the same holds because the ledger's gate makes the
 /// judgement and the broker's own claims mutually exclusive: while it is held no broker thread can raise its read
-/// count, claim O or change W bit 63, so what is cleared is held by no broker thread (a broker read's tentative
+/// count, claim O or change its wait flag, so what is cleared is held by no broker thread (a broker read's tentative
 /// increment is already counted, so the byte is never lowered below it).</para>
 /// <para><i>Races with a slot being reassigned.</i> Slots are given to members under the broker's state lock, and the
 /// whole judgement runs under it, so the set of live slots cannot change while a record is judged: a member that joins
@@ -119,8 +129,10 @@ internal static unsafe class BlockLock
     public static int ReadHolds(BlockLockRecord* rec, int slot) =>
         (int)((Volatile.Read(ref *ReaderWord(rec, slot)) >> ReaderShift(slot)) & BlockLockDescriptor.MaxHoldsPerSlot);
 
-    /// <summary>Reader step 0: before a slot's first hold, its line's ReaderLines bit, so a writer that reads
-    /// ReaderLines after our increment looks at our line. The bit is never cleared while the record is in use, so a
+    /// <summary>Reader step 0: before every increment of a slot's count, its line's ReaderLines bit, so a writer that
+    /// reads ReaderLines after our increment looks at our line. Every increment, not only a slot's first hold: a count
+    /// above 0 may be forged (the broker slot has no member to vouch for its byte) on a line nobody announced (spin
+    /// model F5). The bit is never cleared while the record is in use, so a
     /// plain load that finds it set suffices (it was set by a locked OR that precedes the load).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AnnounceLine(BlockLockRecord* rec, int slot)
@@ -146,10 +158,7 @@ internal static unsafe class BlockLock
             return false;
         }
 
-        if (mine == 0)
-        {
-            AnnounceLine(rec, slot);
-        }
+        AnnounceLine(rec, slot); // before every increment, not only a first hold: spin model F5
 
         if (Interlocked.CompareExchange(ref *word, old + (1UL << shift), old) != old)
         {
@@ -187,10 +196,11 @@ internal static unsafe class BlockLock
                 continue;
             }
 
-            if (mine == 0)
-            {
-                AnnounceLine(rec, slot); // step 0
-            }
+            // Step 0, before every increment: a count above 0 need not be this process's own (the broker slot has no
+            // member, and a member can forge its byte on a line nobody announced); trusting it to mean "announced"
+            // let the broker's write-back read under a member's active write (spin model F5). A plain load of the
+            // line the caller has just read for Owner; the OR runs once per line per record.
+            AnnounceLine(rec, slot);
 
             // Step 2. The CAS also orders step 3's loads after it (a locked instruction is a full fence).
             if (Interlocked.CompareExchange(ref *word, old + unit, old) != old)
@@ -262,23 +272,53 @@ internal static unsafe class BlockLock
     public static bool AnyReaders(BlockLockRecord* rec)
     {
         ulong lines = Volatile.Read(ref rec->ReaderLines);
-        ulong* r = (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset);
-        for (; lines != 0; lines &= lines - 1)
+        byte* r = (byte*)rec + BlockLockDescriptor.ReadersOffset;
+        if (Vector256.IsHardwareAccelerated)
         {
-            ulong* line = r + (BitOperations.TrailingZeroCount(lines) * BlockLockDescriptor.WordsPerLine);
-            ulong any = 0;
-            for (int i = 0; i < BlockLockDescriptor.WordsPerLine; i++)
+            // One OR over every announced line and one test at the end: no branch or reduction per line (a writer
+            // of a record whose 17 lines were all used once reads 34 vectors).
+            Vector256<ulong> acc = Vector256<ulong>.Zero;
+            for (; lines != 0; lines &= lines - 1)
             {
-                any |= Volatile.Read(ref line[i]);
+                byte* line = r + (BitOperations.TrailingZeroCount(lines) * BlockLockDescriptor.ReaderLineSize);
+                acc |= Vector256.Load((ulong*)line) | Vector256.Load((ulong*)(line + 32));
             }
 
-            if ((any & BlockLockDescriptor.CountsMask) != 0)
+            return (acc & Vector256.Create(BlockLockDescriptor.CountsMask)) != Vector256<ulong>.Zero;
+        }
+
+        for (; lines != 0; lines &= lines - 1)
+        {
+            if ((LineOr(r + (BitOperations.TrailingZeroCount(lines) * BlockLockDescriptor.ReaderLineSize)) & BlockLockDescriptor.CountsMask) != 0)
             {
                 return true;
             }
         }
 
         return false;
+    }
+
+    /// <summary>The OR of a reader line's eight words, read with two 32-byte loads. Each 8-byte word of a load is
+    /// read whole (an aligned vector load does not tear its 8-byte lanes on x86-64), and the loads cannot move before
+    /// the caller's locked RMW (a full fence, also for the JIT), which is all the drain argument needs of them:
+    /// every word is read after the writer's announcement (class comment).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong LineOr(byte* line)
+    {
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<ulong> v = Vector256.Load((ulong*)line) | Vector256.Load((ulong*)(line + 32));
+            return v.GetElement(0) | v.GetElement(1) | v.GetElement(2) | v.GetElement(3);
+        }
+
+        ulong* w = (ulong*)line;
+        ulong any = 0;
+        for (int i = 0; i < BlockLockDescriptor.WordsPerLine; i++)
+        {
+            any |= Volatile.Read(ref w[i]);
+        }
+
+        return any;
     }
 
     /// <summary>
@@ -424,39 +464,46 @@ internal static unsafe class BlockLock
     }
 
     /// <summary>Whether any slot of reader line <paramref name="line"/> has its wait flag set.</summary>
-    private static bool LineHasWaiters(BlockLockRecord* rec, int line)
-    {
-        ulong* w = (ulong*)((byte*)rec + BlockLockDescriptor.ReadersOffset) + (line * BlockLockDescriptor.WordsPerLine);
-        ulong any = 0;
-        for (int i = 0; i < BlockLockDescriptor.WordsPerLine; i++)
-        {
-            any |= Volatile.Read(ref w[i]);
-        }
-
-        return (any & BlockLockDescriptor.WaitFlagsMask) != 0;
-    }
+    private static bool LineHasWaiters(BlockLockRecord* rec, int line) =>
+        (LineOr((byte*)rec + BlockLockDescriptor.ReadersOffset + (line * BlockLockDescriptor.ReaderLineSize)) & BlockLockDescriptor.WaitFlagsMask) != 0;
 
     /// <summary>
-    /// Clears line <paramref name="line"/>'s Waiting bit if no slot of the line waits: after a slot cleared its own
-    /// flag, and in recovery and repair. <i>Why no waiter is left unannounced:</i> a waiter sets its flag before its OR
-    /// of the bit. If the bit is cleared here (a locked And) and the line is looked at again afterwards, then a waiter
-    /// whose OR came before the And had set its flag before it too, so the second look finds the flag and sets the bit
-    /// again; a waiter whose OR comes after the And sets the bit itself. Between the And and the OR the bit may be
-    /// clear while a slot waits: readers can slip in there, which costs writer priority for that moment (like the
-    /// hand-off gap of docs/MODEL.md F3), never exclusion. Idempotent; any thread may run it at any time.
+    /// Brings line <paramref name="line"/>'s Waiting bit in agreement with the line's wait flags: run after a slot
+    /// cleared its own flag, and by recovery and repair. Idempotent; any thread may run it at any time.
+    /// <para><i>The loop.</i> Each round reads the bit and the line's flags: equal (bit set and a flag, or neither),
+    /// done; a flag and no bit, OR the bit; a bit and no flag, And it off; then look again. A single pass (And, look,
+    /// OR back) can leave a stale bit: refresher A Ands, sees B's flag, and before A's OR lands B stops waiting,
+    /// clears its flag and runs its own refresh, which sees the bit clear and returns; A's OR comes last and keeps new
+    /// readers out with no writer waiting (spin model F4). Looping until the two agree makes whoever changed the bit
+    /// last check it against the flags. The OR of a clear bit with a flag set also puts back a bit that a refresher
+    /// killed between its And and its OR lost for a line-mate still waiting (F4b).</para>
+    /// <para><i>Why no waiter is left unannounced:</i> a waiter sets its flag before its OR of the bit. An And of
+    /// this loop is followed by another look at the flags, so a waiter whose OR preceded the And (its flag too) is seen
+    /// and the bit put back; a waiter whose OR follows the And sets the bit itself. Between an And and the OR-back the
+    /// bit may be clear while a slot waits: readers can slip in there, which costs writer priority for that moment (like
+    /// the hand-off gap of docs/MODEL.md F3), never exclusion. It ends: each round either returns or changes the bit
+    /// towards what the flags say, and the flags change only when writers start or stop waiting.</para>
     /// </summary>
     internal static void RefreshWaiting(BlockLockRecord* rec, int line)
     {
         ulong bit = 1UL << line;
-        if ((Volatile.Read(ref rec->Waiting) & bit) == 0 || LineHasWaiters(rec, line))
+        while (true)
         {
-            return;
-        }
+            bool set = (Volatile.Read(ref rec->Waiting) & bit) != 0;
+            bool waiters = LineHasWaiters(rec, line);
+            if (set == waiters)
+            {
+                return;
+            }
 
-        Interlocked.And(ref rec->Waiting, ~bit);
-        if (LineHasWaiters(rec, line))
-        {
-            Interlocked.Or(ref rec->Waiting, bit);
+            if (waiters)
+            {
+                Interlocked.Or(ref rec->Waiting, bit);
+            }
+            else
+            {
+                Interlocked.And(ref rec->Waiting, ~bit);
+            }
         }
     }
 
@@ -693,14 +740,15 @@ internal static unsafe class BlockLock
         }
 
         ulong waitingLines = Volatile.Read(ref rec->Waiting);
-        for (ulong m = waitingLines; m != 0; m &= m - 1)
+        for (int line = 0; line < lines; line++)
         {
-            int line = BitOperations.TrailingZeroCount(m);
-            RefreshWaiting(rec, line);
-            if (line >= lines)
-            {
-                Interlocked.And(ref rec->Waiting, ~(1UL << line)); // a line the record does not have: forged
-            }
+            RefreshWaiting(rec, line); // also puts back a bit lost while a slot of the line still waits (F4b)
+        }
+
+        if ((waitingLines & ~(lines == BlockLockDescriptor.MaxLines ? ulong.MaxValue : (1UL << lines) - 1)) != 0)
+        {
+            // Bits of lines the record does not have: forged (no slot can wait there).
+            Interlocked.And(ref rec->Waiting, lines == BlockLockDescriptor.MaxLines ? ulong.MaxValue : (1UL << lines) - 1);
         }
 
         result.WaitingLines = waitingLines & ~Volatile.Read(ref rec->Waiting);
