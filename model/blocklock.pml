@@ -211,7 +211,7 @@
 
 #define NS 3            /* slots */
 #define NT 3            /* client thread ids (array sizes) */
-#if CFG >= 4 && CFG != 10
+#if CFG >= 4 && CFG != 10 && CFG != 12
 #define NTH 2           /* threads actually run */
 #else
 #define NTH 3
@@ -255,7 +255,10 @@ bit wa[NS];             /* slot s waits announced: its flag set and its Or of th
 bit pwa[NT];            /* some wa[] set continuously since t's 0->1 increment */
 bit rf[NT];             /* thread t is between clearing its wait flag and the end of its RefreshWaiting */
 byte inref[2];          /* live threads (and broker refreshes) inside that window, per line */
-byte gap[2];            /* RefreshWaiting calls of line g between their And and the end of their second look / Or */
+#ifdef CHECK_WAITANN
+byte gap[2];            /* RefreshWaiting calls of line g between an And and their next Or or return (GAP_IN) */
+byte ing[10];           /* by _pid: g+1 while that process is inside such a window of line g */
+#endif
 byte ndone;             /* threads finished (normally or by crash) */
 byte alive[NS];         /* live threads of slot s */
 byte cp;                /* s+1 while slot s is being killed: only its threads run (their escapes) */
@@ -377,11 +380,11 @@ bit ff;                 /* ghost: the forger set slot 2's wait flag */
     d_step { if :: (rl & 1) && R[0] != 0 -> anyr = 1 :: else -> skip fi }; \
     d_step { if :: !anyr && (rl & 2) && (R[1] != 0 || R[2] != 0) -> anyr = 1 :: else -> skip fi; rl = 0 }
 
-/* Reader step 0 (BlockLock.AnnounceLine), before the CAS of a first hold: plain load of ReaderLines, and a locked OR
-   of the line's bit if it was clear. NO_ANNOUNCE: left out (mutant); ANNOUNCE_AFTER_CAS: after the CAS (mutant). */
-#ifdef FIX_ANNOUNCE_ALWAYS
-/* proposed fix of finding F5: announce before every increment, not only a first hold (a plain load of the word
-   next to Owner and Waiting, which the reader has just loaded: no extra cache line) */
+/* Reader step 0 (BlockLock.AnnounceLine), before every CAS of the count (F5 fix, commit 02aea4c): plain load of
+   ReaderLines, and a locked OR of the line's bit if it was clear (two steps). NO_ANNOUNCE: left out (mutant);
+   ANNOUNCE_AFTER_CAS: after the CAS (mutant); ANNOUNCE_FIRST_ONLY: only before a first hold (count 0), the code
+   before 02aea4c (mutant f5_announce_first_hold: finding F5). */
+#ifndef ANNOUNCE_FIRST_ONLY
 #define ANNOUNCE_LINE \
     if :: (RL & LB(s)) == 0 -> RL = RL | LB(s) :: else -> skip fi
 #else
@@ -389,18 +392,33 @@ bit ff;                 /* ghost: the forger set slot 2's wait flag */
     if :: mine == 0 && (RL & LB(s)) == 0 -> RL = RL | LB(s) :: else -> skip fi
 #endif
 
-/* BlockLock.RefreshWaiting(line g): if the line's Waiting bit is set and no slot of the line has its flag set, And
-   the bit off, look at the line again and Or the bit back if a flag is there. Each load / look / RMW one step.
-   NO_RELOOK (mutant): no second look. FIX_REFRESH_LOOP (proposed fix, finding F4): after the Or, start again (the
-   flag seen may have been cleared, and its owner's own refresh may have seen the bit clear, before the Or). */
+/* Ghosts of the WAITANN monitor (only with CHECK_WAITANN; otherwise no-ops): ing[p] = g+1 while process p is in a
+   RefreshWaiting of line g between an And of it and its next Or or its return; gap[g] counts them. A crash leaves a
+   dead thread's gap open until the scrub of its slot has run its own RefreshWaiting (DEAD_GAP_OUT). */
+#ifdef CHECK_WAITANN
+#define GAP_IN(g)  if :: ing[_pid] == 0 -> ing[_pid] = (g) + 1; gap[g]++ :: else -> skip fi
+#define GAP_OUT(g) if :: ing[_pid] != 0 -> ing[_pid] = 0; gap[g]-- :: else -> skip fi
+#define DEAD_GAP_OUT_P(p, s) if :: pslot[p] == (s) + 1 && ing[p] != 0 -> gap[ing[p] - 1]--; ing[p] = 0 :: else -> skip fi
+#define DEAD_GAP_OUT(s) DEAD_GAP_OUT_P(1, s); DEAD_GAP_OUT_P(2, s); DEAD_GAP_OUT_P(3, s)
+#else
+#define GAP_IN(g)  skip
+#define GAP_OUT(g) skip
+#define DEAD_GAP_OUT(s) skip
+#endif
+
+/* BlockLock.RefreshWaiting(line g), since commit 02aea4c (F4 fix): a loop; each round loads the line's Waiting bit
+   (one step), looks at the line's flags (one step); if they agree it returns; a flag and no bit: Or the bit (one
+   step; this also puts back a bit lost by a refresher killed between its And and its Or: F4b); a bit and no flag: And
+   it off (one step); then the next round. A crash may fall between any two steps.
+   REFRESH_SINGLE_PASS (mutant f4_refresh_single_pass: finding F4, the code before 02aea4c): if the bit is set and no
+   flag, And it off, look at the line again and Or it back if a flag is there; done. NO_RELOOK (mutant): that single
+   pass without the second look. */
+#if defined(REFRESH_SINGLE_PASS) || defined(NO_RELOOK)
 #ifdef NO_RELOOK
-#define RELOOK(g) d_step { gap[g]-- }; break
-#elif defined(FIX_REFRESH_LOOP)
-#define RELOOK(g) \
-    if :: LINEFLAGS(g) -> d_step { W = W | (1 << (g)); gap[g]--; GHOST } :: else -> d_step { gap[g]-- }; break fi
+#define RELOOK(g) d_step { GAP_OUT(g) }; break
 #else
 #define RELOOK(g) \
-    if :: LINEFLAGS(g) -> d_step { W = W | (1 << (g)); gap[g]--; GHOST }; break :: else -> d_step { gap[g]-- }; break fi
+    if :: LINEFLAGS(g) -> d_step { W = W | (1 << (g)); GAP_OUT(g); GHOST }; break :: else -> d_step { GAP_OUT(g) }; break fi
 #endif
 #define REFRESH(g) \
     do \
@@ -409,11 +427,27 @@ bit ff;                 /* ghost: the forger set slot 2's wait flag */
         if \
         :: LINEFLAGS(g) -> break \
         :: else -> \
-            d_step { W = W & ~(1 << (g)); gap[g]++; GHOST }; \
+            d_step { W = W & ~(1 << (g)); GAP_IN(g); GHOST }; \
             RELOOK(g) \
         fi \
     od; \
     skip
+#else
+#define REFRESH(g) \
+    do \
+    :: (W & (1 << (g))) == 0 -> \
+        if \
+        :: LINEFLAGS(g) -> d_step { W = W | (1 << (g)); GAP_OUT(g); GHOST } \
+        :: d_step { !LINEFLAGS(g) -> GAP_OUT(g) }; break \
+        fi \
+    :: (W & (1 << (g))) != 0 -> \
+        if \
+        :: d_step { LINEFLAGS(g) -> GAP_OUT(g) }; break \
+        :: !LINEFLAGS(g) -> d_step { W = W & ~(1 << (g)); GAP_IN(g); GHOST } \
+        fi \
+    od; \
+    skip
+#endif
 
 #ifdef GIVEUP
 #define GU_OPT   :: !gu -> gu = 1; break
@@ -670,6 +704,19 @@ wdone:  skip
     EXIT
 }
 
+#if CFG == 12
+/* Configuration 12: slot 0 owns the block from the start (Owner = 1, set by init) and only releases it:
+   ReleaseWrite (Exchange Owner 0; WakeIfSleepers). The cheapest third party that makes the two writers of line 1
+   wait, so that one can refresh the line while the other waits (F4b), with a crash. */
+proctype Holder(byte t; byte s) provided (cp == 0 || cp == pslot[_pid])
+{
+    bit vb;
+    d_step { O = 0; GHOST };
+    WAKE_IF_SLEEPERS;
+    EXIT
+}
+#endif
+
 /* RECOVERY after ScrubSlot(s): nothing of slot s (its byte: count and flag; Owner), and its line's Waiting bit is
    not left set with no flag on the line -- unless a live thread of the line is between clearing its own flag and the
    end of its RefreshWaiting (then that refresh decides). */
@@ -704,7 +751,7 @@ end_idle:
 #else
     d_step { inref[LINE(s)]++ };
     REFRESH(LINE(s));
-    d_step { inref[LINE(s)]-- };
+    d_step { inref[LINE(s)]--; DEAD_GAP_OUT(s) };           /* the dead slot's own refresh is over (WAITANN) */
 #endif
 #endif
     xf = 0;
@@ -731,6 +778,8 @@ proctype Crasher()
     :: ncrash < MAXCRASH ->
 #ifdef CRASHSLOT
         s = CRASHSLOT;                                          /* only this slot may die */
+#elif CFG == 12
+        if :: !crashed[1] -> s = 1 :: !crashed[2] -> s = 2 fi; /* the Holder (slot 0) does not die */
 #else
         if :: !crashed[0] -> s = 0 :: !crashed[1] -> s = 1 :: !crashed[2] -> s = 2 fi;
 #endif
@@ -800,10 +849,17 @@ end_r:
             fi
         od;
         xf = 0;
-        /* Waiting: RefreshWaiting for every line whose bit is set in one load of the word */
+        /* Waiting: one load of the word (the lines cleared are reported), then RefreshWaiting for every line of the
+           record (since 02aea4c: also puts back a lost bit, F4b); REFRESH_SINGLE_PASS (the code before): only for
+           the lines whose bit was set in that load */
         wl = W;
+#ifndef REFRESH_SINGLE_PASS
+        d_step { inref[0]++ }; REFRESH(0); d_step { inref[0]-- };
+        d_step { inref[1]++ }; REFRESH(1); d_step { inref[1]-- };
+#else
         if :: (wl & 1) -> d_step { inref[0]++ }; REFRESH(0); d_step { inref[0]-- } :: else -> skip fi;
         if :: (wl & 2) -> d_step { inref[1]++ }; REFRESH(1); d_step { inref[1]-- } :: else -> skip fi;
+#endif
         d_step {                                                /* lines cleared: something changed (wake) */
             if :: (wl & ~W) != 0 -> any = 1 :: else -> skip fi;
             if :: (W & 2) == 0 -> fw = 0 :: else -> skip fi;
@@ -870,7 +926,7 @@ proctype Joiner()
         fi;
         R[2] = 0; WF[2] = 0; ff = 0;
         if :: (O & SLOTMASK) == 3 -> O = 0; fo = 0 :: else -> skip fi;
-        if :: !WF[1] -> W = W & ~2; fw = 0 :: else -> skip fi;         /* RefreshWaiting(1) */
+        if :: !WF[1] -> W = W & ~2; fw = 0 :: else -> W = W | 2 fi;    /* RefreshWaiting(1): bit = line's flags */
         GHOST;
 #endif
         member[2] = 1
@@ -1037,6 +1093,12 @@ init {
         slot_of[0] = 1; slot_of[1] = 2; slot_of[2] = 0; alive[1] = 1; alive[2] = 1;
         run Writer(0, 1);
         run Writer(1, 2);
+#elif CFG == 12
+        slot_of[0] = 0; slot_of[1] = 1; slot_of[2] = 2; alive[0] = 1; alive[1] = 1; alive[2] = 1;
+        O = 1;
+        run Holder(0, 0);
+        run Writer(1, 1);
+        run Writer(2, 2);
 #elif CFG == 7 && defined(FORGE)
         slot_of[0] = 0; slot_of[1] = 2; slot_of[2] = 1; alive[0] = 1; alive[2] = 1; member[0] = 1;
         run Writer(0, 0);
@@ -1074,7 +1136,11 @@ init {
 #else
     /* everything released, by the threads themselves or by recovery */
     assert(R[0] == 0 && R[1] == 0 && R[2] == 0 && !WF[0] && !WF[1] && !WF[2] && O == 0);
+#ifndef NO_END_W
     assert(W == 0)            /* no flag is set: a Waiting bit left here would keep every new reader out for good */
+#else
+    skip                      /* NO_END_W: to let a check reach WAITANN past a stale bit (F4b with the old code) */
+#endif
 #endif
 }
 
