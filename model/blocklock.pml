@@ -32,8 +32,9 @@
  *  Waiting                            W          bit g = some slot of line g may wait. A waiter sets its
  *                                                flag (one step), then ORs its line bit (one step);
  *                                                the last waiting thread of a slot clears its flag,
- *                                                then RefreshWaiting(line) (REFRESH: load W; look at
- *                                                the line; And; look again; Or -- one step each).
+ *                                                then RefreshWaiting(line) (REFRESH, a loop: load W's
+ *                                                bit; look at the line; Or or And if they disagree;
+ *                                                again -- one step each).
  *  Seq (futex word)                   sb, stale[] sb = bit 0 (sleepers present). The value itself
  *                                                matters only for equality with a value a thread
  *                                                loaded earlier (CAS, FUTEX_WAIT), so it is kept as
@@ -140,6 +141,8 @@
  *    6           T0: slot 0 reader; T1: slot 0 writer (same process).
  *    10          T0, T1, T2: writers of slots 0, 1, 2 (two waiters of line 1 while slot 0 owns).
  *    11          T0, T1: writers of slots 1 and 2 (one line).
+ *    12          T0: Holder of slot 0 (owns from the start, only releases); T1, T2: writers of
+ *                slots 1 and 2 (one line); a crash of slot 1 or 2 at any step.
  *  The 3-thread configurations are checked without crashes (with one crash they exceed the
  *  3-minute budget: > 60 M states), the 2-thread ones with a crash of either slot at any step.
  *
@@ -150,10 +153,11 @@
  *  NO_SLEEP_FENCE (sleeper does not set bit 0 of Seq), NO_SCRUB_WAIT (recovery does not refresh the
  *  Waiting bit), NO_ANNOUNCE / ANNOUNCE_AFTER_CAS (reader does not set its ReaderLines bit / sets
  *  it after its CAS), SCRUB_REFRESH_IF_FLAG (recovery refreshes the line only if the dead slot's
- *  flag was set), NO_RELOOK (RefreshWaiting without the look after its And).
- *  FIX_REFRESH_LOOP: the proposed fix of finding F4 (RefreshWaiting starts again after its Or).
- *  FIX_ANNOUNCE_ALWAYS: the proposed fix of finding F5 (a reader announces its line before every
- *  increment, not only a first hold). CHECK_WAITANN: the WAITANN monitor (docs/MODEL.md).
+ *  flag was set), NO_RELOOK (a single-pass RefreshWaiting without the look after its And),
+ *  REFRESH_SINGLE_PASS (RefreshWaiting and the repair's refresh before commit 02aea4c: findings F4,
+ *  F4b), ANNOUNCE_FIRST_ONLY (a reader announces only before a first hold, before 02aea4c: F5).
+ *  CHECK_WAITANN: the WAITANN monitor (docs/MODEL.md); NO_END_W: no final assert(W == 0) (so that
+ *  a search with pan -c0 reaches WAITANN past F4's stale bit).
  *  CRASHSLOT=n: only slot n may crash.
  *  Other switches: WAKE_ATOMIC (WakeAll's Seq CAS and FUTEX_WAKE are one step: no crash between
  *  them; separates F2 from F2b), SCRUB_WAKE_IF_SLEEPERS (the ScrubSlot between the F2 and F2b
