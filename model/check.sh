@@ -25,6 +25,10 @@ JOBS=${JOBS:-2}
 
 SAFE="-DSAFETY -DNOCLAIM -DCOLLAPSE"     # assertions + invalid end states
 LIVE="-DNFAIR=3 -DCOLLAPSE"              # ltl live, weak fairness (pan -a -f)
+# Must-fail checks whose counterexample lies within ~300 K states: gcc -O0 (0.8 s of CPU instead of 3.5 s for -O2;
+# the search itself is too short for the optimisation to pay back)
+SAFE0="$SAFE -O0"
+LIVE0="$LIVE -O0"
 DEPTH="-m200000"
 
 # run_check IDX NAME EXPECT MODEL "SPIN -D FLAGS" "CC FLAGS" "PAN FLAGS" [PATTERN]  -> $work/res.IDX
@@ -101,25 +105,25 @@ check fix-F2b-safety-c4-crash      pass $M "-DCFG=4"                  "$SAFE" "$
 check fix-F2b-safety-c5-crash      pass $M "-DCFG=5"                  "$SAFE" "$DEPTH"
 check fix-F2b-live-c5-crash        pass $M "-DCFG=5"                  "$LIVE" "$DEPTH -a -f"
 section "== Must fail: the previous ScrubSlot (wake only if released or sleepers bit set): finding F2b =="
-check F2b-crash-inside-wakeall     fail $M "-DCFG=5 -DSCRUB_WAKE_IF_SLEEPERS" "$SAFE" "$DEPTH" 'invalid end state'
+check F2b-crash-inside-wakeall     fail $M "-DCFG=5 -DSCRUB_WAKE_IF_SLEEPERS" "$SAFE0" "$DEPTH" 'invalid end state'
 section "== Must fail: F3, the stronger writer priority that the protocol does not give (documented) =="
-check F3-strict-writer-priority    fail $M "-DCFG=1 -DMAXCRASH=0 -DPRIO_STRICT" "$SAFE" "$DEPTH" 'pwo\[t\]'
+check F3-strict-writer-priority    fail $M "-DCFG=1 -DMAXCRASH=0 -DPRIO_STRICT" "$SAFE0" "$DEPTH" 'pwo\[t\]'
 section "== Must fail: the RefreshWaiting before 02aea4c (one pass: And, look, Or back): F4 (a stale Waiting bit; with a give-up, and with a crash) and F4b (a crash between its And and its Or loses a waiting line-mate's bit: WAITANN, all errors searched) =="
-check mutant-F4-single-pass-c10    fail mutants/f4_refresh_single_pass.pml "-DCFG=10 -DMAXCRASH=0 -DGIVEUP" "$SAFE" "$DEPTH" 'W==0'
+check mutant-F4-single-pass-c10    fail mutants/f4_refresh_single_pass.pml "-DCFG=10 -DMAXCRASH=0 -DGIVEUP" "$SAFE0" "$DEPTH" 'W==0'
 check mutant-F4-single-pass-c12-crash fail mutants/f4_refresh_single_pass.pml "-DCFG=12" "$SAFE" "$DEPTH" 'W==0'
 check mutant-F4b-single-pass-c12-crash fail mutants/f4_refresh_single_pass.pml "-DCFG=12 -DCHECK_WAITANN -DNO_END_W" "$SAFE" "$DEPTH -c0" 'wa\[0\]'
 section "== Must fail: mutants of the model (the old F1/F2 code, and protocol lines removed) =="
-check mutant-f1-no-reentrant-recheck fail mutants/f1_no_reentrant_recheck.pml "-DCFG=3 -DMAXCRASH=0" "$SAFE" "$DEPTH" "$MUTEX"
-check mutant-f1-no-writer-recheck  fail mutants/f1_no_writer_recheck.pml "-DCFG=3 -DMAXCRASH=0" "$SAFE" "$DEPTH" "$MUTEX"
-check mutant-f2-scrub-no-wake      fail mutants/f2_scrub_no_wake.pml "-DCFG=4 -DWAKE_ATOMIC"   "$SAFE" "$DEPTH" 'invalid end state'
-check mutant-no-recheck            fail mutants/no_recheck.pml       "-DCFG=1 -DMAXCRASH=0"    "$SAFE" "$DEPTH" 'assert'
-check mutant-no-sleep-fence        fail mutants/no_sleep_fence.pml   "-DCFG=1 -DMAXCRASH=0"    "$SAFE" "$DEPTH" 'invalid end state'
-check mutant-no-scrub-wait         fail mutants/no_scrub_wait.pml    "-DCFG=5 -DSLICE"         "$SAFE" "$DEPTH" 'assert'
+check mutant-f1-no-reentrant-recheck fail mutants/f1_no_reentrant_recheck.pml "-DCFG=3 -DMAXCRASH=0" "$SAFE0" "$DEPTH" "$MUTEX"
+check mutant-f1-no-writer-recheck  fail mutants/f1_no_writer_recheck.pml "-DCFG=3 -DMAXCRASH=0" "$SAFE0" "$DEPTH" "$MUTEX"
+check mutant-f2-scrub-no-wake      fail mutants/f2_scrub_no_wake.pml "-DCFG=4 -DWAKE_ATOMIC"   "$SAFE0" "$DEPTH" 'invalid end state'
+check mutant-no-recheck            fail mutants/no_recheck.pml       "-DCFG=1 -DMAXCRASH=0"    "$SAFE0" "$DEPTH" 'assert'
+check mutant-no-sleep-fence        fail mutants/no_sleep_fence.pml   "-DCFG=1 -DMAXCRASH=0"    "$SAFE0" "$DEPTH" 'invalid end state'
+check mutant-no-scrub-wait         fail mutants/no_scrub_wait.pml    "-DCFG=5 -DSLICE"         "$SAFE0" "$DEPTH" 'assert'
 section "== Must fail: mutants of the layout-3 protocol (ReaderLines announcement, Waiting line bits) =="
-check mutant-no-announce           fail mutants/no_announce.pml      "-DCFG=4 -DMAXCRASH=0"    "$SAFE" "$DEPTH" "$MUTEX"
+check mutant-no-announce           fail mutants/no_announce.pml      "-DCFG=4 -DMAXCRASH=0"    "$SAFE0" "$DEPTH" "$MUTEX"
 check mutant-announce-after-cas    fail mutants/announce_after_cas.pml "-DCFG=3 -DMAXCRASH=0"  "$SAFE" "$DEPTH" "$MUTEX"
-check mutant-scrub-refresh-if-flag fail mutants/scrub_refresh_if_flag.pml "-DCFG=5"           "$SAFE" "$DEPTH" 'assert'
-check mutant-no-relook             fail mutants/no_relook.pml        "-DCFG=10 -DMAXCRASH=0 -DCHECK_WAITANN" "$SAFE" "$DEPTH" 'wa\[0\]'
+check mutant-scrub-refresh-if-flag fail mutants/scrub_refresh_if_flag.pml "-DCFG=5"           "$SAFE0" "$DEPTH" 'assert'
+check mutant-no-relook             fail mutants/no_relook.pml        "-DCFG=10 -DMAXCRASH=0 -DCHECK_WAITANN" "$SAFE0" "$DEPTH" 'wa\[0\]'
 section "== Must pass: forgery and repair (-DFORGE): a member forges slot 2's words while it is free; the broker's repair, a join of slot 2 (c7), the broker slot's applier (c8) and write-back (c9, F5 fixed) =="
 F="-DFORGE -DMAXCRASH=0"
 check forge-safety-c7-join         pass $M "$F -DCFG=7"                 "$SAFE" "$DEPTH"
@@ -129,13 +133,13 @@ check forge-live-c7-join           pass $M "$F -DCFG=7 -DNFORGE=1"      "$LIVE" 
 check forge-live-c8-applier        pass $M "$F -DCFG=8 -DNFORGE=1"      "$LIVE" "$DEPTH -a -f"
 check forge-live-c9-writeback      pass $M "$F -DCFG=9 -DNFORGE=1"      "$LIVE" "$DEPTH -a -f"
 section "== Must fail: the announcement before 02aea4c (only before a first hold): F5 (a forged count in the broker slot's byte: the write-back's read skips AnnounceLine and a member writer does not look at its line) =="
-check mutant-F5-announce-first-hold fail mutants/f5_announce_first_hold.pml "$F -DCFG=9"   "$SAFE" "$DEPTH" "$MUTEX"
+check mutant-F5-announce-first-hold fail mutants/f5_announce_first_hold.pml "$F -DCFG=9"   "$SAFE0" "$DEPTH" "$MUTEX"
 section "== Must fail: mutants of the repair (no state lock around the judgement, the broker slot judged without its ledger, the broker's claim outside the ledger's gate, a join that keeps a free slot's forged words) =="
 check mutant-repair-no-gate        fail mutants/repair_no_gate.pml        "$F -DCFG=7" "$SAFE" "$DEPTH" 'R\[s\]>0|nw==0|nr==0'
-check mutant-repair-ignores-ledger-c8 fail mutants/repair_ignores_ledger.pml "$F -DCFG=8" "$SAFE" "$DEPTH" "$MUTEX"
-check mutant-repair-ignores-ledger-c9 fail mutants/repair_ignores_ledger.pml "$F -DCFG=9" "$SAFE" "$DEPTH" 'R\[s\]>0|nw==0|nr==0'
-check mutant-claim-outside-gate    fail mutants/claim_outside_gate.pml    "$F -DCFG=8" "$SAFE" "$DEPTH" "$MUTEX"
-check mutant-join-no-scrub         fail mutants/join_no_scrub.pml         "$F -DCFG=7 -DNFORGE=1" "$LIVE" "$DEPTH -a -f" 'acceptance cycle'
+check mutant-repair-ignores-ledger-c8 fail mutants/repair_ignores_ledger.pml "$F -DCFG=8" "$SAFE0" "$DEPTH" "$MUTEX"
+check mutant-repair-ignores-ledger-c9 fail mutants/repair_ignores_ledger.pml "$F -DCFG=9" "$SAFE0" "$DEPTH" 'R\[s\]>0|nw==0|nr==0'
+check mutant-claim-outside-gate    fail mutants/claim_outside_gate.pml    "$F -DCFG=8" "$SAFE0" "$DEPTH" "$MUTEX"
+check mutant-join-no-scrub         fail mutants/join_no_scrub.pml         "$F -DCFG=7 -DNFORGE=1" "$LIVE0" "$DEPTH -a -f" 'acceptance cycle'
 wait
 
 passed=0 failed=0
