@@ -1049,7 +1049,8 @@ bfail: skip;
 
 #ifdef CHECK_WAITANN
 /* WAITANN: a writer that waits announced (flag set, its OR done) has its line's Waiting bit set, except while a
-   RefreshWaiting of that line is between its And and its second look / Or. Checked in every reachable state. */
+   RefreshWaiting of that line is between an And and its next Or or its return (GAP_IN / GAP_OUT; a dead refresher's
+   until the scrub of its slot has refreshed). Checked in every reachable state. */
 #define WAITANN(g) (!((g) == 0 -> wa[0] : (wa[1] || wa[2])) || (W & (1 << (g))) != 0 || gap[g] > 0)
 proctype Monitor()
 {
