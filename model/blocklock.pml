@@ -7,22 +7,34 @@
  * ---------------------------------------------------------------------------------------------
  * ABSTRACTION (one block record, 3 member slots, 2-3 client threads, crashes, broker recovery)
  * ---------------------------------------------------------------------------------------------
- *  Shared record                      model
- *  Readers[0] byte s (slot s count)   R[s]       one variable per slot. All slots 0..7 share the
- *                                                64-bit word Readers[0]; every update of it is a
- *                                                CAS/Add on the whole word, i.e. atomic over all
- *                                                bytes, so "CAS byte s: b -> b+1" is modelled as an
- *                                                atomic test-and-set of R[s] alone. A CAS in the code
- *                                                also fails when ANOTHER slot's byte changed; that
- *                                                only adds a retry that changes nothing (a stutter),
- *                                                so it is left out (it could matter only for
- *                                                starvation, which is not claimed).
- *                                                AnyReaders (one load of word 0 for <= 8 slots) is
- *                                                one atomic read of all R[].
+ *  Shared record (lock layout 3)      model
+ *  reader lines                       slot 0 on line 0; slots 1 and 2 on line 1, in one 64-bit word of
+ *                                                it (LINE(s), LB(s) = its bit). Two slots in one word
+ *                                                is exact for that word; slots in different words of a
+ *                                                line are read one after another like two lines, the
+ *                                                shape lines 0 and 1 give.
+ *  slot s's byte, bits 0-6            R[s]       read count. Every update of a reader word is a CAS on
+ *                                                the whole word, atomic over all its bytes, so "CAS
+ *                                                byte s: b -> b+1" is an atomic test-and-set of R[s]
+ *                                                alone. A CAS in the code also fails when another
+ *                                                byte of the word (or the slot's own flag) changed;
+ *                                                that only adds a retry that changes nothing (a
+ *                                                stutter), so it is left out.
+ *  slot s's byte, bit 7               WF[s]      the slot waits to write (SlotWaitFlag).
+ *  ReaderLines                        RL         bit g = line g may hold reads; set by a reader before
+ *                                                its first CAS (plain load, then a locked OR if clear),
+ *                                                never cleared.
+ *  AnyReaders                         ANYREADERS one step per load: RL, then line 0's counts, then
+ *                                                line 1's (each named line; stops at the first count).
  *  Owner                              O          0 | s+1 (pending) | (s+1)|ACT (active). ACT = 8
  *                                                stands for OwnerActiveBit, SLOTMASK = 7 for
  *                                                OwnerSlotMask.
- *  Waiting                            W          bit s = slot s has a thread waiting to write.
+ *  Waiting                            W          bit g = some slot of line g may wait. A waiter sets its
+ *                                                flag (one step), then ORs its line bit (one step);
+ *                                                the last waiting thread of a slot clears its flag,
+ *                                                then RefreshWaiting(line) (REFRESH, a loop: load W's
+ *                                                bit; look at the line; Or or And if they disagree;
+ *                                                again -- one step each).
  *  Seq (futex word)                   sb, stale[] sb = bit 0 (sleepers present). The value itself
  *                                                matters only for equality with a value a thread
  *                                                loaded earlier (CAS, FUTEX_WAIT), so it is kept as
@@ -51,10 +63,11 @@
  *  Timeout / cancellation / broker    off by default; with -DGIVEUP every wait may give up
  *  loss (LockWait.Check)                         (once per thread) and the thread releases
  *                                                exactly as the code does on that path.
- *  waitGate + localWaiters            lw[s], updated with the W bit in one atomic step (the
- *                                                gate is a process-local mutex around one RMW of
- *                                                W). One writer thread per slot is modelled, so
- *                                                lw[s] is 0/1; the gate logic is still modelled.
+ *  waitGate + localWaiters            lw[s], updated in the step of the flag's CAS (the gate
+ *                                                is process-local and one writer thread per slot is
+ *                                                modelled, so lw[s] is 0/1); the Or / RefreshWaiting
+ *                                                steps that the gate also covers are separate steps.
+ *                                                The broker slot's gate (lgate) is held across them.
  *  MaxHoldsPerSlot (255)              not modelled (holds <= 2).
  *
  *  Reader (AcquireRead; TryAcquireReadFast is one iteration of the same loop and is not modelled
@@ -78,9 +91,9 @@
  *  of a dead thread, not an action of it).
  *
  *  Broker: proctype Broker(s) waits for crashed[s] (the socket closes) and runs ScrubSlot(s)
- *  step by step as coded: read reader word, CAS byte s to 0; read Owner, CAS it to 0 if it names
- *  s; atomic And of ~bit s on W; if anything was released, Add 2 to Seq and FUTEX_WAKE, otherwise
- *  WakeIfSleepers (load Seq; if bit 0: CAS to the next even value, FUTEX_WAKE). One broker
+ *  step by step as coded: read reader word, CAS byte s (count and flag) to 0; read Owner, CAS it
+ *  to 0 if it names s; RefreshWaiting(line of s), always; Add 2 to Seq and FUTEX_WAKE (with
+ *  -DSCRUB_WAKE_IF_SLEEPERS the older code: WakeIfSleepers if nothing was released). One broker
  *  process per slot (the real broker scrubs under its gate, one at a time: a subset of these
  *  interleavings).
  *
@@ -92,9 +105,12 @@
  *  MUTEX     asserted at each entry (reader: nw == 0; writer: nw == 0 && nr == 0); every state
  *            with a violation is reached through an entry, so this is the invariant
  *            nw <= 1 && !(nw > 0 && nr > 0).
- *  RECOVERY  asserted when ScrubSlot(s) ends: R[s] == 0 && (O & 7) != s+1 && (W bit s) == 0 (only
- *            slot s can set these, and it is dead); and at the end (all threads done, all crashed
- *            slots scrubbed) the record is completely free: R == 0, O == 0, W == 0.
+ *  RECOVERY  asserted when ScrubSlot(s) ends: R[s] == 0, WF[s] == 0, (O & 7) != s+1 (only slot s
+ *            can set these, and it is dead), and the Waiting bit of s's line is clear or some flag
+ *            of the line is set or a live thread of the line is between clearing its own flag and
+ *            the end of its RefreshWaiting (inref: that refresh decides); and at the end (all
+ *            threads done, all crashed slots scrubbed) the record is completely free: R == 0,
+ *            WF == 0, O == 0, W == 0 (a Waiting bit left set keeps every new reader out for good).
  *  PRIORITY  (docs/ARCHITECTURE.md 4, read per word; asserted when a reader returns Acquired from
  *            a 0 -> 1 increment of its slot's byte,
  *            i.e. a reader whose SLOT did not already hold the block -- the implementation's notion
@@ -102,6 +118,9 @@
  *              PRIO_O  it does not enter if Owner != 0 held continuously from its increment
  *                      to its entry;
  *              PRIO_W  it does not enter if Waiting != 0 held continuously over that window;
+ *              PRIO_WA it does not enter if some writer waited announced (its flag set and
+ *                      its OR of the line bit done, wa[]) continuously over that window: the
+ *                      line bits stand for the flags (-DNO_PRIO_WA turns it off);
  *              PRIO_STRICT (-DPRIO_STRICT) it does not enter if (Owner != 0 || Waiting != 0)
  *                      held continuously over that window (the class comment's "readers never
  *                      see a gap between the two").
@@ -120,6 +139,10 @@
  *    4           T0: slot 0 re-entrant reader (2 holds); T1: slot 1 writer.
  *    5           T0: slot 0 writer; T1: slot 1 writer.
  *    6           T0: slot 0 reader; T1: slot 0 writer (same process).
+ *    10          T0, T1, T2: writers of slots 0, 1, 2 (two waiters of line 1 while slot 0 owns).
+ *    11          T0, T1: writers of slots 1 and 2 (one line).
+ *    12          T0: Holder of slot 0 (owns from the start, only releases); T1, T2: writers of
+ *                slots 1 and 2 (one line); a crash of slot 1 or 2 at any step.
  *  The 3-thread configurations are checked without crashes (with one crash they exceed the
  *  3-minute budget: > 60 M states), the 2-thread ones with a crash of either slot at any step.
  *
@@ -127,8 +150,15 @@
  *  wait for nor re-check Active: the old reader, F1), NO_WRITER_RECHECK (writer goes active
  *  without re-reading the readers: the old writer, F1), SCRUB_WAKE_ONLY_IF_ANY (recovery wakes
  *  only if it released something: the old ScrubSlot, F2), NO_RECHECK (reader skips step 3),
- *  NO_SLEEP_FENCE (sleeper does not set bit 0 of Seq), NO_SCRUB_WAIT (recovery does not clear the
- *  Waiting bit).
+ *  NO_SLEEP_FENCE (sleeper does not set bit 0 of Seq), NO_SCRUB_WAIT (recovery does not refresh the
+ *  Waiting bit), NO_ANNOUNCE / ANNOUNCE_AFTER_CAS (reader does not set its ReaderLines bit / sets
+ *  it after its CAS), SCRUB_REFRESH_IF_FLAG (recovery refreshes the line only if the dead slot's
+ *  flag was set), NO_RELOOK (a single-pass RefreshWaiting without the look after its And),
+ *  REFRESH_SINGLE_PASS (RefreshWaiting and the repair's refresh before commit 02aea4c: findings F4,
+ *  F4b), ANNOUNCE_FIRST_ONLY (a reader announces only before a first hold, before 02aea4c: F5).
+ *  CHECK_WAITANN: the WAITANN monitor (docs/MODEL.md); NO_END_W: no final assert(W == 0) (so that
+ *  a search with pan -c0 reaches WAITANN past F4's stale bit).
+ *  CRASHSLOT=n: only slot n may crash.
  *  Other switches: WAKE_ATOMIC (WakeAll's Seq CAS and FUTEX_WAKE are one step: no crash between
  *  them; separates F2 from F2b), SCRUB_WAKE_IF_SLEEPERS (the ScrubSlot between the F2 and F2b
  *  fixes: wakes only if it released something or the sleepers bit is set; F2b), FIX_WO (WriterPresent loads Waiting before Owner: PRIO_STRICT still fails,
@@ -185,18 +215,26 @@
 
 #define NS 3            /* slots */
 #define NT 3            /* client thread ids (array sizes) */
-#if CFG >= 4
+#if CFG >= 4 && CFG != 10 && CFG != 12
 #define NTH 2           /* threads actually run */
 #else
 #define NTH 3
 #endif
+/* Lock layout 3: slot 0 on reader line 0, slots 1 and 2 on reader line 1 (one word of it). */
+#define LINE(sl) ((sl) == 0 -> 0 : 1)
+#define LB(sl) ((sl) == 0 -> 1 : 2)          /* the slot's bit in ReaderLines and Waiting */
+/* a look at line g's words (one step: the model's slots of a line share one word): some wait flag set */
+#define LINEFLAGS(g) ((g) == 0 -> WF[0] : (WF[1] || WF[2]))
+#define NOWA (!wa[0] && !wa[1] && !wa[2])
 #define ACT 8           /* OwnerActiveBit */
 #define SLOTMASK 7      /* OwnerSlotMask */
 
 /* ---- shared record ---- */
-byte R[NS];             /* reader byte of each slot (all in word Readers[0]) */
+byte R[NS];             /* read count of each slot: bits 0-6 of its byte (slot 0: line 0; 1, 2: one word of line 1) */
+bit WF[NS];             /* wait flag of each slot: bit 7 of its byte */
 byte O;                 /* Owner */
-byte W;                 /* Waiting bitmap */
+byte W;                 /* Waiting: bit g = some slot of reader line g may wait */
+byte RL;                /* ReaderLines: bit g = reader line g may hold reads (never cleared) */
 bit sb;                /* Seq bit 0: sleepers may be present */
 bit stale[NT + NS];     /* Seq has changed since thread t (broker of slot s: NT + s) last loaded it
                            (1 when it holds no value) */
@@ -217,6 +255,14 @@ bit wr[NT];             /* write held by thread t */
 bit po[NT];             /* Owner != 0 continuously since t's 0->1 increment */
 bit pw[NT];             /* Waiting != 0 continuously since ... */
 bit pwo[NT];            /* (Owner|Waiting) != 0 continuously since ... */
+bit wa[NS];             /* slot s waits announced: its flag set and its Or of the line bit done, its flag not yet cleared */
+bit pwa[NT];            /* some wa[] set continuously since t's 0->1 increment */
+bit rf[NT];             /* thread t is between clearing its wait flag and the end of its RefreshWaiting */
+byte inref[2];          /* live threads (and broker refreshes) inside that window, per line */
+#ifdef CHECK_WAITANN
+byte gap[2];            /* RefreshWaiting calls of line g between an And and their next Or or return (GAP_IN) */
+byte ing[10];           /* by _pid: g+1 while that process is inside such a window of line g */
+#endif
 byte ndone;             /* threads finished (normally or by crash) */
 byte alive[NS];         /* live threads of slot s */
 byte cp;                /* s+1 while slot s is being killed: only its threads run (their escapes) */
@@ -242,7 +288,8 @@ bit rbusy;              /* the repairer is judging */
 byte nforge;            /* forger actions so far */
 bit fdone;              /* the forger stopped */
 bit fo;                 /* ghost: Owner holds the forger's value */
-bit fw;                 /* ghost: the forger set W bit 2 */
+bit fw;                 /* ghost: the forger set Waiting bit 1 (slot 2's line) */
+bit ff;                 /* ghost: the forger set slot 2's wait flag */
 
 #define LIVE ((member[0] -> 1 : 0) | (member[1] -> 2 : 0) | (member[2] -> 4 : 0))
 #ifdef REPAIR_IGNORES_LEDGER
@@ -257,15 +304,19 @@ bit fw;                 /* ghost: the forger set W bit 2 */
 /* the Owner value x may stay: it names a member, or the broker slot while a broker thread owns it */
 #define MAYOWN_L(x, L) (((x) & SLOTMASK) >= 1 && ((x) & SLOTMASK) <= NS && \
                    ((((L) >> (((x) & SLOTMASK) - 1)) & 1) || (((x) & SLOTMASK) - 1 == BSLOT && BOWNS)))
-#define MAYWAIT_L(L) ((L) | (BWAITS -> (1 << BSLOT) : 0))
+/* slot 2's wait flag may stay: slot 2 has a member, or it is the broker slot and a broker thread waits */
+#define MAYWAIT2_L(L) ((((L) >> 2) & 1) || (BSLOT == 2 && BWAITS))
 #define MAYREAD(sl) MAYREAD_L(sl, lv)
 #define MAYOWN(x) MAYOWN_L(x, lv)
-#define MAYWAIT MAYWAIT_L(lv)
+#define MAYWAIT2 MAYWAIT2_L(lv)
+/* lines with a wait flag set */
+#define FLAGLINES ((WF[0] -> 1 : 0) | ((WF[1] || WF[2]) -> 2 : 0))
 /* A check now would clear something (only slot 2 is ever forged). A waiter asks only then: a check that clears
    nothing changes nothing (it does not even wake), so leaving those out removes only stuttering, and it keeps weak
    fairness meaningful (a waiter asking on every sleep could keep the ledger's gate busy forever in the model; in the
    code it asks every 250 ms). */
-#define REPAIRABLE (R[2] > MAYREAD_L(2, LIVE) || (O != 0 && !MAYOWN_L(O, LIVE)) || (W & ~MAYWAIT_L(LIVE)) != 0)
+#define REPAIRABLE (R[2] > MAYREAD_L(2, LIVE) || (WF[2] && !MAYWAIT2_L(LIVE)) || (O != 0 && !MAYOWN_L(O, LIVE)) || \
+                    (W & ~FLAGLINES) != 0)
 
 #endif
 
@@ -275,7 +326,8 @@ bit fw;                 /* ghost: the forger set W bit 2 */
 #define GHOST \
     if :: O == 0 -> po[0] = 0; po[1] = 0; po[2] = 0 :: else -> skip fi; \
     if :: W == 0 -> pw[0] = 0; pw[1] = 0; pw[2] = 0 :: else -> skip fi; \
-    if :: O == 0 && W == 0 -> pwo[0] = 0; pwo[1] = 0; pwo[2] = 0 :: else -> skip fi
+    if :: O == 0 && W == 0 -> pwo[0] = 0; pwo[1] = 0; pwo[2] = 0 :: else -> skip fi; \
+    if :: NOWA -> pwa[0] = 0; pwa[1] = 0; pwa[2] = 0 :: else -> skip fi
 
 #define FUTEX_WAKE_ALL blocked[0] = 0; blocked[1] = 0; blocked[2] = 0
 #define FUTEX_WAKE d_step { FUTEX_WAKE_ALL }
@@ -323,7 +375,83 @@ bit fw;                 /* ghost: the forger set W bit 2 */
 #define PRED_MAYENTER   if :: R[s] != 0 -> rdy = ((O & ACT) == 0) :: else -> WP_BRANCH(rdy = 0, rdy = 1) fi
 #endif
 #define PRED_OWNERFREE  rdy = (O == 0)
-#define PRED_NOREADERS  rdy = (R[0] == 0 && R[1] == 0 && R[2] == 0)
+#define PRED_NOREADERS  ANYREADERS; d_step { rdy = !anyr; anyr = 0 }
+
+/* BlockLock.AnyReaders: load ReaderLines, then the counts of each line it names, one line per step, line 0 first
+   (the code reads each named line's words and stops at the first with a count). Result in anyr. */
+#define ANYREADERS \
+    d_step { rl = RL }; \
+    d_step { if :: (rl & 1) && R[0] != 0 -> anyr = 1 :: else -> skip fi }; \
+    d_step { if :: !anyr && (rl & 2) && (R[1] != 0 || R[2] != 0) -> anyr = 1 :: else -> skip fi; rl = 0 }
+
+/* Reader step 0 (BlockLock.AnnounceLine), before every CAS of the count (F5 fix, commit 02aea4c): plain load of
+   ReaderLines, and a locked OR of the line's bit if it was clear (two steps). NO_ANNOUNCE: left out (mutant);
+   ANNOUNCE_AFTER_CAS: after the CAS (mutant); ANNOUNCE_FIRST_ONLY: only before a first hold (count 0), the code
+   before 02aea4c (mutant f5_announce_first_hold: finding F5). */
+#ifndef ANNOUNCE_FIRST_ONLY
+#define ANNOUNCE_LINE \
+    if :: (RL & LB(s)) == 0 -> RL = RL | LB(s) :: else -> skip fi
+#else
+#define ANNOUNCE_LINE \
+    if :: mine == 0 && (RL & LB(s)) == 0 -> RL = RL | LB(s) :: else -> skip fi
+#endif
+
+/* Ghosts of the WAITANN monitor (only with CHECK_WAITANN; otherwise no-ops): ing[p] = g+1 while process p is in a
+   RefreshWaiting of line g between an And of it and its next Or or its return; gap[g] counts them. A crash leaves a
+   dead thread's gap open until the scrub of its slot has run its own RefreshWaiting (DEAD_GAP_OUT). */
+#ifdef CHECK_WAITANN
+#define GAP_IN(g)  if :: ing[_pid] == 0 -> ing[_pid] = (g) + 1; gap[g]++ :: else -> skip fi
+#define GAP_OUT(g) if :: ing[_pid] != 0 -> ing[_pid] = 0; gap[g]-- :: else -> skip fi
+#define DEAD_GAP_OUT_P(p, s) if :: pslot[p] == (s) + 1 && ing[p] != 0 -> gap[ing[p] - 1]--; ing[p] = 0 :: else -> skip fi
+#define DEAD_GAP_OUT(s) DEAD_GAP_OUT_P(1, s); DEAD_GAP_OUT_P(2, s); DEAD_GAP_OUT_P(3, s)
+#else
+#define GAP_IN(g)  skip
+#define GAP_OUT(g) skip
+#define DEAD_GAP_OUT(s) skip
+#endif
+
+/* BlockLock.RefreshWaiting(line g), since commit 02aea4c (F4 fix): a loop; each round loads the line's Waiting bit
+   (one step), looks at the line's flags (one step); if they agree it returns; a flag and no bit: Or the bit (one
+   step; this also puts back a bit lost by a refresher killed between its And and its Or: F4b); a bit and no flag: And
+   it off (one step); then the next round. A crash may fall between any two steps.
+   REFRESH_SINGLE_PASS (mutant f4_refresh_single_pass: finding F4, the code before 02aea4c): if the bit is set and no
+   flag, And it off, look at the line again and Or it back if a flag is there; done. NO_RELOOK (mutant): that single
+   pass without the second look. */
+#if defined(REFRESH_SINGLE_PASS) || defined(NO_RELOOK)
+#ifdef NO_RELOOK
+#define RELOOK(g) d_step { GAP_OUT(g) }; break
+#else
+#define RELOOK(g) \
+    if :: LINEFLAGS(g) -> d_step { W = W | (1 << (g)); GAP_OUT(g); GHOST }; break :: else -> d_step { GAP_OUT(g) }; break fi
+#endif
+#define REFRESH(g) \
+    do \
+    :: (W & (1 << (g))) == 0 -> break \
+    :: else -> \
+        if \
+        :: LINEFLAGS(g) -> break \
+        :: else -> \
+            d_step { W = W & ~(1 << (g)); GAP_IN(g); GHOST }; \
+            RELOOK(g) \
+        fi \
+    od; \
+    skip
+#else
+#define REFRESH(g) \
+    do \
+    :: (W & (1 << (g))) == 0 -> \
+        if \
+        :: LINEFLAGS(g) -> d_step { W = W | (1 << (g)); GAP_OUT(g); GHOST } \
+        :: d_step { !LINEFLAGS(g) -> GAP_OUT(g) }; break \
+        fi \
+    :: (W & (1 << (g))) != 0 -> \
+        if \
+        :: d_step { LINEFLAGS(g) -> GAP_OUT(g) }; break \
+        :: !LINEFLAGS(g) -> d_step { W = W & ~(1 << (g)); GAP_IN(g); GHOST } \
+        fi \
+    od; \
+    skip
+#endif
 
 #ifdef GIVEUP
 #define GU_OPT   :: !gu -> gu = 1; break
@@ -422,17 +550,25 @@ acq:        mine = R[s];                                            /* step 1: l
             :: else -> skip
 #endif
             fi;
-            d_step {                                                /* step 2: CAS */
+#if !defined(NO_ANNOUNCE) && !defined(ANNOUNCE_AFTER_CAS)
+            ANNOUNCE_LINE;                                          /* step 0: ReaderLines bit before a first hold */
+#endif
+            d_step {                                                /* step 2: CAS (count bits; a CAS failing on a
+                                                                       change of the flag or a neighbour is a stutter) */
                 if
                 :: R[s] == mine ->
                     R[s] = mine + 1; ok = 1;
                     po[t] = (mine == 0 && O != 0);
                     pw[t] = (mine == 0 && W != 0);
-                    pwo[t] = (mine == 0 && (O != 0 || W != 0))
+                    pwo[t] = (mine == 0 && (O != 0 || W != 0));
+                    pwa[t] = (mine == 0 && !NOWA)
                 :: else -> ok = 0
                 fi
             };
             if :: !ok -> goto acq :: else -> ok = 0 fi;
+#ifdef ANNOUNCE_AFTER_CAS
+            ANNOUNCE_LINE;
+#endif
 #ifndef NO_RECHECK
             if                                                      /* step 3: Dekker re-check */
             :: mine == 0 ->                                         /* against Owner, then Waiting */
@@ -452,7 +588,10 @@ acq:        mine = R[s];                                            /* step 1: l
 #ifdef PRIO_STRICT
                 assert(!pwo[t]);
 #endif
-                po[t] = 0; pw[t] = 0; pwo[t] = 0;
+#ifndef NO_PRIO_WA
+                assert(!pwa[t]);
+#endif
+                po[t] = 0; pw[t] = 0; pwo[t] = 0; pwa[t] = 0;
                 nr++; rd[t]++; h++; mine = 0
             }
         :: h == k -> break
@@ -466,7 +605,7 @@ out:    do
         od;
         goto rdone;
 backout: skip;
-        d_step { mine = 0; po[t] = 0; pw[t] = 0; pwo[t] = 0 };
+        d_step { mine = 0; po[t] = 0; pw[t] = 0; pwo[t] = 0; pwa[t] = 0 };
         RELEASE_READ;
         goto acq;
 waitr:
@@ -483,7 +622,8 @@ rdone:  skip
 
 proctype Writer(byte t; byte s) provided (cp == 0 || cp == pslot[_pid])
 {
-    bit ok, rdy, gu, cleared, vb;
+    byte rl;
+    bit ok, rdy, gu, cleared, vb, anyr;
     {
         /* SharedObject.Write: WouldDeadlock if this process holds a read on the block */
         if
@@ -494,8 +634,11 @@ proctype Writer(byte t; byte s) provided (cp == 0 || cp == pslot[_pid])
         d_step { if :: O == 0 -> O = s + 1; ok = 1; GHOST :: else -> ok = 0 fi };
         if
         :: !ok ->
-            /* WaitForOwnership: first waiting thread of the process sets bit s of W */
-            d_step { lw[s]++; if :: lw[s] == 1 -> W = W | (1 << s); GHOST :: else -> skip fi };
+            /* WaitForOwnership, under waitGate: the first waiting thread of the process sets the slot's wait flag
+               (CAS on its word), then Interlocked.Or of its line's Waiting bit (two steps: a crash may fall between) */
+            d_step { lw[s]++; if :: lw[s] == 1 -> WF[s] = 1; cleared = 1 :: else -> cleared = 0 fi };
+            if :: cleared -> d_step { W = W | LB(s); wa[s] = 1; cleared = 0; GHOST } :: else -> skip fi;
+            skip;
             do
             :: d_step { if :: O == 0 -> O = s + 1; ok = 1; GHOST :: else -> ok = 0 fi };
                 if
@@ -505,18 +648,31 @@ proctype Writer(byte t; byte s) provided (cp == 0 || cp == pslot[_pid])
                     if :: gu -> break :: else -> skip fi
                 fi
             od;
-            /* finally: last waiting thread of the process clears bit s, then wakes */
+            /* finally, under waitGate: the last waiting thread of the process clears its flag (CAS), then
+               RefreshWaiting(its line); then, outside the gate, wakes */
             atomic {
                 lw[s]--;
-                if :: lw[s] == 0 -> W = W & ~(1 << s); cleared = 1; GHOST :: else -> cleared = 0 fi
+                if
+                :: lw[s] == 0 -> WF[s] = 0; wa[s] = 0; rf[t] = 1; inref[LINE(s)]++; cleared = 1; GHOST
+                :: else -> cleared = 0
+                fi
             };
-            if :: cleared -> cleared = 0; WAKE_IF_SLEEPERS :: else -> skip fi;
+            if
+            :: cleared ->
+                REFRESH(LINE(s));
+                d_step { rf[t] = 0; inref[LINE(s)]--; cleared = 0 };
+                WAKE_IF_SLEEPERS
+            :: else -> skip
+            fi;
             if :: gu -> goto wdone :: else -> ok = 0 fi
         :: else -> ok = 0
         fi;
-        /* ---- step 2: drain readers (one load of word 0) ---- */
-drain:  if
-        :: !(R[0] == 0 && R[1] == 0 && R[2] == 0) ->
+        /* ---- step 2: drain readers (AnyReaders: ReaderLines, then each named line) ---- */
+drain:  skip;
+        ANYREADERS;
+        if
+        :: anyr ->
+            anyr = 0;
             WAIT_FOR(PRED_NOREADERS);
             if
             :: gu ->
@@ -527,12 +683,13 @@ drain:  if
             fi
         :: else -> skip
         fi;
-        /* ---- step 3: Interlocked.Or(Owner, Active), then re-read the readers (one load of word 0) ---- */
+        /* ---- step 3: Interlocked.Or(Owner, Active), then AnyReaders again ---- */
         d_step { O = O | ACT; GHOST };
 #ifndef NO_WRITER_RECHECK
+        ANYREADERS;
         if
-        :: !(R[0] == 0 && R[1] == 0 && R[2] == 0) ->
-            d_step { O = O & ~ACT; GHOST };                     /* Interlocked.And(Owner, ~Active) */
+        :: anyr ->
+            d_step { anyr = 0; O = O & ~ACT; GHOST };           /* Interlocked.And(Owner, ~Active) */
             WAKE_IF_SLEEPERS;                                   /* re-entrant readers wait for Active to clear */
             goto drain
         :: else -> skip
@@ -546,24 +703,42 @@ drain:  if
         WAKE_IF_SLEEPERS;
 wdone:  skip
     } unless {
-        crashed[s] -> d_step { ok = 0; rdy = 0; gu = 0; cleared = 0; vb = 0 }
+        crashed[s] -> d_step { ok = 0; rdy = 0; gu = 0; cleared = 0; vb = 0; rl = 0; anyr = 0 }
     };
     EXIT
 }
 
-#define CLEAN(s) (R[s] == 0 && (O & SLOTMASK) != s + 1 && (W & (1 << s)) == 0)
+#if CFG == 12
+/* Configuration 12: slot 0 owns the block from the start (Owner = 1, set by init) and only releases it:
+   ReleaseWrite (Exchange Owner 0; WakeIfSleepers). The cheapest third party that makes the two writers of line 1
+   wait, so that one can refresh the line while the other waits (F4b), with a crash. */
+proctype Holder(byte t; byte s) provided (cp == 0 || cp == pslot[_pid])
+{
+    bit vb;
+    d_step { O = 0; GHOST };
+    WAKE_IF_SLEEPERS;
+    EXIT
+}
+#endif
+
+/* RECOVERY after ScrubSlot(s): nothing of slot s (its byte: count and flag; Owner), and its line's Waiting bit is
+   not left set with no flag on the line -- unless a live thread of the line is between clearing its own flag and the
+   end of its RefreshWaiting (then that refresh decides). */
+#define CLEAN(s) (R[s] == 0 && !WF[s] && (O & SLOTMASK) != s + 1 && \
+                  ((W & LB(s)) == 0 || LINEFLAGS(LINE(s)) || inref[LINE(s)] > 0))
 
 /* BrokerState.RemoveMember -> BlockLock.ScrubSlot(rec, s), once the process of slot s is dead. */
 proctype Broker(byte s)
 {
     byte x;
-    bit any, vb;
+    bit any, vb, xf;
 end_idle:
     crashed[s];
-    /* reader byte: load word; if byte != 0, CAS it to 0 (slot is dead: nobody else writes it) */
-    x = R[s];
+    /* its byte (count and wait flag): load the word; if the byte != 0, CAS it to 0 (slot is dead: nobody else
+       writes it) */
+    d_step { x = R[s]; xf = WF[s] };
     if
-    :: x != 0 -> d_step { assert(R[s] == x); R[s] = 0; any = 1; x = 0 }
+    :: x != 0 || xf -> d_step { assert(R[s] == x && WF[s] == xf); R[s] = 0; WF[s] = 0; any = 1; x = 0 }
     :: else -> skip
     fi;
     /* Owner: load; if it names s, CAS it to 0 (the torn mark is not modelled) */
@@ -572,10 +747,18 @@ end_idle:
     :: (x & SLOTMASK) == s + 1 -> d_step { if :: O == x -> O = 0; GHOST :: else -> skip fi; any = 1; x = 0 }
     :: else -> x = 0
     fi;
+    /* RefreshWaiting(its line), always: the process may have died between clearing its flag and clearing the bit.
+       SCRUB_REFRESH_IF_FLAG (mutant): only when the dead slot's flag was set. NO_SCRUB_WAIT (mutant): never. */
 #ifndef NO_SCRUB_WAIT
-    /* Waiting: Interlocked.And(~bit), result tells whether the bit was set */
-    d_step { if :: (W & (1 << s)) != 0 -> any = 1 :: else -> skip fi; W = W & ~(1 << s); GHOST };
+#ifdef SCRUB_REFRESH_IF_FLAG
+    if :: xf -> d_step { inref[LINE(s)]++ }; REFRESH(LINE(s)); d_step { inref[LINE(s)]-- } :: else -> skip fi;
+#else
+    d_step { inref[LINE(s)]++ };
+    REFRESH(LINE(s));
+    d_step { inref[LINE(s)]--; DEAD_GAP_OUT(s) };           /* the dead slot's own refresh is over (WAITANN) */
 #endif
+#endif
+    xf = 0;
 #ifndef SCRUB_WAKE_IF_SLEEPERS
     any = 1;                                                /* the C# code since F2b: always WakeAllSleepers */
 #endif
@@ -597,9 +780,15 @@ proctype Crasher()
     byte s;
     do
     :: ncrash < MAXCRASH ->
+#ifdef CRASHSLOT
+        s = CRASHSLOT;                                          /* only this slot may die */
+#elif CFG == 12
+        if :: !crashed[1] -> s = 1 :: !crashed[2] -> s = 2 fi; /* the Holder (slot 0) does not die */
+#else
         if :: !crashed[0] -> s = 0 :: !crashed[1] -> s = 1 :: !crashed[2] -> s = 2 fi;
+#endif
         d_step {
-            crashed[s] = 1; ncrash++; lw[s] = 0;
+            crashed[s] = 1; ncrash++; lw[s] = 0; wa[s] = 0;
             if :: alive[s] > 0 -> cp = s + 1 :: else -> skip fi;
             /* the dead threads' holds no longer count as "in the critical section" */
             gi = 0;
@@ -608,12 +797,14 @@ proctype Crasher()
                 if
                 :: slot_of[gi] == s ->
                     nr = nr - rd[gi]; rd[gi] = 0; nw = nw - wr[gi]; wr[gi] = 0;
-                    blocked[gi] = 0; stale[gi] = 1; po[gi] = 0; pw[gi] = 0; pwo[gi] = 0
+                    blocked[gi] = 0; stale[gi] = 1; po[gi] = 0; pw[gi] = 0; pwo[gi] = 0; pwa[gi] = 0;
+                    if :: rf[gi] -> rf[gi] = 0; inref[LINE(s)]-- :: else -> skip fi
                 :: else -> skip
                 fi;
                 gi++
             :: else -> break
             od;
+            if :: NOWA -> pwa[0] = 0; pwa[1] = 0; pwa[2] = 0 :: else -> skip fi;
             gi = 0; s = 0
         }
     :: break
@@ -626,8 +817,8 @@ proctype Crasher()
 /* BlockLock.ClearUnowned under the broker's state lock and the ledger's gate, step by step. */
 proctype Repairer()
 {
-    byte x, sl, tries, lv;
-    bit any, ok;
+    byte x, sl, tries, lv, wl;
+    bit any, ok, xf;
 end_r:
     do
     :: ask ->
@@ -638,30 +829,51 @@ end_r:
 #endif
         atomic { lgate == 0 -> lgate = 1 };
         lv = LIVE;                                            /* the live set, judged once */
-        /* Reader bytes. Only slot 2's: slot 0 is always live (its byte is never lowered) and slot 1 has no
-           thread and is never forged (its byte is always 0), so their loads change nothing and are left out. */
+        /* Reader words. Only slot 2's byte: slot 0 is always live (its byte is never changed) and slot 1 has no
+           thread and is never forged (its byte is always 0), so their loads change nothing and are left out. The
+           count is lowered to what the slot may hold and the wait flag cleared if it may not wait, with one CAS
+           from the word judged. */
         sl = 2;
         tries = 0;
         do
-        :: x = R[sl];                                           /* load the word */
+        :: d_step { x = R[sl]; xf = WF[sl] };                   /* load the word */
             if
-            :: x > MAYREAD(sl) ->                               /* CAS from the value judged */
-                d_step { if :: R[sl] == x -> R[sl] = MAYREAD(sl); any = 1; ok = 1 :: else -> ok = 0 fi };
+            :: x > MAYREAD(sl) || (xf && !MAYWAIT2) ->          /* CAS from the value judged */
+                d_step {
+                    if
+                    :: R[sl] == x && WF[sl] == xf ->
+                        if :: x > MAYREAD(sl) -> R[sl] = MAYREAD(sl) :: else -> skip fi;
+                        if :: xf && !MAYWAIT2 -> WF[sl] = 0; ff = 0 :: else -> skip fi;
+                        any = 1; ok = 1
+                    :: else -> ok = 0
+                    fi
+                };
                 if :: ok || tries == 1 -> ok = 0; break :: else -> tries++ fi
             :: else -> break
             fi
         od;
+        xf = 0;
+        /* Waiting: one load of the word (the lines cleared are reported), then RefreshWaiting for every line of the
+           record (since 02aea4c: also puts back a lost bit, F4b); REFRESH_SINGLE_PASS (the code before): only for
+           the lines whose bit was set in that load */
+        wl = W;
+#ifndef REFRESH_SINGLE_PASS
+        d_step { inref[0]++ }; REFRESH(0); d_step { inref[0]-- };
+        d_step { inref[1]++ }; REFRESH(1); d_step { inref[1]-- };
+#else
+        if :: (wl & 1) -> d_step { inref[0]++ }; REFRESH(0); d_step { inref[0]-- } :: else -> skip fi;
+        if :: (wl & 2) -> d_step { inref[1]++ }; REFRESH(1); d_step { inref[1]-- } :: else -> skip fi;
+#endif
+        d_step {                                                /* lines cleared: something changed (wake) */
+            if :: (wl & ~W) != 0 -> any = 1 :: else -> skip fi;
+            if :: (W & 2) == 0 -> fw = 0 :: else -> skip fi;
+            wl = 0
+        };
         x = O;                                                  /* Owner: load, judge, CAS from it */
         if
         :: x != 0 && !MAYOWN(x) -> d_step { if :: O == x -> O = 0; fo = 0; any = 1; GHOST :: else -> skip fi }
         :: else -> skip
         fi;
-        d_step {                                                /* Waiting: one atomic And */
-            if
-            :: (W & ~MAYWAIT) != 0 -> W = W & MAYWAIT; fw = 0; any = 1; GHOST
-            :: else -> skip
-            fi
-        };
         if
         :: any -> d_step { SEQ_CHANGED; any = 0 }; FUTEX_WAKE   /* WakeAllSleepers */
         :: else -> skip
@@ -689,9 +901,11 @@ proctype Forger(byte f)
         :: d_step { !member[f] && fo && O == f + 1 -> O = (f + 1) | ACT; nforge++; GHOST }
 #endif
         :: d_step { !member[f] && fo -> O = 0; fo = 0; nforge++; GHOST }
-        :: d_step { !member[f] && (W & (1 << f)) == 0 -> W = W | (1 << f); fw = 1; nforge++; GHOST }
+        :: d_step { !member[f] && !WF[f] -> WF[f] = 1; ff = 1; nforge++ }       /* its wait flag */
+        :: d_step { !member[f] && ff && WF[f] && lw[f] == 0 -> WF[f] = 0; ff = 0; nforge++ }
+        :: d_step { !member[f] && (W & LB(f)) == 0 -> W = W | LB(f); fw = 1; nforge++; GHOST }   /* its line's bit */
 #if CFG != 9
-        :: d_step { !member[f] && fw && lw[f] == 0 -> W = W & ~(1 << f); fw = 0; nforge++; GHOST }
+        :: d_step { !member[f] && fw && lw[f] == 0 -> W = W & ~LB(f); fw = 0; nforge++; GHOST }
 #endif
         :: else -> break                                        /* slot f was given to a member, or nothing to do */
         fi
@@ -710,10 +924,13 @@ proctype Joiner()
     atomic {
         gate == 0 ->
 #ifndef JOIN_NO_SCRUB
-        if :: R[2] != 0 || (O & SLOTMASK) == 3 || (W & 4) != 0 -> SEQ_CHANGED; FUTEX_WAKE_ALL :: else -> skip fi;
-        R[2] = 0;
+        if
+        :: R[2] != 0 || WF[2] || (O & SLOTMASK) == 3 || ((W & 2) != 0 && !WF[1]) -> SEQ_CHANGED; FUTEX_WAKE_ALL
+        :: else -> skip
+        fi;
+        R[2] = 0; WF[2] = 0; ff = 0;
         if :: (O & SLOTMASK) == 3 -> O = 0; fo = 0 :: else -> skip fi;
-        W = W & ~4; fw = 0;
+        if :: !WF[1] -> W = W & ~2; fw = 0 :: else -> W = W | 2 fi;    /* RefreshWaiting(1): bit = line's flags */
         GHOST;
 #endif
         member[2] = 1
@@ -734,11 +951,17 @@ proctype Joiner()
 /* The broker's applier: writes with the broker slot through the ledger (BrokerSlotLedger, BlockLock). */
 proctype BWriter(byte t; byte s)
 {
-    bit ok, rdy, gu, cleared, vb;
+    byte rl;
+    bit ok, rdy, gu, cleared, vb, anyr;
     CLAIM;
     if
     :: !ok ->
-        atomic { lgate == 0 -> lw[s]++; if :: lw[s] == 1 -> W = W | (1 << s); GHOST :: else -> skip fi };
+        /* under lgate: count, wait flag, line bit */
+        atomic { lgate == 0 -> lgate = 1; lw[s]++; if :: lw[s] == 1 -> cleared = 1 :: else -> cleared = 0 fi };
+        if
+        :: cleared -> d_step { WF[s] = 1 }; d_step { W = W | LB(s); wa[s] = 1; cleared = 0; lgate = 0; GHOST }
+        :: else -> lgate = 0
+        fi;
         do
         :: CLAIM;
             if
@@ -746,20 +969,32 @@ proctype BWriter(byte t; byte s)
             :: else -> WAIT_FOR(PRED_OWNERFREE)
             fi
         od;
-        atomic { lgate == 0 -> lw[s]--; if :: lw[s] == 0 -> W = W & ~(1 << s); cleared = 1; GHOST :: else -> cleared = 0 fi };
-        if :: cleared -> cleared = 0; WAKE_IF_SLEEPERS :: else -> skip fi
+        /* under lgate: count, clear the flag, RefreshWaiting(its line) */
+        atomic {
+            lgate == 0 -> lgate = 1; lw[s]--;
+            if :: lw[s] == 0 -> WF[s] = 0; wa[s] = 0; inref[LINE(s)]++; cleared = 1; GHOST :: else -> cleared = 0 fi
+        };
+        if
+        :: cleared ->
+            REFRESH(LINE(s));
+            d_step { inref[LINE(s)]--; lgate = 0; cleared = 0 };
+            WAKE_IF_SLEEPERS
+        :: else -> lgate = 0
+        fi
     :: else -> skip
     fi;
     ok = 0;
-bdrain:
+bdrain: skip;
+    ANYREADERS;
     if
-    :: !(R[0] == 0 && R[1] == 0 && R[2] == 0) -> WAIT_FOR(PRED_NOREADERS)
+    :: anyr -> anyr = 0; WAIT_FOR(PRED_NOREADERS)
     :: else -> skip
     fi;
     d_step { O = O | ACT; GHOST };
+    ANYREADERS;
     if
-    :: !(R[0] == 0 && R[1] == 0 && R[2] == 0) ->
-        d_step { O = O & ~ACT; GHOST };
+    :: anyr ->
+        d_step { anyr = 0; O = O & ~ACT; GHOST };
         WAKE_IF_SLEEPERS;
         goto bdrain
     :: else -> skip
@@ -783,7 +1018,13 @@ proctype BReader(byte t; byte s)
     :: mine == 0 -> WP_BRANCH(goto bfail, skip)
     :: else -> if :: (O & ACT) != 0 -> goto bfail :: else -> skip fi
     fi;
+#if !defined(NO_ANNOUNCE) && !defined(ANNOUNCE_AFTER_CAS)
+    ANNOUNCE_LINE;
+#endif
     d_step { if :: R[s] == mine -> R[s] = mine + 1; ok = 1 :: else -> ok = 0 fi };
+#ifdef ANNOUNCE_AFTER_CAS
+    if :: ok -> ANNOUNCE_LINE :: else -> skip fi;
+#endif
     if :: !ok -> goto bfail :: else -> skip fi;
     if
     :: mine == 0 -> WP_BRANCH(goto bback, skip)
@@ -801,8 +1042,21 @@ bfail: skip;
 /* REPAIRED: nothing is set for a slot without a live member */
 #define REPAIRED \
     ((member[0] || R[0] == 0) && (member[1] || R[1] == 0) && (member[2] || R[2] == 0) && \
+     (member[2] || !WF[2]) && !WF[1] && \
      (O == 0 || ((O & SLOTMASK) >= 1 && (O & SLOTMASK) <= NS && member[(O & SLOTMASK) - 1])) && \
-     (W & ~LIVE) == 0)
+     (W & ~FLAGLINES) == 0)
+#endif
+
+#ifdef CHECK_WAITANN
+/* WAITANN: a writer that waits announced (flag set, its OR done) has its line's Waiting bit set, except while a
+   RefreshWaiting of that line is between an And and its next Or or its return (GAP_IN / GAP_OUT; a dead refresher's
+   until the scrub of its slot has refreshed). Checked in every reachable state. */
+#define WAITANN(g) (!((g) == 0 -> wa[0] : (wa[1] || wa[2])) || (W & (1 << (g))) != 0 || gap[g] > 0)
+proctype Monitor()
+{
+end_mon:
+    atomic { !(WAITANN(0) && WAITANN(1)) -> assert(WAITANN(0) && WAITANN(1)) }
+}
 #endif
 
 init {
@@ -835,6 +1089,21 @@ init {
         slot_of[0] = 0; slot_of[1] = 0; slot_of[2] = 2; alive[0] = 2;
         run Reader(0, 0, 1);
         run Writer(1, 0);
+#elif CFG == 10
+        slot_of[0] = 0; slot_of[1] = 1; slot_of[2] = 2; alive[0] = 1; alive[1] = 1; alive[2] = 1;
+        run Writer(0, 0);
+        run Writer(1, 1);
+        run Writer(2, 2);
+#elif CFG == 11
+        slot_of[0] = 1; slot_of[1] = 2; slot_of[2] = 0; alive[1] = 1; alive[2] = 1;
+        run Writer(0, 1);
+        run Writer(1, 2);
+#elif CFG == 12
+        slot_of[0] = 0; slot_of[1] = 1; slot_of[2] = 2; alive[0] = 1; alive[1] = 1; alive[2] = 1;
+        O = 1;
+        run Holder(0, 0);
+        run Writer(1, 1);
+        run Writer(2, 2);
 #elif CFG == 7 && defined(FORGE)
         slot_of[0] = 0; slot_of[1] = 2; slot_of[2] = 1; alive[0] = 1; alive[2] = 1; member[0] = 1;
         run Writer(0, 0);
@@ -858,6 +1127,9 @@ init {
         run Broker(0); run Broker(1); run Broker(2);
         run Crasher()
 #endif
+#ifdef CHECK_WAITANN
+        ; run Monitor()
+#endif
     };
     alldone;
 #ifdef FORGE
@@ -868,7 +1140,12 @@ init {
     assert(REPAIRED)
 #else
     /* everything released, by the threads themselves or by recovery */
-    assert(R[0] == 0 && R[1] == 0 && R[2] == 0 && O == 0 && W == 0)
+    assert(R[0] == 0 && R[1] == 0 && R[2] == 0 && !WF[0] && !WF[1] && !WF[2] && O == 0);
+#ifndef NO_END_W
+    assert(W == 0)            /* no flag is set: a Waiting bit left here would keep every new reader out for good */
+#else
+    skip                      /* NO_END_W: to let a check reach WAITANN past a stale bit (F4b with the old code) */
+#endif
 #endif
 }
 
