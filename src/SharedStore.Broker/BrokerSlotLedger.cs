@@ -95,18 +95,14 @@ internal sealed unsafe class BrokerSlotLedger(long blockCount, int slot) : ISlot
     {
         if (!BlockLock.NamesSlot(rec, Slot))
         {
-            var trusted = liveSlots.Clone();
-            trusted.Add(Slot);
-            return BlockLock.ClearUnowned(rec, lines, new SlotClaims { LiveSlots = trusted, BrokerSlot = Slot });
+            return BlockLock.ClearUnowned(rec, lines, new SlotClaims { LiveSlots = liveSlots, BrokerSlot = Slot, TrustBrokerSlot = true });
         }
 
         lock (_gate)
         {
-            var members = liveSlots.Clone();
-            members.Remove(Slot);
             return BlockLock.ClearUnowned(rec, lines, new SlotClaims
             {
-                LiveSlots = members,
+                LiveSlots = liveSlots, // member slots only: the broker's is beyond MaxMembers
                 BrokerSlot = Slot,
                 BrokerReads = _reads is { } r ? Volatile.Read(ref r[block]) : 0,
                 BrokerOwns = _owned is { } o && o[block] != 0,

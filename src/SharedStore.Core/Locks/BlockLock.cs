@@ -788,6 +788,10 @@ internal readonly struct SlotClaims
     /// <summary>The broker's slot in this container's records (the last one).</summary>
     public int BrokerSlot { get; init; }
 
+    /// <summary>The broker slot's words are left as they are, like a live member's (a record that names the broker
+    /// slot nowhere, judged without the ledger's gate). Saves a copy of <see cref="LiveSlots"/> per record.</summary>
+    public bool TrustBrokerSlot { get; init; }
+
     /// <summary>Read holds the broker's threads may have on the block: those acquiring or holding one. The broker
     /// slot's byte is lowered to this.</summary>
     public int BrokerReads { get; init; }
@@ -798,8 +802,10 @@ internal readonly struct SlotClaims
     /// <summary>A broker thread waits to become owner (the broker slot's wait flag is its own).</summary>
     public bool BrokerWaits { get; init; }
 
+    private bool Trusted(int slot) => LiveSlots.Contains(slot) || (TrustBrokerSlot && slot == BrokerSlot);
+
     internal uint MayRead(int slot) =>
-        LiveSlots.Contains(slot) ? BlockLockDescriptor.MaxHoldsPerSlot
+        Trusted(slot) ? BlockLockDescriptor.MaxHoldsPerSlot
         : slot == BrokerSlot ? (uint)Math.Min(BrokerReads, BlockLockDescriptor.MaxHoldsPerSlot)
         : 0;
 
@@ -812,10 +818,10 @@ internal readonly struct SlotClaims
         }
 
         int slot = (int)field - 1;
-        return LiveSlots.Contains(slot) || (slot == BrokerSlot && BrokerOwns);
+        return Trusted(slot) || (slot == BrokerSlot && BrokerOwns);
     }
 
-    internal bool MayWait(int slot) => LiveSlots.Contains(slot) || (slot == BrokerSlot && BrokerWaits);
+    internal bool MayWait(int slot) => Trusted(slot) || (slot == BrokerSlot && BrokerWaits);
 }
 
 /// <summary>What <see cref="BlockLock.ClearUnowned"/> cleared from one record.</summary>

@@ -68,20 +68,13 @@ internal sealed class SlotSet
         }
     }
 
-    /// <summary>A copy with every slot of <paramref name="other"/> added.</summary>
+    /// <summary>Adds every slot of <paramref name="other"/>.</summary>
     public void UnionWith(SlotSet other)
     {
         for (int i = 0; i < _bits.Length; i++)
         {
             _bits[i] |= other._bits[i];
         }
-    }
-
-    public SlotSet Clone()
-    {
-        var c = new SlotSet();
-        _bits.CopyTo(c._bits, 0);
-        return c;
     }
 
     public override string ToString() => IsEmpty ? "-" : string.Join(',', Slots);
