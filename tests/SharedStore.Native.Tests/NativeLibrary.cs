@@ -69,6 +69,7 @@ public sealed class NativeLibrary
         s_failure ??= Gcc(["-O2", "-g", .. common, "-o", Program("seedcalls"), Path.Combine(src, "seedcalls.c"), .. link]);
         s_failure ??= Gcc(["-O2", "-g", .. common, "-o", Program("threads"), Path.Combine(src, "threads.c"), .. link]);
         s_failure ??= Gcc(["-O2", "-g", .. common, "-o", Program("member"), Path.Combine(src, "member.c"), .. link]);
+        s_failure ??= Gcc(["-O2", .. common, $"-I{Path.Combine(RepoRoot, "src", "SharedStore.Native", "native")}", "-o", Program("fastpath_layout"), Path.Combine(src, "fastpath_layout.c")]);
         // Written against the seed's text alone: its own prototypes, no include/sharedstore.h.
         s_failure ??= Gcc(["-O2", "-Wall", "-Wextra", "-Werror", "-std=c11", "-o", Program("seed_only"), Path.Combine(src, "seed_only.c"), .. link]);
         s_failure ??= Gcc(["-O1", "-gdwarf-4", .. common, "-o", Program("seedcalls-vg"), Path.Combine(src, "seedcalls.c"),

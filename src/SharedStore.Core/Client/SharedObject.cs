@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using SharedStore.Async;
 using SharedStore.Locks;
 using SharedStore.Protocol;
@@ -26,6 +27,10 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     private readonly BrokerConnection _conn;
     private readonly ObjectView _view; // data, lock records, blocks, slot; references the segment's mappings
     private volatile bool _closed;
+
+    // _closed again, as one pinned word: libsharedstore's C get path reads it without entering the runtime
+    // (ClosedWord). Written once, by MarkClosed.
+    private readonly int[] _closedWord = GC.AllocateArray<int>(1, pinned: true);
     private Devices.MemoryRegionDevice? _readDevice;
 
     internal SharedObject(Container container, ObjectInfo info, ClientSegment segment)
@@ -395,6 +400,7 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     internal void MarkClosed()
     {
         _closed = true;
+        Volatile.Write(ref _closedWord[0], 1);
         _view.Dispose();
     }
 
@@ -437,6 +443,10 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
 
     /// <summary>The mapping and lock table (the bench's write-64b-nowaiter baseline locks through it as Write does).</summary>
     internal ObjectView View => _view;
+
+    /// <summary>Non-zero once this handle is closed (left, or its object destroyed through another handle); valid while
+    /// this object is reachable (src/SharedStore.Native/Handles/FastPath.cs points at it).</summary>
+    internal int* ClosedWord => (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_closedWord));
 
     internal BrokerConnection Connection => _conn;
 

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using SharedStore.Regions;
 
 namespace SharedStore.Locks;
@@ -19,8 +21,20 @@ internal sealed class LockWaitPolicy
     /// prove a wake-up came from a FUTEX_WAKE rather than from the slice ending).</summary>
     public long SleepSliceNs { get; init; } = MaxSleepSliceNs;
 
+    // One pinned word rather than a field: libsharedstore's C get path reads it without entering the runtime
+    // (BrokerLostWord). Pinned, so its address holds as long as the policy lives.
+    private readonly int[] _brokerLost = GC.AllocateArray<int>(1, pinned: true);
+
     /// <summary>Set when the broker connection is lost: every waiter gives up with BrokerLost within one slice.</summary>
-    public volatile bool BrokerLost;
+    public bool BrokerLost
+    {
+        get => Volatile.Read(ref _brokerLost[0]) != 0;
+        set => Volatile.Write(ref _brokerLost[0], value ? 1 : 0);
+    }
+
+    /// <summary>The word behind <see cref="BrokerLost"/> (non-zero once lost), valid while this policy is reachable:
+    /// the C library's object entries point at it (src/SharedStore.Native/Handles/FastPath.cs).</summary>
+    internal unsafe int* BrokerLostWord => (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_brokerLost));
 
     /// <summary>How long a waiter waits on one block before it asks the broker to check the block's lock record
     /// (<see cref="ILockRepairRequester"/>), and again after every further such interval: 250 ms. This is the bound

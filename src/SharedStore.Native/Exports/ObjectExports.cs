@@ -22,11 +22,11 @@ internal unsafe struct ObjectInfoNative
     public int Writable;
 }
 
-/// <summary>object_create, object_join, object_leave, object_destroy, object_getattr, object_write, object_get and
-/// object_put. Calls on an object id take a use of it (<see cref="Handle"/>) for their duration, except get and put,
-/// which announce themselves in their operation slot instead (<see cref="ObjectHandle"/>: no locked instruction
-/// beyond the block lock's and the put's claim); a lease lives in its slot until object_put, so leaving an object or
-/// its container while a lease is out is refused (Busy) instead of unmapping memory under the caller's pointer.</summary>
+/// <summary>object_create, object_join, object_leave, object_destroy, object_getattr and object_write. Calls on an
+/// object id take a use of it (<see cref="Handle"/>) for their duration. object_get and object_put are in C
+/// (native/fastpath.c, with their managed half in <see cref="FastPathExports"/>); a lease lives in its slot until
+/// object_put, so leaving an object or its container while a lease is out is refused (Busy) instead of unmapping
+/// memory under the caller's pointer.</summary>
 internal static unsafe class ObjectExports
 {
     [UnmanagedCallersOnly(EntryPoint = "object_create")]
@@ -125,50 +125,6 @@ internal static unsafe class ObjectExports
     public static int WriteTimed(int objectId, nuint offset, byte* buf, nuint size, int timeoutMs) =>
         WriteCore(objectId, offset, buf, size, Calls.Timeout(timeoutMs));
 
-    [UnmanagedCallersOnly(EntryPoint = "object_get")]
-    public static int Get(int objectId, nuint offset, nuint size, byte** buf) =>
-        GetCore(objectId, offset, size, buf, System.Threading.Timeout.InfiniteTimeSpan);
-
-    [UnmanagedCallersOnly(EntryPoint = "object_get_timed")]
-    public static int GetTimed(int objectId, nuint offset, nuint size, byte** buf, int timeoutMs) =>
-        GetCore(objectId, offset, size, buf, Calls.Timeout(timeoutMs));
-
-    /// <summary>object_put: ends the lease of an object_get. The slot is claimed with one CAS, so two threads putting
-    /// the same id cannot both release it, and a stale id (already put; its slot's generation moved on) is NotFound.
-    /// The put takes no use of the object: the claimed slot (Putting) keeps a close away until the release is done
-    /// (<see cref="ObjectHandle"/>).</summary>
-    [UnmanagedCallersOnly(EntryPoint = "object_put")]
-    public static int Put(int operationId)
-    {
-        try
-        {
-            if (!OperationTable.TryClaimForPut(operationId, out var slot))
-            {
-                return Errors.Fail(ErrorCode.NotFound, $"object_put: {operationId} is not a lease this process holds (never got, or already put)");
-            }
-
-            if (slot.Kind != OperationKind.Lease)
-            {
-                OperationTable.Publish(slot); // put back untouched: it is an asynchronous operation
-                return Calls.Invalid($"object_put: {operationId} is an asynchronous operation; end it with object_return");
-            }
-
-            try
-            {
-                slot.Owner!.Object.Put(slot.First, slot.Last); // the claim above was the double-put check
-            }
-            finally
-            {
-                OperationTable.EndPut(slot);
-            }
-
-            return 0;
-        }
-        catch (Exception e)
-        {
-            return Errors.From(e);
-        }
-    }
 
     private static int OpenCore(int containerId, sbyte* namePtr, nuint size, bool create, int? waitMs = null)
     {
@@ -214,6 +170,7 @@ internal static unsafe class ObjectExports
             }
 
             ch.Add(oh);
+            FastPath.Publish(oh); // from here C gets of this id can run without entering the runtime
             return oh.Id;
         }
         catch (Exception e)
@@ -325,72 +282,4 @@ internal static unsafe class ObjectExports
         }
     }
 
-    /// <summary>object_get: no use of the object is taken; the rented slot announces the get before the closing bit
-    /// is checked, and holds the lease afterwards (<see cref="ObjectHandle"/>).</summary>
-    private static int GetCore(int objectId, nuint offset, nuint size, byte** buf, TimeSpan timeout)
-    {
-        try
-        {
-            var h = Calls.Objects.Find(objectId);
-            if (h is null)
-            {
-                return Calls.NotFound("object", objectId);
-            }
-
-            if (buf is null)
-            {
-                return Calls.Invalid("object_get: buf is NULL");
-            }
-
-            if (!Calls.ToLong(offset, out long off) || !Calls.ToLong(size, out long len))
-            {
-                return Calls.Invalid($"object_get: offset {offset} or size {size} is outside any object");
-            }
-
-            var slot = OperationTable.Rent();
-            if (slot is null)
-            {
-                return Errors.Fail(ErrorCode.NoResources, $"this process has {HandleId.Capacity} operations outstanding");
-            }
-
-            slot.Kind = OperationKind.Lease;
-            if (!ReferenceEquals(slot.Owner, h))
-            {
-                slot.Owner = h;
-            }
-
-            OperationTable.Announce(slot);
-            Locks.BlockRange range;
-            try
-            {
-                if (h.IsClosing) // after the announcement: see ObjectHandle
-                {
-                    OperationTable.Withdraw(slot);
-                    return Calls.NotFound("object", objectId);
-                }
-
-                if (h.BrokerLost)
-                {
-                    OperationTable.Withdraw(slot);
-                    return Calls.BrokerLost();
-                }
-
-                range = h.Object.AcquireLease(off, len, timeout, default, out _, out _);
-            }
-            catch
-            {
-                OperationTable.Withdraw(slot);
-                throw;
-            }
-
-            slot.First = range.First;
-            slot.Last = range.Last;
-            *buf = h.Object.DataPointer + off;
-            return OperationTable.Publish(slot);
-        }
-        catch (Exception e)
-        {
-            return Errors.From(e);
-        }
-    }
 }

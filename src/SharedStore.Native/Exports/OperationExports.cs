@@ -37,7 +37,7 @@ internal static unsafe class OperationExports
             var slot = OperationTable.Rent();
             if (slot is null)
             {
-                return Errors.Fail(ErrorCode.NoResources, $"this process has {HandleId.Capacity} operations outstanding; end finished ones with object_return");
+                return Errors.Fail(ErrorCode.NoResources, $"this process has {OperationTable.Capacity} asynchronous operations outstanding; end finished ones with object_return");
             }
 
             AsyncOperation op;
@@ -89,7 +89,7 @@ internal static unsafe class OperationExports
             var slot = OperationTable.Rent();
             if (slot is null)
             {
-                return Errors.Fail(ErrorCode.NoResources, $"this process has {HandleId.Capacity} operations outstanding; end finished ones with object_return");
+                return Errors.Fail(ErrorCode.NoResources, $"this process has {OperationTable.Capacity} asynchronous operations outstanding; end finished ones with object_return");
             }
 
             AsyncOperation op;

@@ -64,7 +64,16 @@ internal abstract class Handle
     protected virtual bool InUseBeyondCalls() => false;
 
     /// <summary>Undoes <see cref="TryClose"/> (the leave or destroy failed): adding int.MinValue flips bit 31 back.</summary>
-    public void Reopen() => Interlocked.Add(ref _state, Closing);
+    public void Reopen()
+    {
+        OnReopen();
+        Interlocked.Add(ref _state, Closing);
+    }
+
+    /// <summary>A close that set the closing bit failed and is being undone.</summary>
+    protected virtual void OnReopen()
+    {
+    }
 }
 
 /// <summary>A container id: the joined <see cref="SharedStore.Container"/>, its connection, and the object ids opened
@@ -104,28 +113,33 @@ internal sealed class ContainerHandle(Container container, Connection connection
 
 /// <summary>An object id: the joined <see cref="SharedObject"/> and its container id.
 /// <para><b>Gets and puts take no use of the handle</b> (two locked instructions less per pair: <c>c-get-put-1block</c>
-/// in the bench). Instead they announce themselves in their operation slot, which a close scans
-/// (<see cref="OperationTable.AnyLeaseOf"/>): a get stores <see cref="OperationSlot.Announced"/> (plain release store)
-/// and only then loads the closing bit, and touches the object's mapping only if it was clear; a close sets the bit (a
-/// locked CAS), runs <see cref="Interlocked.MemoryBarrierProcessWide"/> (membarrier: every thread of the process
-/// executes a full barrier) and then scans the slots. This is the asymmetric Dekker pair: after the process-wide
-/// barrier either the get's announcement is visible to the scan (the close fails with Busy), or the get's load comes
-/// after the barrier and sees the bit (the get backs out, NotFound, having touched nothing). A put claims its slot with
-/// a CAS from the id to <see cref="OperationSlot.Putting"/> and frees it only after the release, so the scan sees the
-/// lease (live id), the put in progress (Putting), or nothing that still touches the mapping. The slots' fields are
-/// written before their state (release stores; x86 keeps stores in order), so a scan that sees a state sees the owner
-/// it belongs to or a later one of the same slot, which only makes the close fail more often, never wrongly succeed.
-/// A close that finds any of them clears the bit again and fails (Busy); so does a get's back-out window, which makes a
-/// get that overlaps a failed close return NotFound, as a call that found the id closing always did.</para>
+/// in the bench). They run in C (<c>native/fastpath.c</c>) against the object's entry in <see cref="FastPath"/>, and
+/// announce themselves in their lease slot, which a close scans (<see cref="FastPath.AnyLeaseOf"/>): a get stores
+/// ANNOUNCED (a release store) and only then loads the entry's id, and touches the object's mapping only if the id is
+/// still this object's; a close sets the closing bit (a locked CAS), hides the entry (id = -1), runs
+/// <see cref="Interlocked.MemoryBarrierProcessWide"/> (membarrier: every thread of the process executes a full
+/// barrier) and then scans the leases. This is the asymmetric Dekker pair: after the process-wide barrier either the
+/// get's announcement is visible to the scan (the close fails with Busy), or the get's load comes after the barrier
+/// and sees -1 (the get goes to the managed half, <c>ssn_get_slow</c>, which finds the closing bit and says NotFound,
+/// having touched nothing). A put claims its lease with a CAS from the id to PUTTING and frees it only after the
+/// release, so the scan sees the lease (live id), the put in progress (PUTTING), or nothing that still touches the
+/// mapping. A lease's object index is written before its state (x86 keeps stores in order), so a scan that sees a
+/// state sees the object it belongs to or a later one of the same slot, which only makes the close fail more often,
+/// never wrongly succeed. A close that finds any of them shows the entry again, clears the bit and fails (Busy); so
+/// does a get's back-out window, which makes a get that overlaps a failed close return NotFound, as a call that found
+/// the id closing always did.</para>
 /// </summary>
 internal sealed class ObjectHandle(SharedObject obj, ContainerHandle container) : Handle
 {
     /// <summary>The leases of this object and the gets and puts in progress on it (see the class comment).</summary>
     protected override bool InUseBeyondCalls()
     {
+        FastPath.Hide(this);
         Interlocked.MemoryBarrierProcessWide();
-        return OperationTable.AnyLeaseOf(this);
+        return FastPath.AnyLeaseOf(this); // true: TryClose reopens, which shows the entry again
     }
+
+    protected override void OnReopen() => FastPath.Show(this);
 
     public SharedObject Object { get; } = obj;
 

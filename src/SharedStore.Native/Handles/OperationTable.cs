@@ -3,7 +3,8 @@ namespace SharedStore.Native.Handles;
 /// <summary>What an operation id stands for.</summary>
 internal enum OperationKind
 {
-    /// <summary>An <c>object_get</c>: the id is ended by <c>object_put</c>.</summary>
+    /// <summary>An <c>object_get</c>: the id is ended by <c>object_put</c>. Leases live in <see cref="FastPath"/>'s table
+    /// (ids at or above <see cref="FastPath.LeaseBase"/>), never in a slot of <see cref="OperationTable"/>.</summary>
     Lease = 1,
 
     /// <summary>An <c>object_awrite</c> or <c>object_aread</c>: the id is ended by <c>object_return</c> once the
@@ -15,9 +16,9 @@ internal enum OperationKind
 /// One slot of the operation table. Slots are allocated once and reused, so a get/put pair allocates nothing.
 /// <see cref="State"/> is the id of the operation that lives in the slot, or -1 when it is free.
 /// <para><b>Publication rule</b>: the fields are written while <see cref="State"/> is -1 (or, for a get,
-/// <see cref="Announced"/>) and by the one thread that rented the slot; then <see cref="State"/> is set to the id with
+/// by the one thread that rented the slot; then <see cref="State"/> is set to the id with
 /// a release store. A thread that <i>ends</i> the operation (return, leave) first CASes <see cref="State"/> from the id
-/// to -1 (a put: to <see cref="Putting"/>, and to -1 once its release is done): exactly one such thread wins, and
+/// to -1: exactly one such thread wins, and
 /// it owns the fields from then on (the CAS is a full fence, so it sees them as published). A thread that only
 /// <i>reads</i> (opstatus, opcancel, opwait) copies the fields between two reads of <see cref="State"/> with a full
 /// fence before the second (<see cref="OperationTable.TryRead"/>): if both read the id, nothing ended or reused the
@@ -27,26 +28,14 @@ internal sealed class OperationSlot(int index)
 {
     public const int Free = -1;
 
-    /// <summary>A get on <see cref="Owner"/> is in progress in this slot (see <see cref="ObjectHandle"/>).</summary>
-    public const int Announced = -2;
-
-    /// <summary>A put of the lease that lived in this slot is in progress.</summary>
-    public const int Putting = -3;
-
     public readonly int Index = index;
     public int State = Free;
     public int Generation;
     public OperationKind Kind;
 
-    /// <summary>A lease's blocks (<see cref="SharedObject.AcquireLease"/>): released by object_put.</summary>
-    public long First;
-    public long Last;
     public AsyncOperation Operation;
 
-    /// <summary>The object the operation belongs to. Kept when the slot is freed: the next get through this slot is
-    /// most often on the same object, and a store of the same reference is skipped (no GC write barrier on the get
-    /// path); a stale owner in a free slot is never read (readers check <see cref="State"/> first), it only keeps the
-    /// closed handle alive until the slot is reused.</summary>
+    /// <summary>The object the operation belongs to.</summary>
     public ObjectHandle? Owner;
     public ReadUse? Use;
 
@@ -80,18 +69,21 @@ internal sealed class ReadUse(ObjectHandle owner)
 }
 
 /// <summary>
-/// The operation ids of <c>object_get</c> (leases) and of <c>object_awrite</c>/<c>object_aread</c>. The get/put path
-/// is the hot one (<c>c-get-put-1block</c> in the bench): renting and freeing a slot goes through a per-thread cache of
-/// free slots and takes no lock and no locked instruction; the table's lock is taken only to move a batch of slots
+/// The operation ids of <c>object_awrite</c>/<c>object_aread</c>: indexes below <see cref="FastPath.LeaseBase"/> (the
+/// leases of <c>object_get</c> are the C table's, above it). Renting and freeing a slot goes through a per-thread cache
+/// of free slots and takes no lock and no locked instruction; the table's lock is taken only to move a batch of slots
 /// between a thread's cache and the shared free list, or to allocate new slots. A thread that dies returns its cache
 /// through the cache's finalizer, so short-lived threads leak no slots.
 /// </summary>
 internal static class OperationTable
 {
+    /// <summary>Slots: the indexes below the leases'.</summary>
+    public const int Capacity = FastPath.LeaseBase;
+
     private const int CacheCapacity = 64;
     private const int Batch = CacheCapacity / 2;
 
-    private static readonly OperationSlot?[]?[] s_chunks = new OperationSlot?[]?[HandleId.ChunkCount];
+    private static readonly OperationSlot?[]?[] s_chunks = new OperationSlot?[]?[Capacity >> HandleId.ChunkBits];
     private static readonly Stack<OperationSlot> s_free = new();
     private static readonly Lock s_gate = new();
     private static int s_highWater;
@@ -137,12 +129,12 @@ internal static class OperationTable
     /// <summary>The slot an id points to, live or not.</summary>
     public static OperationSlot? Find(int id)
     {
-        if (id < 0)
+        int index = HandleId.Index(id);
+        if (id < 0 || index >= Capacity)
         {
             return null;
         }
 
-        int index = HandleId.Index(id);
         var chunk = Volatile.Read(ref s_chunks[index >> HandleId.ChunkBits]);
         return chunk is null ? null : Volatile.Read(ref chunk[index & (HandleId.ChunkSize - 1)]);
     }
@@ -155,50 +147,6 @@ internal static class OperationTable
         return slot is not null && Interlocked.CompareExchange(ref slot.State, OperationSlot.Free, id) == id;
     }
 
-    /// <summary>A get on <paramref name="slot"/>'s owner starts (the slot is rented, its Kind and Owner set): the
-    /// announcement a close scans for. The caller loads the owner's closing bit after this.</summary>
-    public static void Announce(OperationSlot slot) => Volatile.Write(ref slot.State, OperationSlot.Announced);
-
-    /// <summary>Ends an announcement that published no operation (the get backed out or failed) and gives the slot back.</summary>
-    public static void Withdraw(OperationSlot slot)
-    {
-        Volatile.Write(ref slot.State, OperationSlot.Free);
-        Return(slot);
-    }
-
-    /// <summary>object_put's claim: the lease <paramref name="id"/> becomes a put in progress (one CAS, so two
-    /// threads putting the same id cannot both win). The caller ends it with <see cref="EndPut"/>, or gives the
-    /// operation back with <see cref="Publish"/>.</summary>
-    public static bool TryClaimForPut(int id, out OperationSlot slot)
-    {
-        slot = Find(id)!;
-        return slot is not null && Interlocked.CompareExchange(ref slot.State, OperationSlot.Putting, id) == id;
-    }
-
-    /// <summary>The put's release is done: the slot is free and given back.</summary>
-    public static void EndPut(OperationSlot slot)
-    {
-        Volatile.Write(ref slot.State, OperationSlot.Free);
-        Return(slot);
-    }
-
-    /// <summary>Whether a lease of <paramref name="owner"/> lives in a slot, or a get or put on it is in progress.
-    /// Run after the owner's closing bit is set and a process-wide barrier (<see cref="ObjectHandle"/>).</summary>
-    public static bool AnyLeaseOf(ObjectHandle owner)
-    {
-        foreach (var slot in AllSlots())
-        {
-            int state = Volatile.Read(ref slot.State);
-            if (state != OperationSlot.Free && ReferenceEquals(Volatile.Read(ref slot.Owner), owner)
-                && (state < 0 || slot.Kind == OperationKind.Lease))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
     /// <summary>A consistent copy of a live operation's fields without ending it (see <see cref="OperationSlot"/>).</summary>
     public static bool TryRead(int id, out OperationKind kind, out AsyncOperation operation, out ObjectHandle? owner, out ReadUse? use)
     {
@@ -206,6 +154,12 @@ internal static class OperationTable
         operation = default;
         owner = null;
         use = null;
+        if (FastPath.IsLeaseId(id))
+        {
+            kind = OperationKind.Lease;
+            return FastPath.IsLiveLease(id);
+        }
+
         var slot = Find(id);
         if (slot is null || Volatile.Read(ref slot.State) != id)
         {
@@ -262,7 +216,7 @@ internal static class OperationTable
                 cache.Slots[cache.Count++] = s_free.Pop();
             }
 
-            while (cache.Count < Batch && s_highWater < HandleId.Capacity)
+            while (cache.Count < Batch && s_highWater < Capacity)
             {
                 int index = s_highWater;
                 var chunk = s_chunks[index >> HandleId.ChunkBits];
