@@ -1,5 +1,5 @@
 /*
- * object_get and object_put of libsharedstore.so, in C (docs/ARCHITECTURE.md §12.3, issue 15).
+ * object_get and object_put of libsharedstore.so, in C (docs/ARCHITECTURE.md §12.1, issue 15).
  *
  * Why C: every call into the NativeAOT runtime crosses a reverse P/Invoke transition (GC mode switch, thread
  * lookup), and two of them cost about as much as a whole pthread rwlock read pair here (c-get-put-1block). A

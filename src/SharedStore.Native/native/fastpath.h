@@ -1,5 +1,5 @@
 /*
- * The tables that libsharedstore.so's C get/put path shares with its managed half (docs/ARCHITECTURE.md §12.3).
+ * The tables that libsharedstore.so's C get/put path shares with its managed half (docs/ARCHITECTURE.md §12.1).
  * Both halves live in one process and one image; these are process-local, not shared memory. The managed mirror of
  * every struct is in src/SharedStore.Native/Handles/FastPath.cs, and FastPathLayoutTests pins the two against each
  * other (a C program prints this header's offsets; the test compares them with the C# descriptors).
