@@ -170,42 +170,52 @@ static void init_once(void)
 
 static inline struct ss_tables *tables(void)
 {
+    struct ss_tables *t = LOAD(&g_tables);
+    if (__builtin_expect(t != NULL, 1))
+        return t;
     pthread_once(&g_once, init_once);
     return LOAD(&g_tables);
 }
 
-/* A free lease index owned by the caller, or -1 when all SS_LEASE_CAPACITY are out. */
-static int32_t rent(struct ss_tables *t)
+/* The cache is empty: take a batch from the free list, or fresh leases from the high water. -1 when all
+ * SS_LEASE_CAPACITY are out. */
+static __attribute__((noinline)) int32_t refill(struct ss_tables *t, struct lease_cache *c)
 {
-    struct lease_cache *c = &t_cache;
-    if (c->count == 0) {
-        if (!t_cache_registered && g_thread_key_made) {
-            pthread_setspecific(g_thread_key, c);
-            t_cache_registered = 1;
-        }
-        pthread_mutex_lock(&g_gate);
-        while (c->count < CACHE_BATCH && g_free_count > 0)
-            c->index[c->count++] = g_free[--g_free_count];
-        while (c->count < CACHE_BATCH && t->lease_high_water < SS_LEASE_CAPACITY) {
-            c->index[c->count++] = t->lease_high_water;
-            STORE(&t->lease_high_water, t->lease_high_water + 1); /* the close scan reads it without the gate */
-        }
-        pthread_mutex_unlock(&g_gate);
-        if (c->count == 0)
-            return -1;
+    if (!t_cache_registered && g_thread_key_made) {
+        pthread_setspecific(g_thread_key, c);
+        t_cache_registered = 1;
     }
-    return c->index[--c->count];
+    pthread_mutex_lock(&g_gate);
+    while (c->count < CACHE_BATCH && g_free_count > 0)
+        c->index[c->count++] = g_free[--g_free_count];
+    while (c->count < CACHE_BATCH && t->lease_high_water < SS_LEASE_CAPACITY) {
+        c->index[c->count++] = t->lease_high_water;
+        STORE(&t->lease_high_water, t->lease_high_water + 1); /* the close scan reads it without the gate */
+    }
+    pthread_mutex_unlock(&g_gate);
+    return c->count == 0 ? -1 : c->index[--c->count];
 }
 
-static void give_back(int32_t index)
+/* A free lease index owned by the caller, or -1 when all SS_LEASE_CAPACITY are out. */
+static inline int32_t rent(struct ss_tables *t)
 {
     struct lease_cache *c = &t_cache;
-    if (c->count == CACHE_CAPACITY) {
-        pthread_mutex_lock(&g_gate);
-        while (c->count > CACHE_BATCH)
-            g_free[g_free_count++] = c->index[--c->count];
-        pthread_mutex_unlock(&g_gate);
-    }
+    return __builtin_expect(c->count > 0, 1) ? c->index[--c->count] : refill(t, c);
+}
+
+static __attribute__((noinline)) void spill(struct lease_cache *c)
+{
+    pthread_mutex_lock(&g_gate);
+    while (c->count > CACHE_BATCH)
+        g_free[g_free_count++] = c->index[--c->count];
+    pthread_mutex_unlock(&g_gate);
+}
+
+static inline void give_back(int32_t index)
+{
+    struct lease_cache *c = &t_cache;
+    if (__builtin_expect(c->count == CACHE_CAPACITY, 0))
+        spill(c);
     c->index[c->count++] = index;
 }
 
