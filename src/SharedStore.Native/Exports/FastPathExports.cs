@@ -54,7 +54,7 @@ internal static unsafe class FastPathExports
 
             if (haveLease == 0)
             {
-                return Errors.Fail(ErrorCode.NoResources, $"this process has {FastPath.LeaseCapacity} leases outstanding");
+                return Errors.Fail(ErrorCode.NoResources, $"all {FastPath.LeaseCapacity} lease ids of this process are outstanding or cached by its threads (each thread that gets keeps up to 64)");
             }
 
             if (h.IsClosing) // after the announcement: see ObjectHandle

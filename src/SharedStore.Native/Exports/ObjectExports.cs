@@ -163,14 +163,25 @@ internal static unsafe class ObjectExports
             }
 
             var oh = new ObjectHandle(obj, ch);
-            if (!Calls.Objects.TryAdd(oh))
+            bool added;
+            try
+            {
+                // The C path's entry goes live before the id can be found, so a close always finds it to hide.
+                added = Calls.Objects.TryAdd(oh, FastPath.Publish);
+            }
+            catch
+            {
+                obj.Leave(); // the entry could not be made (out of memory): no id, no membership
+                throw;
+            }
+
+            if (!added)
             {
                 obj.Leave();
                 return Errors.Fail(ErrorCode.NoResources, $"this process has {HandleId.Capacity} object ids open");
             }
 
             ch.Add(oh);
-            FastPath.Publish(oh); // from here C gets of this id can run without entering the runtime
             return oh.Id;
         }
         catch (Exception e)
@@ -198,6 +209,17 @@ internal static unsafe class ObjectExports
                 return Errors.Fail(ErrorCode.Busy, $"object {objectId} is in use by this process (a lease not put, an asynchronous read, or a call in progress)");
             }
 
+            // A destroy frees the object under every id of this process that names it: those are closed too, all or
+            // none, so that a get through another id is either seen by the close (Busy) or sees it (NotFound), and
+            // never holds a lease on memory the broker then gives to another object. They are reopened afterwards:
+            // their SharedObject is closed by the destroy, so their calls then say NotFound.
+            var siblings = destroy ? h.Container.Objects().Where(o => o != h && o.Object.Id == h.Object.Id).ToArray() : [];
+            if (siblings.Length > 0 && !Calls.TryCloseObjects(siblings))
+            {
+                h.Reopen();
+                return Errors.Fail(ErrorCode.Busy, $"object {objectId} is in use by this process through another id (a lease not put, an asynchronous read, or a call in progress)");
+            }
+
             try
             {
                 if (destroy)
@@ -219,6 +241,10 @@ internal static unsafe class ObjectExports
             {
                 h.Reopen();
                 return Errors.From(e);
+            }
+            finally
+            {
+                Calls.Reopen(siblings);
             }
 
             Calls.Forget([h]);

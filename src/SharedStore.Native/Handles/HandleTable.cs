@@ -16,8 +16,11 @@ internal sealed class HandleTable<T>
     private readonly Lock _gate = new();
     private int _highWater;
 
-    /// <summary>Publishes <paramref name="handle"/> under a new id; false when the table is full.</summary>
-    public bool TryAdd(T handle)
+    /// <summary>Publishes <paramref name="handle"/> under a new id; false when the table is full.
+    /// <paramref name="beforePublish"/> runs once the id is set and before the handle can be found by it (an object's
+    /// C-path entry is published there, so no close can find the handle before its entry is live: a close hides the
+    /// entry it finds).</summary>
+    public bool TryAdd(T handle, Action<T>? beforePublish = null)
     {
         lock (_gate)
         {
@@ -37,6 +40,16 @@ internal sealed class HandleTable<T>
 
             var chunk = _chunks[index >> HandleId.ChunkBits] ??= new T?[HandleId.ChunkSize];
             handle.Id = HandleId.Make(index, _generations[index]);
+            try
+            {
+                beforePublish?.Invoke(handle);
+            }
+            catch
+            {
+                _free.Push(index); // the index was never visible: free again as it is
+                throw;
+            }
+
             // Release: the handle's fields (and Id) are visible to any thread that reads it from the slot.
             Volatile.Write(ref chunk[index & (HandleId.ChunkSize - 1)], handle);
             return true;

@@ -68,7 +68,11 @@ static inline int32_t *rec_seq(uint8_t *rec) { return (int32_t *)(rec + SS_REC_S
 static inline uint64_t *rec_reader_lines(uint8_t *rec) { return (uint64_t *)(rec + SS_REC_READER_LINES); }
 static inline uint64_t *reader_word(uint8_t *rec, int32_t slot) { return (uint64_t *)(rec + SS_REC_READERS) + (slot >> 3); }
 
-static inline int writer_present(uint8_t *rec) { return ((uint64_t)LOAD(rec_owner(rec)) | LOAD(rec_waiting(rec))) != 0; }
+static inline int writer_present(uint8_t *rec)
+{
+    uint64_t owner = LOAD(rec_owner(rec)); /* Owner first, then Waiting, as BlockLock.WriterPresent */
+    return (owner | LOAD(rec_waiting(rec))) != 0;
+}
 static inline int writer_active(uint8_t *rec) { return (LOAD(rec_owner(rec)) & SS_OWNER_ACTIVE) != 0; }
 
 /* Bumps Seq and wakes every sleeper if bit 0 says there may be any (BlockLock.WakeIfSleepers). The caller has just
@@ -133,7 +137,11 @@ static inline int try_read_fast(uint8_t *rec, int32_t slot)
 #define CACHE_CAPACITY 64
 #define CACHE_BATCH (CACHE_CAPACITY / 2)
 
+/* A ring, taken from the head and given back at the tail, so that a thread that gets and puts in a loop cycles
+ * through every index it caches instead of reusing the one it just freed: an index's generation (13 bits) then wraps
+ * after 8192 x (leases in the cache) pairs, not after 8192, and a stale id stays dead that much longer. */
 struct lease_cache {
+    int32_t head;
     int32_t count;
     int32_t index[CACHE_CAPACITY];
 };
@@ -148,14 +156,39 @@ static int g_thread_key_made;
 static __thread struct lease_cache t_cache;
 static __thread int t_cache_registered;
 
-/* A thread that exits gives its cached leases back (they are free slots; nothing is held in them). */
+static inline int32_t cache_take(struct lease_cache *c)
+{
+    int32_t index = c->index[c->head];
+    c->head = (c->head + 1) & (CACHE_CAPACITY - 1);
+    c->count--;
+    return index;
+}
+
+static inline void cache_add(struct lease_cache *c, int32_t index)
+{
+    c->index[(c->head + c->count) & (CACHE_CAPACITY - 1)] = index;
+    c->count++;
+}
+
+/* A thread that exits gives its cached leases back (they are free slots; nothing is held in them). Runs on the
+ * exiting thread, so t_cache_registered is that thread's: a later get or put of the same thread (another key's
+ * destructor) registers again. */
 static void give_back_cache(void *p)
 {
     struct lease_cache *c = p;
     pthread_mutex_lock(&g_gate);
     while (c->count > 0)
-        g_free[g_free_count++] = c->index[--c->count];
+        g_free[g_free_count++] = cache_take(c);
     pthread_mutex_unlock(&g_gate);
+    t_cache_registered = 0;
+}
+
+/* Before a thread's cache first holds an index (a get's refill, or a put by a thread that never got): so that its
+ * exit gives the indexes back. */
+static __attribute__((noinline)) void register_cache(struct lease_cache *c)
+{
+    if (g_thread_key_made && pthread_setspecific(g_thread_key, c) == 0)
+        t_cache_registered = 1;
 }
 
 static void init_once(void)
@@ -165,7 +198,8 @@ static void init_once(void)
         return;
     g_thread_key_made = pthread_key_create(&g_thread_key, give_back_cache) == 0;
     g_free = free_list;
-    STORE(&g_tables, ssn_fast_tables()); /* NULL if the managed half could not allocate them: every call goes slow */
+    STORE(&g_tables, ssn_fast_tables()); /* NULL if the managed half could not allocate them: every get is then
+                                            NO_RESOURCES (from the managed half) and every put NOT_FOUND */
 }
 
 static inline struct ss_tables *tables(void)
@@ -177,46 +211,47 @@ static inline struct ss_tables *tables(void)
     return LOAD(&g_tables);
 }
 
+
 /* The cache is empty: take a batch from the free list, or fresh leases from the high water. -1 when all
  * SS_LEASE_CAPACITY are out. */
 static __attribute__((noinline)) int32_t refill(struct ss_tables *t, struct lease_cache *c)
 {
-    if (!t_cache_registered && g_thread_key_made) {
-        pthread_setspecific(g_thread_key, c);
-        t_cache_registered = 1;
-    }
+    if (!t_cache_registered)
+        register_cache(c);
     pthread_mutex_lock(&g_gate);
     while (c->count < CACHE_BATCH && g_free_count > 0)
-        c->index[c->count++] = g_free[--g_free_count];
+        cache_add(c, g_free[--g_free_count]);
     while (c->count < CACHE_BATCH && t->lease_high_water < SS_LEASE_CAPACITY) {
-        c->index[c->count++] = t->lease_high_water;
+        cache_add(c, t->lease_high_water);
         STORE(&t->lease_high_water, t->lease_high_water + 1); /* the close scan reads it without the gate */
     }
     pthread_mutex_unlock(&g_gate);
-    return c->count == 0 ? -1 : c->index[--c->count];
+    return c->count == 0 ? -1 : cache_take(c);
 }
 
 /* A free lease index owned by the caller, or -1 when all SS_LEASE_CAPACITY are out. */
 static inline int32_t rent(struct ss_tables *t)
 {
     struct lease_cache *c = &t_cache;
-    return __builtin_expect(c->count > 0, 1) ? c->index[--c->count] : refill(t, c);
+    return __builtin_expect(c->count > 0, 1) ? cache_take(c) : refill(t, c);
 }
 
 static __attribute__((noinline)) void spill(struct lease_cache *c)
 {
     pthread_mutex_lock(&g_gate);
     while (c->count > CACHE_BATCH)
-        g_free[g_free_count++] = c->index[--c->count];
+        g_free[g_free_count++] = cache_take(c); /* the oldest: the ring keeps rotating through the newer ones */
     pthread_mutex_unlock(&g_gate);
 }
 
 static inline void give_back(int32_t index)
 {
     struct lease_cache *c = &t_cache;
+    if (__builtin_expect(!t_cache_registered, 0))
+        register_cache(c);
     if (__builtin_expect(c->count == CACHE_CAPACITY, 0))
         spill(c);
-    c->index[c->count++] = index;
+    cache_add(c, index);
 }
 
 static inline struct ss_object_entry *entry_of(struct ss_tables *t, int32_t object_id)

@@ -4,6 +4,10 @@
  * and put while the main thread leaves their container: the leave succeeds only when no lease is out and no get or put
  * is inside (gets and puts take no use of the object id: they announce themselves in their operation slot, which the
  * leave scans after a process-wide barrier), after it gets are NOT_FOUND, and nothing touches the unmapped memory.
+ * Then the C get/put path's lease ids (native/fastpath.c): a stale id stays dead for at least 65 536 get/put pairs
+ * of one thread; threads that only put and exit give their cached lease ids back (2 100 of them put 64 leases each,
+ * more than the 131 072 ids); and a destroy through one id races gets through another id of the same object: the
+ * destroy succeeds only when no lease is out, and afterwards those gets are NOT_FOUND.
  * Usage: threads NAME   ($SHAREDSTORE_SOCKET). Exit 0 iff every check held. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -142,6 +146,121 @@ static void *racer(void *arg)
     return NULL;
 }
 
+/* ---- lease ids ---- */
+
+#define PUT_THREADS 2100
+#define PER_PUT_THREAD 64
+
+static int put_ops[PER_PUT_THREAD];
+
+static void *put_only(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < PER_PUT_THREAD; i++) {
+        int rc = object_put(put_ops[i]);
+        if (rc != 0)
+            report("object_put from a thread that never got", rc);
+    }
+    return NULL;
+}
+
+static void lease_ids(void)
+{
+    char *p;
+    int x = object_get(obj, 0, 8, &p);
+    if (x < 0 || object_put(x) != 0)
+        return report("object_get/put of X", x);
+    for (int i = 0; i < 65536; i++) {
+        int y = object_get(obj, 0, 8, &p);
+        if (y == x) {
+            report("a lease id came back within 65536 pairs of one thread", i);
+            object_put(y);
+            break;
+        }
+        int stale = object_put(x);
+        if (stale != SHAREDSTORE_E_NOT_FOUND)
+            report("a stale put of X", stale);
+        object_put(y);
+    }
+
+    for (int round = 0; round < PUT_THREADS && atomic_load(&errors) == 0; round++) {
+        for (int i = 0; i < PER_PUT_THREAD; i++) {
+            put_ops[i] = object_get(obj, (size_t)i * 8, 8, &p);
+            if (put_ops[i] < 0)
+                return report("object_get after threads that only put exited (lease ids leaked?)", put_ops[i]);
+        }
+        pthread_t t;
+        pthread_create(&t, NULL, put_only, NULL);
+        pthread_join(t, NULL);
+    }
+}
+
+/* ---- a destroy through one id races gets through another ---- */
+
+#define DESTROY_ROUNDS 30
+
+static int destroy_f1;
+static atomic_int destroyed, destroy_stop;
+
+static void *destroy_getter(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&destroy_stop)) {
+        char *p;
+        int op = object_get(destroy_f1, 0, 8, &p);
+        if (op < 0) {
+            if (op != SHAREDSTORE_E_NOT_FOUND) /* NOT_FOUND also while a close is under way (see the header) */
+                report("object_get racing a destroy", op);
+            sched_yield();
+            continue;
+        }
+        int before = atomic_load(&destroyed);
+        for (volatile int k = 0; k < 20000; k++) /* hold the lease a while */
+            ;
+        if (before || atomic_load(&destroyed))
+            report("object_destroy through another id returned while this lease was out", op);
+        object_put(op);
+    }
+    return NULL;
+}
+
+static void destroy_race(const char *name)
+{
+    char name3[256];
+    snprintf(name3, sizeof name3, "%s-destroy", name);
+    int con = container_create(name3, (int)getgid());
+    if (con < 0)
+        return report("container_create for the destroy race", con);
+    long busy = 0;
+    for (int r = 0; r < DESTROY_ROUNDS && atomic_load(&errors) == 0; r++) {
+        destroy_f1 = object_create(con, "F", 2 * BLOCK);
+        int f2 = object_join(con, "F");
+        if (destroy_f1 < 0 || f2 < 0)
+            return report("object_create/join for the destroy race", destroy_f1 < 0 ? destroy_f1 : f2);
+        atomic_store(&destroyed, 0);
+        atomic_store(&destroy_stop, 0);
+        pthread_t t;
+        pthread_create(&t, NULL, destroy_getter, NULL);
+        for (volatile int k = 0; k < 200000; k++)
+            ;
+        int rc;
+        while ((rc = object_destroy(f2)) == SHAREDSTORE_E_BUSY)
+            busy++;
+        if (rc != 0)
+            report("object_destroy during gets through another id", rc);
+        atomic_store(&destroyed, 1);
+        for (volatile int k = 0; k < 200000; k++)
+            ;
+        atomic_store(&destroy_stop, 1);
+        pthread_join(t, NULL);
+        rc = object_leave(destroy_f1);
+        if (rc != 0)
+            report("object_leave of the other id after the destroy", rc);
+    }
+    printf("destroy race: %d rounds, %ld busy destroys\n", DESTROY_ROUNDS, busy);
+    container_destroy(con);
+}
+
 int main(int argc, char **argv)
 {
     char *name = argc > 1 ? argv[1] : "threads";
@@ -182,6 +301,8 @@ int main(int argc, char **argv)
     if (wins != RACES)
         report("exactly one put per lease", wins);
 
+    lease_ids();
+
     /* Every get was put: a write of the whole object neither deadlocks on our own holds nor waits. */
     static char all[BLOCKS * BLOCK];
     int rc = object_write_timed(obj, 0, all, sizeof all, 1000);
@@ -219,6 +340,7 @@ int main(int argc, char **argv)
             report("container_destroy after the leave race", con2 < 0 ? con2 : rc);
     }
     printf("leave race: %d rounds, %ld busy leaves\n", LEAVE_ROUNDS, busy);
+    destroy_race(name);
     printf("%ld gets, %d lease races, %d errors\n", atomic_load(&gets), RACES, atomic_load(&errors));
     return atomic_load(&errors) == 0 ? 0 : 1;
 }
