@@ -171,7 +171,8 @@ int object_create(int container_id, SHAREDSTORE_NAME object, size_t size);
 
 /* Refuses new joins at once, blocks while other member processes use the object, then frees it. Closes
  * `object_id`; other ids of the same object in this process then return NOT_FOUND (leave them). Returns 0.
- * Errors: NOT_FOUND; BUSY (this process still uses it: lease, asynchronous read, another thread's call);
+ * Errors: NOT_FOUND; BUSY (this process still uses it, through this id or another id of the same object: lease,
+ * asynchronous read, another thread's call; a get through another id that overlaps the destroy is NOT_FOUND);
  * PERMISSION (creator-only container); DESTROYED (already being destroyed); BROKER_UNAVAILABLE. */
 int object_destroy(int object_id);
 
