@@ -322,7 +322,10 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
     /// <summary>The seed's <c>object_destroy</c>: waits for this process's own pending asynchronous writes, refuses
     /// new joins, blocks while other members use the object, then frees it; <paramref name="timeout"/> covers all of
     /// it. Every handle of the object in this container is closed afterwards. Refused (InvalidOperationException)
-    /// while this process holds leases on the object, through any handle.</summary>
+    /// while this process holds leases on the object, through any handle. Like a leave, it must not race with calls
+    /// on the object's handles from other threads: a <see cref="Get(long, long)"/> through another handle that runs
+    /// while the destroy is under way may take its lease after the check for leases, on memory the broker then frees
+    /// (the C library closes every id of the object first, ARCHITECTURE §12.1).</summary>
     /// <exception cref="SharedStoreException">Timeout (the object is put back; joins work again; when this process's
     /// own writes were still pending, the broker was asked nothing); PermissionDenied;
     /// Destroyed (already being destroyed); BrokerUnavailable.</exception>
