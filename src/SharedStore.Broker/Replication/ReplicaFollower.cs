@@ -106,8 +106,12 @@ internal sealed class ReplicaFollower : IDisposable
 
     private async Task<INatsJSConsumer> CreateConsumerAsync(ulong fromSeq, CancellationToken token)
     {
+        // A name of our own: without one NATS.Net leaves the name token out of the create subject, and 2.9 then reads
+        // the stream's first filter token as the name ("did not match filtered subject"). Not durable: it goes away
+        // after InactiveThreshold without a pull (a replica that died).
         var config = new ConsumerConfig
         {
+            Name = "ss-" + Guid.NewGuid().ToString("N"),
             FilterSubject = ReplicationNames.ContainerSubjects(Spec.Stream, Container), // singular: 2.9 refuses FilterSubjects
             AckPolicy = ConsumerConfigAckPolicy.None,
             InactiveThreshold = TimeSpan.FromMinutes(5),
