@@ -147,8 +147,8 @@ public sealed class ReplicationTests : CrossProcessTest
         // grow), while the owner rewrites the blocks as fast as it can.
         var (ob, rb) = StartBrokers();
         string name = NewName("reader");
-        const int BlockSize = 64 << 10;
-        const int Blocks = 32;
+        const int BlockSize = 256 << 10; // large enough that an apply without the write lock overlaps a read (seen failing so)
+        const int Blocks = 16;
         using var owner = Connect(ob);
         using var replica = Connect(rb);
         var oc = owner.CreateContainer(name, SharedStoreClient.ProcessGroupId, Owner(BlockSize));
