@@ -1,5 +1,13 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Globalization;
+using Google.Protobuf;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using NATS.Client.KeyValueStore;
+using SharedStore.Broker;
+using SharedStore.Protocol;
+using SharedStore.Regions;
 using SharedStore.Tests.Nats;
 
 namespace SharedStore.Integration.Tests;
@@ -312,5 +320,107 @@ public sealed class ReplicationTests : CrossProcessTest
         e = Assert.Throws<SharedStoreException>(() => other.CreateContainer(NewName("both"), SharedStoreClient.ProcessGroupId,
             new ContainerOptions { DurablePath = rb.Directory, Replication = new ReplicationOptions() }))!;
         Assert.That(e.Code, Is.EqualTo(ErrorCode.InvalidArgument), e.Message);
+    }
+
+    [Test]
+    public async Task AReplicaDropsMessagesOfAnOlderEpochOrBadChecksum_AndAnOwnerWhoseLeaseIsTakenStopsPublishing()
+    {
+        // Contract (fencing, docs/ARCHITECTURE.md §14): a block message carrying an epoch below the highest the replica
+        // has seen (a stale owner's) or a checksum that does not match is not applied, even with a higher version;
+        // an owner whose lease was taken over (a revision-checked update by someone else, as a failover makes) stops
+        // publishing at its next heartbeat, and its Flush fails with PermissionDenied.
+        var ob = StartBroker("--nats", Cluster.Urls, "--replication-lease-ms", "1500");
+        var rb = StartBroker("--nats", Cluster.Urls);
+        string name = NewName("fence");
+        using var owner = Connect(ob);
+        using var replica = Connect(rb);
+        var oc = owner.CreateContainer(name, SharedStoreClient.ProcessGroupId, Owner(4096));
+        var oo = oc.CreateObject("o", 8192);
+        var ones = Enumerable.Repeat((byte)1, 8192).ToArray();
+        oo.Write(0, ones);
+        oc.Flush(Wait);
+        var rc = replica.CreateContainer(name, SharedStoreClient.ProcessGroupId, Replica());
+        var ro = rc.WaitForObject("o", Wait);
+        ro.WaitForVersion(oo.Version, Wait);
+
+        await using var nats = new NatsConnection(new NatsOpts { Url = Cluster.Urls });
+        var js = new NatsJSContext(nats);
+        var kv = await new NatsKVContext(js).GetStoreAsync(ReplicationNames.DefaultBucket);
+        var objectMeta = ReplicaObjectMeta.Parser.ParseFrom((await kv.GetEntryAsync<byte[]>(ReplicationNames.ObjectKey(name, "o"))).Value);
+        var leaseEntry = await kv.GetEntryAsync<byte[]>(ReplicationNames.LeaseKey(name));
+        var lease = ReplicaLease.Parser.ParseFrom(leaseEntry.Value);
+        Assert.That(lease.Epoch, Is.GreaterThan(0UL), "the epoch is the lease create's revision");
+
+        async Task Forge(long block, ulong epoch, bool badCrc)
+        {
+            var data = Enumerable.Repeat((byte)0xEE, 4096).ToArray();
+            uint crc;
+            unsafe
+            {
+                fixed (byte* p = data)
+                {
+                    crc = DurableFileDescriptor.Crc32C(p, data.Length);
+                }
+            }
+
+            var h = new NatsHeaders
+            {
+                [ReplicationHeaders.Version] = "1000000",
+                [ReplicationHeaders.Epoch] = epoch.ToString(CultureInfo.InvariantCulture),
+                [ReplicationHeaders.Incarnation] = objectMeta.Incarnation.ToString(CultureInfo.InvariantCulture),
+                [ReplicationHeaders.Size] = "8192",
+                [ReplicationHeaders.Crc] = (badCrc ? crc ^ 1 : crc).ToString("x8", CultureInfo.InvariantCulture),
+            };
+            (await js.PublishAsync(ReplicationNames.BlockSubject(ReplicationNames.DefaultStream, name, "o", block), data, headers: h)).EnsureSuccess();
+        }
+
+        await Forge(0, lease.Epoch - 1, badCrc: false); // a stale owner's epoch
+        await Forge(1, lease.Epoch, badCrc: true);      // the owner's epoch, damaged
+        var twos = Enumerable.Repeat((byte)2, 100).ToArray();
+        oo.Write(4096, twos); // after the forged ones in the stream: once it is applied, they were handled
+        oc.Flush(Wait);
+        ro.WaitForVersion(oo.Version, Wait);
+        using (var l = ro.Get(0, 8192, Wait))
+        {
+            Assert.That(l.Span[..4096].ToArray().All(b => b == 1), Is.True, "the stale epoch's block was not applied");
+            Assert.That(l.Span.Slice(4096, 100).ToArray().All(b => b == 2), Is.True, "the damaged block was not applied; the owner's next write was");
+            Assert.That(l.Span[(4096 + 100)..].ToArray().All(b => b == 1), Is.True);
+        }
+
+        // Take the lease over as a failover would: an update checked against the revision read.
+        var takeover = new ReplicaLease { Owner = "test", Epoch = leaseEntry.Revision + 1, HeartbeatUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), LeaseMs = 1500 };
+        ulong revision = leaseEntry.Revision;
+        for (int tries = 0; ; tries++)
+        {
+            try
+            {
+                await kv.UpdateAsync(ReplicationNames.LeaseKey(name), takeover.ToByteArray(), revision);
+                break;
+            }
+            catch (NatsKVWrongLastRevisionException) when (tries < 20)
+            {
+                revision = (await kv.GetEntryAsync<byte[]>(ReplicationNames.LeaseKey(name))).Revision; // a heartbeat came first
+            }
+        }
+
+        var deadline = Stopwatch.StartNew();
+        SharedStoreException? refused = null;
+        while (refused is null && deadline.Elapsed < Wait)
+        {
+            oo.Write(0, twos);
+            try
+            {
+                oc.Flush(Wait);
+                Thread.Sleep(100); // the owner notices at its next heartbeat (every 500 ms here)
+            }
+            catch (SharedStoreException e)
+            {
+                refused = e;
+            }
+        }
+
+        Assert.That(refused, Is.Not.Null, "the fenced owner's flush failed");
+        Assert.That(refused!.Code, Is.EqualTo(ErrorCode.PermissionDenied), refused.Message);
+        Assert.That(refused.Message, Does.Contain("taken over"));
     }
 }
