@@ -527,13 +527,25 @@ internal sealed class ReplicatedOwner : IDisposable
         }
     }
 
-    /// <summary>Broker shutdown: stops the thread and waits for it.</summary>
+    /// <summary>Broker shutdown: stops the thread and waits for it, then one last pass (what clients do not hold
+    /// write-locked goes to the stream, as durable write-back does at shutdown). The lease is left to expire: the
+    /// stream is what a failover goes on from.</summary>
     public void Dispose()
     {
         _stop.Set();
-        if (_started)
+        if (!_started)
         {
-            _thread.Join(TimeSpan.FromSeconds(15));
+            return;
+        }
+
+        _thread.Join(TimeSpan.FromSeconds(15));
+        using (LockOrder.Enter(FlushGate, LockLevel.DurableFlush))
+        {
+            var (_, error) = Pass(NatsTimeout, CancellationToken.None);
+            if (error is not null && Fenced is null)
+            {
+                Log.ReplicationFailed(_logger, Container, $"last pass at shutdown: {error}");
+            }
         }
     }
 
