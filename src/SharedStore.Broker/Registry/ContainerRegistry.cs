@@ -96,6 +96,8 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
                 throw new BrokerError(ErrorCode.IoError, $"replication: the catalog entry of '{req.Name}' is not valid");
             }
 
+            AccessPolicy.CheckCreate(who, meta.GroupId); // the replica is shared with the owner's group: the caller must be in it
+
             ContainerState? created = null;
             var follower = replication.PrepareReplica(spec, link, req.Name, (int)meta.BlockSize,
                 (name, size) => AddReplicaObject(created!, name, size), name => ObjectCreatedByReplica?.Invoke(created!.Id, name));

@@ -64,6 +64,7 @@ internal sealed class ReplicatedOwner : IDisposable
     private readonly List<OwnedObject> _objects = [];
     private readonly ManualResetEventSlim _stop = new();
     private readonly Thread _thread;
+    private readonly Thread _heartbeat;
     private readonly TimeSpan _interval;
     private readonly TimeSpan _leaseTime;
     private ulong _leaseRevision;
@@ -85,6 +86,7 @@ internal sealed class ReplicatedOwner : IDisposable
         _interval = service.Options.ReplicationInterval;
         _leaseTime = service.Options.ReplicationLease;
         _thread = new Thread(Loop) { IsBackground = true, Name = "sharedstore-replicate" };
+        _heartbeat = new Thread(HeartbeatLoop) { IsBackground = true, Name = "sharedstore-lease" };
     }
 
     /// <summary>The resolved replication settings (URL, stream, bucket, replicas), as ContainerInfo reports them.</summary>
@@ -105,6 +107,7 @@ internal sealed class ReplicatedOwner : IDisposable
     {
         _started = true;
         _thread.Start();
+        _heartbeat.Start();
     }
 
     /// <summary>Under the model lock: lists a new object (announced and published by the next pass).</summary>
@@ -174,15 +177,32 @@ internal sealed class ReplicatedOwner : IDisposable
     public void Flush(TimeSpan timeout, CancellationToken token)
     {
         long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        // The call's timeout and token bound the whole flush; each publish is bounded by the connection's request
+        // timeout (10 s), so a large pass is not cut at 10 s while it makes progress.
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
+        if (deadline != long.MaxValue)
+        {
+            cts.CancelAfter(timeout);
+        }
+
         using (LockOrder.Enter(FlushGate, LockLevel.DurableFlush))
         {
             while (true)
             {
-                long left = deadline == long.MaxValue ? (long)NatsTimeout.TotalMilliseconds : Math.Max(1, deadline - Environment.TickCount64);
-                var (clean, error) = Pass(TimeSpan.FromMilliseconds(Math.Min(left, NatsTimeout.TotalMilliseconds)), token);
+                var (clean, error) = Pass(cts.Token);
                 if (Fenced is { } why)
                 {
                     throw new BrokerError(ErrorCode.PermissionDenied, $"replication of '{Container}': {why}");
+                }
+
+                if (token.IsCancellationRequested)
+                {
+                    throw new BrokerError(ErrorCode.Canceled, "flush canceled (the blocks not acknowledged stay dirty and are sent again)");
+                }
+
+                if (error is not null && cts.IsCancellationRequested)
+                {
+                    throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': not every block was acknowledged by the stream within the timeout (they stay dirty and are sent again)");
                 }
 
                 if (error is not null)
@@ -218,14 +238,23 @@ internal sealed class ReplicatedOwner : IDisposable
             {
                 using (held)
                 {
-                    var (_, error) = Pass(NatsTimeout, CancellationToken.None);
+                    var (_, error) = Pass(CancellationToken.None);
                     if (error is not null && Fenced is null)
                     {
                         Log.ReplicationFailed(_logger, Container, error);
                     }
                 }
             }
+        }
+    }
 
+    /// <summary>The lease's own thread: a heartbeat is never late because a pass (a large one: a gigabyte at the
+    /// stream's speed takes many seconds) or a flush holds the pass thread.</summary>
+    private void HeartbeatLoop()
+    {
+        var period = TimeSpan.FromMilliseconds(Math.Max(10, _leaseTime.TotalMilliseconds / 10));
+        while (!_stop.Wait(period) && Fenced is null)
+        {
             Heartbeat();
         }
     }
@@ -245,8 +274,9 @@ internal sealed class ReplicatedOwner : IDisposable
         {
             using var cts = new CancellationTokenSource(_leaseTime / 3);
             var lease = _service.Lease(Epoch);
-            _leaseRevision = _kv.UpdateAsync(ReplicationNames.LeaseKey(Container), lease.ToByteArray(), _leaseRevision, cancellationToken: cts.Token)
+            ulong revision = _kv.UpdateAsync(ReplicationNames.LeaseKey(Container), lease.ToByteArray(), Volatile.Read(ref _leaseRevision), cancellationToken: cts.Token)
                 .AsTask().GetAwaiter().GetResult();
+            Volatile.Write(ref _leaseRevision, revision);
             Volatile.Write(ref _lastHeartbeat, now);
         }
         catch (NatsKVWrongLastRevisionException)
@@ -271,7 +301,7 @@ internal sealed class ReplicatedOwner : IDisposable
     }
 
     /// <summary>One pass (see the class comment). Returns whether no dirty block was skipped, and the first error.</summary>
-    private unsafe (bool Clean, string? Error) Pass(TimeSpan timeout, CancellationToken token)
+    private unsafe (bool Clean, string? Error) Pass(CancellationToken token)
     {
         if (Fenced is { } why)
         {
@@ -285,7 +315,6 @@ internal sealed class ReplicatedOwner : IDisposable
         }
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
-        cts.CancelAfter(timeout);
         var inflight = new Queue<Pending>();
         long inflightBytes = 0;
         string? error = null;
@@ -519,7 +548,7 @@ internal sealed class ReplicatedOwner : IDisposable
             }
 
             await _kv.DeleteAsync(ReplicationNames.ContainerKey(Container), cancellationToken: cts.Token).ConfigureAwait(false);
-            await _kv.DeleteAsync(ReplicationNames.LeaseKey(Container), new NatsKVDeleteOpts { Revision = _leaseRevision }, cts.Token).ConfigureAwait(false);
+            await _kv.DeleteAsync(ReplicationNames.LeaseKey(Container), new NatsKVDeleteOpts { Revision = Volatile.Read(ref _leaseRevision) }, cts.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is NatsException or OperationCanceledException)
         {
@@ -539,9 +568,11 @@ internal sealed class ReplicatedOwner : IDisposable
         }
 
         _thread.Join(TimeSpan.FromSeconds(15));
+        _heartbeat.Join(TimeSpan.FromSeconds(15));
         using (LockOrder.Enter(FlushGate, LockLevel.DurableFlush))
         {
-            var (_, error) = Pass(NatsTimeout, CancellationToken.None);
+            using var cts = new CancellationTokenSource(NatsTimeout);
+            var (_, error) = Pass(cts.Token);
             if (error is not null && Fenced is null)
             {
                 Log.ReplicationFailed(_logger, Container, $"last pass at shutdown: {error}");
