@@ -33,6 +33,10 @@ internal sealed class OwnedObject(ObjectState state, ObjectView view, ulong inca
     /// <summary>The highest watermark published (pass thread only).</summary>
     public long Watermark { get; set; }
 
+    /// <summary>Per block, the BlockVersion the last pass that read the block saw (pass thread only): a block that is
+    /// not dirty and still reads it has nothing unsent and no write in progress.</summary>
+    public long[] Published { get; } = new long[state.BlockCount];
+
     public int BlockSize => 1 << View.BlockShift;
 
     public int BlockLength(long b) => (int)Math.Min(BlockSize, State.Size - (b * BlockSize));
@@ -348,6 +352,33 @@ internal sealed class ReplicatedOwner : IDisposable
                     BlockRange block = o.View.Block(b);
                     if (!block.AnyDirty())
                     {
+                        // Not dirty: a write may still be between its version add and its release (it marks the block
+                        // dirty only at release). Its version may be ≤ v0, so the object is clean only if the block
+                        // is what this owner last accounted for, or no writer holds it (see "Why the watermark holds").
+                        long bv = ObjectVersion.ReadBlock(o.View, b);
+                        if (bv == o.Published[b] && bv != ObjectVersionDescriptor.Pending)
+                        {
+                            continue;
+                        }
+
+                        if (!block.TryAcquireReadFast())
+                        {
+                            objectClean = false;
+                            continue;
+                        }
+
+                        bool dirtyNow = block.AnyDirty();
+                        long settled = ObjectVersion.ReadBlock(o.View, b);
+                        block.ReleaseRead();
+                        if (dirtyNow)
+                        {
+                            objectClean = false; // a write completed meanwhile: the next pass sends it
+                        }
+                        else
+                        {
+                            o.Published[b] = settled; // no writer, nothing unsent: a dead writer's Pending, or unchanged
+                        }
+
                         continue;
                     }
 
@@ -369,6 +400,7 @@ internal sealed class ReplicatedOwner : IDisposable
                         }
 
                         version = ObjectVersion.ReadBlock(o.View, b);
+                        o.Published[b] = version; // what this pass accounts for (a failed publish re-marks it dirty)
                         torn = block.AnyTorn();
                         copy = ArrayPool<byte>.Shared.Rent(length);
                         new ReadOnlySpan<byte>(o.View.Data + (b * o.BlockSize), length).CopyTo(copy);
