@@ -20,6 +20,9 @@ command -v valgrind >/dev/null || need+=(valgrind)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 # fio: the device scenarios of tools/SharedStore.Bench measure against it in the same run.
 command -v fio >/dev/null || need+=(fio)
+# nats-server (2.9.x, with JetStream): the replication tests and bench scenarios start a three-node cluster of it on
+# loopback (tests/Shared/Nats/NatsCluster.cs). Debian installs it in /usr/sbin, which a non-root PATH may lack.
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -55,6 +55,17 @@ internal sealed class BrokerOptions
     /// <c>state/</c> beside the socket.</summary>
     public string? StateDirectory { get; set; }
 
+    /// <summary>The NATS servers (comma-separated <c>nats://host:port</c>) of replicated containers that do not name
+    /// their own (<c>--nats</c>; docs/ARCHITECTURE.md §14). Only root or the broker's own user may name others.</summary>
+    public string? NatsUrl { get; set; }
+
+    /// <summary>The interval of the replication pass of an owner (changed blocks to the stream). Default 5 ms: a
+    /// write reaches the stream at most this long plus a publish after it completes, while the network is up.</summary>
+    public TimeSpan ReplicationInterval { get; set; } = TimeSpan.FromMilliseconds(5);
+
+    /// <summary>How long an ownership lease lives without a heartbeat (heartbeats every third of it). Default 10 s.</summary>
+    public TimeSpan ReplicationLease { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>Optional log file (the broker also logs to stderr).</summary>
     public string? LogPath { get; set; }
 

@@ -26,6 +26,7 @@ internal sealed class BrokerState : IDisposable
     private readonly BrokerOptions _options;
     private readonly MemoryBudget _memory;
     private readonly DurableStore? _durable;
+    private readonly ReplicationService _replication;
     private readonly ContainerRegistry _registry;
     private readonly LockRepair _repair;
     private readonly SessionRecovery _recovery;
@@ -39,7 +40,9 @@ internal sealed class BrokerState : IDisposable
         _memory = new MemoryBudget(options.MemoryLimit, options.UidMemoryQuota);
         Identity = identity;
         _repair = new LockRepair(_model, logger);
-        _registry = new ContainerRegistry(_model, options, new SegmentPlacement(_model, options, _memory, identity), _repair, _durable, logger);
+        _replication = new ReplicationService(options, logger);
+        _registry = new ContainerRegistry(_model, options, new SegmentPlacement(_model, options, _memory, identity), _repair, _durable, _replication, logger);
+        _registry.ObjectCreatedByReplica = (containerId, name) => Names.Created(containerId, name);
         _recovery = new SessionRecovery(_model, _registry, _repair, metrics);
         _introspection = new BrokerIntrospection(_model, _memory);
     }
@@ -55,6 +58,9 @@ internal sealed class BrokerState : IDisposable
 
     /// <summary>Durable figures, for metrics and benches.</summary>
     public DurableStore? Durable => _durable;
+
+    /// <summary>Replication figures (bytes published and applied), for metrics and benches.</summary>
+    public ReplicationService Replication => _replication;
 
     // ---- Requests (ContainerRegistry) ------------------------------------------------------------------------
 
@@ -146,6 +152,7 @@ internal sealed class BrokerState : IDisposable
     public void Dispose()
     {
         _durable?.Dispose(); // write-back stops (files stay) before the memory it reads goes
+        _replication.Dispose(); // publishers and appliers stop before the memory they read and write goes
         using (_model.Enter())
         {
             _model.Disposed = true;

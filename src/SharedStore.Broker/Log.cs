@@ -85,4 +85,16 @@ internal static partial class Log
     [LoggerMessage(EventId = 52, EventName = "RequestFailed", Level = LogLevel.Warning,
         Message = "{Request} failed with {Code} (errno {Errno}): {Reason}")]
     public static partial void RequestFailed(ILogger logger, string request, ErrorCode code, int errno, string reason);
+
+    [LoggerMessage(EventId = 60, EventName = "ReplicationFailed", Level = LogLevel.Warning,
+        Message = "replication of container '{Container}': {Reason}")]
+    public static partial void ReplicationFailed(ILogger logger, string container, string reason);
+
+    [LoggerMessage(EventId = 61, EventName = "ReplicationFenced", Level = LogLevel.Error,
+        Message = "replicated container '{Container}': this broker stopped publishing: {Reason}")]
+    public static partial void ReplicationFenced(ILogger logger, string container, string reason);
+
+    [LoggerMessage(EventId = 62, EventName = "ReplicationRejected", Level = LogLevel.Warning,
+        Message = "replica of container '{Container}' dropped a message: {Reason}")]
+    public static partial void ReplicationRejected(ILogger logger, string container, string reason);
 }

@@ -141,7 +141,7 @@ static void DetachStdio()
 /// and the configuration bound to <see cref="BrokerOptions"/>.</summary>
 internal static class BrokerCommandLine
 {
-    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--async-scheduler auto|threadpool|iouring] [--state-dir DIR] [--uid-memory-quota BYTES] [--max-connections-per-uid N] [--hello-timeout-ms MS] [--config FILE] [--detach]";
+    public const string Usage = "SharedStore.Broker [--socket PATH] [--system] [--memory-limit BYTES] [--log FILE] [--log-level LEVEL] [--async-scheduler auto|threadpool|iouring] [--state-dir DIR] [--uid-memory-quota BYTES] [--max-connections-per-uid N] [--hello-timeout-ms MS] [--nats URLS] [--replication-lease-ms MS] [--config FILE] [--detach]";
 
     /// <summary>Where a per-user sharedstore.json is read from: $XDG_CONFIG_HOME/sharedstore, else ~/.config/sharedstore.</summary>
     public static string UserConfigDirectory
@@ -176,6 +176,8 @@ internal static class BrokerCommandLine
                 case "--uid-memory-quota": values["UidMemoryQuota"] = Next(); break;
                 case "--max-connections-per-uid": values["MaxConnectionsPerUid"] = Next(); break;
                 case "--hello-timeout-ms": values["HelloTimeoutMs"] = Next(); break;
+                case "--nats": values["NatsUrl"] = Next(); break;
+                case "--replication-lease-ms": values["ReplicationLeaseMs"] = Next(); break;
                 case "--config": configFile = Next(); break;
                 case "--detach": detach = true; break;
                 case "-h":
@@ -240,6 +242,15 @@ internal static class BrokerCommandLine
 
         options.StateDirectory = config["StateDirectory"] is { Length: > 0 } stateDir ? stateDir : null;
         options.LogPath = config["Log"] is { Length: > 0 } log ? log : null;
+        options.NatsUrl = config["NatsUrl"] is { Length: > 0 } nats ? nats : null;
+        if (config["ReplicationLeaseMs"] is { Length: > 0 } leaseMs)
+        {
+            options.ReplicationLease = TimeSpan.FromMilliseconds(int.Parse(leaseMs, CultureInfo.InvariantCulture));
+            if (options.ReplicationLease < TimeSpan.FromMilliseconds(300))
+            {
+                throw new FormatException("ReplicationLeaseMs must be at least 300");
+            }
+        }
         var level = LogLevel.Information;
         if (config["LogLevel"] is { Length: > 0 } l && !Enum.TryParse(l, ignoreCase: true, out level))
         {

@@ -15,6 +15,7 @@ public class WireProtocolTests
         {
             new() { Hello = new Hello { ProtocolVersion = ProtocolConstants.ProtocolVersion, ClientName = "t" } },
             new() { ContainerCreate = new ContainerCreate { Name = "c", GroupId = 1000, WritePolicy = Protocol.WritePolicy.CreatorOnly, BlockSize = 4096, DurablePath = "/var/lib/x" } },
+            new() { ContainerCreate = new ContainerCreate { Name = "r", Replication = new Replication { NatsUrl = "nats://a:4222,nats://b:4222", Stream = "S", Bucket = "B", StreamReplicas = 3, Replica = true } } },
             new() { ContainerJoin = new ContainerJoin { Name = "c" } },
             new() { ContainerLeave = new ContainerLeave { ContainerId = 3 } },
             new() { ContainerDestroy = new ContainerDestroy { ContainerId = 3 } },
@@ -101,5 +102,19 @@ public class WireProtocolTests
             Assert.That(Enum.GetName((Protocol.ErrorCode)(int)code)!.Replace("_", "", StringComparison.Ordinal).ToUpperInvariant(),
                 Is.EqualTo(code.ToString().ToUpperInvariant()), $"{code}");
         }
+    }
+
+    [Test]
+    public void ReplicationCatalogValues_RoundTrip()
+    {
+        // The key-value bucket's values (docs/ARCHITECTURE.md §14) go through the same protoc/runtime pair.
+        var c = new ReplicaContainerMeta { Name = "c", GroupId = 100, WritePolicy = Protocol.WritePolicy.CreatorOnly, BlockSize = 1 << 20, MaxMembers = 63, Owner = "h 1 /s" };
+        var o = new ReplicaObjectMeta { Name = "o", Size = 1UL << 30, Incarnation = (7UL << 32) | 3 };
+        var l = new ReplicaLease { Owner = "h 1 /s", Epoch = 7, HeartbeatUnixMs = 1_700_000_000_000, LeaseMs = 10_000 };
+        var info = new ContainerInfo { Name = "c", Replication = new Replication { NatsUrl = "nats://a:4222", Stream = "SHAREDSTORE", Bucket = "SHAREDSTORE", StreamReplicas = 3 } };
+        Assert.That(ReplicaContainerMeta.Parser.ParseFrom(c.ToByteArray()), Is.EqualTo(c));
+        Assert.That(ReplicaObjectMeta.Parser.ParseFrom(o.ToByteArray()), Is.EqualTo(o));
+        Assert.That(ReplicaLease.Parser.ParseFrom(l.ToByteArray()), Is.EqualTo(l));
+        Assert.That(ContainerInfo.Parser.ParseFrom(info.ToByteArray()), Is.EqualTo(info));
     }
 }

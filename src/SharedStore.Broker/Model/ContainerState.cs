@@ -52,6 +52,15 @@ internal sealed class ContainerState
     /// <summary>The container's files when it is durable, else null.</summary>
     public DurableContainer? Durable { get; set; }
 
+    /// <summary>When this broker owns the replicated container: its publisher and lease (docs/ARCHITECTURE.md §14).</summary>
+    public ReplicatedOwner? ReplicationOwner { get; set; }
+
+    /// <summary>When this broker is a replica of the container: its consumer and applier (read-only for members).</summary>
+    public ReplicaFollower? ReplicationReplica { get; set; }
+
+    /// <summary>Writes of members mark blocks dirty for the broker: durable, or the owner of a replicated container.</summary>
+    public bool TracksDirtyBlocks => Durable is not null || ReplicationOwner is not null;
+
     public IEnumerable<Membership> Members => Slots.Where(m => m is not null)!;
 
     public int MemberCount => Slots.Count(m => m is not null);
@@ -96,5 +105,6 @@ internal sealed class ContainerState
         DurablePath = Durable?.Directory ?? "",
         MaxMembers = (uint)MaxMembers,
         LockLines = (uint)Lines,
+        Replication = (ReplicationOwner?.Spec ?? ReplicationReplica?.Spec)?.Clone(),
     };
 }

@@ -43,16 +43,20 @@ internal static class AccessPolicy
         }
     }
 
-    /// <summary>Whether a member may write the container's objects and create or destroy objects in it.</summary>
+    /// <summary>Whether a member may write the container's objects and create or destroy objects in it. A replica's
+    /// members never write (docs/ARCHITECTURE.md §14): they get the read-only descriptor, so the kernel enforces it,
+    /// and their write calls fail with PermissionDenied.</summary>
     public static bool CanWrite(ContainerState c, PeerCredentials who) =>
-        c.WritePolicy == Protocol.WritePolicy.AllMembers || who.Uid == c.CreatorUid || who.IsRoot;
+        c.ReplicationReplica is null && (c.WritePolicy == Protocol.WritePolicy.AllMembers || who.Uid == c.CreatorUid || who.IsRoot);
 
     /// <summary>Object create or destroy (<paramref name="verb"/>) needs a member that may write.</summary>
     public static void CheckWriter(Membership m, string verb)
     {
         if (!m.CanWrite)
         {
-            throw new BrokerError(ErrorCode.PermissionDenied, $"container '{m.Container.Name}' lets only its creator {verb} objects");
+            throw new BrokerError(ErrorCode.PermissionDenied, m.Container.ReplicationReplica is not null
+                ? $"container '{m.Container.Name}' is a replica: its owner's broker {verb}s objects"
+                : $"container '{m.Container.Name}' lets only its creator {verb} objects");
         }
     }
 

@@ -14,9 +14,12 @@ namespace SharedStore.Broker;
 /// <see cref="LockRepair"/>'s. Durable files are the <see cref="DurableStore"/>'s: it is called under the model lock
 /// (its catalog lock nests inside), and never changes the model; this class records what it returns.
 /// </summary>
-internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options, SegmentPlacement placement, LockRepair repair, DurableStore? durable, ILogger logger)
+internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options, SegmentPlacement placement, LockRepair repair, DurableStore? durable, ReplicationService? replication, ILogger logger)
 {
     private const long MaxObjectSize = 1L << 40; // 1 TiB: beyond any memory this broker can hand out
+
+    /// <summary>Told (outside the model lock) of every object a replica creates: the name's waiters return.</summary>
+    public Action<uint, string>? ObjectCreatedByReplica { get; set; }
 
     // ---- Containers ---------------------------------------------------------------------------------------
 
@@ -37,6 +40,10 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         }
 
         int maxMembers = req.MaxMembers == 0 ? BlockLockDescriptor.DefaultMaxMembers : (int)req.MaxMembers;
+        if (req.Replication is not null)
+        {
+            return CreateReplicated(session, req, blockSize, maxMembers);
+        }
 
         using (model.Enter())
         {
@@ -55,6 +62,130 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
             var m = AddMember(session, c);
             return (c.Describe(m), m);
         }
+    }
+
+    /// <summary>
+    /// A replicated container (docs/ARCHITECTURE.md §14). NATS is talked to before the model lock: as the owner, the
+    /// stream, bucket, lease and catalog entry (<see cref="ReplicationService.PrepareOwner"/>); as a replica, the
+    /// catalog entry (whose block size, group, write policy and max members the replica takes) and the consumer. Then
+    /// the container enters the model as any other, and the publisher or the consumer starts.
+    /// </summary>
+    private (ContainerInfo Info, Membership Member) CreateReplicated(ClientSession session, ContainerCreate req, int blockSize, int maxMembers)
+    {
+        var who = session.Credentials;
+        if (req.DurablePath.Length > 0)
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, "a container is durable or replicated, not both");
+        }
+
+        var spec = replication!.Resolve(req.Replication, who);
+        using (model.Enter())
+        {
+            if (model.Contains(req.Name))
+            {
+                throw new BrokerError(ErrorCode.AlreadyExists, $"container '{req.Name}' already exists");
+            }
+        }
+
+        if (spec.Replica)
+        {
+            var (meta, link) = replication.ReadCatalog(spec, req.Name);
+            if (meta.BlockSize < 4096 || meta.BlockSize > (1u << 30) || (meta.BlockSize & (meta.BlockSize - 1)) != 0
+                || meta.MaxMembers is 0 or > BlockLockDescriptor.MaxMembersLimit || meta.Name != req.Name)
+            {
+                throw new BrokerError(ErrorCode.IoError, $"replication: the catalog entry of '{req.Name}' is not valid");
+            }
+
+            AccessPolicy.CheckCreate(who, meta.GroupId); // the replica is shared with the owner's group: the caller must be in it
+
+            ContainerState? created = null;
+            var follower = replication.PrepareReplica(spec, link, req.Name, (int)meta.BlockSize,
+                (name, size) => AddReplicaObject(created!, name, size), name => ObjectCreatedByReplica?.Invoke(created!.Id, name));
+            (ContainerInfo, Membership) result;
+            using (model.Enter())
+            {
+                if (model.Contains(req.Name))
+                {
+                    follower.Dispose();
+                    throw new BrokerError(ErrorCode.AlreadyExists, $"container '{req.Name}' already exists");
+                }
+
+                created = model.NewContainer(req.Name, meta.GroupId, who.Uid, meta.WritePolicy, (int)meta.BlockSize, (int)meta.MaxMembers);
+                created.ReplicationReplica = follower;
+                model.Add(created);
+                var m = AddMember(session, created);
+                result = (created.Describe(m), m);
+            }
+
+            replication.StartReplica(follower);
+            return result;
+        }
+
+        var owner = replication.PrepareOwner(spec, new ReplicaContainerMeta
+        {
+            Name = req.Name,
+            GroupId = req.GroupId,
+            WritePolicy = req.WritePolicy,
+            BlockSize = (uint)blockSize,
+            MaxMembers = (uint)maxMembers,
+        });
+        using (model.Enter())
+        {
+            if (model.Contains(req.Name))
+            {
+                replication.Abandon(owner);
+                throw new BrokerError(ErrorCode.AlreadyExists, $"container '{req.Name}' already exists");
+            }
+
+            var c = model.NewContainer(req.Name, req.GroupId, who.Uid, req.WritePolicy, blockSize, maxMembers);
+            c.ReplicationOwner = owner;
+            model.Add(c);
+            var m = AddMember(session, c);
+            replication.StartOwner(owner);
+            return (c.Describe(m), m);
+        }
+    }
+
+    /// <summary>A replica's object, made when its first message arrives (the follower's loop, holding none of its
+    /// locks): allocated as a create would, with no member's use; null when the container is gone or being destroyed,
+    /// or the memory is not there (logged by the caller's rejection).</summary>
+    private ObjectState? AddReplicaObject(ContainerState c, string name, long size)
+    {
+        if (size <= 0 || size > MaxObjectSize)
+        {
+            return null;
+        }
+
+        ObjectState o;
+        using (model.Enter())
+        {
+            if (!model.IsLive(c) || c.Destroying)
+            {
+                return null;
+            }
+
+            if (c.Objects.TryGetValue(name, out var existing))
+            {
+                return existing;
+            }
+
+            try
+            {
+                o = placement.AllocateObject(c, name, size, c.CreatorUid);
+            }
+            catch (BrokerError e)
+            {
+                Log.ReplicationFailed(logger, c.Name, $"object '{name}' of {size} bytes not created: {e.Message}");
+                return null;
+            }
+        }
+
+        if (o.FreshPages)
+        {
+            PopulateBeforeReply(o.Segment.DataMap, o.DataOffset, size);
+        }
+
+        return o;
     }
 
     public (ContainerInfo Info, Membership Member) JoinContainer(ClientSession session, ContainerJoin req)
@@ -186,6 +317,7 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
 
     private void FreeContainer(ContainerState c)
     {
+        c.ReplicationReplica?.Close(); // an apply waiting for a block lock gives up; the objects' removals wait for applies
         foreach (var o in c.ObjectsById.Values.ToList())
         {
             FreeObject(c, o);
@@ -196,6 +328,12 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
             durable!.RemoveContainer(dc); // destroy of a durable container deletes its files
         }
 
+        if (c.ReplicationOwner is { } owner)
+        {
+            owner.Close(purge: true); // the stream's messages, catalog keys and lease go (in the background)
+        }
+
+        replication?.Forget(c.ReplicationOwner, c.ReplicationReplica);
         placement.FreeSegments(c);
         model.RemoveContainer(c);
     }
@@ -244,6 +382,7 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
                 }
             }
 
+            c.ReplicationOwner?.AddObject(o, c.BlockSize); // announced and published by its next pass
             m.ObjectUses[o.Id] = 1;
         }
 
@@ -417,6 +556,8 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
             o.Durable = null;
         }
 
+        c.ReplicationOwner?.RemoveObject(o, purge: true); // a pass that holds it ends first; its messages are purged
+        c.ReplicationReplica?.RemoveObject(o);             // an apply that holds it ends first
         o.AsyncTarget?.Dispose(); // its view's reference on the mappings: appliers dropped it before a leave or destroy
         o.AsyncTarget = null;
         c.Objects.Remove(o.Name);
@@ -509,15 +650,20 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
     public void Flush(ClientSession session, uint containerId, TimeSpan timeout, CancellationToken token)
     {
         DurableContainer? dc;
+        ReplicatedOwner? owner;
         using (model.Enter())
         {
-            dc = model.Member(session, containerId).Container.Durable;
+            var c = model.Member(session, containerId).Container;
+            dc = c.Durable;
+            owner = c.ReplicationOwner;
         }
 
         if (dc is not null)
         {
             durable!.Flush(dc, timeout, token);
         }
+
+        owner?.Flush(timeout, token); // every write completed before it is acknowledged by the stream
     }
 
     /// <summary>Broker start: brings back every registered durable container with its objects (memory allocated as
@@ -615,7 +761,7 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
 
             canWrite = m.CanWrite;
             target = o.AsyncTarget ??= new AsyncTarget(o.Segment.BrokerView(o, m.Container.BlockSize,
-                durable: m.Container.Durable is not null, repair.RequesterFor(m.Container, o)));
+                durable: m.Container.TracksDirtyBlocks, repair.RequesterFor(m.Container, o)));
             return ErrorCode.Ok;
         }
     }

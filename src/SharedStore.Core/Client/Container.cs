@@ -32,7 +32,19 @@ public sealed class Container : IDisposable
         DurablePath = info.DurablePath.Length == 0 ? null : info.DurablePath;
         MaxMembers = (int)info.MaxMembers;
         LockLines = (int)info.LockLines;
+        Replication = ReplicationWire.FromWire(info.Replication);
     }
+
+    /// <summary>How the container is replicated (<see cref="ContainerOptions.Replication"/>, with the broker's
+    /// resolved stream and bucket names), or null.</summary>
+    public ReplicationOptions? Replication { get; }
+
+    /// <summary>Whether this broker is a replica of the container: its members read it, and every write, object
+    /// create or destroy is refused with PermissionDenied (docs/ARCHITECTURE.md §14).</summary>
+    public bool IsReplica => Replication is { Replica: true };
+
+    /// <summary>Whether writes mark their blocks dirty for the broker: durable, or the owner of a replicated container.</summary>
+    internal bool TracksDirtyBlocks => IsDurable || Replication is { Replica: false };
 
     /// <summary>Member processes the container admits at once (<see cref="ContainerOptions.MaxMembers"/>, chosen by its
     /// creator).</summary>
@@ -50,17 +62,21 @@ public sealed class Container : IDisposable
     /// <summary>
     /// The seed-style <c>container_flush(container_id)</c>: returns once every write to the container's objects that
     /// completed before this call (synchronous writes, and asynchronous ones whose status was Completed) is durable on
-    /// disk. A memory-only container returns at once. Waits for this process's own pending asynchronous writes
-    /// first, so "submitted before" is enough for them; <paramref name="timeout"/> covers that wait and the flush.
+    /// disk, or, for the owner of a replicated container, acknowledged by JetStream (held by the stream with its
+    /// replication factor). A memory-only container and a replica return at once. Waits for this process's own pending
+    /// asynchronous writes first, so "submitted before" is enough for them; <paramref name="timeout"/> covers that
+    /// wait and the flush.
     /// </summary>
     /// <exception cref="SharedStoreException">NoResources (the disk refused a write: full or failing; the memory copy
-    /// is intact and stays dirty); Timeout (also when this process's own asynchronous writes were still pending when
-    /// it ended: nothing was flushed); BrokerUnavailable.</exception>
+    /// is intact and stays dirty); IoError (replicated: NATS refused or did not acknowledge a block within the
+    /// timeout; the blocks stay dirty and are sent again); PermissionDenied (replicated: this broker lost the ownership
+    /// lease, another owner took over: nothing more is published); Timeout (also when this process's own
+    /// asynchronous writes were still pending when it ended: nothing was flushed); BrokerUnavailable.</exception>
     /// <exception cref="OperationCanceledException">The token fired; the writes stay queued for write-back.</exception>
     public void Flush(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
-        if (!IsDurable)
+        if (!TracksDirtyBlocks)
         {
             return;
         }

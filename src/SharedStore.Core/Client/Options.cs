@@ -89,4 +89,33 @@ public sealed class ContainerOptions
     /// in 64-byte lines: 63 members make 128-byte records, 1 024 make 1 152-byte ones (docs/ARCHITECTURE.md §3.2);
     /// a writer reads only the lines that readers have used.</summary>
     public int MaxMembers { get; set; }
+
+    /// <summary>Null (the default): the container lives on this broker only. Otherwise it is <b>replicated</b> over
+    /// NATS JetStream (docs/ARCHITECTURE.md §14): as the owner (<see cref="ReplicationOptions.Replica"/> false) the
+    /// broker publishes every changed block and <see cref="Container.Flush(TimeSpan, CancellationToken)"/> returns once
+    /// the stream holds every write completed before it; as a replica the broker joins the container of that name from
+    /// the stream's catalog (the other options are then the owner's, not these) and its members read it, read-only.
+    /// Not combined with <see cref="DurablePath"/>.</summary>
+    public ReplicationOptions? Replication { get; set; }
+}
+
+/// <summary>How a container is replicated between brokers over NATS JetStream (<see cref="ContainerOptions.Replication"/>).</summary>
+/// <param name="NatsUrl">Null or empty: the broker's own <c>--nats</c> servers. Otherwise comma-separated
+/// <c>nats://host:port</c> URLs; only root or the broker's own user may name servers other than the broker's
+/// (PermissionDenied), so a root broker is never pointed at a server by its users.</param>
+public sealed record ReplicationOptions(string? NatsUrl = null)
+{
+    /// <summary>True: this broker is a replica of the container of that name, created by its owner on another broker.</summary>
+    public bool Replica { get; init; }
+
+    /// <summary>The JetStream stream of block messages (null: <c>SHAREDSTORE</c>). Owner and replicas must agree.</summary>
+    public string? Stream { get; init; }
+
+    /// <summary>The key-value bucket of the catalog and the ownership leases (null: <c>SHAREDSTORE</c>).</summary>
+    public string? Bucket { get; init; }
+
+    /// <summary>The replication factor of the stream and bucket when the owner creates them (0: 1). With 3 on a
+    /// three-node cluster, <see cref="Container.Flush(TimeSpan, CancellationToken)"/> returns once a majority holds
+    /// the blocks.</summary>
+    public int StreamReplicas { get; init; }
 }

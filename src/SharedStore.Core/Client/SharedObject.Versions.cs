@@ -75,6 +75,42 @@ public sealed unsafe partial class SharedObject
     }
 
     /// <summary>
+    /// Waits until the object's version is at least <paramref name="version"/> and returns it (at once when it is).
+    /// On a replica (<see cref="Container.IsReplica"/>) versions are the owner's: a replica's object version is raised
+    /// to v only once every block the owner had written up to its version v is applied here (docs/ARCHITECTURE.md
+    /// §14), so after the owner's <c>Flush</c> has returned, waiting here for the owner's <see cref="Version"/> read
+    /// before that flush means the replica has caught up to it. Built on <see cref="WaitForChange"/>; one timeout
+    /// covers the whole wait.
+    /// </summary>
+    /// <exception cref="SharedStoreException">Timeout; BrokerUnavailable.</exception>
+    /// <exception cref="OperationCanceledException">The token fired.</exception>
+    /// <exception cref="ObjectDisposedException">The object was left.</exception>
+    public long WaitForVersion(long version, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "a timeout is zero or more, or Timeout.InfiniteTimeSpan");
+        }
+
+        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Environment.TickCount64 + (long)Math.Ceiling(timeout.TotalMilliseconds);
+        long seen = Version;
+        while (seen < version)
+        {
+            long left = deadline == long.MaxValue ? -1 : Math.Max(0, deadline - Environment.TickCount64);
+            try
+            {
+                seen = WaitForChange(seen, left < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(left), cancellationToken);
+            }
+            catch (SharedStoreException e) when (e.Code == ErrorCode.Timeout)
+            {
+                ThrowHelper.Timeout($"wait for version {version} of '{Name}' (at version {Version})");
+            }
+        }
+
+        return seen;
+    }
+
+    /// <summary>
     /// The versions of the object as it changes, starting with the first change after the version current at the
     /// call: <c>await foreach (var v in obj.Changes(ct))</c>. Versions that follow each other faster than the consumer
     /// reads are coalesced (it sees the newest). Each wait runs on a thread-pool thread; ends with the token

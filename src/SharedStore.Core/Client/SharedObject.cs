@@ -42,7 +42,7 @@ public sealed unsafe partial class SharedObject : IDisposable, ILockRepairReques
         Size = (long)info.Size;
         BlockCount = (int)info.BlockCount;
         _view = new ObjectView(Name, segment.Data, (long)info.DataOffset, segment.Locks, (long)info.LockOffset, segment.Lines, Size,
-            BitOperations.Log2((uint)container.BlockSize), container.Slot, container.IsDurable, repair: this);
+            BitOperations.Log2((uint)container.BlockSize), container.Slot, container.TracksDirtyBlocks, repair: this);
 
         // Build this process's page-table entries for the object now (0.31 µs a page) instead of faulting on first
         // access (about 1 µs a page through a fresh mapping here).

@@ -141,10 +141,13 @@ public sealed class SharedStoreClient : IDisposable
 
     /// <summary>The seed's <c>container_create</c>: creates a container shared with Unix group
     /// <paramref name="groupId"/> and joins it.</summary>
-    /// <exception cref="SharedStoreException">AlreadyExists; PermissionDenied (not in the group and not root);
-    /// InvalidArgument (name, block size); NoResources (memory); BrokerUnavailable.</exception>
-    /// <exception cref="ArgumentException"><paramref name="name"/> is null or empty, or it or the durable path is not
-    /// valid UTF-16 (a lone surrogate).</exception>
+    /// <exception cref="SharedStoreException">AlreadyExists (also: a replicated container of that name is owned by a
+    /// live lease in the catalog); PermissionDenied (not in the group and not root; a NATS URL named by a user other
+    /// than root or the broker's); InvalidArgument (name, block size, replication combined with a durable path, no
+    /// NATS server); NotFound (a replica of a container the catalog does not hold); NoResources (memory); IoError (NATS
+    /// could not be reached or refused the stream, bucket or lease: the message says which); BrokerUnavailable.</exception>
+    /// <exception cref="ArgumentException"><paramref name="name"/> is null or empty, or it, the durable path or a
+    /// replication string is not valid UTF-16 (a lone surrogate).</exception>
     /// <exception cref="ArgumentOutOfRangeException">The write policy is not a <see cref="WritePolicy"/> value.</exception>
     public Container CreateContainer(string name, long groupId, ContainerOptions? options = null, CancellationToken cancellationToken = default)
     {
@@ -152,6 +155,7 @@ public sealed class SharedStoreClient : IDisposable
         WireStrings.ThrowIfNotValidUtf16(name);
         options ??= new ContainerOptions();
         WireStrings.ThrowIfNotValidUtf16(options.DurablePath, nameof(options));
+        ReplicationWire.Validate(options.Replication, nameof(options));
         if (!Enum.IsDefined(options.WritePolicy))
         {
             throw new ArgumentOutOfRangeException(nameof(options), options.WritePolicy, "the write policy is not a WritePolicy value");
@@ -173,6 +177,7 @@ public sealed class SharedStoreClient : IDisposable
                 BlockSize = (uint)options.BlockSize,
                 DurablePath = options.DurablePath ?? "",
                 MaxMembers = (uint)options.MaxMembers,
+                Replication = ReplicationWire.ToWire(options.Replication),
             },
         }, _options.RequestTimeout, cancellationToken);
         return Track(new Container(this, conn, r.Response.Container));

@@ -88,6 +88,47 @@ internal static unsafe class ObjectVersion
         return word;
     }
 
+    /// <summary>
+    /// A replica's steps 3 and 4 (docs/ARCHITECTURE.md §14): the block's data, the owner's version
+    /// <paramref name="ownerVersion"/> of it, is in place and its write lock is still held (step 1 stored Pending).
+    /// The block takes the owner's version instead of a new local one, so that a replica's versions are the owner's;
+    /// the version word is not added to: it advances only by <see cref="AdvanceTo"/>, once every block up to a version
+    /// is applied. The replica applies a block only with a version above the one it applied before, so the block's
+    /// version still never goes back (<see cref="ChangedSince"/>'s argument holds unchanged).
+    /// </summary>
+    public static void PublishBlockAt(ObjectView view, long block, long ownerVersion) =>
+        Volatile.Write(ref *BlockVersion(view.Record(block)), ownerVersion);
+
+    /// <summary>
+    /// A replica's watermark: raises the object's version to <paramref name="version"/> (never lowers it), then wakes
+    /// sleepers. The same no-lost-wake-up argument as a writer's add: the CAS replaces exactly the word it read; if that
+    /// word had the sleepers bit, the new word has it clear and this call wakes every sleeper (whoever clears the bit
+    /// wakes); a waiter whose own CAS then fails looks again and sees the new version. The bytes the version claims
+    /// were stored under the blocks' write locks before this call (the caller applied them first, in stream order).
+    /// </summary>
+    public static void AdvanceTo(BlockLockRecord* locks, long version)
+    {
+        long* w = Word(locks);
+        while (true)
+        {
+            long old = Volatile.Read(ref *w);
+            if ((old >> 1) >= version)
+            {
+                return;
+            }
+
+            if (Interlocked.CompareExchange(ref *w, version << 1, old) == old)
+            {
+                if ((old & ObjectVersionDescriptor.SleepersBit) != 0)
+                {
+                    Interop.Libc.FutexWake((int*)w, int.MaxValue);
+                }
+
+                return;
+            }
+        }
+    }
+
     /// <summary>Step 6: wakes the object's version waiters when the add of <see cref="Publish"/> saw one (no system
     /// call otherwise).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -10,8 +10,10 @@ internal static class ProtocolConstants
     /// 4: name_wait and its pushed name_event; lock tables of layout 2 (object versions in each lock record).
     /// 5: lock tables of layout 3 (records of 1-64 reader lines, up to 4 096 slots); container_create's max_members;
     /// ContainerInfo's max_members and lock_lines; lock_check lists slots instead of 64-bit masks; name_wait.join: the
-    /// broker joins on the waiter's behalf and pushes the join's reply.</remarks>
-    public const uint ProtocolVersion = 5;
+    /// broker joins on the waiter's behalf and pushes the join's reply.
+    /// 6: container_create's and ContainerInfo's replication (issue 18): a client of 5 would not mark its writes of a
+    /// replicated container dirty, so its writes would never be published.</remarks>
+    public const uint ProtocolVersion = 6;
 
     /// <summary>Largest datagram either side sends or accepts (1 &lt;&lt; 20, 1 MiB).</summary>
     public const int MaxMessageBytes = 1 << 20;

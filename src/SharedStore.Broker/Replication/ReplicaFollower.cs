@@ -1,0 +1,425 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using NATS.Client.JetStream.Models;
+using SharedStore.Locks;
+using SharedStore.Protocol;
+using SharedStore.Regions;
+
+namespace SharedStore.Broker;
+
+/// <summary>One object of a replica container: the broker's view of it and, per block, the owner's version applied
+/// last. Applies and the object's removal serialize on <see cref="Gate"/> (<see cref="LockLevel.DurableObject"/>).</summary>
+internal sealed class ReplicaObject(ObjectState state, ObjectView view, ulong incarnation)
+{
+    public ObjectState State { get; } = state;
+
+    public ObjectView View { get; } = view;
+
+    public ulong Incarnation { get; } = incarnation;
+
+    /// <summary>Per block, the owner's version applied (0: none). Only the apply loop writes it.</summary>
+    public long[] Applied { get; } = new long[state.BlockCount];
+
+    public object Gate { get; } = new();
+
+    public bool Closed { get; set; }
+
+    /// <summary>The highest watermark received and not yet applied (apply loop only).</summary>
+    public long PendingWatermark { get; set; }
+}
+
+/// <summary>
+/// The replica's side of a replicated container (docs/ARCHITECTURE.md §14): one ephemeral JetStream consumer over the
+/// container's subjects, delivering the newest message of every subject first (DeliverPolicy LastPerSubject, in
+/// stream order) and then every new one, applied in stream order by one loop. A block message is applied under the
+/// local block's write lock, taken with the broker's slot like the applier of asynchronous writes, only when its
+/// checksum matches, its epoch is not below the highest seen and its version is above the block's applied one;
+/// a watermark raises the local object version to the owner's (<see cref="ObjectVersion.AdvanceTo"/>), but only once
+/// the consumer has delivered everything the stream holds (NumPending 0). Before that it may not hold: the stream keeps
+/// one message per block, so a block message the replica had not read yet when a newer write of that block was
+/// published is gone, and the newer one comes after the watermark; the block's data at the watermark arrives only
+/// then. At the stream's tail every block's newest message has been applied. (Under a continuous stream of writes
+/// faster than the replica applies, versions advance only when it catches up; the data does not wait.) A gap in the
+/// consumer's sequence (a message lost on the way) or a consumer error restarts the consumer from the stream sequence
+/// after the last one applied, so nothing is skipped.
+/// </summary>
+internal sealed class ReplicaFollower : IDisposable
+{
+    private readonly ReplicationService _service;
+    private readonly NatsLink _link;
+    private readonly ILogger _logger;
+    private readonly Func<string, long, ObjectState?> _createObject;
+    private readonly Action<string> _created;
+    private readonly Lock _objectsGate = new();
+    private readonly Dictionary<string, ReplicaObject> _objects = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly LockWaitPolicy _waitPolicy = new();
+    private readonly int _blockSize;
+    private ulong _maxEpoch;
+    private ulong _lastStreamSeq;
+    private ulong _lastConsumerSeq;
+    private Task? _loop;
+    private INatsJSConsumer? _consumer;
+
+    public ReplicaFollower(ReplicationService service, NatsLink link, Replication spec, string container, int blockSize,
+        Func<string, long, ObjectState?> createObject, Action<string> created, ILogger logger)
+    {
+        _service = service;
+        _link = link;
+        Spec = spec;
+        Container = container;
+        _blockSize = blockSize;
+        _createObject = createObject;
+        _created = created;
+        _logger = logger;
+    }
+
+    public Replication Spec { get; }
+
+    public string Container { get; }
+
+    /// <summary>Milliseconds between the last applied message's stream timestamp and its apply (the lag while the
+    /// replica keeps up; a measure, not a bound).</summary>
+    public double LagMs { get; private set; }
+
+    /// <summary>Messages dropped: a checksum that did not match, an epoch below the highest seen.</summary>
+    public long Rejected => Interlocked.Read(ref _rejected);
+
+    private long _rejected;
+
+    /// <summary>Creates the consumer (before the container is listed: a NATS failure is the create's error).</summary>
+    /// <exception cref="BrokerError">IoError.</exception>
+    public void Prepare(TimeSpan timeout)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(timeout);
+            _consumer = CreateConsumerAsync(0, cts.Token).GetAwaiter().GetResult();
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            throw new BrokerError(ErrorCode.IoError, $"replication: cannot consume stream '{Spec.Stream}' for '{Container}': {e.Message}");
+        }
+    }
+
+    private async Task<INatsJSConsumer> CreateConsumerAsync(ulong fromSeq, CancellationToken token)
+    {
+        // A name of our own: without one NATS.Net leaves the name token out of the create subject, and 2.9 then reads
+        // the stream's first filter token as the name ("did not match filtered subject"). Not durable: it goes away
+        // after InactiveThreshold without a pull (a replica that died).
+        var config = new ConsumerConfig
+        {
+            Name = "ss-" + Guid.NewGuid().ToString("N"),
+            FilterSubject = ReplicationNames.ContainerSubjects(Spec.Stream, Container), // singular: 2.9 refuses FilterSubjects
+            AckPolicy = ConsumerConfigAckPolicy.None,
+            InactiveThreshold = TimeSpan.FromMinutes(5),
+            MemStorage = true,
+        };
+        if (fromSeq == 0)
+        {
+            config.DeliverPolicy = ConsumerConfigDeliverPolicy.LastPerSubject;
+        }
+        else
+        {
+            config.DeliverPolicy = ConsumerConfigDeliverPolicy.ByStartSequence;
+            config.OptStartSeq = fromSeq;
+        }
+
+        return await _link.JetStream.CreateOrUpdateConsumerAsync(Spec.Stream, config, token).ConfigureAwait(false);
+    }
+
+    /// <summary>Starts the apply loop (after the container is in the model).</summary>
+    public void Start() => _loop = Task.Run(RunAsync);
+
+    private async Task RunAsync()
+    {
+        var token = _stop.Token;
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                _consumer ??= await CreateConsumerAsync(_lastStreamSeq + 1, token).ConfigureAwait(false);
+                _lastConsumerSeq = 0;
+                await foreach (var msg in _consumer.ConsumeAsync<byte[]>(opts: new NatsJSConsumeOpts { MaxMsgs = 32 }, cancellationToken: token).ConfigureAwait(false))
+                {
+                    var meta = msg.Metadata;
+                    if (meta is { } m && _lastConsumerSeq != 0 && m.Sequence.Consumer != _lastConsumerSeq + 1)
+                    {
+                        // A message was lost on the way: start again after the last one applied.
+                        Log.ReplicationFailed(_logger, Container, $"consumer gap after stream sequence {_lastStreamSeq}: restarting the consumer");
+                        break;
+                    }
+
+                    Handle(msg.Subject, msg.Headers, msg.Data ?? []);
+                    if (meta is { } done)
+                    {
+                        _lastConsumerSeq = done.Sequence.Consumer;
+                        _lastStreamSeq = done.Sequence.Stream;
+                        LagMs = Math.Max(0, (DateTimeOffset.UtcNow - done.Timestamp).TotalMilliseconds);
+                    }
+
+                    if (meta is null || meta.Value.NumPending == 0)
+                    {
+                        ApplyWatermarks();
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is NatsException or OperationCanceledException)
+            {
+                Log.ReplicationFailed(_logger, Container, $"consumer: {e.Message}; restarting after stream sequence {_lastStreamSeq}");
+                try
+                {
+                    await Task.Delay(200, token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+
+            _consumer = null;
+        }
+    }
+
+    private static bool TryHeader(NatsHeaders? h, string name, out string value)
+    {
+        value = "";
+        if (h is null || !h.TryGetValue(name, out var v) || v.Count == 0)
+        {
+            return false;
+        }
+
+        value = v[0] ?? "";
+        return true;
+    }
+
+    private static bool TryLong(NatsHeaders? h, string name, out long value)
+    {
+        value = 0;
+        return TryHeader(h, name, out string s) && long.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out value);
+    }
+
+    private static bool TryULong(NatsHeaders? h, string name, out ulong value)
+    {
+        value = 0;
+        return TryHeader(h, name, out string s) && ulong.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out value);
+    }
+
+    /// <summary>One message, in stream order (the apply loop only).</summary>
+    private void Handle(string subject, NatsHeaders? h, byte[] data)
+    {
+        if (!ReplicationNames.TryParse(subject, out char kind, out string name, out long block)
+            || !TryLong(h, ReplicationHeaders.Version, out long version) || !TryULong(h, ReplicationHeaders.Epoch, out ulong epoch)
+            || !TryULong(h, ReplicationHeaders.Incarnation, out ulong incarnation) || !TryLong(h, ReplicationHeaders.Size, out long size))
+        {
+            Reject($"malformed message on '{subject}'");
+            return;
+        }
+
+        if (epoch < _maxEpoch)
+        {
+            Reject($"'{subject}' of epoch {epoch}, below {_maxEpoch}: a fenced owner's message");
+            return;
+        }
+
+        _maxEpoch = epoch;
+        var o = Object(name, size, incarnation);
+        if (o is null)
+        {
+            return;
+        }
+
+        using (LockOrder.Enter(o.Gate, LockLevel.DurableObject))
+        {
+            if (o.Closed)
+            {
+                return;
+            }
+
+            switch (kind)
+            {
+                case 'b':
+                    ApplyBlock(o, block, version, h, data);
+                    break;
+                case 'w':
+                    o.PendingWatermark = Math.Max(o.PendingWatermark, version); // applied once caught up (class comment)
+                    break;
+            }
+        }
+    }
+
+    /// <summary>The consumer has delivered every message the stream held: every block's newest message is applied, so
+    /// each watermark received holds now (see the class comment) and the objects' versions are raised to them.</summary>
+    private unsafe void ApplyWatermarks()
+    {
+        List<ReplicaObject> objects;
+        using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
+        {
+            objects = [.. _objects.Values];
+        }
+
+        foreach (var o in objects)
+        {
+            if (o.PendingWatermark == 0)
+            {
+                continue;
+            }
+
+            using (LockOrder.Enter(o.Gate, LockLevel.DurableObject))
+            {
+                if (!o.Closed)
+                {
+                    ObjectVersion.AdvanceTo(o.View.Locks, o.PendingWatermark);
+                }
+            }
+
+            o.PendingWatermark = 0;
+        }
+    }
+
+    private void Reject(string why)
+    {
+        Interlocked.Increment(ref _rejected);
+        Log.ReplicationRejected(_logger, Container, why);
+    }
+
+    /// <summary>The local object of that name and incarnation, created on its first message; null when the message
+    /// belongs to another incarnation (an object destroyed and created again on the owner: not applied here).</summary>
+    private ReplicaObject? Object(string name, long size, ulong incarnation)
+    {
+        ReplicaObject? o;
+        using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
+        {
+            _objects.TryGetValue(name, out o);
+        }
+
+        if (o is null)
+        {
+            if (size <= 0)
+            {
+                return null;
+            }
+
+            var state = _createObject(name, size); // takes the model lock: no gate of ours is held here
+            if (state is null)
+            {
+                return null;
+            }
+
+            using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
+            {
+                if (!_objects.TryGetValue(name, out o))
+                {
+                    o = new ReplicaObject(state, state.Segment.BrokerView(state, _blockSize, durable: false, repair: null), incarnation);
+                    _objects[name] = o;
+                }
+            }
+
+            _created(name); // the name's waiters (WaitForObject) return
+        }
+
+        if (o.Incarnation != incarnation)
+        {
+            Reject($"object '{name}' of incarnation {incarnation:x}, this replica holds {o.Incarnation:x} (destroyed and created again on the owner)");
+            return null;
+        }
+
+        return o;
+    }
+
+    private unsafe void ApplyBlock(ReplicaObject o, long b, long version, NatsHeaders? h, byte[] data)
+    {
+        if (b < 0 || b >= o.State.BlockCount)
+        {
+            Reject($"block {b} outside object '{o.State.Name}'");
+            return;
+        }
+
+        if (version <= o.Applied[b])
+        {
+            return; // already applied (a restarted consumer delivers again), or older: never go back
+        }
+
+        int length = (int)Math.Min(_blockSize, o.State.Size - (b * _blockSize));
+        uint crc;
+        fixed (byte* p = data)
+        {
+            crc = DurableFileDescriptor.Crc32C(p, data.Length);
+        }
+
+        if (data.Length != length || !TryHeader(h, ReplicationHeaders.Crc, out string c)
+            || !uint.TryParse(c, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out uint expected) || expected != crc)
+        {
+            Reject($"block {b} of '{o.State.Name}' version {version}: length {data.Length} (want {length}) or checksum does not match");
+            return;
+        }
+
+        bool torn = TryHeader(h, ReplicationHeaders.Torn, out string t) && t == "1";
+        var range = new BlockRange(o.View, b, b);
+        var wait = o.View.Wait(_waitPolicy, Timeout.InfiniteTimeSpan, _stop.Token);
+        if (range.AcquireWrite(ref wait) != LockStatus.Acquired)
+        {
+            return; // stopping
+        }
+
+        ObjectVersion.BeginWrite(o.View, b, b);
+        data.AsSpan().CopyTo(new Span<byte>(o.View.Data + (b * (long)_blockSize), length));
+        ObjectVersion.PublishBlockAt(o.View, b, version);
+        if (torn)
+        {
+            range.ReleaseWriteTorn();
+        }
+        else
+        {
+            range.ReleaseWrite(b * (long)_blockSize, length);
+        }
+
+        o.Applied[b] = version;
+        _service.CountApplied(length);
+    }
+
+    /// <summary>Under the model lock, before the object's memory is freed: waits for an apply that holds it.</summary>
+    public void RemoveObject(ObjectState state)
+    {
+        ReplicaObject? o;
+        using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
+        {
+            if (!_objects.TryGetValue(state.Name, out o) || o.State != state)
+            {
+                return;
+            }
+
+            _objects.Remove(state.Name);
+        }
+
+        using (LockOrder.Enter(o.Gate, LockLevel.DurableObject))
+        {
+            o.Closed = true;
+        }
+
+        o.View.Dispose();
+    }
+
+    /// <summary>Stops the loop: an apply waiting for a block lock gives up at once. Does not wait (called under the
+    /// model lock; the loop may be waiting for it to create an object).</summary>
+    public void Close() => _stop.Cancel();
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        try
+        {
+            _loop?.Wait(TimeSpan.FromSeconds(10));
+        }
+        catch (AggregateException)
+        {
+            // the loop ends with the cancellation
+        }
+    }
+}

@@ -1,0 +1,616 @@
+using System.Buffers;
+using System.Globalization;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using NATS.Client.JetStream.Models;
+using NATS.Client.KeyValueStore;
+using SharedStore.Locks;
+using SharedStore.Protocol;
+using SharedStore.Regions;
+
+namespace SharedStore.Broker;
+
+/// <summary>One object of a container this broker owns: its broker view (the broker's slot, through the object's
+/// ledger) and what has been published of it. A pass and the object's removal serialize on <see cref="Gate"/>
+/// (<see cref="LockLevel.DurableObject"/>), as for durable objects.</summary>
+internal sealed class OwnedObject(ObjectState state, ObjectView view, ulong incarnation)
+{
+    public ObjectState State { get; } = state;
+
+    public ObjectView View { get; } = view;
+
+    public ulong Incarnation { get; } = incarnation;
+
+    public object Gate { get; } = new();
+
+    public bool Closed { get; set; }
+
+    /// <summary>The catalog key and the announcement are in NATS (the pass does it before the first block).</summary>
+    public bool Announced { get; set; }
+
+    /// <summary>The highest watermark published (pass thread only).</summary>
+    public long Watermark { get; set; }
+
+    /// <summary>Per block, the BlockVersion the last pass that read the block saw (pass thread only): a block that is
+    /// not dirty and still reads it has nothing unsent and no write in progress.</summary>
+    public long[] Published { get; } = new long[state.BlockCount];
+
+    public int BlockSize => 1 << View.BlockShift;
+
+    public int BlockLength(long b) => (int)Math.Min(BlockSize, State.Size - (b * BlockSize));
+}
+
+/// <summary>
+/// The owner's side of a replicated container (docs/ARCHITECTURE.md §14): the ownership lease, and the replication
+/// pass that publishes each changed block to the stream. The pass is durable write-back's (§11) with the stream as
+/// the store: every <see cref="ReplicationInterval"/> and on every <see cref="Flush"/>, for each object, read its
+/// version v0, then for each dirty block that is not write-locked take a read hold with the broker's slot, clear the
+/// dirty bit, read the block's version and copy the block, release the hold and publish the copy (many publishes in
+/// flight). Once every publish of the pass is acknowledged, an object the pass found clean gets a watermark message
+/// with v0: every write of version ≤ v0 had released its locks (so set its dirty bit) before the pass read it, or
+/// still held a block, which the pass then skipped (not clean, no watermark); so its blocks are in this pass's or an
+/// earlier pass's acknowledged messages, all of which precede the watermark in the stream. A failed publish marks its
+/// block dirty again. Lock order: <see cref="FlushGate"/> (level DurableFlush) outermost; the object list's lock
+/// (DurableCatalog) and an object's gate (DurableObject) inside; the pass never takes the model lock.
+/// </summary>
+internal sealed class ReplicatedOwner : IDisposable
+{
+    private const long InFlightBytes = 64 << 20;
+    private static readonly TimeSpan NatsTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly ReplicationService _service;
+    private readonly NatsLink _link;
+    private readonly INatsKVStore _kv;
+    private readonly ILogger _logger;
+    private readonly Lock _objectsGate = new();
+    private readonly List<OwnedObject> _objects = [];
+    private readonly ManualResetEventSlim _stop = new();
+    private readonly Thread _thread;
+    private readonly Thread _heartbeat;
+    private readonly TimeSpan _interval;
+    private readonly TimeSpan _leaseTime;
+    private ulong _leaseRevision;
+    private long _lastHeartbeat;
+    private string? _fenced;
+    private bool _started;
+
+    public ReplicatedOwner(ReplicationService service, NatsLink link, INatsKVStore kv, Replication spec, string container, ulong epoch, ulong leaseRevision, ILogger logger)
+    {
+        _service = service;
+        _link = link;
+        _kv = kv;
+        Spec = spec;
+        Container = container;
+        Epoch = epoch;
+        _leaseRevision = leaseRevision;
+        _lastHeartbeat = Environment.TickCount64;
+        _logger = logger;
+        _interval = service.Options.ReplicationInterval;
+        _leaseTime = service.Options.ReplicationLease;
+        _thread = new Thread(Loop) { IsBackground = true, Name = "sharedstore-replicate" };
+        _heartbeat = new Thread(HeartbeatLoop) { IsBackground = true, Name = "sharedstore-lease" };
+    }
+
+    /// <summary>The resolved replication settings (URL, stream, bucket, replicas), as ContainerInfo reports them.</summary>
+    public Replication Spec { get; }
+
+    public string Container { get; }
+
+    /// <summary>The lease key's revision when this owner created it: carried by every message (SS-Epoch).</summary>
+    public ulong Epoch { get; }
+
+    /// <summary>One pass or flush at a time.</summary>
+    public object FlushGate { get; } = new();
+
+    /// <summary>Why this owner stopped publishing (lost its lease), or null.</summary>
+    public string? Fenced => Volatile.Read(ref _fenced);
+
+    public void Start()
+    {
+        _started = true;
+        _thread.Start();
+        _heartbeat.Start();
+    }
+
+    /// <summary>Under the model lock: lists a new object (announced and published by the next pass).</summary>
+    public void AddObject(ObjectState o, int blockSize)
+    {
+        var view = o.Segment.BrokerView(o, blockSize, durable: true, repair: null);
+        var owned = new OwnedObject(o, view, (Epoch << 32) | o.Id);
+        using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
+        {
+            _objects.Add(owned);
+        }
+    }
+
+    /// <summary>Under the model lock, before the object's memory is freed: waits for a pass that holds it, takes it out
+    /// and purges its subjects and catalog key in the background.</summary>
+    public void RemoveObject(ObjectState o, bool purge)
+    {
+        OwnedObject? owned;
+        using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
+        {
+            owned = _objects.Find(x => x.State == o);
+            if (owned is not null)
+            {
+                _objects.Remove(owned);
+            }
+        }
+
+        if (owned is null)
+        {
+            return;
+        }
+
+        using (LockOrder.Enter(owned.Gate, LockLevel.DurableObject))
+        {
+            owned.Closed = true;
+        }
+
+        owned.View.Dispose();
+        if (purge && Fenced is null)
+        {
+            string name = o.Name;
+            _ = Task.Run(() => PurgeObjectAsync(name));
+        }
+    }
+
+    private async Task PurgeObjectAsync(string name)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(NatsTimeout);
+            var stream = await _link.JetStream.GetStreamAsync(Spec.Stream, cancellationToken: cts.Token).ConfigureAwait(false);
+            await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.ObjectBlocks(Spec.Stream, Container, name) }, cts.Token).ConfigureAwait(false);
+            await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.ObjectSubject(Spec.Stream, Container, name) }, cts.Token).ConfigureAwait(false);
+            await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.WatermarkSubject(Spec.Stream, Container, name) }, cts.Token).ConfigureAwait(false);
+            await _kv.DeleteAsync(ReplicationNames.ObjectKey(Container, name), cancellationToken: cts.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            Log.ReplicationFailed(_logger, Container, $"purge of object '{name}': {e.Message}");
+        }
+    }
+
+    /// <summary>Returns once every write to the container that completed before the call is acknowledged by the
+    /// stream (every pass until one skips no dirty block).</summary>
+    /// <exception cref="BrokerError">IoError (a publish failed; the blocks stay dirty), PermissionDenied (the lease was
+    /// lost), Timeout, Canceled.</exception>
+    public void Flush(TimeSpan timeout, CancellationToken token)
+    {
+        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        // The call's timeout and token bound the whole flush; each publish is bounded by the connection's request
+        // timeout (10 s), so a large pass is not cut at 10 s while it makes progress.
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
+        if (deadline != long.MaxValue)
+        {
+            cts.CancelAfter(timeout);
+        }
+
+        using (LockOrder.Enter(FlushGate, LockLevel.DurableFlush))
+        {
+            while (true)
+            {
+                var (clean, error) = Pass(cts.Token);
+                if (Fenced is { } why)
+                {
+                    throw new BrokerError(ErrorCode.PermissionDenied, $"replication of '{Container}': {why}");
+                }
+
+                if (token.IsCancellationRequested)
+                {
+                    throw new BrokerError(ErrorCode.Canceled, "flush canceled (the blocks not acknowledged stay dirty and are sent again)");
+                }
+
+                if (error is not null && cts.IsCancellationRequested)
+                {
+                    throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': not every block was acknowledged by the stream within the timeout (they stay dirty and are sent again)");
+                }
+
+                if (error is not null)
+                {
+                    throw new BrokerError(ErrorCode.IoError, $"replication of '{Container}': {error} (the blocks stay dirty and are sent again)");
+                }
+
+                if (clean)
+                {
+                    return;
+                }
+
+                if (token.IsCancellationRequested)
+                {
+                    throw new BrokerError(ErrorCode.Canceled, "flush canceled");
+                }
+
+                if (Environment.TickCount64 >= deadline)
+                {
+                    throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': blocks stayed write-locked by clients");
+                }
+
+                Thread.Sleep(1);
+            }
+        }
+    }
+
+    private void Loop()
+    {
+        while (!_stop.Wait(_interval))
+        {
+            if (LockOrder.TryEnter(FlushGate, LockLevel.DurableFlush, out var held))
+            {
+                using (held)
+                {
+                    var (_, error) = Pass(CancellationToken.None);
+                    if (error is not null && Fenced is null)
+                    {
+                        Log.ReplicationFailed(_logger, Container, error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>The lease's own thread: a heartbeat is never late because a pass (a large one: a gigabyte at the
+    /// stream's speed takes many seconds) or a flush holds the pass thread.</summary>
+    private void HeartbeatLoop()
+    {
+        var period = TimeSpan.FromMilliseconds(Math.Max(10, _leaseTime.TotalMilliseconds / 10));
+        while (!_stop.Wait(period) && Fenced is null)
+        {
+            Heartbeat();
+        }
+    }
+
+    /// <summary>Refreshes the lease every third of its time with an update checked against the revision this owner
+    /// wrote last: a refusal means another broker took the lease (failover), and this owner stops publishing at once.
+    /// An owner that cannot refresh it for a whole lease time stops too, before another may take it over.</summary>
+    private void Heartbeat()
+    {
+        long now = Environment.TickCount64;
+        if (Fenced is not null || now - Volatile.Read(ref _lastHeartbeat) < _leaseTime.TotalMilliseconds / 3)
+        {
+            return;
+        }
+
+        try
+        {
+            using var cts = new CancellationTokenSource(_leaseTime / 3);
+            var lease = _service.Lease(Epoch);
+            ulong revision = _kv.UpdateAsync(ReplicationNames.LeaseKey(Container), lease.ToByteArray(), Volatile.Read(ref _leaseRevision), cancellationToken: cts.Token)
+                .AsTask().GetAwaiter().GetResult();
+            Volatile.Write(ref _leaseRevision, revision);
+            Volatile.Write(ref _lastHeartbeat, now);
+        }
+        catch (NatsKVWrongLastRevisionException)
+        {
+            Fence("the ownership lease was taken over by another broker");
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            if (now - Volatile.Read(ref _lastHeartbeat) >= _leaseTime.TotalMilliseconds)
+            {
+                Fence($"the ownership lease could not be refreshed for {_leaseTime.TotalSeconds:0.#} s ({e.Message})");
+            }
+        }
+    }
+
+    private void Fence(string why)
+    {
+        if (Interlocked.CompareExchange(ref _fenced, why, null) is null)
+        {
+            Log.ReplicationFenced(_logger, Container, why);
+        }
+    }
+
+    /// <summary>One pass (see the class comment). Returns whether no dirty block was skipped, and the first error.</summary>
+    private unsafe (bool Clean, string? Error) Pass(CancellationToken token)
+    {
+        if (Fenced is { } why)
+        {
+            return (false, why);
+        }
+
+        List<OwnedObject> objects;
+        using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
+        {
+            objects = [.. _objects];
+        }
+
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
+        var inflight = new Queue<Pending>();
+        long inflightBytes = 0;
+        string? error = null;
+        bool clean = true;
+        var watermarks = new List<(OwnedObject O, long V)>();
+        var failed = new List<Pending>();
+        foreach (var o in objects)
+        {
+            bool objectClean = true;
+            long v0;
+            using (LockOrder.Enter(o.Gate, LockLevel.DurableObject))
+            {
+                if (o.Closed)
+                {
+                    continue;
+                }
+
+                if (!o.Announced)
+                {
+                    error ??= Announce(o, cts.Token);
+                    if (!o.Announced)
+                    {
+                        clean = false;
+                        continue;
+                    }
+                }
+
+                v0 = ObjectVersion.Read(o.View.Locks);
+                for (long b = 0; b < o.State.BlockCount; b++)
+                {
+                    BlockRange block = o.View.Block(b);
+                    if (!block.AnyDirty())
+                    {
+                        // Not dirty: a write may still be between its version add and its release (it marks the block
+                        // dirty only at release). Its version may be ≤ v0, so the object is clean only if the block
+                        // is what this owner last accounted for, or no writer holds it (see "Why the watermark holds").
+                        long bv = ObjectVersion.ReadBlock(o.View, b);
+                        if (bv == o.Published[b] && bv != ObjectVersionDescriptor.Pending)
+                        {
+                            continue;
+                        }
+
+                        if (!block.TryAcquireReadFast())
+                        {
+                            objectClean = false;
+                            continue;
+                        }
+
+                        bool dirtyNow = block.AnyDirty();
+                        long settled = ObjectVersion.ReadBlock(o.View, b);
+                        block.ReleaseRead();
+                        if (dirtyNow)
+                        {
+                            objectClean = false; // a write completed meanwhile: the next pass sends it
+                        }
+                        else
+                        {
+                            o.Published[b] = settled; // no writer, nothing unsent: a dead writer's Pending, or unchanged
+                        }
+
+                        continue;
+                    }
+
+                    if (!block.TryAcquireReadFast())
+                    {
+                        objectClean = false; // a writer holds or waits for it: next pass (never wait for a client here)
+                        continue;
+                    }
+
+                    int length = o.BlockLength(b);
+                    byte[] copy;
+                    long version;
+                    bool torn;
+                    try
+                    {
+                        if (!block.TakeDirty())
+                        {
+                            continue;
+                        }
+
+                        version = ObjectVersion.ReadBlock(o.View, b);
+                        o.Published[b] = version; // what this pass accounts for (a failed publish re-marks it dirty)
+                        torn = block.AnyTorn();
+                        copy = ArrayPool<byte>.Shared.Rent(length);
+                        new ReadOnlySpan<byte>(o.View.Data + (b * o.BlockSize), length).CopyTo(copy);
+                    }
+                    finally
+                    {
+                        block.ReleaseRead();
+                    }
+
+                    if (version == ObjectVersionDescriptor.Pending)
+                    {
+                        version = v0; // a writer died mid-write (torn): the object's version bounds it
+                    }
+
+                    inflight.Enqueue(Publish(o, b, copy, length, version, torn, cts.Token));
+                    inflightBytes += length;
+                    while (inflightBytes > InFlightBytes)
+                    {
+                        var p = inflight.Dequeue();
+                        inflightBytes -= p.Length;
+                        error ??= Complete(p, failed);
+                    }
+                }
+            }
+
+            clean &= objectClean;
+            if (objectClean && v0 > o.Watermark)
+            {
+                watermarks.Add((o, v0));
+            }
+        }
+
+        while (inflight.Count > 0)
+        {
+            error ??= Complete(inflight.Dequeue(), failed);
+        }
+
+        foreach (var p in failed)
+        {
+            using (LockOrder.Enter(p.Object.Gate, LockLevel.DurableObject))
+            {
+                if (!p.Object.Closed)
+                {
+                    p.Object.View.Block(p.Block).MarkDirty(); // sent again by a later pass
+                }
+            }
+        }
+
+        // Only after every block of the pass is acknowledged (they precede the watermarks in the stream).
+        if (error is null)
+        {
+            foreach (var (o, v) in watermarks)
+            {
+                error ??= PublishWatermark(o, v, cts.Token);
+            }
+        }
+
+        return (clean && error is null, error);
+    }
+
+    private string? Announce(OwnedObject o, CancellationToken token)
+    {
+        try
+        {
+            var meta = new ReplicaObjectMeta { Name = o.State.Name, Size = (ulong)o.State.Size, Incarnation = o.Incarnation };
+            _kv.PutAsync(ReplicationNames.ObjectKey(Container, o.State.Name), meta.ToByteArray(), cancellationToken: token).AsTask().GetAwaiter().GetResult();
+            var h = Headers(o, 0);
+            var ack = _link.JetStream.PublishAsync(ReplicationNames.ObjectSubject(Spec.Stream, Container, o.State.Name), ReadOnlyMemory<byte>.Empty, headers: h, cancellationToken: token)
+                .AsTask().GetAwaiter().GetResult();
+            ack.EnsureSuccess();
+            o.Announced = true;
+            return null;
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            return $"announcing object '{o.State.Name}': {e.Message}";
+        }
+    }
+
+    private NatsHeaders Headers(OwnedObject o, long version) => new()
+    {
+        [ReplicationHeaders.Version] = version.ToString(CultureInfo.InvariantCulture),
+        [ReplicationHeaders.Epoch] = Epoch.ToString(CultureInfo.InvariantCulture),
+        [ReplicationHeaders.Incarnation] = o.Incarnation.ToString(CultureInfo.InvariantCulture),
+        [ReplicationHeaders.Size] = o.State.Size.ToString(CultureInfo.InvariantCulture),
+    };
+
+    private unsafe Pending Publish(OwnedObject o, long b, byte[] copy, int length, long version, bool torn, CancellationToken token)
+    {
+        var h = Headers(o, version);
+        uint crc;
+        fixed (byte* data = copy)
+        {
+            crc = DurableFileDescriptor.Crc32C(data, length);
+        }
+
+        h[ReplicationHeaders.Crc] = crc.ToString("x8", CultureInfo.InvariantCulture);
+        if (torn)
+        {
+            h[ReplicationHeaders.Torn] = "1";
+        }
+
+        Task<PubAckResponse> task;
+        try
+        {
+            task = _link.JetStream.PublishAsync(ReplicationNames.BlockSubject(Spec.Stream, Container, o.State.Name, b), new ReadOnlyMemory<byte>(copy, 0, length), headers: h, cancellationToken: token).AsTask();
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            task = Task.FromException<PubAckResponse>(e);
+        }
+
+        return new Pending(o, b, copy, length, task);
+    }
+
+    /// <summary>Waits for one publish; a failed one goes to <paramref name="failed"/> (marked dirty again by the caller,
+    /// which holds no object gate then).</summary>
+    private string? Complete(Pending p, List<Pending> failed)
+    {
+        string? error = null;
+        try
+        {
+            p.Ack.GetAwaiter().GetResult().EnsureSuccess();
+            _service.CountPublished(p.Length);
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            error = $"block {p.Block} of '{p.Object.State.Name}': {e.Message}";
+            failed.Add(p);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(p.Copy);
+        }
+
+        return error;
+    }
+
+    private string? PublishWatermark(OwnedObject o, long v, CancellationToken token)
+    {
+        try
+        {
+            _link.JetStream.PublishAsync(ReplicationNames.WatermarkSubject(Spec.Stream, Container, o.State.Name), ReadOnlyMemory<byte>.Empty, headers: Headers(o, v), cancellationToken: token)
+                .AsTask().GetAwaiter().GetResult().EnsureSuccess();
+            o.Watermark = v;
+            return null;
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            return $"watermark of '{o.State.Name}': {e.Message}";
+        }
+    }
+
+    /// <summary>Under the model lock (the container is freed): stops the pass thread without waiting for it (it takes
+    /// no model lock, and each object's removal already waited for it), then purges the container's subjects and
+    /// deletes its catalog keys and lease in the background. <paramref name="purge"/> false (broker shutdown): the
+    /// stream keeps what it has for a failover, and the lease is left to expire.</summary>
+    public void Close(bool purge)
+    {
+        _stop.Set();
+        if (purge && Fenced is null)
+        {
+            _ = Task.Run(PurgeContainerAsync);
+        }
+    }
+
+    private async Task PurgeContainerAsync()
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(NatsTimeout);
+            var stream = await _link.JetStream.GetStreamAsync(Spec.Stream, cancellationToken: cts.Token).ConfigureAwait(false);
+            await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.ContainerSubjects(Spec.Stream, Container) }, cts.Token).ConfigureAwait(false);
+            await foreach (string key in _kv.GetKeysAsync([$"o.{ReplicationNames.Hex(Container)}.>"], cancellationToken: cts.Token).ConfigureAwait(false))
+            {
+                await _kv.DeleteAsync(key, cancellationToken: cts.Token).ConfigureAwait(false);
+            }
+
+            await _kv.DeleteAsync(ReplicationNames.ContainerKey(Container), cancellationToken: cts.Token).ConfigureAwait(false);
+            await _kv.DeleteAsync(ReplicationNames.LeaseKey(Container), new NatsKVDeleteOpts { Revision = Volatile.Read(ref _leaseRevision) }, cts.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            Log.ReplicationFailed(_logger, Container, $"cleanup after destroy: {e.Message}");
+        }
+    }
+
+    /// <summary>Broker shutdown: stops the thread and waits for it, then one last pass (what clients do not hold
+    /// write-locked goes to the stream, as durable write-back does at shutdown). The lease is left to expire: the
+    /// stream is what a failover goes on from.</summary>
+    public void Dispose()
+    {
+        _stop.Set();
+        if (!_started)
+        {
+            return;
+        }
+
+        _thread.Join(TimeSpan.FromSeconds(15));
+        _heartbeat.Join(TimeSpan.FromSeconds(15));
+        using (LockOrder.Enter(FlushGate, LockLevel.DurableFlush))
+        {
+            using var cts = new CancellationTokenSource(NatsTimeout);
+            var (_, error) = Pass(cts.Token);
+            if (error is not null && Fenced is null)
+            {
+                Log.ReplicationFailed(_logger, Container, $"last pass at shutdown: {error}");
+            }
+        }
+    }
+
+    private readonly record struct Pending(OwnedObject Object, long Block, byte[] Copy, int Length, Task<PubAckResponse> Ack);
+}
