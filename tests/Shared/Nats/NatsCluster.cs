@@ -32,6 +32,11 @@ internal sealed class NatsClusterOptions
     /// the system temporary folder. The folder is deleted on dispose.</summary>
     public string? ParentDirectory { get; init; }
 
+    /// <summary>Whether every route runs through a relay in this process, so that <see cref="NatsCluster.Partition"/>
+    /// can cut one node off (NatsCluster.Partition.cs). Off by default: the relays copy every replicated byte once
+    /// more, through the test process.</summary>
+    public bool PartitionableRoutes { get; init; }
+
     /// <summary>How long <see cref="NatsCluster.Start"/>, <see cref="NatsCluster.Restart"/> and
     /// <see cref="NatsCluster.WaitReady"/> wait for a JetStream meta leader that every running node agrees on.</summary>
     public TimeSpan ReadyTimeout { get; init; } = TimeSpan.FromSeconds(30);
@@ -43,15 +48,16 @@ internal sealed class NatsClusterOptions
 /// holding its config, its log and its JetStream store. <see cref="Start"/> returns once every node reports the same
 /// meta leader and is healthy. A node can be killed with SIGKILL (<see cref="Kill"/>), stopped with SIGTERM
 /// (<see cref="Stop"/>), frozen with SIGSTOP so that the others see it vanish while its connections stay open
-/// (<see cref="Freeze"/>, <see cref="Thaw"/>), and started again on the same store (<see cref="Restart"/>).
+/// (<see cref="Freeze"/>, <see cref="Thaw"/>), cut off from the other nodes while its clients stay connected
+/// (<see cref="Partition"/>, <see cref="Heal"/>, with <see cref="NatsClusterOptions.PartitionableRoutes"/>), and
+/// started again on the same store (<see cref="Restart"/>).
 /// <see cref="Dispose"/> kills every server by pid and deletes the folder; a test that fails still disposes it with
 /// <c>using</c>.
 /// </summary>
 /// <remarks>
 /// The cluster does not depend on a NATS client: readiness is read from each node's monitoring endpoints
 /// (<c>/jsz</c> for the meta leader, <c>/healthz</c> for "JetStream is current"), so the tests' and the bench's use of
-/// NATS.Net is their own. Routes are listed explicitly and <c>no_advertise</c> is set, so a node learns of the others
-/// only through its config: that keeps the routes a fixed, known set (a partition helper can reason about them).
+/// NATS.Net is their own. Routes are listed explicitly in each node's config.
 /// </remarks>
 internal sealed partial class NatsCluster : IDisposable
 {
@@ -126,6 +132,11 @@ internal sealed partial class NatsCluster : IDisposable
         var cluster = new NatsCluster(options, dir, nodes);
         try
         {
+            if (options.PartitionableRoutes && nodes.Length > 1)
+            {
+                cluster.StartRelays();
+            }
+
             foreach (Node n in nodes)
             {
                 cluster.WriteConfig(n);
@@ -327,6 +338,7 @@ internal sealed partial class NatsCluster : IDisposable
             Terminate(n, SigKill);
         }
 
+        DisposeRelays();
         _http.Dispose();
         try
         {
@@ -382,7 +394,7 @@ internal sealed partial class NatsCluster : IDisposable
     private void WriteConfig(Node n)
     {
         System.IO.Directory.CreateDirectory(Path.Combine(n.Directory, "store"));
-        string routes = string.Join(", ", _nodes.Where(o => o != n).Select(o => $"\"nats-route://127.0.0.1:{o.ClusterPort}\""));
+        string routes = string.Join(", ", _nodes.Where(o => o != n).Select(o => $"\"nats-route://{RouteAddress(n.Index, o.Index)}\""));
         var conf = new StringBuilder();
         conf.AppendLine(CultureInfo.InvariantCulture, $"server_name: \"{n.Name}\"");
         conf.AppendLine(CultureInfo.InvariantCulture, $"listen: \"127.0.0.1:{n.ClientPort}\"");
@@ -404,6 +416,11 @@ internal sealed partial class NatsCluster : IDisposable
             conf.AppendLine(CultureInfo.InvariantCulture, $"  name: \"{ClusterName}\"");
             conf.AppendLine(CultureInfo.InvariantCulture, $"  listen: \"127.0.0.1:{n.ClusterPort}\"");
             conf.AppendLine("  no_advertise: true");
+            if (_relays is not null)
+            {
+                conf.AppendLine("  advertise: \"127.0.0.1:1\""); // gossip-made routes must fail: see NatsCluster.Partition.cs
+            }
+
             conf.AppendLine(CultureInfo.InvariantCulture, $"  routes: [{routes}]");
             conf.AppendLine("}");
         }
