@@ -19,7 +19,8 @@ public sealed class NatsClusterTests : CrossProcessTest
         // Contract: Start returns a cluster with a meta leader; a replicas=3 stream with one message per subject takes
         // a 1 MiB message (max_payload is raised); after kill -9 of a node holding a replica (not the stream's leader:
         // the partition test below covers a leader's loss, and an election costs about 5 s) the other two accept
-        // publishes; the killed node restarted on its store catches up with every message.
+        // publishes; the killed node restarted on its store catches up with every message; frozen, it is out of service
+        // but still there, and the stream goes on.
         using var cluster = Track(NatsCluster.Start());
         Assert.That(cluster.Count, Is.EqualTo(3));
         await using var nats = new NatsConnection(new NatsOpts { Url = cluster.Urls, Name = "fixture-test", RequestTimeout = TimeSpan.FromSeconds(10) });
@@ -63,8 +64,17 @@ public sealed class NatsClusterTests : CrossProcessTest
             await Task.Delay(50);
         }
 
+        // Freeze (SIGSTOP) takes a node out of service without closing its sockets; the stream goes on with two.
+        cluster.Freeze(victim);
+        Assert.That(cluster.IsServing(victim), Is.False);
+        Assert.That(cluster.Pid(victim), Is.Not.Zero, "frozen, not gone");
+        (await js.PublishAsync("fixture.2", block)).EnsureSuccess();
+        cluster.Thaw(victim);
+        cluster.WaitReady();
+        Assert.That(cluster.IsServing(victim), Is.True);
+
         await info.RefreshAsync();
-        Assert.That(info.Info.State.Messages, Is.EqualTo(2));
+        Assert.That(info.Info.State.Messages, Is.EqualTo(3));
         var last = await js.GetStreamAsync("FIXTURE");
         var msg = await last.GetAsync(new StreamMsgGetRequest { LastBySubj = "fixture.1" });
         Assert.That(msg.Message.Data.ToArray(), Is.EqualTo(block));
