@@ -39,7 +39,7 @@ internal sealed class NatsClusterOptions
 
     /// <summary>How long <see cref="NatsCluster.Start"/>, <see cref="NatsCluster.Restart"/> and
     /// <see cref="NatsCluster.WaitReady"/> wait for a JetStream meta leader that every running node agrees on.</summary>
-    public TimeSpan ReadyTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    public TimeSpan ReadyTimeout { get; init; } = TimeSpan.FromSeconds(60);
 }
 
 /// <summary>
