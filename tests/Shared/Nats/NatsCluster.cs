@@ -62,6 +62,7 @@ internal sealed class NatsClusterOptions
 internal sealed partial class NatsCluster : IDisposable
 {
     private const string ClusterName = "sharedstore-test";
+    private const string DebianServerPath = "/usr/sbin/nats-server";
     private const int SigKill = 9;
     private const int SigTerm = 15;
     private const int SigCont = 18;
@@ -89,13 +90,15 @@ internal sealed partial class NatsCluster : IDisposable
     /// <summary>Every node's client URL, comma-separated: the form NATS clients take for a server list.</summary>
     public string Urls => string.Join(",", _nodes.Select(n => n.ClientUrl));
 
-    /// <summary>The path of the nats-server binary: on PATH, else Debian's <c>/usr/sbin/nats-server</c>
-    /// (tools/setup.sh installs it; a non-root PATH often lacks /usr/sbin).</summary>
+    /// <summary>The path of the nats-server binary: the first on PATH, else Debian's <c>/usr/sbin/nats-server</c>
+    /// (tools/setup.sh installs it; a non-root PATH often lacks /usr/sbin). Never throws: when it is installed nowhere
+    /// this is the Debian path, which does not exist (<c>File.Exists(ServerPath)</c> tells), and <see cref="Start"/>
+    /// fails with a <see cref="FileNotFoundException"/> naming it.</summary>
     public static string ServerPath
     {
         get
         {
-            foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries).Append("/usr/sbin"))
+            foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
             {
                 string candidate = Path.Combine(dir, "nats-server");
                 if (File.Exists(candidate))
@@ -104,16 +107,22 @@ internal sealed partial class NatsCluster : IDisposable
                 }
             }
 
-            throw new FileNotFoundException("nats-server is not installed (tools/setup.sh installs Debian's package)");
+            return DebianServerPath;
         }
     }
 
     /// <summary>Starts the cluster and waits until it has a JetStream meta leader every node agrees on.</summary>
     /// <exception cref="TimeoutException">No agreed leader within <see cref="NatsClusterOptions.ReadyTimeout"/>; the
     /// message holds the tail of each node's log. The servers are killed before it is thrown.</exception>
+    /// <exception cref="FileNotFoundException">nats-server is not installed (see <see cref="ServerPath"/>).</exception>
     public static NatsCluster Start(NatsClusterOptions? options = null)
     {
         options ??= new NatsClusterOptions();
+        if (!File.Exists(ServerPath))
+        {
+            throw new FileNotFoundException($"nats-server is not installed (looked on PATH and at {DebianServerPath}; tools/setup.sh installs Debian's package)", DebianServerPath);
+        }
+
         if (options.Nodes < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(options), "a cluster needs at least one node");
