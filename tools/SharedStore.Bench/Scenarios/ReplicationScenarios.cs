@@ -13,7 +13,7 @@ internal static class ReplicationBench
     public static readonly TimeSpan Wait = TimeSpan.FromMinutes(5);
 
     public static BenchBroker StartBroker(BenchContext context, NatsCluster cluster, int node, string role) =>
-        new(context, "--nats", cluster.Url(node), "--state-dir", Path.Combine(context.WorkDirectory, $"state-{role}-{Guid.NewGuid():N}"));
+        new(context, "--nats", cluster.Url(node), "--replication-lease-ms", "60000", "--state-dir", Path.Combine(context.WorkDirectory, $"state-{role}-{Guid.NewGuid():N}"));
 
     public static ContainerOptions Owner(int blockSize) => new()
     {
