@@ -31,6 +31,10 @@ internal sealed class BrokerMetrics
     public const string DurableErrorsName = "sharedstore.broker.durable.write_errors";
     public const string DurableTornName = "sharedstore.broker.durable.torn_slots";
     public const string DurableCorruptName = "sharedstore.broker.durable.corrupt_blocks";
+    public const string ReplicationPublishedName = "sharedstore.broker.replication.published";
+    public const string ReplicationAppliedName = "sharedstore.broker.replication.applied";
+    public const string ReplicationLagName = "sharedstore.broker.replication.lag";
+    public const string ReplicationFailoversName = "sharedstore.broker.replication.failovers";
 
     private readonly Counter<long> _operations;
     private readonly Counter<long> _recoveredSessions;
@@ -56,6 +60,10 @@ internal sealed class BrokerMetrics
         Meter.CreateObservableCounter(DurableErrorsName, () => _durable?.WriteErrors ?? 0, "{block}", "Block write-backs the disk refused (the blocks stay dirty in memory).");
         Meter.CreateObservableCounter(DurableTornName, () => _durable?.TornSlots ?? 0, "{slot}", "Shadow slots found torn or damaged at restore (skipped for the other slot).");
         Meter.CreateObservableCounter(DurableCorruptName, () => _durable?.CorruptBlocks ?? 0, "{block}", "Blocks with no valid copy on disk at restore (marked torn).");
+        Meter.CreateObservableCounter(ReplicationPublishedName, () => _replication?.BytesPublished ?? 0, "By", "Bytes of blocks this broker published as the owner of replicated containers and JetStream acknowledged.");
+        Meter.CreateObservableCounter(ReplicationAppliedName, () => _replication?.BytesApplied ?? 0, "By", "Bytes of blocks this broker applied as a replica.");
+        Meter.CreateObservableGauge(ReplicationLagName, () => _replication?.MaxReplicaLagMs() ?? 0, "ms", "The highest replica lag of this broker's replica containers: from the last applied message's stream timestamp to its apply.");
+        Meter.CreateObservableCounter(ReplicationFailoversName, () => _replication?.Failovers ?? 0, "{failover}", "Replicated containers whose ownership this broker took over after the owner's lease expired.");
         Meter.CreateObservableCounter(AsyncAppliedName, () => Interlocked.Read(ref _asyncTotal), "{message}", "Asynchronous messages the appliers processed (applied, failed or canceled).");
     }
 
@@ -67,6 +75,10 @@ internal sealed class BrokerMetrics
     public void ObserveRingDepth(Func<long> depth) => _ringDepth = depth;
 
     public void ObserveDurable(DurableStore? durable) => _durable = durable;
+
+    public void ObserveReplication(ReplicationService replication) => _replication = replication;
+
+    private ReplicationService? _replication;
 
     private DurableStore? _durable;
 

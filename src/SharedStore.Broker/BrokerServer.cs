@@ -39,6 +39,7 @@ internal sealed class BrokerServer : IDisposable
         metrics?.Observe(() => State.Snapshot(SessionCount));
         metrics?.ObserveRingDepth(RingDepth);
         metrics?.ObserveDurable(State.Durable);
+        metrics?.ObserveReplication(State.Replication);
         _applyScheduler = new Lazy<SharedStore.Devices.IDeviceAccessScheduler>(
             () => SharedStore.Devices.DeviceSchedulers.Create(options.AsyncScheduler, SharedStore.Devices.DeviceMode.None, threadCount: 1));
     }

@@ -221,7 +221,7 @@ public sealed class ReplicationTests : CrossProcessTest
     }
 
     /// <summary>A whole block of one stamp: word i is stamp * K + i, with the block index in the first word.</summary>
-    private static void Fill(Span<byte> block, int index, long stamp)
+    internal static void Fill(Span<byte> block, int index, long stamp)
     {
         BinaryPrimitives.WriteInt64LittleEndian(block, ((long)index << 40) | stamp);
         for (int i = 8; i + 8 <= block.Length; i += 8)
@@ -231,7 +231,7 @@ public sealed class ReplicationTests : CrossProcessTest
     }
 
     /// <summary>The block's stamp (0: never written, all zeros); <paramref name="torn"/> says what does not match.</summary>
-    private static long Stamp(ReadOnlySpan<byte> block, int index, out string? torn)
+    internal static long Stamp(ReadOnlySpan<byte> block, int index, out string? torn)
     {
         torn = null;
         long first = BinaryPrimitives.ReadInt64LittleEndian(block);

@@ -9,7 +9,7 @@ internal static class InspectCommands
 {
     public static Command List()
     {
-        var cmd = new Command("ls", "List containers (group, write policy, member pids, size) and their objects (size, use count).");
+        var cmd = new Command("ls", "List containers (group, write policy, member pids, size, replication role, lag and stream) and their objects (size, use count).");
         cmd.SetAction(p => Cli.Guard(() =>
         {
             using var client = Cli.Connect(p);
@@ -21,7 +21,7 @@ internal static class InspectCommands
             }
 
             var groups = GroupNames();
-            var containers = new TextTable("containers", "container", "group", "write policy", ">block size", "members (pid)", ">size", ">objects");
+            var containers = new TextTable("containers", "container", "group", "write policy", ">block size", "members (pid)", ">size", ">objects", "role", ">lag", "stream");
             var objects = new TextTable("objects", "container", "object", ">size", ">bytes", ">use count", ">blocks");
             foreach (var c in list.OrderBy(c => c.Name, StringComparer.Ordinal))
             {
@@ -29,7 +29,7 @@ internal static class InspectCommands
                 string policy = c.WritePolicy == WritePolicy.CreatorOnly ? "creator only" : "all members";
                 string members = string.Join(", ", c.MemberPids.Select(pid => pid.ToString(CultureInfo.InvariantCulture)));
                 containers.AddRow(c.Name, group, policy, Cli.Bytes(c.BlockSize), members.Length == 0 ? "-" : members,
-                    Cli.Bytes(c.Bytes), c.Objects.Count.ToString(CultureInfo.InvariantCulture));
+                    Cli.Bytes(c.Bytes), c.Objects.Count.ToString(CultureInfo.InvariantCulture), Role(c), Lag(c), c.Replication?.Stream ?? "-");
                 foreach (var o in c.Objects.OrderBy(o => o.Name, StringComparer.Ordinal))
                 {
                     objects.AddRow(c.Name, o.Name, Cli.Bytes(o.Size), o.Size.ToString(CultureInfo.InvariantCulture),
@@ -47,6 +47,13 @@ internal static class InspectCommands
         }));
         return cmd;
     }
+
+    /// <summary>"owner" or "replica" for a replicated container, "-" otherwise.</summary>
+    private static string Role(ContainerListing c) => c.Replication is null ? "-" : c.Replication.Replica ? "replica" : "owner";
+
+    /// <summary>A replica's lag in ms; "-" for an owner (the source) and a container that is not replicated.</summary>
+    private static string Lag(ContainerListing c) =>
+        c.Replication is { Replica: true } ? string.Create(CultureInfo.InvariantCulture, $"{c.ReplicationLagMs:0.0} ms") : "-";
 
     public static Command Holders()
     {

@@ -35,7 +35,7 @@ internal sealed class BrokerIntrospection(BrokerModel model, MemoryBudget memory
         {
             foreach (var c in model.Containers)
             {
-                var e = new ContainerEntry { Info = c.Describe(null), Bytes = (ulong)c.Bytes };
+                var e = new ContainerEntry { Info = c.Describe(null), Bytes = (ulong)c.Bytes, ReplicationLagMs = c.ReplicationReplica?.LagMs ?? 0 };
                 e.MemberPids.AddRange(c.Members.Select(m => m.Session.Credentials.Pid));
                 e.MemberSlots.AddRange(c.Members.Select(m => (uint)m.Slot));
                 foreach (var o in c.ObjectsById.Values)

@@ -24,6 +24,7 @@ internal sealed class ReplicationService : IDisposable
     private readonly ILogger _logger;
     private long _bytesPublished;
     private long _bytesApplied;
+    private long _failovers;
     private bool _disposed;
 
     public ReplicationService(BrokerOptions options, ILogger logger)
@@ -44,6 +45,21 @@ internal sealed class ReplicationService : IDisposable
     public void CountPublished(long bytes) => Interlocked.Add(ref _bytesPublished, bytes);
 
     public void CountApplied(long bytes) => Interlocked.Add(ref _bytesApplied, bytes);
+
+    /// <summary>Ownerships this broker took over from an owner whose lease had expired (the failover code counts each
+    /// with <see cref="CountFailover"/>).</summary>
+    public long Failovers => Interlocked.Read(ref _failovers);
+
+    public void CountFailover() => Interlocked.Increment(ref _failovers);
+
+    /// <summary>The highest <see cref="ReplicaFollower.LagMs"/> of this broker's replica containers (0 with none).</summary>
+    public double MaxReplicaLagMs()
+    {
+        lock (_replicas)
+        {
+            return _replicas.Count == 0 ? 0 : _replicas.Max(r => r.LagMs);
+        }
+    }
 
     /// <summary>The lease value this broker writes (create and heartbeats).</summary>
     public ReplicaLease Lease(ulong epoch) => new()

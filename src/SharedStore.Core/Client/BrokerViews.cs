@@ -16,6 +16,8 @@ public sealed class ContainerListing
         MemberPids = new ReadOnlyCollection<int>([.. e.MemberPids]);
         Bytes = (long)e.Bytes;
         Objects = new ReadOnlyCollection<ObjectListing>([.. e.Objects.Select(o => new ObjectListing(o))]);
+        Replication = ReplicationWire.FromWire(e.Info.Replication);
+        ReplicationLagMs = e.ReplicationLagMs;
     }
 
     /// <summary>The container's name.</summary>
@@ -41,6 +43,14 @@ public sealed class ContainerListing
 
     /// <summary>Its objects.</summary>
     public IReadOnlyList<ObjectListing> Objects { get; }
+
+    /// <summary>How it is replicated (the broker's resolved settings: stream, bucket, replica or owner); null when it
+    /// is not.</summary>
+    public ReplicationOptions? Replication { get; }
+
+    /// <summary>A replica's lag: milliseconds from its last applied message's stream timestamp to the apply (0 for an
+    /// owner and for a container that is not replicated).</summary>
+    public double ReplicationLagMs { get; }
 }
 
 /// <summary>One object of a <see cref="ContainerListing"/>.</summary>

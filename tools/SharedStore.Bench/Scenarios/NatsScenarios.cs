@@ -15,6 +15,8 @@ internal static partial class ScenarioRegistry
     [
         new JetStreamPublish1GiB(),
         new NatsRequestReply(),
+        new Replicate1GiB(),
+        new ReplicaLag(),
     ];
 }
 
