@@ -32,9 +32,14 @@ internal sealed class NatsClusterOptions
     /// the system temporary folder. The folder is deleted on dispose.</summary>
     public string? ParentDirectory { get; init; }
 
+    /// <summary>Whether every route runs through a relay in this process, so that <see cref="NatsCluster.Partition"/>
+    /// can cut one node off (NatsCluster.Partition.cs). Off by default: the relays copy every replicated byte once
+    /// more, through the test process.</summary>
+    public bool PartitionableRoutes { get; init; }
+
     /// <summary>How long <see cref="NatsCluster.Start"/>, <see cref="NatsCluster.Restart"/> and
     /// <see cref="NatsCluster.WaitReady"/> wait for a JetStream meta leader that every running node agrees on.</summary>
-    public TimeSpan ReadyTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    public TimeSpan ReadyTimeout { get; init; } = TimeSpan.FromSeconds(60);
 }
 
 /// <summary>
@@ -43,19 +48,21 @@ internal sealed class NatsClusterOptions
 /// holding its config, its log and its JetStream store. <see cref="Start"/> returns once every node reports the same
 /// meta leader and is healthy. A node can be killed with SIGKILL (<see cref="Kill"/>), stopped with SIGTERM
 /// (<see cref="Stop"/>), frozen with SIGSTOP so that the others see it vanish while its connections stay open
-/// (<see cref="Freeze"/>, <see cref="Thaw"/>), and started again on the same store (<see cref="Restart"/>).
+/// (<see cref="Freeze"/>, <see cref="Thaw"/>), cut off from the other nodes while its clients stay connected
+/// (<see cref="Partition"/>, <see cref="Heal"/>, with <see cref="NatsClusterOptions.PartitionableRoutes"/>), and
+/// started again on the same store (<see cref="Restart"/>).
 /// <see cref="Dispose"/> kills every server by pid and deletes the folder; a test that fails still disposes it with
 /// <c>using</c>.
 /// </summary>
 /// <remarks>
 /// The cluster does not depend on a NATS client: readiness is read from each node's monitoring endpoints
 /// (<c>/jsz</c> for the meta leader, <c>/healthz</c> for "JetStream is current"), so the tests' and the bench's use of
-/// NATS.Net is their own. Routes are listed explicitly and <c>no_advertise</c> is set, so a node learns of the others
-/// only through its config: that keeps the routes a fixed, known set (a partition helper can reason about them).
+/// NATS.Net is their own. Routes are listed explicitly in each node's config.
 /// </remarks>
 internal sealed partial class NatsCluster : IDisposable
 {
     private const string ClusterName = "sharedstore-test";
+    private const string DebianServerPath = "/usr/sbin/nats-server";
     private const int SigKill = 9;
     private const int SigTerm = 15;
     private const int SigCont = 18;
@@ -83,13 +90,15 @@ internal sealed partial class NatsCluster : IDisposable
     /// <summary>Every node's client URL, comma-separated: the form NATS clients take for a server list.</summary>
     public string Urls => string.Join(",", _nodes.Select(n => n.ClientUrl));
 
-    /// <summary>The path of the nats-server binary: on PATH, else Debian's <c>/usr/sbin/nats-server</c>
-    /// (tools/setup.sh installs it; a non-root PATH often lacks /usr/sbin).</summary>
+    /// <summary>The path of the nats-server binary: the first on PATH, else Debian's <c>/usr/sbin/nats-server</c>
+    /// (tools/setup.sh installs it; a non-root PATH often lacks /usr/sbin). Never throws: when it is installed nowhere
+    /// this is the Debian path, which does not exist (<c>File.Exists(ServerPath)</c> tells), and <see cref="Start"/>
+    /// fails with a <see cref="FileNotFoundException"/> naming it.</summary>
     public static string ServerPath
     {
         get
         {
-            foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries).Append("/usr/sbin"))
+            foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
             {
                 string candidate = Path.Combine(dir, "nats-server");
                 if (File.Exists(candidate))
@@ -98,16 +107,22 @@ internal sealed partial class NatsCluster : IDisposable
                 }
             }
 
-            throw new FileNotFoundException("nats-server is not installed (tools/setup.sh installs Debian's package)");
+            return DebianServerPath;
         }
     }
 
     /// <summary>Starts the cluster and waits until it has a JetStream meta leader every node agrees on.</summary>
     /// <exception cref="TimeoutException">No agreed leader within <see cref="NatsClusterOptions.ReadyTimeout"/>; the
     /// message holds the tail of each node's log. The servers are killed before it is thrown.</exception>
+    /// <exception cref="FileNotFoundException">nats-server is not installed (see <see cref="ServerPath"/>).</exception>
     public static NatsCluster Start(NatsClusterOptions? options = null)
     {
         options ??= new NatsClusterOptions();
+        if (!File.Exists(ServerPath))
+        {
+            throw new FileNotFoundException($"nats-server is not installed (looked on PATH and at {DebianServerPath}; tools/setup.sh installs Debian's package)", DebianServerPath);
+        }
+
         if (options.Nodes < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(options), "a cluster needs at least one node");
@@ -126,6 +141,11 @@ internal sealed partial class NatsCluster : IDisposable
         var cluster = new NatsCluster(options, dir, nodes);
         try
         {
+            if (options.PartitionableRoutes && nodes.Length > 1)
+            {
+                cluster.StartRelays();
+            }
+
             foreach (Node n in nodes)
             {
                 cluster.WriteConfig(n);
@@ -327,6 +347,7 @@ internal sealed partial class NatsCluster : IDisposable
             Terminate(n, SigKill);
         }
 
+        DisposeRelays();
         _http.Dispose();
         try
         {
@@ -382,7 +403,7 @@ internal sealed partial class NatsCluster : IDisposable
     private void WriteConfig(Node n)
     {
         System.IO.Directory.CreateDirectory(Path.Combine(n.Directory, "store"));
-        string routes = string.Join(", ", _nodes.Where(o => o != n).Select(o => $"\"nats-route://127.0.0.1:{o.ClusterPort}\""));
+        string routes = string.Join(", ", _nodes.Where(o => o != n).Select(o => $"\"nats-route://{RouteAddress(n.Index, o.Index)}\""));
         var conf = new StringBuilder();
         conf.AppendLine(CultureInfo.InvariantCulture, $"server_name: \"{n.Name}\"");
         conf.AppendLine(CultureInfo.InvariantCulture, $"listen: \"127.0.0.1:{n.ClientPort}\"");
@@ -404,6 +425,11 @@ internal sealed partial class NatsCluster : IDisposable
             conf.AppendLine(CultureInfo.InvariantCulture, $"  name: \"{ClusterName}\"");
             conf.AppendLine(CultureInfo.InvariantCulture, $"  listen: \"127.0.0.1:{n.ClusterPort}\"");
             conf.AppendLine("  no_advertise: true");
+            if (_relays is not null)
+            {
+                conf.AppendLine("  advertise: \"127.0.0.1:1\""); // gossip-made routes must fail: see NatsCluster.Partition.cs
+            }
+
             conf.AppendLine(CultureInfo.InvariantCulture, $"  routes: [{routes}]");
             conf.AppendLine("}");
         }
