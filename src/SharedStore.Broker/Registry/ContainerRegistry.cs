@@ -169,6 +169,7 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
     private (ContainerInfo Info, Membership Member) TakeOver(ClientSession session, Protocol.Replication spec, string name)
     {
         var who = session.Credentials;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var (meta, link) = replication!.ReadCatalog(spec, name);
         if (meta.BlockSize < 4096 || meta.BlockSize > (1u << 30) || (meta.BlockSize & (meta.BlockSize - 1)) != 0
             || meta.MaxMembers is 0 or > BlockLockDescriptor.MaxMembersLimit || meta.Name != name)
@@ -177,7 +178,9 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         }
 
         AccessPolicy.CheckCreate(who, meta.GroupId); // the owner's group: the caller must be in it
-        var (owner, blockSize) = replication.TakeLease(spec, link, meta, CancellationToken.None);
+        long readMs = clock.ElapsedMilliseconds;
+        var (owner, blockSize, waitMs, takeMs) = replication.TakeLease(spec, link, meta, CancellationToken.None);
+        long streamFrom = clock.ElapsedMilliseconds;
         ContainerState? created = null;
         ReplicaFollower follower;
         try
@@ -237,7 +240,7 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
 
             var m = AddMember(session, created);
             replication.StartOwner(owner);
-            Log.ReplicationTakenOver(logger, name, owner.Epoch, objects.Count);
+            Log.ReplicationTakenOver(logger, name, owner.Epoch, objects.Count, readMs, waitMs, takeMs, clock.ElapsedMilliseconds - streamFrom);
             return (created.Describe(m), m);
         }
     }

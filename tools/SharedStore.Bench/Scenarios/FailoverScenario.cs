@@ -59,6 +59,11 @@ internal sealed class Failover : IScenario
             double ms = Stopwatch.GetElapsedTime(killed).TotalMilliseconds;
             failovers.Add(ms);
             context.Log.WriteLine($"  round {round}: kill -9 to the new owner's first write {ms:F0} ms (the takeover call returned after {Stopwatch.GetElapsedTime(killed, tookOver).TotalMilliseconds:F0} ms)");
+            foreach (string line in taker.LogLines().Where(l => l.Contains("taken over", StringComparison.Ordinal)))
+            {
+                context.Log.WriteLine($"    taker: {line.Trim()}");
+            }
+
             nc.Destroy(TimeSpan.FromSeconds(30));
         }
 
