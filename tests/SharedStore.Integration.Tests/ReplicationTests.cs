@@ -421,7 +421,7 @@ public sealed partial class ReplicationTests : CrossProcessTest
 
         Assert.That(refused, Is.Not.Null, "the fenced owner's flush failed");
         Assert.That(refused!.Code, Is.EqualTo(ErrorCode.PermissionDenied), refused.Message);
-        Assert.That(refused.Message, Does.Contain("taken over"));
+        Assert.That(refused.Message, Does.Contain("taken over by 'test'"));
     }
 
     [Test]

@@ -299,13 +299,45 @@ internal sealed class ReplicatedOwner : IDisposable
         }
         catch (NatsKVWrongLastRevisionException)
         {
-            Fence("the ownership lease was taken over by another broker");
+            CheckLeaseAfterRefusal(now);
         }
         catch (Exception e) when (e is NatsException or OperationCanceledException)
         {
             if (now - Volatile.Read(ref _lastHeartbeat) >= _leaseTime.TotalMilliseconds)
             {
                 Fence($"the ownership lease could not be refreshed for {_leaseTime.TotalSeconds:0.#} s ({e.Message})");
+            }
+        }
+    }
+
+    /// <summary>An update refused for its revision: either another broker wrote the lease (fence), or an earlier
+    /// heartbeat of ours was applied by the server while its reply was lost or late (a timeout here), so the key's
+    /// revision moved under our own value. Seen under load with a 1 GiB pass: the owner fenced itself. The key is
+    /// read: our owner identity and epoch mean the revision is ours to adopt; anything else is a takeover.</summary>
+    private void CheckLeaseAfterRefusal(long now)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(_leaseTime / 3);
+            var entry = _kv.GetEntryAsync<byte[]>(ReplicationNames.LeaseKey(Container), cancellationToken: cts.Token).AsTask().GetAwaiter().GetResult();
+            var lease = ReplicaLease.Parser.ParseFrom(entry.Value ?? []);
+            if (lease.Owner == _service.Identity && lease.Epoch == Epoch)
+            {
+                Volatile.Write(ref _leaseRevision, entry.Revision); // the next heartbeat updates against it
+                return;
+            }
+
+            Fence($"the ownership lease was taken over by '{lease.Owner}' (epoch {lease.Epoch})");
+        }
+        catch (Exception e) when (e is NatsKVKeyNotFoundException or NatsKVKeyDeletedException)
+        {
+            Fence("the ownership lease was deleted");
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException or Google.Protobuf.InvalidProtocolBufferException)
+        {
+            if (now - Volatile.Read(ref _lastHeartbeat) >= _leaseTime.TotalMilliseconds)
+            {
+                Fence($"the ownership lease could not be checked for {_leaseTime.TotalSeconds:0.#} s ({e.Message})");
             }
         }
     }
