@@ -97,4 +97,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 62, EventName = "ReplicationRejected", Level = LogLevel.Warning,
         Message = "replica of container '{Container}' dropped a message: {Reason}")]
     public static partial void ReplicationRejected(ILogger logger, string container, string reason);
+
+    [LoggerMessage(EventId = 68, EventName = "ReplicationTakenOver", Level = LogLevel.Warning,
+        Message = "replicated container '{Container}': ownership taken over (failover), epoch {Epoch}, {Objects} objects read from the stream; catalog and lease read in {ReadMs} ms, lease watched {WaitMs} ms, taken in {TakeMs} ms, stream read in {StreamMs} ms")]
+    public static partial void ReplicationTakenOver(ILogger logger, string container, ulong epoch, int objects, long readMs, long waitMs, long takeMs, long streamMs);
 }

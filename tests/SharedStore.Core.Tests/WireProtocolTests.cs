@@ -16,6 +16,7 @@ public class WireProtocolTests
             new() { Hello = new Hello { ProtocolVersion = ProtocolConstants.ProtocolVersion, ClientName = "t" } },
             new() { ContainerCreate = new ContainerCreate { Name = "c", GroupId = 1000, WritePolicy = Protocol.WritePolicy.CreatorOnly, BlockSize = 4096, DurablePath = "/var/lib/x" } },
             new() { ContainerCreate = new ContainerCreate { Name = "r", Replication = new Replication { NatsUrl = "nats://a:4222,nats://b:4222", Stream = "S", Bucket = "B", StreamReplicas = 3, Replica = true } } },
+            new() { ContainerCreate = new ContainerCreate { Name = "t", Replication = new Replication { TakeOver = true } } },
             new() { ContainerJoin = new ContainerJoin { Name = "c" } },
             new() { ContainerLeave = new ContainerLeave { ContainerId = 3 } },
             new() { ContainerDestroy = new ContainerDestroy { ContainerId = 3 } },

@@ -18,7 +18,7 @@ namespace SharedStore.Integration.Tests;
 /// two brokers, each with its own socket and state folder, standing for two hosts: the owner's and the replica's.
 /// Every container has a name of its own, so the tests share the stream and bucket without seeing each other.
 /// </summary>
-public sealed class ReplicationTests : CrossProcessTest
+public sealed partial class ReplicationTests : CrossProcessTest
 {
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(60);
     private NatsCluster? _cluster;

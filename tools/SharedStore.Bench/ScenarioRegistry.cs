@@ -4,7 +4,7 @@ namespace SharedStore.Bench;
 internal static partial class ScenarioRegistry
 {
     public static IEnumerable<IScenario> All =>
-        CoreScenarios().Concat(AsyncScenarios()).Concat(DurableScenarios()).Concat(DeviceScenarios()).Concat(NativeScenarios()).Concat(WaitScenarios()).Concat(ManyMembersScenarios()).Concat(NatsScenarios());
+        CoreScenarios().Concat(AsyncScenarios()).Concat(DurableScenarios()).Concat(DeviceScenarios()).Concat(NativeScenarios()).Concat(WaitScenarios()).Concat(ManyMembersScenarios()).Concat(NatsScenarios()).Concat(FailoverScenarios());
 
     // Filled in by Scenarios/*.cs; a subsystem without scenarios yet returns none.
     private static partial IEnumerable<IScenario> CoreScenarios();

@@ -24,6 +24,7 @@ internal static class Cli
         root.Subcommands.Add(InspectCommands.Stats());
         root.Subcommands.Add(TransferCommands.Put());
         root.Subcommands.Add(TransferCommands.Get());
+        root.Subcommands.Add(ReplicationCommands.TakeOver());
         root.Subcommands.Add(BenchCommand.Build());
 
         if (Console.IsOutputRedirected)

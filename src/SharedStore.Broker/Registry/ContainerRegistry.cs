@@ -87,6 +87,16 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
             }
         }
 
+        if (spec.Replica && spec.TakeOver)
+        {
+            throw new BrokerError(ErrorCode.InvalidArgument, "replication: a replica or a takeover, not both");
+        }
+
+        if (spec.TakeOver)
+        {
+            return TakeOver(session, spec, req.Name);
+        }
+
         if (spec.Replica)
         {
             var (meta, link) = replication.ReadCatalog(spec, req.Name);
@@ -145,6 +155,99 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
             return (c.Describe(m), m);
         }
     }
+
+    /// <summary>
+    /// Failover (docs/ARCHITECTURE.md §14, "Failover"): this broker takes the ownership of a replicated container whose
+    /// owner stopped refreshing its lease. The lease is taken first (<see cref="ReplicationService.TakeLease"/>: 1.5
+    /// lease times of watching it unchanged, then a revision-checked update: the new epoch), then the container is made
+    /// as a replica would make it and filled from the stream up to its tail (<see cref="ReplicaFollower.CatchUp"/>:
+    /// every block the old owner published), with its members read-only meanwhile; then, under the model lock, the
+    /// follower's objects pass to a <see cref="ReplicatedOwner"/> of the new epoch (same incarnations, object versions
+    /// raised to the highest block version read) and the caller joins it, writable. If reading the stream fails the
+    /// container goes (the lease, never refreshed, expires again).
+    /// </summary>
+    private (ContainerInfo Info, Membership Member) TakeOver(ClientSession session, Protocol.Replication spec, string name)
+    {
+        var who = session.Credentials;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var (meta, link) = replication!.ReadCatalog(spec, name);
+        if (meta.BlockSize < 4096 || meta.BlockSize > (1u << 30) || (meta.BlockSize & (meta.BlockSize - 1)) != 0
+            || meta.MaxMembers is 0 or > BlockLockDescriptor.MaxMembersLimit || meta.Name != name)
+        {
+            throw new BrokerError(ErrorCode.IoError, $"replication: the catalog entry of '{name}' is not valid");
+        }
+
+        AccessPolicy.CheckCreate(who, meta.GroupId); // the owner's group: the caller must be in it
+        long readMs = clock.ElapsedMilliseconds;
+        var (owner, blockSize, waitMs, takeMs) = replication.TakeLease(spec, link, meta, CancellationToken.None);
+        long streamFrom = clock.ElapsedMilliseconds;
+        ContainerState? created = null;
+        ReplicaFollower follower;
+        try
+        {
+            follower = replication.PrepareReplica(spec, link, name, blockSize,
+                (n, size) => AddReplicaObject(created!, n, size), n => ObjectCreatedByReplica?.Invoke(created!.Id, n));
+        }
+        catch (BrokerError)
+        {
+            owner.Dispose();
+            throw;
+        }
+
+        using (model.Enter())
+        {
+            if (model.Contains(name))
+            {
+                follower.Dispose();
+                owner.Dispose();
+                throw new BrokerError(ErrorCode.AlreadyExists, $"container '{name}' already exists");
+            }
+
+            created = model.NewContainer(name, meta.GroupId, who.Uid, meta.WritePolicy, blockSize, (int)meta.MaxMembers);
+            created.ReplicationReplica = follower; // read-only for anyone who joins while the stream is read
+            model.Add(created);
+        }
+
+        try
+        {
+            follower.CatchUp(TakeOverReadTimeout);
+        }
+        catch (BrokerError)
+        {
+            using (model.Enter())
+            {
+                created.Destroying = true;
+                if (created.MemberCount == 0)
+                {
+                    FreeContainer(created);
+                }
+            }
+
+            follower.Dispose();
+            owner.Dispose();
+            throw;
+        }
+
+        using (model.Enter())
+        {
+            var objects = follower.Detach();
+            created.ReplicationReplica = null;
+            created.ReplicationOwner = owner;
+            foreach (var (state, incarnation, applied) in objects)
+            {
+                owner.AddObject(state, blockSize, incarnation, applied);
+            }
+
+            var m = AddMember(session, created);
+            replication.StartOwner(owner);
+            replication.CountFailover(); // the broker meter's sharedstore.broker.replication.failovers
+            Log.ReplicationTakenOver(logger, name, owner.Epoch, objects.Count, readMs, waitMs, takeMs, clock.ElapsedMilliseconds - streamFrom);
+            return (created.Describe(m), m);
+        }
+    }
+
+    /// <summary>How long a takeover may take to read the stream's state of the container.</summary>
+    private static readonly TimeSpan TakeOverReadTimeout = TimeSpan.FromMinutes(2);
 
     /// <summary>A replica's object, made when its first message arrives (the follower's loop, holding none of its
     /// locks): allocated as a create would, with no member's use; null when the container is gone or being destroyed,

@@ -130,6 +130,97 @@ internal sealed class ReplicaFollower : IDisposable
         return await _link.JetStream.CreateOrUpdateConsumerAsync(Spec.Stream, config, token).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Failover (docs/ARCHITECTURE.md §14): applies, on the calling thread, what the stream holds of the container (the
+    /// consumer made by <see cref="Prepare"/> delivers the newest message of every subject) until the message that
+    /// left nothing pending, then the watermarks; the loop is never started. Then <see cref="Detach"/> hands the objects
+    /// to the new owner.
+    /// </summary>
+    /// <exception cref="BrokerError">IoError (NATS failed), Timeout.</exception>
+    public void CatchUp(TimeSpan timeout)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+        cts.CancelAfter(timeout);
+        try
+        {
+            CatchUpAsync(cts.Token).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException)
+        {
+            throw new BrokerError(ErrorCode.Timeout, $"takeover of '{Container}': the stream's state was not read within {timeout.TotalSeconds:0.#} s");
+        }
+        catch (NatsException e)
+        {
+            throw new BrokerError(ErrorCode.IoError, $"takeover of '{Container}': reading the stream: {e.Message}");
+        }
+    }
+
+    private async Task CatchUpAsync(CancellationToken token)
+    {
+        var consumer = _consumer ?? throw new InvalidOperationException("Prepare first");
+        if (consumer.Info.NumPending > 0)
+        {
+            ulong lastConsumerSeq = 0;
+            await foreach (var msg in consumer.ConsumeAsync<byte[]>(opts: new NatsJSConsumeOpts { MaxMsgs = 32 }, cancellationToken: token).ConfigureAwait(false))
+            {
+                if (msg.Metadata is not { } meta)
+                {
+                    throw new NatsException($"a message of '{msg.Subject}' without its metadata");
+                }
+
+                if (lastConsumerSeq != 0 && meta.Sequence.Consumer != lastConsumerSeq + 1)
+                {
+                    throw new NatsException($"consumer gap after stream sequence {_lastStreamSeq}");
+                }
+
+                Handle(msg.Subject, msg.Headers, msg.Data ?? []);
+                lastConsumerSeq = meta.Sequence.Consumer;
+                _lastStreamSeq = meta.Sequence.Stream;
+                if (meta.NumPending == 0)
+                {
+                    break;
+                }
+            }
+        }
+
+        ApplyWatermarks();
+        try
+        {
+            await _link.JetStream.DeleteConsumerAsync(Spec.Stream, consumer.Info.Name, token).ConfigureAwait(false);
+        }
+        catch (NatsException)
+        {
+            // ephemeral: the server drops it after its inactive threshold anyway
+        }
+    }
+
+    /// <summary>After <see cref="CatchUp"/>: the objects, each with its incarnation and the owner's version applied to
+    /// each block; the follower's own views are closed (the new owner makes its own).</summary>
+    public List<(ObjectState State, ulong Incarnation, long[] Applied)> Detach()
+    {
+        _stop.Cancel();
+        List<ReplicaObject> objects;
+        using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
+        {
+            objects = [.. _objects.Values];
+            _objects.Clear();
+        }
+
+        var list = new List<(ObjectState, ulong, long[])>(objects.Count);
+        foreach (var o in objects)
+        {
+            using (LockOrder.Enter(o.Gate, LockLevel.DurableObject))
+            {
+                o.Closed = true;
+            }
+
+            o.View.Dispose();
+            list.Add((o.State, o.Incarnation, o.Applied));
+        }
+
+        return list;
+    }
+
     /// <summary>Starts the apply loop (after the container is in the model).</summary>
     public void Start() => _loop = Task.Run(RunAsync);
 

@@ -115,10 +115,24 @@ internal sealed class ReplicatedOwner : IDisposable
     }
 
     /// <summary>Under the model lock: lists a new object (announced and published by the next pass).</summary>
-    public void AddObject(ObjectState o, int blockSize)
+    public void AddObject(ObjectState o, int blockSize) => AddObject(o, blockSize, (Epoch << 32) | o.Id, null);
+
+    /// <summary>Under the model lock: lists an object. A takeover passes the incarnation the object had under the old
+    /// owner (the replicas hold it under that one and would drop messages of another) and the owner's version of each
+    /// block as read from the stream; the object's version word is raised to the highest of them, so that every new
+    /// write's version is above every version any replica has applied.</summary>
+    public unsafe void AddObject(ObjectState o, int blockSize, ulong incarnation, long[]? inherited)
     {
         var view = o.Segment.BrokerView(o, blockSize, durable: true, repair: null);
-        var owned = new OwnedObject(o, view, (Epoch << 32) | o.Id);
+        var owned = new OwnedObject(o, view, incarnation);
+        if (inherited is not null)
+        {
+            inherited.AsSpan().CopyTo(owned.Published);
+            long highest = inherited.Length == 0 ? 0 : inherited.Max();
+            ObjectVersion.AdvanceTo(view.Locks, highest);
+            owned.Watermark = 0; // the first clean pass publishes one with the new epoch
+        }
+
         using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
         {
             _objects.Add(owned);

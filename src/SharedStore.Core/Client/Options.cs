@@ -108,6 +108,16 @@ public sealed record ReplicationOptions(string? NatsUrl = null)
     /// <summary>True: this broker is a replica of the container of that name, created by its owner on another broker.</summary>
     public bool Replica { get; init; }
 
+    /// <summary>True (failover; not with <see cref="Replica"/>): this broker takes the ownership of the container of
+    /// that name from an owner that died (docs/ARCHITECTURE.md §14, "Failover"). The broker waits until it has seen
+    /// the ownership lease unchanged for 1.5 of the lease's times (an owner that is alive refreshes it every third: the
+    /// create then fails with AlreadyExists), takes it with a revision-checked update whose revision is the new epoch,
+    /// rebuilds the container from the stream (every block flushed by the old owner, and any published after), and
+    /// from then on owns it: its members write, and the replicas follow the new epoch. Writes the old owner never
+    /// published are lost. The other options are the catalog's, as for a replica. The call takes at least 1.5 lease
+    /// times (15 s with the default lease): give the client a request timeout above that.</summary>
+    public bool TakeOver { get; init; }
+
     /// <summary>The JetStream stream of block messages (null: <c>SHAREDSTORE</c>). Owner and replicas must agree.</summary>
     public string? Stream { get; init; }
 

@@ -142,12 +142,13 @@ public sealed class SharedStoreClient : IDisposable
     /// <summary>The seed's <c>container_create</c>: creates a container shared with Unix group
     /// <paramref name="groupId"/> and joins it.</summary>
     /// <exception cref="SharedStoreException">AlreadyExists (also: a replicated container of that name is owned by a
-    /// live lease in the catalog); PermissionDenied (not in the group and not root; a NATS URL named by a user other
+    /// live lease in the catalog; for a takeover, the lease was refreshed during its wait or another broker took it
+    /// first); Timeout (a takeover did not read the stream within 2 minutes); PermissionDenied (not in the group and not root; a NATS URL named by a user other
     /// than root or the broker's); InvalidArgument (name, block size, replication combined with a durable path, no
     /// NATS server); NotFound (a replica of a container the catalog does not hold); NoResources (memory); IoError (NATS
     /// could not be reached or refused the stream, bucket or lease: the message says which); BrokerUnavailable.</exception>
     /// <exception cref="ArgumentException"><paramref name="name"/> is null or empty, or it, the durable path or a
-    /// replication string is not valid UTF-16 (a lone surrogate).</exception>
+    /// replication string is not valid UTF-16 (a lone surrogate); Replica and TakeOver both set.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The write policy is not a <see cref="WritePolicy"/> value.</exception>
     public Container CreateContainer(string name, long groupId, ContainerOptions? options = null, CancellationToken cancellationToken = default)
     {
