@@ -18,27 +18,8 @@ namespace SharedStore.Integration.Tests;
 /// two brokers, each with its own socket and state folder, standing for two hosts: the owner's and the replica's.
 /// Every container has a name of its own, so the tests share the stream and bucket without seeing each other.
 /// </summary>
-public sealed partial class ReplicationTests : CrossProcessTest
+public sealed partial class ReplicationTests : NatsClusterTest
 {
-    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(60);
-    private NatsCluster? _cluster;
-
-    private NatsCluster Cluster => _cluster ?? throw new InvalidOperationException("no cluster");
-
-    [OneTimeSetUp]
-    public void StartCluster()
-    {
-        if (!File.Exists(NatsCluster.ServerPath))
-        {
-            Assert.Ignore($"nats-server is not installed at {NatsCluster.ServerPath} (tools/setup.sh installs it)");
-        }
-
-        _cluster = NatsCluster.Start();
-    }
-
-    [OneTimeTearDown]
-    public void StopCluster() => _cluster?.Dispose();
-
     private (BrokerProcess Owner, BrokerProcess Replica) StartBrokers() =>
         (StartBroker("--nats", Cluster.Urls), StartBroker("--nats", Cluster.Urls));
 

@@ -22,19 +22,23 @@ internal sealed class LockWaitPolicy
     public long SleepSliceNs { get; init; } = MaxSleepSliceNs;
 
     // One pinned word rather than a field: libsharedstore's C get path reads it without entering the runtime
-    // (BrokerLostWord). Pinned, so its address holds as long as the policy lives.
-    private readonly int[] _brokerLost = GC.AllocateArray<int>(1, pinned: true);
+    // (BrokerLostWord). The array keeps the word alive and pinned as long as the policy lives; reads and writes go
+    // through the pointer (one load, no bounds check: C#'s Get checks it on every call).
+    private readonly int[] _brokerLostArray = GC.AllocateArray<int>(1, pinned: true);
+    private readonly unsafe int* _brokerLost;
+
+    public unsafe LockWaitPolicy() => _brokerLost = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_brokerLostArray));
 
     /// <summary>Set when the broker connection is lost: every waiter gives up with BrokerLost within one slice.</summary>
-    public bool BrokerLost
+    public unsafe bool BrokerLost
     {
-        get => Volatile.Read(ref _brokerLost[0]) != 0;
-        set => Volatile.Write(ref _brokerLost[0], value ? 1 : 0);
+        get => Volatile.Read(ref *_brokerLost) != 0;
+        set => Volatile.Write(ref *_brokerLost, value ? 1 : 0);
     }
 
     /// <summary>The word behind <see cref="BrokerLost"/> (non-zero once lost), valid while this policy is reachable:
     /// the C library's object entries point at it (src/SharedStore.Native/Handles/FastPath.cs).</summary>
-    internal unsafe int* BrokerLostWord => (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_brokerLost));
+    internal unsafe int* BrokerLostWord => _brokerLost;
 
     /// <summary>How long a waiter waits on one block before it asks the broker to check the block's lock record
     /// (<see cref="ILockRepairRequester"/>), and again after every further such interval: 250 ms. This is the bound
