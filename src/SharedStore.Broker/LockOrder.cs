@@ -54,10 +54,13 @@ internal static class LockOrder
 
     /// <summary>Takes <paramref name="gate"/> if it is free. A try cannot deadlock, but the order is still checked: what
     /// the holder takes next must stay above it.</summary>
-    public static bool TryEnter(object gate, LockLevel level, out Scope scope)
+    public static bool TryEnter(object gate, LockLevel level, out Scope scope) => TryEnter(gate, level, TimeSpan.Zero, out scope);
+
+    /// <summary>Takes <paramref name="gate"/>, waiting at most <paramref name="timeout"/> (infinite allowed) for it.</summary>
+    public static bool TryEnter(object gate, LockLevel level, TimeSpan timeout, out Scope scope)
     {
         Check(level);
-        if (!Monitor.TryEnter(gate))
+        if (!Monitor.TryEnter(gate, timeout))
         {
             scope = default;
             return false;

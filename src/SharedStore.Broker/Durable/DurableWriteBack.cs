@@ -202,14 +202,16 @@ internal sealed unsafe partial class DurableWriteBack
 
                 if (batch.Count == batchBlocks)
                 {
-                    error ??= Finish(d, batch, inflight);
+                    string? e = Finish(d, batch, inflight); // after an error too: the batch stays bounded
+                    error ??= e;
                     wrote = true;
                 }
             }
 
             if (batch.Count > 0)
             {
-                error ??= Finish(d, batch, inflight);
+                string? e = Finish(d, batch, inflight);
+                error ??= e;
                 wrote = true;
             }
 

@@ -221,6 +221,9 @@ internal sealed class ReplicaFollower : IDisposable
         return list;
     }
 
+    /// <summary>The consumer's idle heartbeat: two missed ones (the server or the consumer is gone) restart it.</summary>
+    private static readonly TimeSpan ConsumerHeartbeat = TimeSpan.FromSeconds(1);
+
     /// <summary>Starts the apply loop (after the container is in the model).</summary>
     public void Start() => _loop = Task.Run(RunAsync);
 
@@ -233,7 +236,30 @@ internal sealed class ReplicaFollower : IDisposable
             {
                 _consumer ??= await CreateConsumerAsync(_lastStreamSeq + 1, token).ConfigureAwait(false);
                 _lastConsumerSeq = 0;
-                await foreach (var msg in _consumer.ConsumeAsync<byte[]>(opts: new NatsJSConsumeOpts { MaxMsgs = 32 }, cancellationToken: token).ConfigureAwait(false))
+
+                // The consumer is ephemeral with one replica: it lives on one server, and when that server dies the
+                // pulls find no one (the client reconnects to another server of the list, but the consumer is gone).
+                // NATS.Net does not end the enumeration then; it reports missed heartbeats and 503s as notifications.
+                // Either one ends this consumption, and the loop makes a new consumer after the last message applied
+                // (redeliveries are ignored: a block's version never goes back).
+                using var restart = CancellationTokenSource.CreateLinkedTokenSource(token);
+                var opts = new NatsJSConsumeOpts
+                {
+                    MaxMsgs = 32,
+                    IdleHeartbeat = ConsumerHeartbeat,
+                    Expires = ConsumerHeartbeat * 5,
+                    NotificationHandler = (n, _) =>
+                    {
+                        if (n is NatsJSTimeoutNotification or NatsJSNoRespondersNotification)
+                        {
+                            Log.ReplicationFailed(_logger, Container, $"consumer: {n.Name}; restarting after stream sequence {Volatile.Read(ref _lastStreamSeq)}");
+                            restart.Cancel();
+                        }
+
+                        return Task.CompletedTask;
+                    },
+                };
+                await foreach (var msg in _consumer.ConsumeAsync<byte[]>(opts: opts, cancellationToken: restart.Token).ConfigureAwait(false))
                 {
                     var meta = msg.Metadata;
                     if (meta is { } m && _lastConsumerSeq != 0 && m.Sequence.Consumer != _lastConsumerSeq + 1)
@@ -274,7 +300,26 @@ internal sealed class ReplicaFollower : IDisposable
                 }
             }
 
+            if (_consumer is { } abandoned)
+            {
+                _ = DeleteConsumerAsync(abandoned.Info.Name); // else it lingers on its server for InactiveThreshold
+            }
+
             _consumer = null;
+        }
+    }
+
+    /// <summary>Best effort: deletes a consumer this follower gave up (its server may be the one that is gone).</summary>
+    private async Task DeleteConsumerAsync(string name)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await _link.JetStream.DeleteConsumerAsync(Spec.Stream, name, cts.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            // It goes away by itself after InactiveThreshold.
         }
     }
 

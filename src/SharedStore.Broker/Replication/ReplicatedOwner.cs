@@ -203,7 +203,15 @@ internal sealed class ReplicatedOwner : IDisposable
             cts.CancelAfter(timeout);
         }
 
-        using (LockOrder.Enter(FlushGate, LockLevel.DurableFlush))
+        // The call's timeout bounds the wait for the gate too: a background pass holds it while its publishes are
+        // outstanding (up to the connection's request timeout each, when the stream has no quorum).
+        var gateWait = deadline == long.MaxValue || timeout.TotalMilliseconds > int.MaxValue ? Timeout.InfiniteTimeSpan : timeout;
+        if (!LockOrder.TryEnter(FlushGate, LockLevel.DurableFlush, gateWait, out var gate))
+        {
+            throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': a replication pass in progress did not end within the timeout (the stream may be unavailable)");
+        }
+
+        using (gate)
         {
             while (true)
             {
@@ -467,7 +475,8 @@ internal sealed class ReplicatedOwner : IDisposable
                     {
                         var p = inflight.Dequeue();
                         inflightBytes -= p.Length;
-                        error ??= Complete(p, failed);
+                        string? e = Complete(p, failed); // every one, after an error too: it re-marks its block dirty
+                        error ??= e;
                     }
                 }
             }
@@ -481,7 +490,8 @@ internal sealed class ReplicatedOwner : IDisposable
 
         while (inflight.Count > 0)
         {
-            error ??= Complete(inflight.Dequeue(), failed);
+            string? e = Complete(inflight.Dequeue(), failed);
+            error ??= e;
         }
 
         foreach (var p in failed)
