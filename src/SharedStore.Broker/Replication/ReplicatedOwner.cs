@@ -30,12 +30,19 @@ internal sealed class OwnedObject(ObjectState state, ObjectView view, ulong inca
     /// <summary>The catalog key and the announcement are in NATS (the pass does it before the first block).</summary>
     public bool Announced { get; set; }
 
-    /// <summary>The highest watermark published (pass thread only).</summary>
+    /// <summary>The highest watermark acknowledged (the holder of the flush gate only).</summary>
     public long Watermark { get; set; }
+
+    /// <summary>The highest watermark published, acknowledged or not (the holder of the flush gate only).</summary>
+    public long WatermarkIssued { get; set; }
 
     /// <summary>Per block, the BlockVersion the last pass that read the block saw (pass thread only): a block that is
     /// not dirty and still reads it has nothing unsent and no write in progress.</summary>
     public long[] Published { get; } = new long[state.BlockCount];
+
+    /// <summary>Per block, whether a publish of it is in flight (the holder of the flush gate only): a dirty block
+    /// waits for it, so each block has at most one message in flight and writes made meanwhile go out as one.</summary>
+    public bool[] InFlight { get; } = new bool[state.BlockCount];
 
     public int BlockSize => 1 << View.BlockShift;
 
@@ -44,16 +51,25 @@ internal sealed class OwnedObject(ObjectState state, ObjectView view, ulong inca
 
 /// <summary>
 /// The owner's side of a replicated container (docs/ARCHITECTURE.md §14): the ownership lease, and the replication
-/// pass that publishes each changed block to the stream. The pass is durable write-back's (§11) with the stream as
-/// the store: every <see cref="ReplicationInterval"/> and on every <see cref="Flush"/>, for each object, read its
-/// version v0, then for each dirty block that is not write-locked take a read hold with the broker's slot, clear the
-/// dirty bit, read the block's version and copy the block, release the hold and publish the copy (many publishes in
-/// flight). Once every publish of the pass is acknowledged, an object the pass found clean gets a watermark message
-/// with v0: every write of version ≤ v0 had released its locks (so set its dirty bit) before the pass read it, or
-/// still held a block, which the pass then skipped (not clean, no watermark); so its blocks are in this pass's or an
-/// earlier pass's acknowledged messages, all of which precede the watermark in the stream. A failed publish marks its
-/// block dirty again. Lock order: <see cref="FlushGate"/> (level DurableFlush) outermost; the object list's lock
-/// (DurableCatalog) and an object's gate (DurableObject) inside; the pass never takes the model lock.
+/// passes that publish each changed block to the stream. A pass is durable write-back's (§11) with the stream as the
+/// store: every <see cref="ReplicationInterval"/> and on every <see cref="Flush"/>, a scan, for each object, reads its
+/// version v0, then for each dirty block that is not write-locked takes a read hold with the broker's slot, clears the
+/// dirty bit, reads the block's version and copies the block, releases the hold and publishes the copy. An object the
+/// scan found clean gets a watermark message with v0 once the pass is finalized: every write of version ≤ v0 had
+/// released its locks (so set its dirty bit) before the scan read it, or still held a block, which the scan then
+/// skipped (not clean, no watermark); so its blocks are in this pass's or an earlier pass's messages.
+/// <para><b>Pipelined passes.</b> Publishes are not awaited by the scan that issued them (only for in-flight room,
+/// <see cref="InFlightBytes"/>): each takes a ticket, in queue order, and whoever holds <see cref="FlushGate"/> reaps
+/// completed ones in ticket order (the pass thread as soon as one completes). A pass is finalized when every ticket
+/// issued up to the end of its scan is reaped; then, and only if no block publish failed since its scan began, its
+/// watermarks are published, behind every block message they speak for. Why that condition suffices: a block the
+/// scan counted as sent (not dirty, or taken) was taken by this pass or an earlier one, whose tickets are all reaped
+/// by then. If one of them failed and was reaped before this scan began, its block was marked dirty again before the
+/// scan (the reaper marks failed blocks dirty before it releases the gate), so this scan sent it again or found the
+/// object not clean. If it was reaped after the scan began, the failure counter moved and the watermarks are
+/// dropped; a later pass finds the block dirty and sends it and its own watermark. A failed publish marks its block
+/// dirty again. Lock order: <see cref="FlushGate"/> (level DurableFlush) outermost; the object list's lock
+/// (DurableCatalog) and an object's gate (DurableObject) inside; the pass never takes the model lock.</para>
 /// </summary>
 internal sealed class ReplicatedOwner : IDisposable
 {
@@ -75,6 +91,18 @@ internal sealed class ReplicatedOwner : IDisposable
     private long _lastHeartbeat;
     private string? _fenced;
     private bool _started;
+
+    // The pipeline: whoever holds FlushGate (the pass thread, a Flush, Dispose) runs it.
+    private readonly Queue<Pending> _inflight = new();
+    private readonly Queue<ScannedPass> _scanned = new();
+    private readonly List<Pending> _failed = [];
+    private readonly ManualResetEventSlim _completed = new(); // set by every publish's completion (and to stop)
+    private long _inflightBytes;
+    private long _issued;   // tickets issued, one per publish, in queue order
+    private long _reaped;   // every ticket up to this one is reaped
+    private long _failures; // failed block publishes reaped
+    private string? _lastFailure;
+    private long _lastLogged = long.MinValue / 2;
 
     public ReplicatedOwner(ReplicationService service, NatsLink link, INatsKVStore kv, Replication spec, string container, ulong epoch, ulong leaseRevision, ILogger logger)
     {
@@ -189,23 +217,20 @@ internal sealed class ReplicatedOwner : IDisposable
     }
 
     /// <summary>Returns once every write to the container that completed before the call is acknowledged by the
-    /// stream (every pass until one skips no dirty block).</summary>
+    /// stream: a pass started after the call that skipped no dirty block, and every publish issued before its end,
+    /// acknowledged with no publish failing meanwhile (see "Pipelined passes" in the class comment).</summary>
     /// <exception cref="BrokerError">IoError (a publish failed; the blocks stay dirty), PermissionDenied (the lease was
     /// lost), Timeout, Canceled.</exception>
     public void Flush(TimeSpan timeout, CancellationToken token)
     {
-        long deadline = timeout == Timeout.InfiniteTimeSpan ? long.MaxValue : Environment.TickCount64 + (long)timeout.TotalMilliseconds;
-        // The call's timeout and token bound the whole flush; each publish is bounded by the connection's request
-        // timeout (10 s), so a large pass is not cut at 10 s while it makes progress.
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
-        if (deadline != long.MaxValue)
-        {
-            cts.CancelAfter(timeout);
-        }
+        long deadline = timeout == Timeout.InfiniteTimeSpan || timeout.TotalMilliseconds > int.MaxValue
+            ? long.MaxValue
+            : Environment.TickCount64 + (long)timeout.TotalMilliseconds;
 
-        // The call's timeout bounds the wait for the gate too: a background pass holds it while its publishes are
-        // outstanding (up to the connection's request timeout each, when the stream has no quorum).
-        var gateWait = deadline == long.MaxValue || timeout.TotalMilliseconds > int.MaxValue ? Timeout.InfiniteTimeSpan : timeout;
+        // The call's timeout bounds the wait for the gate too: the background thread holds it only for a scan and
+        // the reaping of what has completed, but a scan may wait for in-flight room (publishes time out after the
+        // connection's request timeout when the stream has no quorum).
+        var gateWait = deadline == long.MaxValue ? Timeout.InfiniteTimeSpan : timeout;
         if (!LockOrder.TryEnter(FlushGate, LockLevel.DurableFlush, gateWait, out var gate))
         {
             throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': a replication pass in progress did not end within the timeout (the stream may be unavailable)");
@@ -215,28 +240,40 @@ internal sealed class ReplicatedOwner : IDisposable
         {
             while (true)
             {
-                var (clean, error) = Pass(cts.Token);
+                long failuresBefore = _failures;
+                ScannedPass pass;
+                try
+                {
+                    pass = Scan(deadline, token);
+                    while (_inflight.Count > 0)
+                    {
+                        if (!ReapHead(deadline, token))
+                        {
+                            throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': not every block was acknowledged by the stream within the timeout (they are sent again if a publish fails)");
+                        }
+                    }
+                }
+                finally
+                {
+                    RemarkFailed();
+                }
+
                 if (Fenced is { } why)
                 {
                     throw new BrokerError(ErrorCode.PermissionDenied, $"replication of '{Container}': {why}");
                 }
 
-                if (token.IsCancellationRequested)
+                if (pass.Error is { } error)
                 {
-                    throw new BrokerError(ErrorCode.Canceled, "flush canceled (the blocks not acknowledged stay dirty and are sent again)");
+                    throw new BrokerError(ErrorCode.IoError, $"replication of '{Container}': {error}");
                 }
 
-                if (error is not null && cts.IsCancellationRequested)
+                if (_failures != failuresBefore)
                 {
-                    throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': not every block was acknowledged by the stream within the timeout (they stay dirty and are sent again)");
+                    throw new BrokerError(ErrorCode.IoError, $"replication of '{Container}': {_lastFailure} (the blocks stay dirty and are sent again)");
                 }
 
-                if (error is not null)
-                {
-                    throw new BrokerError(ErrorCode.IoError, $"replication of '{Container}': {error} (the blocks stay dirty and are sent again)");
-                }
-
-                if (clean)
+                if (pass.Clean)
                 {
                     return;
                 }
@@ -256,19 +293,42 @@ internal sealed class ReplicatedOwner : IDisposable
         }
     }
 
+    /// <summary>The pass thread: a scan every <see cref="ReplicationService"/> interval, and the reaping of completed
+    /// publishes as soon as one completes (a pass's watermarks go out as soon as its last publish is in). A Flush in
+    /// progress does both itself.</summary>
     private void Loop()
     {
-        while (!_stop.Wait(_interval))
+        long nextScan = 0;
+        while (true)
         {
-            if (LockOrder.TryEnter(FlushGate, LockLevel.DurableFlush, out var held))
+            _completed.Wait((int)Math.Clamp(nextScan - Environment.TickCount64, 0, int.MaxValue));
+            if (_stop.IsSet)
             {
-                using (held)
+                return;
+            }
+
+            if (!LockOrder.TryEnter(FlushGate, LockLevel.DurableFlush, out var held))
+            {
+                _stop.Wait(_interval); // a Flush runs the pipeline meanwhile
+                continue;
+            }
+
+            using (held)
+            {
+                _completed.Reset(); // before reaping: a completion after this sets it again
+                try
                 {
-                    var (_, error) = Pass(CancellationToken.None);
-                    if (error is not null && Fenced is null)
+                    ReapReady();
+                    if (Environment.TickCount64 >= nextScan)
                     {
-                        Log.ReplicationFailed(_logger, Container, error);
+                        Scan(long.MaxValue, CancellationToken.None);
+                        nextScan = Environment.TickCount64 + (long)_interval.TotalMilliseconds;
+                        ReapReady();
                     }
+                }
+                finally
+                {
+                    RemarkFailed();
                 }
             }
         }
@@ -358,12 +418,21 @@ internal sealed class ReplicatedOwner : IDisposable
         }
     }
 
-    /// <summary>One pass (see the class comment). Returns whether no dirty block was skipped, and the first error.</summary>
-    private unsafe (bool Clean, string? Error) Pass(CancellationToken token)
+    /// <summary>One scan (see the class comment): publishes every dirty block it can read-hold, waiting for in-flight
+    /// room (the oldest publish) when <see cref="InFlightBytes"/> are out, and queues the pass for its watermarks.
+    /// The caller holds <see cref="FlushGate"/> and calls <see cref="RemarkFailed"/> after it, holding no object
+    /// gate.</summary>
+    /// <exception cref="BrokerError">Timeout when room does not come before <paramref name="deadline"/>, Canceled.</exception>
+    private unsafe ScannedPass Scan(long deadline, CancellationToken token)
     {
+        var pass = new ScannedPass(_failures);
         if (Fenced is { } why)
         {
-            return (false, why);
+            pass.Error = why;
+            pass.Clean = false;
+            pass.LastTicket = _issued;
+            _scanned.Enqueue(pass);
+            return pass;
         }
 
         List<OwnedObject> objects;
@@ -372,13 +441,6 @@ internal sealed class ReplicatedOwner : IDisposable
             objects = [.. _objects];
         }
 
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
-        var inflight = new Queue<Pending>();
-        long inflightBytes = 0;
-        string? error = null;
-        bool clean = true;
-        var watermarks = new List<(OwnedObject O, long V)>();
-        var failed = new List<Pending>();
         foreach (var o in objects)
         {
             bool objectClean = true;
@@ -392,10 +454,11 @@ internal sealed class ReplicatedOwner : IDisposable
 
                 if (!o.Announced)
                 {
-                    error ??= Announce(o, cts.Token);
+                    string? failed = Announce(o, token);
                     if (!o.Announced)
                     {
-                        clean = false;
+                        pass.Error ??= failed;
+                        pass.Clean = false;
                         continue;
                     }
                 }
@@ -436,6 +499,12 @@ internal sealed class ReplicatedOwner : IDisposable
                         continue;
                     }
 
+                    if (o.InFlight[b])
+                    {
+                        objectClean = false; // its last message is not acknowledged yet: a later pass sends it
+                        continue;
+                    }
+
                     if (!block.TryAcquireReadFast())
                     {
                         objectClean = false; // a writer holds or waits for it: next pass (never wait for a client here)
@@ -454,7 +523,7 @@ internal sealed class ReplicatedOwner : IDisposable
                         }
 
                         version = ObjectVersion.ReadBlock(o.View, b);
-                        o.Published[b] = version; // what this pass accounts for (a failed publish re-marks it dirty)
+                        o.Published[b] = version; // what this owner accounts for (a failed publish re-marks it dirty)
                         torn = block.AnyTorn();
                         copy = ArrayPool<byte>.Shared.Rent(length);
                         new ReadOnlySpan<byte>(o.View.Data + (b * o.BlockSize), length).CopyTo(copy);
@@ -469,52 +538,159 @@ internal sealed class ReplicatedOwner : IDisposable
                         version = v0; // a writer died mid-write (torn): the object's version bounds it
                     }
 
-                    inflight.Enqueue(Publish(o, b, copy, length, version, torn, cts.Token));
-                    inflightBytes += length;
-                    while (inflightBytes > InFlightBytes)
+                    Publish(o, b, copy, length, version, torn);
+                    while (_inflightBytes > InFlightBytes)
                     {
-                        var p = inflight.Dequeue();
-                        inflightBytes -= p.Length;
-                        string? e = Complete(p, failed); // every one, after an error too: it re-marks its block dirty
-                        error ??= e;
+                        if (!ReapHead(deadline, token))
+                        {
+                            throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': the stream did not acknowledge in-flight blocks within the timeout");
+                        }
                     }
                 }
             }
 
-            clean &= objectClean;
-            if (objectClean && v0 > o.Watermark)
+            pass.Clean &= objectClean;
+            if (objectClean && v0 > o.WatermarkIssued)
             {
-                watermarks.Add((o, v0));
+                pass.Watermarks.Add((o, v0));
             }
         }
 
-        while (inflight.Count > 0)
+        pass.LastTicket = _issued;
+        _scanned.Enqueue(pass);
+        FinalizeReady(); // a pass that issued nothing after the last reaped ticket is complete already
+        return pass;
+    }
+
+    /// <summary>Reaps the publishes at the head of the queue that have completed, without waiting.</summary>
+    private void ReapReady()
+    {
+        while (_inflight.TryPeek(out var p) && p.Ack.IsCompleted)
         {
-            string? e = Complete(inflight.Dequeue(), failed);
-            error ??= e;
+            ReapHead(long.MaxValue, CancellationToken.None);
+        }
+    }
+
+    /// <summary>Waits for the oldest publish (until <paramref name="deadline"/>) and reaps it: counted, or a failure
+    /// (a block goes to <see cref="_failed"/>, marked dirty again by <see cref="RemarkFailed"/>); then finalizes the
+    /// scanned passes it completes. Returns false when the deadline passed first (the publish stays queued).</summary>
+    private bool ReapHead(long deadline, CancellationToken token)
+    {
+        var p = _inflight.Peek();
+        if (!p.Ack.IsCompleted)
+        {
+            int ms = deadline == long.MaxValue ? Timeout.Infinite : (int)Math.Clamp(deadline - Environment.TickCount64, 0, int.MaxValue);
+            try
+            {
+                if (!p.Ack.Wait(ms, token))
+                {
+                    return false;
+                }
+            }
+            catch (AggregateException)
+            {
+                // completed with an error: read below
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                throw new BrokerError(ErrorCode.Canceled, "flush canceled (blocks in flight are still acknowledged or sent again)");
+            }
         }
 
-        foreach (var p in failed)
+        _inflight.Dequeue();
+        _reaped = p.Ticket;
+        string? failure = null;
+        try
+        {
+            p.Ack.GetAwaiter().GetResult().EnsureSuccess();
+        }
+        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        {
+            failure = e.Message;
+        }
+
+        if (p.Block >= 0)
+        {
+            _inflightBytes -= p.Length;
+            p.Object.InFlight[p.Block] = false;
+            ArrayPool<byte>.Shared.Return(p.Copy!);
+            if (failure is null)
+            {
+                _service.CountPublished(p.Length);
+            }
+            else
+            {
+                _failures++;
+                _lastFailure = $"block {p.Block} of '{p.Object.State.Name}': {failure}";
+                _failed.Add(p);
+            }
+        }
+        else if (failure is null)
+        {
+            p.Object.Watermark = Math.Max(p.Object.Watermark, p.Watermark);
+        }
+        else
+        {
+            // Lost: a later clean scan sends it again. Not a failure of the blocks (their acks are in).
+            p.Object.WatermarkIssued = p.Object.Watermark;
+            LogFailure($"watermark of '{p.Object.State.Name}': {failure}");
+        }
+
+        FinalizeReady();
+        return true;
+    }
+
+    /// <summary>Every scanned pass whose publishes are all reaped: its watermarks go out if no publish failed since
+    /// the pass began (a failure found after that may concern a block the pass counted as sent; see the class
+    /// comment), else they are dropped (a later scan finds the block dirty again and its own watermark).</summary>
+    private void FinalizeReady()
+    {
+        while (_scanned.TryPeek(out var s) && s.LastTicket <= _reaped)
+        {
+            _scanned.Dequeue();
+            if (s.Error is not null || _failures != s.FailuresAtStart)
+            {
+                LogFailure(s.Error ?? _lastFailure ?? "a publish failed");
+                continue;
+            }
+
+            foreach (var (o, v) in s.Watermarks)
+            {
+                if (!o.Closed && v > o.WatermarkIssued)
+                {
+                    o.WatermarkIssued = v;
+                    PublishWatermark(o, v);
+                }
+            }
+        }
+    }
+
+    /// <summary>Marks the blocks of failed publishes dirty again, for a later pass. Called holding no object gate.</summary>
+    private void RemarkFailed()
+    {
+        foreach (var p in _failed)
         {
             using (LockOrder.Enter(p.Object.Gate, LockLevel.DurableObject))
             {
                 if (!p.Object.Closed)
                 {
-                    p.Object.View.Block(p.Block).MarkDirty(); // sent again by a later pass
+                    p.Object.View.Block(p.Block).MarkDirty();
                 }
             }
         }
 
-        // Only after every block of the pass is acknowledged (they precede the watermarks in the stream).
-        if (error is null)
-        {
-            foreach (var (o, v) in watermarks)
-            {
-                error ??= PublishWatermark(o, v, cts.Token);
-            }
-        }
+        _failed.Clear();
+    }
 
-        return (clean && error is null, error);
+    /// <summary>At most one log line a second: a stream without quorum fails every publish of every pass.</summary>
+    private void LogFailure(string what)
+    {
+        long now = Environment.TickCount64;
+        if (Fenced is null && now - _lastLogged >= 1000)
+        {
+            _lastLogged = now;
+            Log.ReplicationFailed(_logger, Container, what);
+        }
     }
 
     private string? Announce(OwnedObject o, CancellationToken token)
@@ -544,7 +720,7 @@ internal sealed class ReplicatedOwner : IDisposable
         [ReplicationHeaders.Size] = o.State.Size.ToString(CultureInfo.InvariantCulture),
     };
 
-    private unsafe Pending Publish(OwnedObject o, long b, byte[] copy, int length, long version, bool torn, CancellationToken token)
+    private unsafe void Publish(OwnedObject o, long b, byte[] copy, int length, long version, bool torn)
     {
         var h = Headers(o, version);
         uint crc;
@@ -559,55 +735,31 @@ internal sealed class ReplicatedOwner : IDisposable
             h[ReplicationHeaders.Torn] = "1";
         }
 
-        Task<PubAckResponse> task;
-        try
-        {
-            task = _link.JetStream.PublishAsync(ReplicationNames.BlockSubject(Spec.Stream, Container, o.State.Name, b), new ReadOnlyMemory<byte>(copy, 0, length), headers: h, cancellationToken: token).AsTask();
-        }
-        catch (Exception e) when (e is NatsException or OperationCanceledException)
-        {
-            task = Task.FromException<PubAckResponse>(e);
-        }
-
-        return new Pending(o, b, copy, length, task);
+        _inflightBytes += length;
+        o.InFlight[b] = true;
+        Issue(o, b, copy, length, 0, ReplicationNames.BlockSubject(Spec.Stream, Container, o.State.Name, b), new ReadOnlyMemory<byte>(copy, 0, length), h);
     }
 
-    /// <summary>Waits for one publish; a failed one goes to <paramref name="failed"/> (marked dirty again by the caller,
-    /// which holds no object gate then).</summary>
-    private string? Complete(Pending p, List<Pending> failed)
+    /// <summary>A watermark (see the class comment), queued behind every publish issued before it.</summary>
+    private void PublishWatermark(OwnedObject o, long v) =>
+        Issue(o, -1, null, 0, v, ReplicationNames.WatermarkSubject(Spec.Stream, Container, o.State.Name), ReadOnlyMemory<byte>.Empty, Headers(o, v));
+
+    /// <summary>Starts one publish and queues it with the next ticket. Never bounded by a caller's token: a publish
+    /// ends by its acknowledgement or the connection's request timeout, and is reaped by whoever holds the gate next.</summary>
+    private void Issue(OwnedObject o, long block, byte[]? copy, int length, long watermark, string subject, ReadOnlyMemory<byte> data, NatsHeaders headers)
     {
-        string? error = null;
+        Task<PubAckResponse> ack;
         try
         {
-            p.Ack.GetAwaiter().GetResult().EnsureSuccess();
-            _service.CountPublished(p.Length);
+            ack = _link.JetStream.PublishAsync(subject, data, headers: headers).AsTask();
         }
         catch (Exception e) when (e is NatsException or OperationCanceledException)
         {
-            error = $"block {p.Block} of '{p.Object.State.Name}': {e.Message}";
-            failed.Add(p);
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(p.Copy);
+            ack = Task.FromException<PubAckResponse>(e);
         }
 
-        return error;
-    }
-
-    private string? PublishWatermark(OwnedObject o, long v, CancellationToken token)
-    {
-        try
-        {
-            _link.JetStream.PublishAsync(ReplicationNames.WatermarkSubject(Spec.Stream, Container, o.State.Name), ReadOnlyMemory<byte>.Empty, headers: Headers(o, v), cancellationToken: token)
-                .AsTask().GetAwaiter().GetResult().EnsureSuccess();
-            o.Watermark = v;
-            return null;
-        }
-        catch (Exception e) when (e is NatsException or OperationCanceledException)
-        {
-            return $"watermark of '{o.State.Name}': {e.Message}";
-        }
+        _ = ack.ContinueWith(static (_, state) => ((ManualResetEventSlim)state!).Set(), _completed, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        _inflight.Enqueue(new Pending(o, block, copy, length, watermark, ack, ++_issued));
     }
 
     /// <summary>Under the model lock (the container is freed): stops the pass thread without waiting for it (it takes
@@ -617,6 +769,7 @@ internal sealed class ReplicatedOwner : IDisposable
     public void Close(bool purge)
     {
         _stop.Set();
+        _completed.Set();
         if (purge && Fenced is null)
         {
             _ = Task.Run(PurgeContainerAsync);
@@ -644,12 +797,13 @@ internal sealed class ReplicatedOwner : IDisposable
         }
     }
 
-    /// <summary>Broker shutdown: stops the thread and waits for it, then one last pass (what clients do not hold
-    /// write-locked goes to the stream, as durable write-back does at shutdown). The lease is left to expire: the
-    /// stream is what a failover goes on from.</summary>
+    /// <summary>Broker shutdown: stops the threads and waits for them, then one last scan and the wait for every
+    /// publish (what clients do not hold write-locked goes to the stream, as durable write-back does at shutdown),
+    /// bounded by the NATS timeout. The lease is left to expire: the stream is what a failover goes on from.</summary>
     public void Dispose()
     {
         _stop.Set();
+        _completed.Set();
         if (!_started)
         {
             return;
@@ -659,14 +813,50 @@ internal sealed class ReplicatedOwner : IDisposable
         _heartbeat.Join(TimeSpan.FromSeconds(15));
         using (LockOrder.Enter(FlushGate, LockLevel.DurableFlush))
         {
-            using var cts = new CancellationTokenSource(NatsTimeout);
-            var (_, error) = Pass(cts.Token);
-            if (error is not null && Fenced is null)
+            long deadline = Environment.TickCount64 + (long)NatsTimeout.TotalMilliseconds;
+            try
             {
-                Log.ReplicationFailed(_logger, Container, $"last pass at shutdown: {error}");
+                Scan(deadline, CancellationToken.None);
+                while (_inflight.Count > 0 && ReapHead(deadline, CancellationToken.None))
+                {
+                }
+            }
+            catch (BrokerError e)
+            {
+                LogFailure($"last pass at shutdown: {e.Message}");
+            }
+            finally
+            {
+                RemarkFailed();
+            }
+
+            if (_inflight.Count > 0)
+            {
+                LogFailure($"last pass at shutdown: {_inflight.Count} publishes not acknowledged within {NatsTimeout.TotalSeconds:0} s");
             }
         }
     }
 
-    private readonly record struct Pending(OwnedObject Object, long Block, byte[] Copy, int Length, Task<PubAckResponse> Ack);
+    /// <summary>One publish in flight: a block's (<see cref="Block"/> ≥ 0, its pooled <see cref="Copy"/>) or a
+    /// watermark's (<see cref="Block"/> -1, <see cref="Watermark"/>); tickets are issued in queue order.</summary>
+    private readonly record struct Pending(OwnedObject Object, long Block, byte[]? Copy, int Length, long Watermark, Task<PubAckResponse> Ack, long Ticket);
+
+    /// <summary>A scan whose publishes may still be in flight: finalized once every ticket up to
+    /// <see cref="LastTicket"/> is reaped.</summary>
+    private sealed class ScannedPass(long failuresAtStart)
+    {
+        /// <summary>Failed block publishes reaped before the scan began.</summary>
+        public long FailuresAtStart { get; } = failuresAtStart;
+
+        /// <summary>The last ticket issued when the scan ended.</summary>
+        public long LastTicket { get; set; }
+
+        /// <summary>No dirty block was skipped and every object was announced.</summary>
+        public bool Clean { get; set; } = true;
+
+        public string? Error { get; set; }
+
+        /// <summary>The objects the scan found clean, with the version read at their start.</summary>
+        public List<(OwnedObject O, long V)> Watermarks { get; } = [];
+    }
 }
