@@ -1,0 +1,154 @@
+using System.Diagnostics;
+
+namespace SharedStore.Integration.Tests;
+
+/// <summary>Destroys on the owner followed by replicas (docs/ARCHITECTURE.md §14.2): an object's tombstone, an object
+/// created again under its name with another size, and a container's tombstone.</summary>
+public sealed partial class ReplicationTests
+{
+    /// <summary>Polls <paramref name="call"/> (with the fixture's <see cref="NatsClusterTest.Wait"/> as its bound) until
+    /// it throws <paramref name="code"/>; any other outcome is a poll that found the old state.</summary>
+    private static void WaitForError(ErrorCode code, Action call, string what)
+    {
+        var sw = Stopwatch.StartNew();
+        string last = "no call made";
+        while (sw.Elapsed < Wait)
+        {
+            try
+            {
+                call();
+                last = "the call succeeded";
+            }
+            catch (SharedStoreException e) when (e.Code == code)
+            {
+                return;
+            }
+            catch (SharedStoreException e)
+            {
+                last = $"{e.Code}: {e.Message}";
+            }
+
+            Thread.Sleep(20); // a poll interval: the test observes the outcome, the sleep stands for nothing
+        }
+
+        Assert.Fail($"{what}: no {code} within {Wait.TotalSeconds} s (last: {last})");
+    }
+
+    [Test]
+    public void AnObjectDestroyedOnTheOwner_IsDestroyedOnAReplica_AndFreedAtItsLastLocalUse()
+    {
+        // Contract: the owner's destroy reaches a replica as a local destroy would: new joins are refused (Destroyed)
+        // while a local member still has the object joined, and it keeps reading the last state (its memory is not
+        // freed under it); at its leave the object is freed, and a join is NotFound. (Main before the tombstone: the
+        // replica served the object forever.)
+        var (ob, rb) = StartBrokers();
+        string name = NewName("destroy");
+        using var owner = Connect(ob);
+        using var replica = Connect(rb);
+        using var probe = Connect(rb);
+        var oc = owner.CreateContainer(name, SharedStoreClient.ProcessGroupId, Owner(4096));
+        var oo = oc.CreateObject("o", 8192);
+        var ones = Enumerable.Repeat((byte)1, 8192).ToArray();
+        oo.Write(0, ones);
+        oc.Flush(Wait);
+        var rc = replica.CreateContainer(name, SharedStoreClient.ProcessGroupId, Replica());
+        var ro = rc.WaitForObject("o", Wait);
+        ro.WaitForVersion(oo.Version, Wait);
+        var pc = probe.JoinContainer(name);
+
+        oo.Destroy(Wait);
+        WaitForError(ErrorCode.Destroyed, () => pc.JoinObject("o").Leave(), "a join on the replica while a member uses the object");
+        Assert.That(Read(ro), Is.EqualTo(ones), "the member that has it joined still reads the last state");
+        ro.Leave();
+        var e = Assert.Throws<SharedStoreException>(() => pc.JoinObject("o"))!;
+        Assert.That(e.Code, Is.EqualTo(ErrorCode.NotFound), "freed at the last local use");
+    }
+
+    [Test]
+    public void AnObjectDestroyedAndCreatedAgainWithAnotherSize_ReplacesTheOldOneOnAReplica()
+    {
+        // Contract: a new incarnation of a name (destroyed and created again on the owner, another size) replaces the
+        // old one on a replica: a join by name gets the new size and, once its version is reached, the new data, never
+        // a block of the old incarnation; a member that still has the old one joined keeps reading it until it leaves.
+        // (Main before the tombstone: the replica kept the old object and dropped every message of the new one.)
+        var (ob, rb) = StartBrokers();
+        string name = NewName("recreate");
+        using var owner = Connect(ob);
+        using var replica = Connect(rb);
+        var oc = owner.CreateContainer(name, SharedStoreClient.ProcessGroupId, Owner(4096));
+        var oo = oc.CreateObject("o", 3 * 4096);
+        var old = Enumerable.Repeat((byte)0x11, 3 * 4096).ToArray();
+        oo.Write(0, old);
+        oc.Flush(Wait);
+        var rc = replica.CreateContainer(name, SharedStoreClient.ProcessGroupId, Replica());
+        var ro = rc.WaitForObject("o", Wait);
+        ro.WaitForVersion(oo.Version, Wait);
+
+        oo.Destroy(Wait);
+        var fresh = new byte[(5 * 4096) + 100];
+        new Random(18).NextBytes(fresh);
+        var no = oc.CreateObject("o", fresh.Length);
+        no.Write(0, fresh);
+        oc.Flush(Wait);
+        long v = no.Version;
+
+        SharedObject? got = null;
+        var sw = Stopwatch.StartNew();
+        while (got is null && sw.Elapsed < Wait)
+        {
+            try
+            {
+                var j = rc.JoinObject("o");
+                if (j.Size == fresh.Length)
+                {
+                    got = j;
+                    break;
+                }
+
+                j.Leave();
+            }
+            catch (SharedStoreException e) when (e.Code is ErrorCode.Destroyed or ErrorCode.NotFound)
+            {
+                // between the two incarnations
+            }
+
+            Thread.Sleep(20); // a poll interval
+        }
+
+        Assert.That(got, Is.Not.Null, $"the replica's 'o' did not become the new incarnation of {fresh.Length} bytes within {Wait.TotalSeconds} s");
+        got!.WaitForVersion(v, Wait);
+        Assert.That(Read(got), Is.EqualTo(fresh), "the new incarnation's data");
+        Assert.That(Read(ro), Is.EqualTo(old), "the old incarnation, still joined, is untouched");
+        ro.Leave();
+        got.Leave();
+    }
+
+    [Test]
+    public void AContainerDestroyedOnTheOwner_GoesAwayOnAReplica_WhenItsLastMemberLeaves()
+    {
+        // Contract: the owner's container destroy reaches a replica as a local destroy would: joins are refused
+        // (Destroyed) while members remain, who keep reading; when the last one leaves the container is freed and a
+        // join is NotFound. (Main before the tombstone: the replica container stayed, joinable, forever.)
+        var (ob, rb) = StartBrokers();
+        string name = NewName("cdestroy");
+        using var owner = Connect(ob);
+        using var replica = Connect(rb);
+        using var probe = Connect(rb);
+        var oc = owner.CreateContainer(name, SharedStoreClient.ProcessGroupId, Owner(4096));
+        var oo = oc.CreateObject("o", 4096);
+        var twos = Enumerable.Repeat((byte)2, 4096).ToArray();
+        oo.Write(0, twos);
+        oc.Flush(Wait);
+        var rc = replica.CreateContainer(name, SharedStoreClient.ProcessGroupId, Replica());
+        var ro = rc.WaitForObject("o", Wait);
+        ro.WaitForVersion(oo.Version, Wait);
+
+        oc.Destroy(Wait);
+        WaitForError(ErrorCode.Destroyed, () => probe.JoinContainer(name).Leave(), "a container join on the replica while a member remains");
+        Assert.That(Read(ro), Is.EqualTo(twos), "the remaining member still reads");
+        ro.Leave();
+        rc.Leave();
+        var e = Assert.Throws<SharedStoreException>(() => probe.JoinContainer(name))!;
+        Assert.That(e.Code, Is.EqualTo(ErrorCode.NotFound), "freed when its last member left");
+    }
+}
