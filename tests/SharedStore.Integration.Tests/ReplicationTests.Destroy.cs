@@ -38,6 +38,22 @@ public sealed partial class ReplicationTests
         Assert.Fail($"{what}: no {code} within {Wait.TotalSeconds} s (last: {last})");
     }
 
+    /// <summary>A new replicated container <paramref name="name"/> on the owner with one object "o" of
+    /// <paramref name="size"/> bytes of <paramref name="fill"/>, flushed, and a replica that has applied it.</summary>
+    private static (Container Oc, SharedObject Oo, Container Rc, SharedObject Ro, byte[] Data) ReplicatedObject(
+        SharedStoreClient owner, SharedStoreClient replica, string name, int size, byte fill)
+    {
+        var oc = owner.CreateContainer(name, SharedStoreClient.ProcessGroupId, Owner(4096));
+        var oo = oc.CreateObject("o", size);
+        var data = Enumerable.Repeat(fill, size).ToArray();
+        oo.Write(0, data);
+        oc.Flush(Wait);
+        var rc = replica.CreateContainer(name, SharedStoreClient.ProcessGroupId, Replica());
+        var ro = rc.WaitForObject("o", Wait);
+        ro.WaitForVersion(oo.Version, Wait);
+        return (oc, oo, rc, ro, data);
+    }
+
     [Test]
     public void AnObjectDestroyedOnTheOwner_IsDestroyedOnAReplica_AndFreedAtItsLastLocalUse()
     {
@@ -50,14 +66,7 @@ public sealed partial class ReplicationTests
         using var owner = Connect(ob);
         using var replica = Connect(rb);
         using var probe = Connect(rb);
-        var oc = owner.CreateContainer(name, SharedStoreClient.ProcessGroupId, Owner(4096));
-        var oo = oc.CreateObject("o", 8192);
-        var ones = Enumerable.Repeat((byte)1, 8192).ToArray();
-        oo.Write(0, ones);
-        oc.Flush(Wait);
-        var rc = replica.CreateContainer(name, SharedStoreClient.ProcessGroupId, Replica());
-        var ro = rc.WaitForObject("o", Wait);
-        ro.WaitForVersion(oo.Version, Wait);
+        var (_, oo, _, ro, ones) = ReplicatedObject(owner, replica, name, 8192, 1);
         var pc = probe.JoinContainer(name);
 
         oo.Destroy(Wait);
@@ -79,14 +88,7 @@ public sealed partial class ReplicationTests
         string name = NewName("recreate");
         using var owner = Connect(ob);
         using var replica = Connect(rb);
-        var oc = owner.CreateContainer(name, SharedStoreClient.ProcessGroupId, Owner(4096));
-        var oo = oc.CreateObject("o", 3 * 4096);
-        var old = Enumerable.Repeat((byte)0x11, 3 * 4096).ToArray();
-        oo.Write(0, old);
-        oc.Flush(Wait);
-        var rc = replica.CreateContainer(name, SharedStoreClient.ProcessGroupId, Replica());
-        var ro = rc.WaitForObject("o", Wait);
-        ro.WaitForVersion(oo.Version, Wait);
+        var (oc, oo, rc, ro, old) = ReplicatedObject(owner, replica, name, 3 * 4096, 0x11);
 
         oo.Destroy(Wait);
         var fresh = new byte[(5 * 4096) + 100];
@@ -140,14 +142,7 @@ public sealed partial class ReplicationTests
         using var owner = Connect(ob);
         using var replica = Connect(rb);
         using var probe = Connect(rb);
-        var oc = owner.CreateContainer(name, SharedStoreClient.ProcessGroupId, Owner(4096));
-        var oo = oc.CreateObject("o", 4096);
-        var twos = Enumerable.Repeat((byte)2, 4096).ToArray();
-        oo.Write(0, twos);
-        oc.Flush(Wait);
-        var rc = replica.CreateContainer(name, SharedStoreClient.ProcessGroupId, Replica());
-        var ro = rc.WaitForObject("o", Wait);
-        ro.WaitForVersion(oo.Version, Wait);
+        var (oc, _, rc, ro, twos) = ReplicatedObject(owner, replica, name, 4096, 2);
 
         oc.Destroy(Wait);
         WaitForError(ErrorCode.Destroyed, () => probe.JoinContainer(name).Leave(), "a container join on the replica while a member remains");
