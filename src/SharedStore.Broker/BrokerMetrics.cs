@@ -130,6 +130,10 @@ internal sealed class BrokerMetrics
         yield return (DurableErrorsName, "{block}", "", _durable?.WriteErrors ?? 0);
         yield return (DurableTornName, "{slot}", "", _durable?.TornSlots ?? 0);
         yield return (DurableCorruptName, "{block}", "", _durable?.CorruptBlocks ?? 0);
+        yield return (ReplicationPublishedName, "By", "", _replication?.BytesPublished ?? 0);
+        yield return (ReplicationAppliedName, "By", "", _replication?.BytesApplied ?? 0);
+        yield return (ReplicationLagName, "ms", "", _replication?.MaxReplicaLagMs() ?? 0);
+        yield return (ReplicationFailoversName, "{failover}", "", _replication?.Failovers ?? 0);
     }
 
     private BrokerSnapshot Snapshot() => _snapshot?.Invoke() ?? default;

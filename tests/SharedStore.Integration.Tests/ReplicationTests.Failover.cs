@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
+using SharedStore.Broker;
 
 namespace SharedStore.Integration.Tests;
 
@@ -96,8 +97,10 @@ public sealed partial class ReplicationTests
 
             using var next = Connect(nb);
             var sw = Stopwatch.StartNew();
+            Assert.That(Metric(next, BrokerMetrics.ReplicationFailoversName), Is.EqualTo(0));
             var nc = next.CreateContainer(name, SharedStoreClient.ProcessGroupId, TakeOver());
             double tookMs = sw.Elapsed.TotalMilliseconds;
+            Assert.That(Metric(next, BrokerMetrics.ReplicationFailoversName), Is.EqualTo(1), "the takeover is counted (sharedstore.broker.replication.failovers)");
             Assert.That(nc.IsReplica, Is.False);
             Assert.That(nc.CanWrite, Is.True);
             Assert.That(nc.BlockSize, Is.EqualTo(FailoverBlock), "the catalog's block size");

@@ -110,7 +110,8 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
 
             ContainerState? created = null;
             var follower = replication.PrepareReplica(spec, link, req.Name, (int)meta.BlockSize,
-                (name, size) => AddReplicaObject(created!, name, size), name => ObjectCreatedByReplica?.Invoke(created!.Id, name));
+                (name, size) => AddReplicaObject(created!, name, size), name => ObjectCreatedByReplica?.Invoke(created!.Id, name),
+                o => DestroyReplicaObject(created!, o), () => DestroyReplicaContainer(created!));
             (ContainerInfo, Membership) result;
             using (model.Enter())
             {
@@ -185,8 +186,10 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         ReplicaFollower follower;
         try
         {
+            // A container tombstone read here makes CatchUp fail (NotFound): the catch below frees the container.
             follower = replication.PrepareReplica(spec, link, name, blockSize,
-                (n, size) => AddReplicaObject(created!, n, size), n => ObjectCreatedByReplica?.Invoke(created!.Id, n));
+                (n, size) => AddReplicaObject(created!, n, size), n => ObjectCreatedByReplica?.Invoke(created!.Id, n),
+                o => DestroyReplicaObject(created!, o), static () => { });
         }
         catch (BrokerError)
         {
@@ -269,7 +272,14 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
 
             if (c.Objects.TryGetValue(name, out var existing))
             {
-                return existing;
+                if (!existing.Destroying)
+                {
+                    return existing;
+                }
+
+                // An older incarnation destroyed on the owner that local members still use: it keeps its memory
+                // until their last use ends (then FreeObject), nameless; the name is the new incarnation's.
+                c.Objects.Remove(name);
             }
 
             try
@@ -289,6 +299,57 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         }
 
         return o;
+    }
+
+    /// <summary>
+    /// A replica's object that the owner destroyed (its tombstone, or a newer incarnation of the name, came through the
+    /// stream; docs/ARCHITECTURE.md §14.2), as a local object_destroy does it: joins are refused from now on
+    /// (<c>Destroyed</c>), and the memory is freed once no member uses it (now, or at the last leave: members that
+    /// have it joined keep reading the last state until they leave). Unlike a local destroy nothing waits and nothing
+    /// is put back: the owner's destroy has happened. Called by the follower's loop holding none of its locks.
+    /// </summary>
+    private void DestroyReplicaObject(ContainerState c, ObjectState o)
+    {
+        using (model.Enter())
+        {
+            if (!model.IsLive(c) || !c.ObjectsById.ContainsKey(o.Id) || o.Destroying)
+            {
+                return;
+            }
+
+            o.Destroying = true;
+            if (o.UseCount == 0)
+            {
+                FreeObject(c, o);
+            }
+
+            model.PulseAll();
+        }
+    }
+
+    /// <summary>
+    /// A replica container whose owner destroyed it (its tombstone came through the stream): as a local container
+    /// destroy, joins are refused from now on (<c>Destroyed</c>) and the container is freed once its last member has
+    /// left (now if it has none). Nothing waits and nothing is put back. A local destroy already under way is left to
+    /// run. Called by the follower's loop holding none of its locks; the follower stops after it.
+    /// </summary>
+    private void DestroyReplicaContainer(ContainerState c)
+    {
+        using (model.Enter())
+        {
+            if (!model.IsLive(c) || c.Destroying)
+            {
+                return;
+            }
+
+            c.Destroying = true;
+            if (c.MemberCount == 0)
+            {
+                FreeContainer(c);
+            }
+
+            model.PulseAll();
+        }
     }
 
     public (ContainerInfo Info, Membership Member) JoinContainer(ClientSession session, ContainerJoin req)
@@ -421,6 +482,10 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
     private void FreeContainer(ContainerState c)
     {
         c.ReplicationReplica?.Close(); // an apply waiting for a block lock gives up; the objects' removals wait for applies
+
+        // The owner first: its container tombstone and purge (in the background) cover the objects, which then publish
+        // no tombstones of their own (docs/ARCHITECTURE.md §14.2).
+        c.ReplicationOwner?.Close(purge: true);
         foreach (var o in c.ObjectsById.Values.ToList())
         {
             FreeObject(c, o);
@@ -429,11 +494,6 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         if (c.Durable is { } dc)
         {
             durable!.RemoveContainer(dc); // destroy of a durable container deletes its files
-        }
-
-        if (c.ReplicationOwner is { } owner)
-        {
-            owner.Close(purge: true); // the stream's messages, catalog keys and lease go (in the background)
         }
 
         replication?.Forget(c.ReplicationOwner, c.ReplicationReplica);
@@ -663,7 +723,11 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         c.ReplicationReplica?.RemoveObject(o);             // an apply that holds it ends first
         o.AsyncTarget?.Dispose(); // its view's reference on the mappings: appliers dropped it before a leave or destroy
         o.AsyncTarget = null;
-        c.Objects.Remove(o.Name);
+        if (c.Objects.TryGetValue(o.Name, out var named) && named == o)
+        {
+            c.Objects.Remove(o.Name); // a replica's new incarnation may hold the name already (DestroyReplicaObject)
+        }
+
         c.Bytes -= o.Size;
         foreach (var member in c.Members)
         {

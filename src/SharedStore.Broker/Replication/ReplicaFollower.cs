@@ -52,6 +52,12 @@ internal sealed class ReplicaFollower : IDisposable
     private readonly ILogger _logger;
     private readonly Func<string, long, ObjectState?> _createObject;
     private readonly Action<string> _created;
+    private readonly Action<ObjectState> _destroyObject;
+    private readonly Action _destroyContainer;
+
+    /// <summary>Per object name, the highest incarnation the owner destroyed (its tombstone was read; apply loop only):
+    /// a message of that incarnation or an older one is late and dropped.</summary>
+    private readonly Dictionary<string, ulong> _destroyed = new(StringComparer.Ordinal);
     private readonly Lock _objectsGate = new();
     private readonly Dictionary<string, ReplicaObject> _objects = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stop = new();
@@ -64,8 +70,10 @@ internal sealed class ReplicaFollower : IDisposable
     private INatsJSConsumer? _consumer;
 
     public ReplicaFollower(ReplicationService service, NatsLink link, Replication spec, string container, int blockSize,
-        Func<string, long, ObjectState?> createObject, Action<string> created, ILogger logger)
+        Func<string, long, ObjectState?> createObject, Action<string> created, Action<ObjectState> destroyObject, Action destroyContainer, ILogger logger)
     {
+        _destroyObject = destroyObject;
+        _destroyContainer = destroyContainer;
         _service = service;
         _link = link;
         Spec = spec;
@@ -83,6 +91,10 @@ internal sealed class ReplicaFollower : IDisposable
     /// <summary>Milliseconds between the last applied message's stream timestamp and its apply (the lag while the
     /// replica keeps up; a measure, not a bound).</summary>
     public double LagMs { get; private set; }
+
+    /// <summary>The owner's container tombstone was read: the container was destroyed on the owner and this follower
+    /// stopped.</summary>
+    public bool ContainerDestroyed { get; private set; }
 
     /// <summary>Messages dropped: a checksum that did not match, an epoch below the highest seen.</summary>
     public long Rejected => Interlocked.Read(ref _rejected);
@@ -141,9 +153,14 @@ internal sealed class ReplicaFollower : IDisposable
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
         cts.CancelAfter(timeout);
+        BrokerError Destroyed() => new(ErrorCode.NotFound, $"takeover of '{Container}': its owner destroyed it (the stream holds its tombstone)");
         try
         {
             CatchUpAsync(cts.Token).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (ContainerDestroyed)
+        {
+            throw Destroyed();
         }
         catch (OperationCanceledException)
         {
@@ -152,6 +169,11 @@ internal sealed class ReplicaFollower : IDisposable
         catch (NatsException e)
         {
             throw new BrokerError(ErrorCode.IoError, $"takeover of '{Container}': reading the stream: {e.Message}");
+        }
+
+        if (ContainerDestroyed)
+        {
+            throw Destroyed(); // its tombstone was the stream's last message
         }
     }
 
@@ -365,6 +387,33 @@ internal sealed class ReplicaFollower : IDisposable
         }
 
         _maxEpoch = epoch;
+        if (kind == 'd')
+        {
+            // The owner destroyed the container: its last message. Nothing after it is applied (a container created
+            // again under the name is another one), and the local container goes as a local destroy would.
+            ContainerDestroyed = true;
+            _stop.Cancel();
+            _destroyContainer();
+            return;
+        }
+
+        // Incarnations of one name only grow on the owner ((epoch << 32) | object id: ids are never reused by a
+        // broker, epochs only rise), so one older than what this replica holds or saw destroyed is a late message of a
+        // destroyed object, never applied to a newer one (docs/ARCHITECTURE.md §14.2).
+        bool known = _destroyed.TryGetValue(name, out ulong dead);
+        if (kind == 'o' && TryHeader(h, ReplicationHeaders.Destroyed, out string tomb) && tomb == "1")
+        {
+            _destroyed[name] = known ? Math.Max(dead, incarnation) : incarnation;
+            DestroyObject(name, incarnation);
+            return;
+        }
+
+        if (known && incarnation <= dead)
+        {
+            Reject($"'{subject}' of incarnation {incarnation:x}: that object was destroyed on the owner");
+            return;
+        }
+
         var o = Object(name, size, incarnation);
         if (o is null)
         {
@@ -460,13 +509,46 @@ internal sealed class ReplicaFollower : IDisposable
             _created(name); // the name's waiters (WaitForObject) return
         }
 
-        if (o.Incarnation != incarnation)
+        if (o.Incarnation > incarnation)
         {
-            Reject($"object '{name}' of incarnation {incarnation:x}, this replica holds {o.Incarnation:x} (destroyed and created again on the owner)");
+            Reject($"object '{name}' of incarnation {incarnation:x}, this replica holds the newer {o.Incarnation:x}");
             return null;
         }
 
+        if (o.Incarnation < incarnation)
+        {
+            // Destroyed and created again on the owner, and the tombstone not read (purged before this consumer
+            // reached it, or never published): the new incarnation replaces the old one here too.
+            DestroyObject(name, o.Incarnation);
+            return Object(name, size, incarnation);
+        }
+
         return o;
+    }
+
+    /// <summary>The owner destroyed the object of that name up to incarnation <paramref name="upTo"/>: it leaves this
+    /// follower (its view closed: no apply touches it again) and the registry destroys it as a local destroy would
+    /// (freed when no member uses it). Apply loop only, holding none of the follower's locks.</summary>
+    private void DestroyObject(string name, ulong upTo)
+    {
+        ReplicaObject? o;
+        using (LockOrder.Enter(_objectsGate, LockLevel.DurableCatalog))
+        {
+            if (!_objects.TryGetValue(name, out o) || o.Incarnation > upTo)
+            {
+                return;
+            }
+
+            _objects.Remove(name);
+        }
+
+        using (LockOrder.Enter(o.Gate, LockLevel.DurableObject))
+        {
+            o.Closed = true;
+        }
+
+        o.View.Dispose();
+        _destroyObject(o.State); // takes the model lock
     }
 
     private unsafe void ApplyBlock(ReplicaObject o, long b, long version, NatsHeaders? h, byte[] data)

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Globalization;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
@@ -82,6 +83,10 @@ internal sealed class ReplicatedOwner : IDisposable
     private readonly ILogger _logger;
     private readonly Lock _objectsGate = new();
     private readonly List<OwnedObject> _objects = [];
+
+    /// <summary>Object names whose tombstone and purge are under way (count per name): a new incarnation of such a
+    /// name is not announced before they end (docs/ARCHITECTURE.md §14.2).</summary>
+    private readonly ConcurrentDictionary<string, int> _tombstones = new(StringComparer.Ordinal);
     private readonly ManualResetEventSlim _stop = new();
     private readonly Thread _thread;
     private readonly Thread _heartbeat;
@@ -168,7 +173,8 @@ internal sealed class ReplicatedOwner : IDisposable
     }
 
     /// <summary>Under the model lock, before the object's memory is freed: waits for a pass that holds it, takes it out
-    /// and purges its subjects and catalog key in the background.</summary>
+    /// and, in the background, publishes its tombstone, then purges its subjects and catalog key (not when the
+    /// container is being freed: <see cref="Close"/>'s container tombstone and purge cover it).</summary>
     public void RemoveObject(ObjectState o, bool purge)
     {
         OwnedObject? owned;
@@ -192,27 +198,60 @@ internal sealed class ReplicatedOwner : IDisposable
         }
 
         owned.View.Dispose();
-        if (purge && Fenced is null)
+        if (purge && Fenced is null && !_stop.IsSet)
         {
-            string name = o.Name;
-            _ = Task.Run(() => PurgeObjectAsync(name));
+            _tombstones.AddOrUpdate(o.Name, 1, static (_, n) => n + 1); // before the name can be created again
+            _ = Task.Run(() => PurgeObjectAsync(owned));
         }
     }
 
-    private async Task PurgeObjectAsync(string name)
+    /// <summary>The owner destroyed an object (docs/ARCHITECTURE.md §14.2): its tombstone replaces its announcement
+    /// (same subject: the stream keeps that one message per name), then its blocks and watermark are purged and its
+    /// catalog key deleted. Until this ends, a new incarnation of the name is not announced (<see cref="Announce"/>),
+    /// so every message of a new incarnation follows the tombstone in the stream, and the purge never removes one.
+    /// A tombstone that could not be published (NATS down for the request timeout) is logged: replicas keep the
+    /// object until a new incarnation of the name replaces it or the container goes.</summary>
+    private async Task PurgeObjectAsync(OwnedObject o)
     {
+        string name = o.State.Name;
         try
         {
             using var cts = new CancellationTokenSource(NatsTimeout);
+            bool told = false;
+            try
+            {
+                var h = Headers(o, 0);
+                h[ReplicationHeaders.Destroyed] = "1";
+                (await _link.JetStream.PublishAsync(ReplicationNames.ObjectSubject(Spec.Stream, Container, name), ReadOnlyMemory<byte>.Empty, headers: h, cancellationToken: cts.Token)
+                    .ConfigureAwait(false)).EnsureSuccess();
+                told = true;
+            }
+            catch (Exception e) when (e is NatsException or OperationCanceledException)
+            {
+                Log.ReplicationFailed(_logger, Container, $"tombstone of object '{name}' not published (replicas keep it): {e.Message}");
+            }
+
             var stream = await _link.JetStream.GetStreamAsync(Spec.Stream, cancellationToken: cts.Token).ConfigureAwait(false);
             await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.ObjectBlocks(Spec.Stream, Container, name) }, cts.Token).ConfigureAwait(false);
-            await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.ObjectSubject(Spec.Stream, Container, name) }, cts.Token).ConfigureAwait(false);
             await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.WatermarkSubject(Spec.Stream, Container, name) }, cts.Token).ConfigureAwait(false);
+            if (!told)
+            {
+                // No tombstone: at least a replica that joins later must not create the object from its announcement.
+                await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.ObjectSubject(Spec.Stream, Container, name) }, cts.Token).ConfigureAwait(false);
+            }
+
             await _kv.DeleteAsync(ReplicationNames.ObjectKey(Container, name), cancellationToken: cts.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is NatsException or OperationCanceledException)
         {
             Log.ReplicationFailed(_logger, Container, $"purge of object '{name}': {e.Message}");
+        }
+        finally
+        {
+            while (_tombstones.TryGetValue(name, out int n) && !(n == 1 ? _tombstones.TryRemove(new(name, 1)) : _tombstones.TryUpdate(name, n - 1, n)))
+            {
+                // raced with another destroy of the same name: read again
+            }
         }
     }
 
@@ -695,6 +734,11 @@ internal sealed class ReplicatedOwner : IDisposable
 
     private string? Announce(OwnedObject o, CancellationToken token)
     {
+        if (_tombstones.ContainsKey(o.State.Name))
+        {
+            return null; // an earlier incarnation's tombstone and purge first (PurgeObjectAsync); a later pass announces
+        }
+
         try
         {
             var meta = new ReplicaObjectMeta { Name = o.State.Name, Size = (ulong)o.State.Size, Incarnation = o.Incarnation };
@@ -762,10 +806,12 @@ internal sealed class ReplicatedOwner : IDisposable
         _inflight.Enqueue(new Pending(o, block, copy, length, watermark, ack, ++_issued));
     }
 
-    /// <summary>Under the model lock (the container is freed): stops the pass thread without waiting for it (it takes
-    /// no model lock, and each object's removal already waited for it), then purges the container's subjects and
-    /// deletes its catalog keys and lease in the background. <paramref name="purge"/> false (broker shutdown): the
-    /// stream keeps what it has for a failover, and the lease is left to expire.</summary>
+    /// <summary>Under the model lock (the container is freed; called before its objects are removed, which then purge
+    /// nothing of their own): stops the pass thread without waiting for it (it takes no model lock; each object's
+    /// removal waits for a pass that holds it), then, in the background, publishes the container's tombstone once the
+    /// pass thread and the object tombstones under way have ended, purges every earlier message of the container and
+    /// deletes its catalog keys and lease. <paramref name="purge"/> false (broker shutdown): the stream keeps what it
+    /// has for a failover, and the lease is left to expire.</summary>
     public void Close(bool purge)
     {
         _stop.Set();
@@ -780,9 +826,36 @@ internal sealed class ReplicatedOwner : IDisposable
     {
         try
         {
+            // The tombstone is the container's last message: after the last pass (the thread ends after the pass it
+            // is in) and after the tombstones of objects destroyed before (each bounded by its request timeout).
+            if (_started)
+            {
+                _thread.Join(NatsTimeout * 3);
+            }
+
+            SpinWait.SpinUntil(() => _tombstones.IsEmpty, NatsTimeout * 3);
             using var cts = new CancellationTokenSource(NatsTimeout);
+            ulong keepFrom = 0;
+            try
+            {
+                var h = new NatsHeaders
+                {
+                    [ReplicationHeaders.Version] = "0",
+                    [ReplicationHeaders.Epoch] = Epoch.ToString(CultureInfo.InvariantCulture),
+                    [ReplicationHeaders.Incarnation] = "0",
+                    [ReplicationHeaders.Size] = "0",
+                };
+                var ack = await _link.JetStream.PublishAsync(ReplicationNames.ContainerTombstoneSubject(Spec.Stream, Container), ReadOnlyMemory<byte>.Empty, headers: h, cancellationToken: cts.Token).ConfigureAwait(false);
+                ack.EnsureSuccess();
+                keepFrom = ack.Seq; // the purge keeps the tombstone (for replicas that have not read it yet)
+            }
+            catch (Exception e) when (e is NatsException or OperationCanceledException)
+            {
+                Log.ReplicationFailed(_logger, Container, $"tombstone of the container not published (replicas keep it): {e.Message}");
+            }
+
             var stream = await _link.JetStream.GetStreamAsync(Spec.Stream, cancellationToken: cts.Token).ConfigureAwait(false);
-            await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.ContainerSubjects(Spec.Stream, Container) }, cts.Token).ConfigureAwait(false);
+            await stream.PurgeAsync(new StreamPurgeRequest { Filter = ReplicationNames.ContainerSubjects(Spec.Stream, Container), Seq = keepFrom }, cts.Token).ConfigureAwait(false);
             await foreach (string key in _kv.GetKeysAsync([$"o.{ReplicationNames.Hex(Container)}.>"], cancellationToken: cts.Token).ConfigureAwait(false))
             {
                 await _kv.DeleteAsync(key, cancellationToken: cts.Token).ConfigureAwait(false);

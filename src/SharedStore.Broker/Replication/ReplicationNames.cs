@@ -9,8 +9,10 @@ namespace SharedStore.Broker;
 /// two names never share a subject or key).
 /// <list type="bullet">
 /// <item>block of an object: <c>&lt;stream&gt;.&lt;c&gt;.b.&lt;o&gt;.&lt;block&gt;</c> (one per block: the stream keeps the newest);</item>
-/// <item>object announcement: <c>&lt;stream&gt;.&lt;c&gt;.o.&lt;o&gt;</c> (size and incarnation; before its first block);</item>
+/// <item>object announcement: <c>&lt;stream&gt;.&lt;c&gt;.o.&lt;o&gt;</c> (size and incarnation; before its first block), replaced by
+/// the object's tombstone (header <see cref="ReplicationHeaders.Destroyed"/>) when the owner destroys it;</item>
 /// <item>object watermark: <c>&lt;stream&gt;.&lt;c&gt;.w.&lt;o&gt;</c> (every block of versions up to it is in the stream before it);</item>
+/// <item>container tombstone: <c>&lt;stream&gt;.&lt;c&gt;.d</c> (the owner destroyed the container; the last message of its epoch);</item>
 /// <item>catalog keys: <c>c.&lt;c&gt;</c> (container), <c>o.&lt;c&gt;.&lt;o&gt;</c> (object), <c>l.&lt;c&gt;</c> (the ownership lease).</item>
 /// </list>
 /// </summary>
@@ -38,20 +40,29 @@ internal static class ReplicationNames
 
     public static string WatermarkSubject(string stream, string container, string obj) => $"{stream}.{Hex(container)}.w.{Hex(obj)}";
 
+    /// <summary>The container's tombstone: the owner destroyed it (docs/ARCHITECTURE.md §14.2).</summary>
+    public static string ContainerTombstoneSubject(string stream, string container) => $"{stream}.{Hex(container)}.d";
+
     public static string ContainerKey(string container) => "c." + Hex(container);
 
     public static string ObjectKey(string container, string obj) => $"o.{Hex(container)}.{Hex(obj)}";
 
     public static string LeaseKey(string container) => "l." + Hex(container);
 
-    /// <summary>Parses a subject of the stream: its kind ('b', 'o' or 'w'), object name and block (-1 unless 'b').
-    /// False for anything else (a replica ignores it).</summary>
+    /// <summary>Parses a subject of the stream: its kind ('b', 'o', 'w', or 'd' for the container's tombstone), object
+    /// name ("" for 'd') and block (-1 unless 'b'). False for anything else (a replica ignores it).</summary>
     public static bool TryParse(string subject, out char kind, out string obj, out long block)
     {
         kind = '\0';
         obj = "";
         block = -1;
         string[] t = subject.Split('.');
+        if (t.Length == 3 && t[2] == "d")
+        {
+            kind = 'd';
+            return true;
+        }
+
         if (t.Length < 4 || t[2].Length != 1)
         {
             return false;
@@ -104,4 +115,8 @@ internal static class ReplicationHeaders
 
     /// <summary>"1" when the block was marked torn on the owner (its writer died mid-write).</summary>
     public const string Torn = "SS-Torn";
+
+    /// <summary>"1" on an object subject: the tombstone of the object's incarnation SS-Inc, which the owner destroyed
+    /// (every incarnation of that name up to SS-Inc is gone).</summary>
+    public const string Destroyed = "SS-Destroyed";
 }

@@ -356,9 +356,14 @@ internal sealed class ReplicationService : IDisposable
         }
     }
 
-    public ReplicaFollower PrepareReplica(Replication spec, NatsLink link, string name, int blockSize, Func<string, long, ObjectState?> createObject, Action<string> created)
+    /// <summary>The follower of a replica container (and of a takeover's reading of the stream). The callbacks run on its
+    /// loop, which holds none of its locks then: <paramref name="createObject"/> makes a local object,
+    /// <paramref name="created"/> tells the name's waiters, <paramref name="destroyObject"/> and
+    /// <paramref name="destroyContainer"/> follow the owner's destroys (docs/ARCHITECTURE.md §14.2).</summary>
+    public ReplicaFollower PrepareReplica(Replication spec, NatsLink link, string name, int blockSize, Func<string, long, ObjectState?> createObject, Action<string> created,
+        Action<ObjectState> destroyObject, Action destroyContainer)
     {
-        var follower = new ReplicaFollower(this, link, spec, name, blockSize, createObject, created, _logger);
+        var follower = new ReplicaFollower(this, link, spec, name, blockSize, createObject, created, destroyObject, destroyContainer, _logger);
         follower.Prepare(RequestTimeout);
         return follower;
     }
