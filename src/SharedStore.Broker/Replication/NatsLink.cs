@@ -5,8 +5,11 @@ using NATS.Client.KeyValueStore;
 
 namespace SharedStore.Broker;
 
-/// <summary>One connection to a NATS cluster (a server list) with its JetStream and key-value contexts, shared by
-/// every replicated container of the broker that names the same servers. NATS.Net reconnects by itself; calls made
+/// <summary>Two connections to a NATS cluster (a server list), shared by every replicated container of the broker that
+/// names the same servers: one for the stream's block messages (<see cref="JetStream"/>), one for the key-value bucket
+/// (<see cref="KeyValue"/>: the catalog and the ownership lease). Two, because one socket carries its writes in order:
+/// a lease heartbeat queued behind up to 16 MiB of block messages (64 MiB before) on a stream that takes 20-40 MB/s here waited
+/// seconds, and an owner under load fenced itself while it was publishing. NATS.Net reconnects by itself; calls made
 /// while it is away wait (bounded by the caller's token) or fail.</summary>
 internal sealed class NatsLink : IAsyncDisposable
 {
@@ -14,14 +17,16 @@ internal sealed class NatsLink : IAsyncDisposable
     private readonly HashSet<string> _streams = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _setup = new(1, 1);
 
-    private NatsLink(NatsConnection connection)
-    {
-        Connection = connection;
-        JetStream = new NatsJSContext(connection);
-        KeyValue = new NatsKVContext(JetStream);
-    }
+    private readonly NatsConnection _data;
+    private readonly NatsConnection _control;
 
-    public NatsConnection Connection { get; }
+    private NatsLink(NatsConnection data, NatsConnection control)
+    {
+        _data = data;
+        _control = control;
+        JetStream = new NatsJSContext(data);
+        KeyValue = new NatsKVContext(new NatsJSContext(control));
+    }
 
     public NatsJSContext JetStream { get; }
 
@@ -30,10 +35,24 @@ internal sealed class NatsLink : IAsyncDisposable
     /// <exception cref="BrokerError">IoError when no server answered within <paramref name="timeout"/>.</exception>
     public static NatsLink Connect(string url, TimeSpan timeout)
     {
+        var data = Open(url, timeout, "data");
+        try
+        {
+            return new NatsLink(data, Open(url, timeout, "control"));
+        }
+        catch (BrokerError)
+        {
+            data.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            throw;
+        }
+    }
+
+    private static NatsConnection Open(string url, TimeSpan timeout, string role)
+    {
         var conn = new NatsConnection(new NatsOpts
         {
             Url = url,
-            Name = $"sharedstore-broker {Environment.ProcessId}",
+            Name = $"sharedstore-broker {Environment.ProcessId} {role}",
             ConnectTimeout = timeout,
             RequestTimeout = timeout,
             CommandTimeout = timeout,
@@ -52,7 +71,7 @@ internal sealed class NatsLink : IAsyncDisposable
             throw new BrokerError(ErrorCode.IoError, $"replication: cannot connect to NATS at '{url}': {e.Message}");
         }
 
-        return new NatsLink(conn);
+        return conn;
     }
 
     /// <summary>The stream of block messages: created when missing (per-subject retention of one message: the newest
@@ -132,7 +151,8 @@ internal sealed class NatsLink : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await Connection.DisposeAsync().ConfigureAwait(false);
+        await _data.DisposeAsync().ConfigureAwait(false);
+        await _control.DisposeAsync().ConfigureAwait(false);
         _setup.Dispose();
     }
 }

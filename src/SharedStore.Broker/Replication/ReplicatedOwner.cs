@@ -74,7 +74,7 @@ internal sealed class OwnedObject(ObjectState state, ObjectView view, ulong inca
 /// </summary>
 internal sealed class ReplicatedOwner : IDisposable
 {
-    private const long InFlightBytes = 64 << 20;
+    private const long InFlightBytes = 16 << 20; // the baseline's window (16 x 1 MiB); 4, 16 and 64 in flight gave JetStream the same rate here
     private static readonly TimeSpan NatsTimeout = TimeSpan.FromSeconds(10);
 
     private readonly ReplicationService _service;
@@ -831,6 +831,17 @@ internal sealed class ReplicatedOwner : IDisposable
             if (_started)
             {
                 _thread.Join(NatsTimeout * 3);
+            }
+
+            // And after the publishes still in flight (the pipeline does not wait for them; see the class comment).
+            using (LockOrder.Enter(FlushGate, LockLevel.DurableFlush))
+            {
+                long deadline = Environment.TickCount64 + (long)NatsTimeout.TotalMilliseconds;
+                while (_inflight.Count > 0 && ReapHead(deadline, CancellationToken.None))
+                {
+                }
+
+                RemarkFailed();
             }
 
             SpinWait.SpinUntil(() => _tombstones.IsEmpty, NatsTimeout * 3);
