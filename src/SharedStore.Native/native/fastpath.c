@@ -91,36 +91,35 @@ static COLD void wake(uint8_t *rec, int32_t seen)
     syscall(SYS_futex, rec_seq(rec), FUTEX_WAKE, INT_MAX, NULL, NULL, 0); /* shared futex: other processes wait */
 }
 
-static INLINE void wake_if_sleepers(uint8_t *rec)
-{
-    int32_t seen = LOAD(rec_seq(rec));
-    if (UNLIKELY(seen & SS_SEQ_SLEEPERS))
-        wake(rec, seen);
-}
-
-static INLINE void release_read(uint8_t *rec, int32_t slot)
+/* ReleaseRead up to its wake: the hold given back, then Seq loaded. Returns the Seq seen if it says there may be
+ * sleepers (the caller then calls wake before anything else), else 0. Split so that the hot put's only calls are tail
+ * calls (no register saves on its path). */
+static INLINE int32_t release_read_nowake(uint8_t *rec, int32_t slot)
 {
     uint64_t *word = reader_word(rec, slot);
     int shift = (slot & 7) << 3;
     uint64_t old = LOAD(word);
     for (;;) {
         /* CAS, not a subtract: a count already 0 (a misuse race) must not borrow from the neighbouring slot's byte. */
-        if (((old >> shift) & SS_MAX_HOLDS) == 0)
-            return;
-        if (__atomic_compare_exchange_n(word, &old, old - (1ull << shift), 0, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+        if (UNLIKELY(((old >> shift) & SS_MAX_HOLDS) == 0))
+            return 0;
+        if (LIKELY(__atomic_compare_exchange_n(word, &old, old - (1ull << shift), 0, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)))
             break;
     }
-    wake_if_sleepers(rec);
+    int32_t seen = LOAD(rec_seq(rec));
+    return seen & SS_SEQ_SLEEPERS ? seen : 0;
 }
 
-/* A writer came between steps 1 and 3: give the hold back. */
-static COLD void undo_read(uint8_t *rec, int32_t slot)
+static void release_read(uint8_t *rec, int32_t slot)
 {
-    release_read(rec, slot);
+    int32_t seen = release_read_nowake(rec, slot);
+    if (seen != 0)
+        wake(rec, seen);
 }
 
-/* Reader steps 0-3 once, without waiting: 0 if a writer is present, the CAS met contention, or the slot's count is
- * saturated. */
+/* Reader steps 0-3 once, without waiting: 1 if the hold is taken; 0 if not (a writer is present, the CAS met
+ * contention, or the slot's count is saturated); -1 if it was taken but a writer came between steps 1 and 3, so the
+ * caller must give it back (release_read). */
 static INLINE int try_read_fast(uint8_t *rec, int32_t slot)
 {
     uint64_t *word = reader_word(rec, slot);
@@ -141,10 +140,8 @@ static INLINE int try_read_fast(uint8_t *rec, int32_t slot)
         return 0;
 
     /* Step 3: Dekker re-check against a writer that announced itself after step 1. */
-    if (UNLIKELY(mine == 0 ? writer_present(rec) : writer_active(rec))) {
-        undo_read(rec, slot);
-        return 0;
-    }
+    if (UNLIKELY(mine == 0 ? writer_present(rec) : writer_active(rec)))
+        return -1;
     return 1;
 }
 
@@ -261,12 +258,19 @@ static COLD void spill(struct lease_cache *c)
     pthread_mutex_unlock(&g_gate);
 }
 
+static COLD void spill_and_add(struct lease_cache *c, int32_t index)
+{
+    spill(c);
+    cache_add(c, index);
+}
+
 static INLINE void give_back(int32_t index)
 {
     struct lease_cache *c = &t_cache;
     if (UNLIKELY(c->count >= c->limit))
-        spill(c);
-    cache_add(c, index);
+        spill_and_add(c, index); /* a tail call where give_back is last */
+    else
+        cache_add(c, index);
 }
 
 /* ---- object_get / object_put ---------------------------------------------------------------------------------- */
@@ -309,6 +313,16 @@ static COLD int32_t get_announced_slow(int32_t index, int32_t object_id, size_t 
     return publish(l, index);
 }
 
+/* The fast path took the block's hold but a writer came (try_read_fast's -1): give it back (the block is in the
+ * lease), then as get_announced_slow. */
+static COLD int32_t get_undo_slow(int32_t index, int32_t object_id, size_t offset, size_t size, uint8_t **buf,
+                                  int32_t timeout_ms)
+{
+    struct ss_lease *l = &g_leases[index];
+    release_read(l->first, l->slot);
+    return get_announced_slow(index, object_id, offset, size, buf, timeout_ms);
+}
+
 /* Announced in lease index (a live id, buf not NULL): the fast path if the entry is live, the range inside one block
  * and the block free of writers; the managed half otherwise. */
 static INLINE int32_t get_announced(struct ss_lease *l, int32_t index, int32_t object_id, size_t offset, size_t size,
@@ -330,12 +344,16 @@ static INLINE int32_t get_announced(struct ss_lease *l, int32_t index, int32_t o
         return get_announced_slow(index, object_id, offset, size, buf, timeout_ms);
     int32_t slot = e->slot, record_size = e->record_size;
     uint8_t *rec = e->records + (size_t)(offset >> shift) * (size_t)record_size;
-    if (UNLIKELY(!try_read_fast(rec, slot)))
-        return get_announced_slow(index, object_id, offset, size, buf, timeout_ms);
     l->slot = slot;
     l->first = rec;
     l->count = 1;
     l->record_size = record_size;
+    int taken = try_read_fast(rec, slot);
+    if (UNLIKELY(taken <= 0)) {
+        if (taken < 0)
+            return get_undo_slow(index, object_id, offset, size, buf, timeout_ms);
+        return get_announced_slow(index, object_id, offset, size, buf, timeout_ms);
+    }
     *buf = e->data + offset;
     return publish(l, index);
 }
@@ -386,11 +404,28 @@ static COLD int put_error(int op)
     return ssn_put_error(op);
 }
 
-/* A lease of several blocks (or none: an empty range the managed half took). */
-static COLD void release_all(struct ss_lease *l)
+/* The claimed lease's blocks are released: kill its id and free it. */
+static INLINE int put_finish(struct ss_lease *l, int32_t index)
+{
+    l->generation = (l->generation + 1) & SS_GENERATION_MASK;
+    STORE(&l->state, SS_LEASE_FREE);
+    give_back(index);
+    return 0;
+}
+
+/* A claimed lease of several blocks (or none: an empty range the managed half took). */
+static COLD int put_all(struct ss_lease *l, int32_t index)
 {
     for (int32_t k = 0; k < l->count; k++)
         release_read(l->first + (size_t)k * (size_t)l->record_size, l->slot);
+    return put_finish(l, index);
+}
+
+/* The one-block release found sleepers to wake: wake them, then finish (before FREE: the close scan's argument). */
+static COLD int put_wake(struct ss_lease *l, int32_t index, int32_t seen)
+{
+    wake(l->first, seen);
+    return put_finish(l, index);
 }
 
 EXPORT int object_put(int op)
@@ -406,13 +441,10 @@ EXPORT int object_put(int op)
                                               __ATOMIC_RELAXED)))
         return put_error(op);
 
-    if (LIKELY(l->count == 1))
-        release_read(l->first, l->slot);
-    else
-        release_all(l);
-
-    l->generation = (l->generation + 1) & SS_GENERATION_MASK;
-    STORE(&l->state, SS_LEASE_FREE);
-    give_back(index);
-    return 0;
+    if (UNLIKELY(l->count != 1))
+        return put_all(l, index);
+    int32_t seen = release_read_nowake(l->first, l->slot);
+    if (UNLIKELY(seen != 0))
+        return put_wake(l, index, seen);
+    return put_finish(l, index);
 }
