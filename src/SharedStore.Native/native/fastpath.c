@@ -27,8 +27,14 @@
  * the close that hid it succeeded, which it cannot while this get is announced.
  *
  * The put claims the lease with one CAS from its id to PUTTING (two threads putting one id: one wins, the other gets
- * NotFound), releases the blocks, bumps the generation (the old id is dead) and frees the slot; the close scan sees
- * the id or PUTTING until the releases are done.
+ * NotFound), releases the blocks (and wakes their sleepers), bumps the generation (the old id is dead) and frees the
+ * slot; the close scan sees the id or PUTTING until the releases and wakes are done.
+ *
+ * Shape of the code, for speed (c-get-put-1block): the get's and the put's common case is one straight-line function
+ * with no call but tail calls to cold, out-of-line functions (so the put saves no registers); the first test of a get
+ * turns away, before anything is written, everything the fast path does not handle (no tables yet, an empty cache, a
+ * negative id, a NULL buf: get_general); the thread's lease cache is one initial-exec thread-local (a load at a fixed
+ * %fs offset); the tables' pointers are copied into statics once; the leases are cache-line aligned.
  */
 #define _GNU_SOURCE
 #include <limits.h>
