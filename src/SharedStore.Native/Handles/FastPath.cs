@@ -37,6 +37,7 @@ internal static unsafe class FastPath
     public const int EntrySize = 64;
     public const int LeaseSize = 32;
     public const int TablesSize = 24;
+    public const int CacheLine = 64;
 
     private static readonly Lock s_gate = new();
     private static nint s_tables; // FastTables*
@@ -59,7 +60,10 @@ internal static unsafe class FastPath
             {
                 var t = (FastTables*)NativeMemory.AllocZeroed((nuint)TablesSize);
                 t->EntryChunks = (FastObjectEntry**)NativeMemory.AllocZeroed((nuint)HandleId.ChunkCount, (nuint)sizeof(nint));
-                t->Leases = (FastLease*)NativeMemory.AllocZeroed((nuint)LeaseCapacity, (nuint)LeaseSize); // mmap'd: pages cost nothing until used
+                // mmap'd by malloc (pages cost nothing until used), 16 bytes into its page: rounded up to a cache line so
+                // that no lease straddles two lines (a get writes its lease, a put CASes it).
+                nint leases = (nint)NativeMemory.AllocZeroed((nuint)(LeaseCapacity * LeaseSize + CacheLine));
+                t->Leases = (FastLease*)((leases + (CacheLine - 1)) & ~(nint)(CacheLine - 1));
                 Volatile.Write(ref s_tables, (nint)t);
             }
 
