@@ -464,6 +464,7 @@ internal sealed class ReplicatedOwner : IDisposable
     /// <exception cref="BrokerError">Timeout when room does not come before <paramref name="deadline"/>, Canceled.</exception>
     private unsafe ScannedPass Scan(long deadline, CancellationToken token)
     {
+        RemarkFailed(); // failures reaped before the scan begins must be dirty again before it reads the blocks
         var pass = new ScannedPass(_failures);
         if (Fenced is { } why)
         {
