@@ -66,7 +66,8 @@ internal sealed class OwnedObject(ObjectState state, ObjectView view, ulong inca
 /// watermarks are published, behind every block message they speak for. Why that condition suffices: a block the
 /// scan counted as sent (not dirty, or taken) was taken by this pass or an earlier one, whose tickets are all reaped
 /// by then. If one of them failed and was reaped before this scan began, its block was marked dirty again before the
-/// scan (the reaper marks failed blocks dirty before it releases the gate), so this scan sent it again or found the
+/// scan (a scan begins by marking the blocks of failures reaped before it dirty again: the pass thread reaps and
+/// then scans in one hold of the gate), so this scan sent it again or found the
 /// object not clean. If it was reaped after the scan began, the failure counter moved and the watermarks are
 /// dropped; a later pass finds the block dirty and sends it and its own watermark. A failed publish marks its block
 /// dirty again. Lock order: <see cref="FlushGate"/> (level DurableFlush) outermost; the object list's lock
@@ -464,6 +465,7 @@ internal sealed class ReplicatedOwner : IDisposable
     /// <exception cref="BrokerError">Timeout when room does not come before <paramref name="deadline"/>, Canceled.</exception>
     private unsafe ScannedPass Scan(long deadline, CancellationToken token)
     {
+        RemarkFailed(); // failures reaped before the scan begins must be dirty again before it reads the blocks
         var pass = new ScannedPass(_failures);
         if (Fenced is { } why)
         {
@@ -643,8 +645,10 @@ internal sealed class ReplicatedOwner : IDisposable
         {
             p.Ack.GetAwaiter().GetResult().EnsureSuccess();
         }
-        catch (Exception e) when (e is NatsException or OperationCanceledException)
+        catch (Exception e)
         {
+            // Any exception is this publish's failure: the bookkeeping below (in-flight bytes and flag, the pooled
+            // copy, the re-mark) must run for every dequeued publish, or the block is never sent again.
             failure = e.Message;
         }
 
@@ -687,6 +691,11 @@ internal sealed class ReplicatedOwner : IDisposable
         while (_scanned.TryPeek(out var s) && s.LastTicket <= _reaped)
         {
             _scanned.Dequeue();
+            if (Fenced is not null)
+            {
+                continue; // a fenced owner publishes nothing more (its watermarks would land after a takeover read the stream)
+            }
+
             if (s.Error is not null || _failures != s.FailuresAtStart)
             {
                 LogFailure(s.Error ?? _lastFailure ?? "a publish failed");
