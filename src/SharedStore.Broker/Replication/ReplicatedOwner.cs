@@ -840,6 +840,7 @@ internal sealed class ReplicatedOwner : IDisposable
             if (_started)
             {
                 _thread.Join(NatsTimeout * 3);
+                _heartbeat.Join(_leaseTime); // a refresh in flight would move the revision the lease delete checks
             }
 
             // And after the publishes still in flight (the pipeline does not wait for them; see the class comment).
