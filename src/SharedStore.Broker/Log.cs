@@ -101,4 +101,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 68, EventName = "ReplicationTakenOver", Level = LogLevel.Warning,
         Message = "replicated container '{Container}': ownership taken over (failover), epoch {Epoch}, {Objects} objects read from the stream; catalog and lease read in {ReadMs} ms, lease watched {WaitMs} ms, taken in {TakeMs} ms, stream read in {StreamMs} ms")]
     public static partial void ReplicationTakenOver(ILogger logger, string container, ulong epoch, int objects, long readMs, long waitMs, long takeMs, long streamMs);
+
+    [LoggerMessage(EventId = 69, EventName = "ReplicaConsumerStarted", Level = LogLevel.Information,
+        Message = "replica of container '{Container}': consumer {Consumer} started again from stream sequence {From}")]
+    public static partial void ReplicaConsumerStarted(ILogger logger, string container, string consumer, ulong from);
 }

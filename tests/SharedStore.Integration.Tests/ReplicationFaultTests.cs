@@ -56,8 +56,8 @@ public sealed class ReplicationFaultTests : NatsClusterTest
     {
         // Contract (docs/ARCHITECTURE.md §14, Flush): with the owner's node cut off from the other two, its publishes
         // reach no stream quorum, so a Flush fails (IoError when a publish times out, Timeout when the call's own
-        // timeout comes first) and its blocks stay dirty; the partition is shorter than the lease (10 s), so the
-        // owner keeps it. After the heal the owner's passes resend them: a Flush succeeds and the replica reaches the
+        // timeout comes first) and its blocks stay dirty; the partition is shorter than the lease (30 s here), so
+        // the owner keeps it. After the heal the owner's passes resend them: a Flush succeeds and the replica reaches the
         // owner's last stamp of every block, its reader never seeing a torn or older block.
         using var rig = new Rig(this, Cluster);
         rig.WriteFor(TimeSpan.FromSeconds(1));
@@ -149,8 +149,10 @@ public sealed class ReplicationFaultTests : NatsClusterTest
 
         public Rig(CrossProcessTest test, NatsCluster cluster)
         {
-            var ob = test.StartBroker("--nats", cluster.Url(0));
-            var rb = test.StartBroker("--nats", cluster.Url(1));
+            // A 30 s lease: the partition (about 3.5 s) and the cluster's recovery after the heal must stay well inside
+            // it, and at load 10+ the key-value quorum took over 10 s to answer again once (the owner fenced itself).
+            var ob = test.StartBroker("--nats", cluster.Url(0), "--replication-lease-ms", "30000");
+            var rb = test.StartBroker("--nats", cluster.Url(1), "--replication-lease-ms", "30000");
             (_ob, _rb) = (ob, rb);
             _ownerClient = SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = ob.SocketPath });
             _replicaClient = SharedStoreClient.Connect(new SharedStoreClientOptions { SocketPath = rb.SocketPath });
@@ -204,8 +206,7 @@ public sealed class ReplicationFaultTests : NatsClusterTest
                     TestContext.Progress.WriteLine($"  flush failed at {sw.ElapsedMilliseconds} ms: {e.Code} {e.Message}");
                     if (sw.Elapsed >= timeout)
                     {
-                        TestContext.Progress.WriteLine(BrokerLogs());
-                        throw;
+                        throw new AssertionException($"no flush succeeded within {timeout}: {e.Code} {e.Message}\n{BrokerLogs()}", e);
                     }
                 }
             }
@@ -219,10 +220,9 @@ public sealed class ReplicationFaultTests : NatsClusterTest
             {
                 _ro.WaitForVersion(_oo.Version, Wait);
             }
-            catch (SharedStoreException)
+            catch (SharedStoreException e)
             {
-                TestContext.Progress.WriteLine(BrokerLogs());
-                throw;
+                throw new AssertionException($"the replica did not catch up: {e.Message}\n{BrokerLogs()}", e);
             }
             for (int b = 0; b < Blocks; b++)
             {

@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Text;
+using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
@@ -66,6 +68,7 @@ internal sealed class ReplicaFollower : IDisposable
     private ulong _maxEpoch;
     private ulong _lastStreamSeq;
     private ulong _lastConsumerSeq;
+    private long _lastDelivery; // Environment.TickCount64 of the last message delivered (the watchdog reads it)
     private Task? _loop;
     private INatsJSConsumer? _consumer;
 
@@ -246,6 +249,9 @@ internal sealed class ReplicaFollower : IDisposable
     /// <summary>The consumer's idle heartbeat: two missed ones (the server or the consumer is gone) restart it.</summary>
     private static readonly TimeSpan ConsumerHeartbeat = TimeSpan.FromSeconds(1);
 
+    /// <summary>How long nothing may arrive before <see cref="WatchAsync"/> asks the cluster about the consumer.</summary>
+    private static readonly TimeSpan StallTime = TimeSpan.FromSeconds(3);
+
     /// <summary>Starts the apply loop (after the container is in the model).</summary>
     public void Start() => _loop = Task.Run(RunAsync);
 
@@ -256,7 +262,12 @@ internal sealed class ReplicaFollower : IDisposable
         {
             try
             {
-                _consumer ??= await CreateConsumerAsync(_lastStreamSeq + 1, token).ConfigureAwait(false);
+                if (_consumer is null)
+                {
+                    _consumer = await CreateConsumerAsync(_lastStreamSeq + 1, token).ConfigureAwait(false);
+                    Log.ReplicaConsumerStarted(_logger, Container, _consumer.Info.Name, _lastStreamSeq + 1);
+                }
+
                 _lastConsumerSeq = 0;
 
                 // The consumer is ephemeral with one replica: it lives on one server, and when that server dies the
@@ -270,48 +281,72 @@ internal sealed class ReplicaFollower : IDisposable
                     MaxMsgs = 32,
                     IdleHeartbeat = ConsumerHeartbeat,
                     Expires = ConsumerHeartbeat * 5,
-                    NotificationHandler = (n, _) =>
+                    NotificationHandler = (n, unused) =>
                     {
                         if (n is NatsJSTimeoutNotification or NatsJSNoRespondersNotification)
                         {
                             Log.ReplicationFailed(_logger, Container, $"consumer: {n.Name}; restarting after stream sequence {Volatile.Read(ref _lastStreamSeq)}");
-                            restart.Cancel();
+
+                            // Not Cancel(): it runs the consumption's cancellation callbacks on this thread, the
+                            // client's notification loop, and they wait for that loop; the consumption then never
+                            // ended (seen under load: the replica stopped at its version for good).
+                            try
+                            {
+                                _ = restart.CancelAsync();
+                            }
+                            catch (ObjectDisposedException)
+                            {
+                                // a late notification of a consumption that has ended
+                            }
                         }
 
                         return Task.CompletedTask;
                     },
                 };
-                await foreach (var msg in _consumer.ConsumeAsync<byte[]>(opts: opts, cancellationToken: restart.Token).ConfigureAwait(false))
+                Volatile.Write(ref _lastDelivery, Environment.TickCount64);
+                _ = WatchAsync(_consumer, restart);
+                try
                 {
-                    var meta = msg.Metadata;
-                    if (meta is { } m && _lastConsumerSeq != 0 && m.Sequence.Consumer != _lastConsumerSeq + 1)
+                    await foreach (var msg in _consumer.ConsumeAsync<byte[]>(opts: opts, cancellationToken: restart.Token).ConfigureAwait(false))
                     {
-                        // A message was lost on the way: start again after the last one applied.
-                        Log.ReplicationFailed(_logger, Container, $"consumer gap after stream sequence {_lastStreamSeq}: restarting the consumer");
-                        break;
-                    }
+                        Volatile.Write(ref _lastDelivery, Environment.TickCount64);
+                        var meta = msg.Metadata;
+                        if (meta is { } m && _lastConsumerSeq != 0 && m.Sequence.Consumer != _lastConsumerSeq + 1)
+                        {
+                            // A message was lost on the way: start again after the last one applied.
+                            Log.ReplicationFailed(_logger, Container, $"consumer gap after stream sequence {_lastStreamSeq}: restarting the consumer");
+                            break;
+                        }
 
-                    Handle(msg.Subject, msg.Headers, msg.Data ?? []);
-                    if (meta is { } done)
-                    {
-                        _lastConsumerSeq = done.Sequence.Consumer;
-                        _lastStreamSeq = done.Sequence.Stream;
-                        LagMs = Math.Max(0, (DateTimeOffset.UtcNow - done.Timestamp).TotalMilliseconds);
-                    }
+                        Handle(msg.Subject, msg.Headers, msg.Data ?? []);
+                        if (meta is { } done)
+                        {
+                            _lastConsumerSeq = done.Sequence.Consumer;
+                            _lastStreamSeq = done.Sequence.Stream;
+                            LagMs = Math.Max(0, (DateTimeOffset.UtcNow - done.Timestamp).TotalMilliseconds);
+                        }
 
-                    if (meta is null || meta.Value.NumPending == 0)
-                    {
-                        ApplyWatermarks();
+                        if (meta is null || meta.Value.NumPending == 0)
+                        {
+                            ApplyWatermarks();
+                        }
                     }
+                }
+                finally
+                {
+                    restart.Cancel(); // ends the watchdog before the source is disposed
                 }
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
             {
                 return;
             }
-            catch (Exception e) when (e is NatsException or OperationCanceledException)
+            catch (Exception e) when (!token.IsCancellationRequested)
             {
-                Log.ReplicationFailed(_logger, Container, $"consumer: {e.Message}; restarting after stream sequence {_lastStreamSeq}");
+                // Anything: this loop is the replica's only way forward, and a fault here would leave the container
+                // at its last version for good (the client library's channels, a disposed subscription, an apply
+                // that failed: each is logged and the consumer made again after the last message applied).
+                Log.ReplicationFailed(_logger, Container, $"consumer: {e.GetType().Name}: {e.Message}; restarting after stream sequence {_lastStreamSeq}");
                 try
                 {
                     await Task.Delay(200, token).ConfigureAwait(false);
@@ -329,6 +364,94 @@ internal sealed class ReplicaFollower : IDisposable
 
             _consumer = null;
         }
+    }
+
+    /// <summary>
+    /// Restarts the consumption when it has stalled: nothing delivered for <see cref="StallTime"/> and the consumer
+    /// either gone from the cluster (404: it was R1 and its server died), not answering, or holding messages it does
+    /// not deliver. Seen under load: after kill -9 of the node that held the consumer, NATS.Net's pulls went unanswered
+    /// with no heartbeat notification and no error, and the replica stayed at its version for good. The check is a
+    /// consumer-info request, made only while nothing arrives (an idle replica costs one request per period).
+    /// </summary>
+    private async Task WatchAsync(INatsJSConsumer consumer, CancellationTokenSource restart)
+    {
+        var ct = restart.Token;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(ConsumerHeartbeat * 2, ct).ConfigureAwait(false);
+                if (Environment.TickCount64 - Volatile.Read(ref _lastDelivery) < StallTime.TotalMilliseconds)
+                {
+                    continue;
+                }
+
+                string? why = null;
+                try
+                {
+                    using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                    cts.CancelAfter(ConsumerHeartbeat * 2);
+                    ulong last = Volatile.Read(ref _lastStreamSeq);
+                    if (await HasMessageFromAsync(last + 1, cts.Token).ConfigureAwait(false))
+                    {
+                        why = $"the stream holds a message of the container after sequence {last}, and none was delivered for {StallTime.TotalSeconds:0} s";
+                    }
+                    else if (Volatile.Read(ref _lastStreamSeq) == last)
+                    {
+                        // At the tail by the stream's own answer, every message up to it applied: the watermarks
+                        // received hold (class comment). The consumer's NumPending said otherwise after a node's
+                        // kill -9 (a stale count on the last message), and the versions stayed behind for good.
+                        ApplyWatermarks();
+                    }
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    why = "the stream does not answer";
+                }
+                catch (NatsException e)
+                {
+                    why = e.Message;
+                }
+
+                if (why is not null)
+                {
+                    Log.ReplicationFailed(_logger, Container, $"consumer stalled: {why}; restarting after stream sequence {Volatile.Read(ref _lastStreamSeq)}");
+                    restart.Cancel();
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The consumption ended.
+        }
+    }
+
+    /// <summary>Whether the stream holds a message of this container at or after stream sequence
+    /// <paramref name="from"/>: the stream's own answer (its leader's), not the consumer's, which after a node's
+    /// kill -9 claimed to have nothing pending while the stream held messages it never delivered. The JetStream API's
+    /// message get with <c>next_by_subj</c> (nats-server 2.9), as a plain request.</summary>
+    private async Task<bool> HasMessageFromAsync(ulong from, CancellationToken token)
+    {
+        string request = JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["seq"] = from,
+            ["next_by_subj"] = ReplicationNames.ContainerSubjects(Spec.Stream, Container),
+        });
+        var reply = await _link.JetStream.Connection.RequestAsync<byte[], byte[]>(
+            $"$JS.API.STREAM.MSG.GET.{Spec.Stream}", Encoding.UTF8.GetBytes(request), cancellationToken: token).ConfigureAwait(false);
+        using var doc = JsonDocument.Parse(reply.Data ?? []);
+        if (doc.RootElement.TryGetProperty("message", out _))
+        {
+            return true;
+        }
+
+        if (doc.RootElement.TryGetProperty("error", out var error) && error.TryGetProperty("code", out var code) && code.GetInt32() == 404)
+        {
+            return false; // no message at or after it: the follower is at the tail
+        }
+
+        throw new NatsException($"message get: {Encoding.UTF8.GetString(reply.Data ?? [])}");
     }
 
     /// <summary>Best effort: deletes a consumer this follower gave up (its server may be the one that is gone).</summary>
@@ -451,20 +574,17 @@ internal sealed class ReplicaFollower : IDisposable
 
         foreach (var o in objects)
         {
-            if (o.PendingWatermark == 0)
-            {
-                continue;
-            }
-
+            // Under the object's gate, read and cleared together: the watchdog may call this beside the apply loop
+            // (WatchAsync), whose Handle records watermarks under the same gate.
             using (LockOrder.Enter(o.Gate, LockLevel.DurableObject))
             {
-                if (!o.Closed)
+                if (o.PendingWatermark != 0 && !o.Closed)
                 {
                     ObjectVersion.AdvanceTo(o.View.Locks, o.PendingWatermark);
                 }
-            }
 
-            o.PendingWatermark = 0;
+                o.PendingWatermark = 0;
+            }
         }
     }
 
