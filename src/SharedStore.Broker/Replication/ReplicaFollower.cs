@@ -44,8 +44,10 @@ internal sealed class ReplicaObject(ObjectState state, ObjectView view, ulong in
 /// published is gone, and the newer one comes after the watermark; the block's data at the watermark arrives only
 /// then. At the stream's tail every block's newest message has been applied. (Under a continuous stream of writes
 /// faster than the replica applies, versions advance only when it catches up; the data does not wait.) A gap in the
-/// consumer's sequence (a message lost on the way) or a consumer error restarts the consumer from the stream sequence
-/// after the last one applied, so nothing is skipped.
+/// consumer's sequence (a message lost on the way), a consumer error, missed heartbeats, or a stall the watchdog sees
+/// (<see cref="WatchAsync"/>: it asks the stream itself) restarts the consumer from the stream sequence after the last
+/// one applied, so nothing is skipped; the watchdog also applies the watermarks when the stream says the follower is at
+/// its tail.
 /// </summary>
 internal sealed class ReplicaFollower : IDisposable
 {
@@ -367,11 +369,12 @@ internal sealed class ReplicaFollower : IDisposable
     }
 
     /// <summary>
-    /// Restarts the consumption when it has stalled: nothing delivered for <see cref="StallTime"/> and the consumer
-    /// either gone from the cluster (404: it was R1 and its server died), not answering, or holding messages it does
-    /// not deliver. Seen under load: after kill -9 of the node that held the consumer, NATS.Net's pulls went unanswered
-    /// with no heartbeat notification and no error, and the replica stayed at its version for good. The check is a
-    /// consumer-info request, made only while nothing arrives (an idle replica costs one request per period).
+    /// The watchdog of one consumption: once nothing has been delivered for <see cref="StallTime"/>, asks the stream
+    /// (<see cref="HasMessageFromAsync"/>) whether it holds a message of the container after the last one applied.
+    /// If so the consumption has stalled and is restarted; if not, the follower is at the tail and the watermarks
+    /// received are applied. Seen under load after kill -9 of a node: pulls went unanswered with no heartbeat
+    /// notification and no error, and the consumer's NumPending on the last message was stale, so the replica stayed
+    /// at its version for good. Costs one request per period, only while nothing arrives.
     /// </summary>
     private async Task WatchAsync(INatsJSConsumer consumer, CancellationTokenSource restart)
     {
