@@ -219,11 +219,7 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
         {
             using (model.Enter())
             {
-                created.Destroying = true;
-                if (created.MemberCount == 0)
-                {
-                    FreeContainer(created);
-                }
+                DestroyWhenUnused(created);
             }
 
             follower.Dispose();
@@ -342,13 +338,19 @@ internal sealed class ContainerRegistry(BrokerModel model, BrokerOptions options
                 return;
             }
 
-            c.Destroying = true;
-            if (c.MemberCount == 0)
-            {
-                FreeContainer(c);
-            }
-
+            DestroyWhenUnused(c);
             model.PulseAll();
+        }
+    }
+
+    /// <summary>Under the model lock: a destroy that waits for no one (the owner's, or a failed takeover's): joins are
+    /// refused from now on, and the container is freed now or at its last member's leave.</summary>
+    private void DestroyWhenUnused(ContainerState c)
+    {
+        c.Destroying = true;
+        if (c.MemberCount == 0)
+        {
+            FreeContainer(c);
         }
     }
 

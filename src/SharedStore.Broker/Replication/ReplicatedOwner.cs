@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.Globalization;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
@@ -87,7 +86,7 @@ internal sealed class ReplicatedOwner : IDisposable
 
     /// <summary>Object names whose tombstone and purge are under way (count per name): a new incarnation of such a
     /// name is not announced before they end (docs/ARCHITECTURE.md §14.2).</summary>
-    private readonly ConcurrentDictionary<string, int> _tombstones = new(StringComparer.Ordinal);
+    private readonly PendingTombstones _tombstones = new();
     private readonly ManualResetEventSlim _stop = new();
     private readonly Thread _thread;
     private readonly Thread _heartbeat;
@@ -201,7 +200,7 @@ internal sealed class ReplicatedOwner : IDisposable
         owned.View.Dispose();
         if (purge && Fenced is null && !_stop.IsSet)
         {
-            _tombstones.AddOrUpdate(o.Name, 1, static (_, n) => n + 1); // before the name can be created again
+            _tombstones.Add(o.Name); // before the name can be created again
             _ = Task.Run(() => PurgeObjectAsync(owned));
         }
     }
@@ -249,10 +248,7 @@ internal sealed class ReplicatedOwner : IDisposable
         }
         finally
         {
-            while (_tombstones.TryGetValue(name, out int n) && !(n == 1 ? _tombstones.TryRemove(new(name, 1)) : _tombstones.TryUpdate(name, n - 1, n)))
-            {
-                // raced with another destroy of the same name: read again
-            }
+            _tombstones.Done(name);
         }
     }
 
@@ -285,12 +281,9 @@ internal sealed class ReplicatedOwner : IDisposable
                 try
                 {
                     pass = Scan(deadline, token);
-                    while (_inflight.Count > 0)
+                    if (!ReapAll(deadline, token))
                     {
-                        if (!ReapHead(deadline, token))
-                        {
-                            throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': not every block was acknowledged by the stream within the timeout (they are sent again if a publish fails)");
-                        }
+                        throw new BrokerError(ErrorCode.Timeout, $"flush of '{Container}': not every block was acknowledged by the stream within the timeout (they are sent again if a publish fails)");
                     }
                 }
                 finally
@@ -603,6 +596,21 @@ internal sealed class ReplicatedOwner : IDisposable
         return pass;
     }
 
+    /// <summary>Waits for and reaps every publish in flight, the watermarks their passes issue meanwhile included.
+    /// Returns false when <paramref name="deadline"/> came first (the rest stay queued).</summary>
+    private bool ReapAll(long deadline, CancellationToken token)
+    {
+        while (_inflight.Count > 0)
+        {
+            if (!ReapHead(deadline, token))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     /// <summary>Reaps the publishes at the head of the queue that have completed, without waiting.</summary>
     private void ReapReady()
     {
@@ -743,7 +751,7 @@ internal sealed class ReplicatedOwner : IDisposable
 
     private string? Announce(OwnedObject o, CancellationToken token)
     {
-        if (_tombstones.ContainsKey(o.State.Name))
+        if (_tombstones.Contains(o.State.Name))
         {
             return null; // an earlier incarnation's tombstone and purge first (PurgeObjectAsync); a later pass announces
         }
@@ -846,15 +854,11 @@ internal sealed class ReplicatedOwner : IDisposable
             // And after the publishes still in flight (the pipeline does not wait for them; see the class comment).
             using (LockOrder.Enter(FlushGate, LockLevel.DurableFlush))
             {
-                long deadline = Environment.TickCount64 + (long)NatsTimeout.TotalMilliseconds;
-                while (_inflight.Count > 0 && ReapHead(deadline, CancellationToken.None))
-                {
-                }
-
+                ReapAll(Environment.TickCount64 + (long)NatsTimeout.TotalMilliseconds, CancellationToken.None);
                 RemarkFailed();
             }
 
-            SpinWait.SpinUntil(() => _tombstones.IsEmpty, NatsTimeout * 3);
+            _tombstones.WaitNone(NatsTimeout * 3);
             using var cts = new CancellationTokenSource(NatsTimeout);
             ulong keepFrom = 0;
             try
@@ -911,9 +915,7 @@ internal sealed class ReplicatedOwner : IDisposable
             try
             {
                 Scan(deadline, CancellationToken.None);
-                while (_inflight.Count > 0 && ReapHead(deadline, CancellationToken.None))
-                {
-                }
+                ReapAll(deadline, CancellationToken.None);
             }
             catch (BrokerError e)
             {
@@ -952,5 +954,61 @@ internal sealed class ReplicatedOwner : IDisposable
 
         /// <summary>The objects the scan found clean, with the version read at their start.</summary>
         public List<(OwnedObject O, long V)> Watermarks { get; } = [];
+    }
+
+    /// <summary>The names whose object tombstone and purge are still running (<see cref="PurgeObjectAsync"/>), with a
+    /// count: one name may be destroyed again while its earlier purge runs. Its own lock; waits use its monitor.</summary>
+    private sealed class PendingTombstones
+    {
+        private readonly Dictionary<string, int> _names = new(StringComparer.Ordinal);
+
+        public void Add(string name)
+        {
+            lock (_names)
+            {
+                _names[name] = _names.GetValueOrDefault(name) + 1;
+            }
+        }
+
+        public void Done(string name)
+        {
+            lock (_names)
+            {
+                if (_names.TryGetValue(name, out int n) && n > 1)
+                {
+                    _names[name] = n - 1;
+                }
+                else
+                {
+                    _names.Remove(name);
+                    Monitor.PulseAll(_names);
+                }
+            }
+        }
+
+        public bool Contains(string name)
+        {
+            lock (_names)
+            {
+                return _names.ContainsKey(name);
+            }
+        }
+
+        /// <summary>Waits until no purge runs, at most <paramref name="timeout"/>.</summary>
+        public void WaitNone(TimeSpan timeout)
+        {
+            long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+            lock (_names)
+            {
+                while (_names.Count > 0)
+                {
+                    long left = deadline - Environment.TickCount64;
+                    if (left <= 0 || !Monitor.Wait(_names, (int)left))
+                    {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
